@@ -1,0 +1,174 @@
+/*
+ * aggregate.c: per-thread call tries and the timeline.
+ *
+ * Each sample walks its thread's trie from the root, one node per (identity, line)
+ * pair, creating nodes on first sight, and adds its wall and CPU time to the leaf.
+ * Memory grows with the number of distinct stacks, not with the run's length. The
+ * timeline keeps, per thread, the leaf node of each sample in order, merging runs
+ * of the same leaf, within a fixed budget of entries for all threads together.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t child_hash(uint32_t parent, uint32_t identity, int32_t line)
+{
+    uint64_t x = ((uint64_t)parent << 32) ^ ((uint64_t)identity * 0x9E3779B97F4A7C15ULL) ^ (uint32_t)line;
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 29;
+    return x;
+}
+
+int pi_tree_init(pi_tree *tree, size_t timeline_budget)
+{
+    memset(tree, 0, sizeof *tree);
+    tree->child_slot_count = 4096;
+    tree->child_slots = malloc(tree->child_slot_count * sizeof *tree->child_slots);
+    if (!tree->child_slots)
+        return -1;
+    memset(tree->child_slots, 0xff, tree->child_slot_count * sizeof *tree->child_slots);
+    tree->timeline_budget = timeline_budget;
+    return 0;
+}
+
+void pi_tree_free(pi_tree *tree)
+{
+    for (size_t i = 0; i < tree->thread_count; i++)
+        free(tree->threads[i].timeline);
+    free(tree->threads);
+    free(tree->nodes);
+    free(tree->child_slots);
+    memset(tree, 0, sizeof *tree);
+}
+
+static int64_t new_node(pi_tree *tree, uint32_t parent, uint32_t identity, int32_t line, uint32_t thread)
+{
+    if (tree->node_count >= UINT32_MAX - 1)
+        return -1;
+    if (tree->node_count == tree->node_cap) {
+        size_t cap = tree->node_cap ? tree->node_cap * 2 : 1024;
+        pi_node *grown = realloc(tree->nodes, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        tree->nodes = grown;
+        tree->node_cap = cap;
+    }
+    tree->nodes[tree->node_count] = (pi_node){parent, identity, line, thread, 0, 0, 0};
+    return (int64_t)tree->node_count++;
+}
+
+static int grow_child_slots(pi_tree *tree)
+{
+    size_t count = tree->child_slot_count * 2;
+    uint32_t *slots = malloc(count * sizeof *slots);
+    if (!slots)
+        return -1;
+    memset(slots, 0xff, count * sizeof *slots);
+    for (size_t i = 0; i < tree->node_count; i++) {
+        pi_node *n = &tree->nodes[i];
+        if (n->parent == PI_NO_NODE)
+            continue;
+        size_t s = child_hash(n->parent, n->identity, n->line) & (count - 1);
+        while (slots[s] != UINT32_MAX)
+            s = (s + 1) & (count - 1);
+        slots[s] = (uint32_t)i;
+    }
+    free(tree->child_slots);
+    tree->child_slots = slots;
+    tree->child_slot_count = count;
+    return 0;
+}
+
+static int64_t child_of(pi_tree *tree, uint32_t parent, uint32_t identity, int32_t line, uint32_t thread)
+{
+    if ((tree->node_count + 1) * 2 > tree->child_slot_count && grow_child_slots(tree) != 0)
+        return -1;
+    size_t mask = tree->child_slot_count - 1;
+    size_t s = child_hash(parent, identity, line) & mask;
+    for (; tree->child_slots[s] != UINT32_MAX; s = (s + 1) & mask) {
+        pi_node *n = &tree->nodes[tree->child_slots[s]];
+        if (n->parent == parent && n->identity == identity && n->line == line)
+            return tree->child_slots[s];
+    }
+    int64_t node = new_node(tree, parent, identity, line, thread);
+    if (node >= 0)
+        tree->child_slots[s] = (uint32_t)node;
+    return node;
+}
+
+pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id,
+                                 uintptr_t tstate)
+{
+    /* pthread ids are reused at once by new threads; kernel tids much later */
+    for (size_t i = 0; i < tree->thread_count; i++)
+        if (tree->threads[i].thread_id == thread_id && tree->threads[i].native_id == native_id)
+            return &tree->threads[i];
+    if (tree->thread_count == tree->thread_cap) {
+        size_t cap = tree->thread_cap ? tree->thread_cap * 2 : 16;
+        pi_thread_record *grown = realloc(tree->threads, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        tree->threads = grown;
+        tree->thread_cap = cap;
+    }
+    int64_t root = new_node(tree, PI_NO_NODE, UINT32_MAX, 0, (uint32_t)tree->thread_count);
+    if (root < 0)
+        return NULL;
+    pi_thread_record *t = &tree->threads[tree->thread_count++];
+    memset(t, 0, sizeof *t);
+    t->thread_id = thread_id;
+    t->native_id = native_id;
+    t->tstate = tstate;
+    t->root = (uint32_t)root;
+    t->last_cpu_ns = -1;
+    return t;
+}
+
+static void timeline_add(pi_tree *tree, pi_thread_record *t, uint32_t node, int64_t wall_ns)
+{
+    uint32_t wall = wall_ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)(wall_ns < 0 ? 0 : wall_ns);
+    if (t->timeline_len > 0) {
+        pi_timeline_entry *last = &t->timeline[t->timeline_len - 1];
+        if (last->node == node && (uint64_t)last->wall_ns + wall <= UINT32_MAX) {
+            last->wall_ns += wall;
+            return;
+        }
+    }
+    if (tree->timeline_budget == 0) {
+        tree->timeline_truncated = true;
+        return;
+    }
+    if (t->timeline_len == t->timeline_cap) {
+        size_t cap = t->timeline_cap ? t->timeline_cap * 2 : 256;
+        pi_timeline_entry *grown = realloc(t->timeline, cap * sizeof *grown);
+        if (!grown) {
+            tree->timeline_truncated = true;
+            return;
+        }
+        t->timeline = grown;
+        t->timeline_cap = cap;
+    }
+    t->timeline[t->timeline_len++] = (pi_timeline_entry){node, wall};
+    tree->timeline_budget--;
+}
+
+int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
+                const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns)
+{
+    uint32_t node = thread->root;
+    uint32_t thread_index = tree->nodes[node].thread;
+    for (size_t i = 0; i < depth; i++) {
+        int64_t child = child_of(tree, node, identities[i], lines[i], thread_index);
+        if (child < 0)
+            return -1;
+        node = (uint32_t)child;
+    }
+    pi_node *leaf = &tree->nodes[node];
+    leaf->self_wall_ns += wall_ns;
+    leaf->self_cpu_ns += cpu_ns;
+    leaf->self_samples++;
+    timeline_add(tree, thread, node, wall_ns);
+    return 0;
+}

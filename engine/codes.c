@@ -1,0 +1,404 @@
+/*
+ * codes.c: code identity.
+ *
+ * Code objects die and their addresses are reused, so an address alone does not
+ * say which function a frame runs. At first sight of an address we copy the code
+ * object's name, file, first line and line table; on every later tick its header
+ * is re-read (one batched read for all code on all stacks) and compared with what
+ * we saw. A changed header means a different code object: a new entry. Entries map
+ * to interned identities (function, file, first line), the nodes of the call tree.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PI_MAX_STRING_CHARS 4096
+#define PI_MAX_LINETABLE (1u << 20)
+#define PI_MAX_VARNAMES 4096
+#define PI_LINE_CACHE 4
+
+struct pi_code_entry {
+    uintptr_t addr;
+    pi_code header;
+    uint32_t identity;
+    uint8_t *linetable;
+    size_t linetable_len;
+    int cache_index[PI_LINE_CACHE];
+    int cache_line[PI_LINE_CACHE];
+    unsigned cache_next;
+};
+
+static uint64_t hash_ptr(uintptr_t p)
+{
+    uint64_t x = (uint64_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+int pi_codes_init(pi_code_table *t)
+{
+    memset(t, 0, sizeof *t);
+    t->slot_count = 1024;
+    t->slots = calloc(t->slot_count, sizeof *t->slots);
+    t->identity_slot_count = 1024;
+    t->identity_slots = malloc(t->identity_slot_count * sizeof *t->identity_slots);
+    if (!t->slots || !t->identity_slots) {
+        pi_codes_free(t);
+        return -1;
+    }
+    memset(t->identity_slots, 0xff, t->identity_slot_count * sizeof *t->identity_slots);
+    return 0;
+}
+
+void pi_codes_free(pi_code_table *t)
+{
+    for (size_t i = 0; i < t->entry_count; i++) {
+        free(t->entries[i]->linetable);
+        free(t->entries[i]);
+    }
+    for (size_t i = 0; i < t->identity_count; i++) {
+        free(t->identities[i].function);
+        free(t->identities[i].filename);
+    }
+    free(t->entries);
+    free(t->identities);
+    free(t->slots);
+    free(t->identity_slots);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- copying strings out of unicode objects ---- */
+
+static size_t utf8_put(char *out, uint32_t c)
+{
+    if (c >= 0xD800 && c <= 0xDFFF)
+        c = 0xFFFD; /* lone surrogates cannot be UTF-8 */
+    if (c < 0x80) {
+        out[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        out[0] = (char)(0xC0 | (c >> 6));
+        out[1] = (char)(0x80 | (c & 63));
+        return 2;
+    }
+    if (c < 0x10000) {
+        out[0] = (char)(0xE0 | (c >> 12));
+        out[1] = (char)(0x80 | ((c >> 6) & 63));
+        out[2] = (char)(0x80 | (c & 63));
+        return 3;
+    }
+    if (c > 0x10FFFF)
+        c = 0xFFFD;
+    out[0] = (char)(0xF0 | (c >> 18));
+    out[1] = (char)(0x80 | ((c >> 12) & 63));
+    out[2] = (char)(0x80 | ((c >> 6) & 63));
+    out[3] = (char)(0x80 | (c & 63));
+    return 4;
+}
+
+/* Copies a str object as a new UTF-8 C string; NULL if it cannot be read. */
+static char *read_unicode(uintptr_t addr)
+{
+    uint8_t header[256];
+    size_t header_size = pi_unicode_header_size();
+    if (header_size > sizeof header)
+        return NULL;
+    /* a short ASCII string can end before the compact header does: retry smaller */
+    if (pi_read_exact(addr, header, header_size) != 0) {
+        memset(header, 0, sizeof header);
+        if (pi_read_exact(addr, header, header_size / 2 + 8) != 0)
+            return NULL;
+    }
+    int64_t length;
+    int kind;
+    size_t data_offset;
+    if (pi_parse_unicode(header, &length, &kind, &data_offset) != 0 || length > PI_MAX_STRING_CHARS)
+        return NULL;
+    size_t raw_len = (size_t)length * (size_t)kind;
+    uint8_t *raw = malloc(raw_len + 1);
+    char *out = malloc((size_t)length * 4 + 1);
+    if (!raw || !out || pi_read_exact(addr + data_offset, raw, raw_len) != 0) {
+        free(raw);
+        free(out);
+        return NULL;
+    }
+    size_t n = 0;
+    for (int64_t i = 0; i < length; i++) {
+        uint32_t c;
+        if (kind == 1) {
+            c = raw[i];
+        } else if (kind == 2) {
+            uint16_t v;
+            memcpy(&v, raw + i * 2, 2);
+            c = v;
+        } else {
+            memcpy(&c, raw + i * 4, 4);
+        }
+        n += utf8_put(out + n, c);
+    }
+    out[n] = '\0';
+    free(raw);
+    return out;
+}
+
+static uint8_t *read_bytes(uintptr_t addr, size_t *len_out)
+{
+    uint8_t header[64];
+    size_t header_size = pi_bytes_header_size();
+    if (header_size > sizeof header || pi_read_exact(addr, header, header_size) != 0)
+        return NULL;
+    int64_t length;
+    size_t data_offset;
+    if (pi_parse_bytes(header, &length, &data_offset) != 0 || length > PI_MAX_LINETABLE)
+        return NULL;
+    uint8_t *data = malloc((size_t)length + 1);
+    if (!data || pi_read_exact(addr + data_offset, data, (size_t)length) != 0) {
+        free(data);
+        return NULL;
+    }
+    *len_out = (size_t)length;
+    return data;
+}
+
+/* True when the tuple of local names holds "__tracebackhide__". */
+static bool names_hide_traceback(uintptr_t tuple_addr)
+{
+    static const char marker[] = "__tracebackhide__";
+    const size_t marker_len = sizeof marker - 1;
+    uint8_t header[64];
+    int64_t count;
+    size_t items_offset;
+    if (tuple_addr == 0 || pi_tuple_header_size() > sizeof header ||
+        pi_read_exact(tuple_addr, header, pi_tuple_header_size()) != 0 ||
+        pi_parse_tuple(header, &count, &items_offset) != 0 || count <= 0 || count > PI_MAX_VARNAMES)
+        return false;
+    uintptr_t *items = malloc((size_t)count * sizeof *items);
+    if (!items)
+        return false;
+    bool found = false;
+    if (pi_read_exact(tuple_addr + items_offset, items, (size_t)count * sizeof *items) == 0) {
+        for (int64_t i = 0; i < count && !found; i++) {
+            char *name = read_unicode(items[i]);
+            if (name && strlen(name) == marker_len && memcmp(name, marker, marker_len) == 0)
+                found = true;
+            free(name);
+        }
+    }
+    free(items);
+    return found;
+}
+
+/* ---- identities ---- */
+
+static int identity_grow(pi_code_table *t)
+{
+    size_t count = t->identity_slot_count * 2;
+    uint32_t *slots = malloc(count * sizeof *slots);
+    if (!slots)
+        return -1;
+    memset(slots, 0xff, count * sizeof *slots);
+    for (size_t i = 0; i < t->identity_count; i++) {
+        pi_frame_identity *id = &t->identities[i];
+        uint64_t h = hash_str(hash_str(0xcbf29ce484222325ULL ^ (uint64_t)id->firstlineno, id->function), id->filename);
+        size_t s = h & (count - 1);
+        while (slots[s] != UINT32_MAX)
+            s = (s + 1) & (count - 1);
+        slots[s] = (uint32_t)i;
+    }
+    free(t->identity_slots);
+    t->identity_slots = slots;
+    t->identity_slot_count = count;
+    return 0;
+}
+
+/* Interns (function, filename, firstlineno); takes ownership of the strings. */
+static int64_t intern_identity(pi_code_table *t, char *function, char *filename, int firstlineno, bool hides)
+{
+    if ((t->identity_count + 1) * 2 > t->identity_slot_count && identity_grow(t) != 0)
+        goto error;
+    uint64_t h = hash_str(hash_str(0xcbf29ce484222325ULL ^ (uint64_t)firstlineno, function), filename);
+    size_t mask = t->identity_slot_count - 1;
+    size_t s = h & mask;
+    for (; t->identity_slots[s] != UINT32_MAX; s = (s + 1) & mask) {
+        pi_frame_identity *id = &t->identities[t->identity_slots[s]];
+        if (id->firstlineno == firstlineno && strcmp(id->function, function) == 0 &&
+            strcmp(id->filename, filename) == 0) {
+            free(function);
+            free(filename);
+            return t->identity_slots[s];
+        }
+    }
+    if (t->identity_count == t->identity_cap) {
+        size_t cap = t->identity_cap ? t->identity_cap * 2 : 256;
+        pi_frame_identity *grown = realloc(t->identities, cap * sizeof *grown);
+        if (!grown)
+            goto error;
+        t->identities = grown;
+        t->identity_cap = cap;
+    }
+    t->identities[t->identity_count] = (pi_frame_identity){function, filename, firstlineno, hides};
+    t->identity_slots[s] = (uint32_t)t->identity_count;
+    return (int64_t)t->identity_count++;
+error:
+    free(function);
+    free(filename);
+    return -1;
+}
+
+/* ---- code entries ---- */
+
+static pi_code_entry **slot_for(pi_code_table *t, uintptr_t addr)
+{
+    size_t mask = t->slot_count - 1;
+    size_t s = hash_ptr(addr) & mask;
+    while (t->slots[s] && t->slots[s]->addr != addr)
+        s = (s + 1) & mask;
+    return &t->slots[s];
+}
+
+static int slots_grow(pi_code_table *t)
+{
+    pi_code_entry **old = t->slots;
+    size_t old_count = t->slot_count;
+    t->slot_count *= 2;
+    t->slots = calloc(t->slot_count, sizeof *t->slots);
+    if (!t->slots) {
+        t->slots = old;
+        t->slot_count = old_count;
+        return -1;
+    }
+    for (size_t i = 0; i < old_count; i++)
+        if (old[i])
+            *slot_for(t, old[i]->addr) = old[i];
+    free(old);
+    return 0;
+}
+
+static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code *header)
+{
+    char *function = read_unicode(header->qualname ? header->qualname : header->name);
+    char *filename = read_unicode(header->filename);
+    size_t linetable_len = 0;
+    uint8_t *linetable = header->linetable ? read_bytes(header->linetable, &linetable_len) : NULL;
+    pi_code_entry *e = calloc(1, sizeof *e);
+    if (!function || !filename || !e || (header->linetable && !linetable))
+        goto error;
+    bool hides = names_hide_traceback(header->varnames);
+    int64_t identity = intern_identity(t, function, filename, header->firstlineno, hides);
+    function = filename = NULL; /* owned by the table now */
+    if (identity < 0)
+        goto error;
+    if (t->entry_count == t->entry_cap) {
+        size_t cap = t->entry_cap ? t->entry_cap * 2 : 256;
+        pi_code_entry **grown = realloc(t->entries, cap * sizeof *grown);
+        if (!grown)
+            goto error;
+        t->entries = grown;
+        t->entry_cap = cap;
+    }
+    if ((t->used + 1) * 2 > t->slot_count && slots_grow(t) != 0)
+        goto error;
+    e->addr = addr;
+    e->header = *header;
+    e->identity = (uint32_t)identity;
+    e->linetable = linetable;
+    e->linetable_len = linetable_len;
+    for (int i = 0; i < PI_LINE_CACHE; i++)
+        e->cache_index[i] = INT32_MIN;
+    t->entries[t->entry_count++] = e;
+    pi_code_entry **slot = slot_for(t, addr);
+    if (!*slot)
+        t->used++;
+    *slot = e; /* an older entry at this address stays alive for nodes that used it */
+    return e;
+error:
+    free(function);
+    free(filename);
+    free(linetable);
+    free(e);
+    return NULL;
+}
+
+int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_code_entry **entries)
+{
+    size_t size = pi_runtime_layout.code_read_size;
+    uint8_t *buffers = malloc(count * size + 1);
+    pi_read *reads = malloc((count + 1) * sizeof *reads);
+    if (!buffers || !reads) {
+        free(buffers);
+        free(reads);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++)
+        reads[i] = (pi_read){addrs[i], buffers + i * size, size, false};
+    int syscalls = pi_read_batch(reads, count);
+    for (size_t i = 0; i < count; i++) {
+        entries[i] = NULL;
+        pi_code header;
+        if (!reads[i].ok || pi_parse_code(reads[i].dst, addrs[i], &header) != 0) {
+            t->unreadable++;
+            continue;
+        }
+        pi_code_entry *known = *slot_for(t, addrs[i]);
+        if (known && pi_code_same(&known->header, &header))
+            entries[i] = known;
+        else
+            entries[i] = load_entry(t, addrs[i], &header);
+        if (!entries[i])
+            t->unreadable++;
+    }
+    free(buffers);
+    free(reads);
+    return syscalls;
+}
+
+uint32_t pi_code_identity(const pi_code_entry *e)
+{
+    return e->identity;
+}
+
+static int instr_index(const pi_code_entry *e, uintptr_t instr, int lasti)
+{
+    if (e->header.code_units < 0)
+        return lasti; /* 3.9/3.10: the frame holds the index */
+    if (instr < e->header.code_start)
+        return -1;
+    uintptr_t index = (instr - e->header.code_start) / 2;
+    return index < (uintptr_t)e->header.code_units ? (int)index : -1;
+}
+
+bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr)
+{
+    if (e->header.code_units < 0)
+        return true;
+    return instr >= e->header.code_start + (uintptr_t)e->header.first_traceable * 2;
+}
+
+int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti)
+{
+    int index = instr_index(e, instr, lasti);
+    if (index < 0 || !e->linetable)
+        return e->header.firstlineno;
+    for (int i = 0; i < PI_LINE_CACHE; i++)
+        if (e->cache_index[i] == index)
+            return e->cache_line[i];
+    int line = pi_line_for_instr(e->linetable, e->linetable_len, e->header.firstlineno, index);
+    if (line < 0)
+        line = e->header.firstlineno;
+    unsigned k = e->cache_next++ % PI_LINE_CACHE;
+    e->cache_index[k] = index;
+    e->cache_line[k] = line;
+    return line;
+}

@@ -1,0 +1,253 @@
+/*
+ * engine.h: the one header shared by the C engine's files.
+ *
+ * The engine samples the Python stacks of every thread of its own process from a
+ * native thread that never takes the GIL and never calls the C API. Every read of
+ * interpreter memory goes through process_vm_readv (memread.c), so reading a frame
+ * that died meanwhile yields an error, not a crash. The files, by concern:
+ *
+ *   memread.c    safe reads of our own memory, batched into vectored reads
+ *   layout.c     the interpreter's struct layouts (the only file built against
+ *                CPython's internal headers): parses copied structs
+ *   linetable.c  line numbers from copied line tables (every format 3.9-3.15)
+ *   codes.c      code identity: which function a code address means, validated
+ *   stacks.c     one tick: walk every thread's frame chain in lock-step
+ *   aggregate.c  per-thread call tries with wall/CPU time, and the timeline
+ *   sampler.c    the sampling pthread: deadlines, timing, fork safety
+ *   module.c     the Python module pyinstrument._engine
+ */
+#ifndef PI_ENGINE_H
+#define PI_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/uio.h>
+
+/* ---------------------------------------------------------------- memread.c */
+
+/* One pending read of `len` bytes at `addr` into `dst`; `ok` is set by pi_read_batch. */
+typedef struct {
+    uintptr_t addr;
+    void *dst;
+    size_t len;
+    bool ok;
+} pi_read;
+
+/* Reads every request with as few syscalls as possible. A request that faults is
+ * marked !ok; the others still complete. Returns the number of syscalls made. */
+int pi_read_batch(pi_read *reads, size_t count);
+/* Reads exactly len bytes; returns 0 on success, -1 if any byte could not be read. */
+int pi_read_exact(uintptr_t addr, void *dst, size_t len);
+/* Checks that process_vm_readv works here; on failure writes why into err. */
+int pi_read_probe(char *err, size_t errlen);
+
+/* ----------------------------------------------------------------- layout.c */
+
+/* Facts about the running interpreter, found once at start with the GIL held. */
+typedef struct {
+    uintptr_t thread_head_addr; /* address of the interpreter's first-thread-state pointer */
+    uintptr_t code_type_addr;   /* &PyCode_Type */
+    size_t tstate_read_size;    /* bytes of a thread state we copy */
+    size_t frame_read_size;     /* bytes of a frame we copy */
+    size_t code_read_size;      /* bytes of a code object header we copy */
+    bool frames_in_chunks;      /* 3.11+: frames live in per-thread data-stack chunks */
+    bool has_native_thread_id;  /* 3.11+: the thread state records the kernel tid */
+} pi_layout;
+
+extern pi_layout pi_runtime_layout;
+
+/* Fills pi_runtime_layout; on 3.13+ checks it against _Py_DebugOffsets. GIL held. */
+int pi_layout_init(char *err, size_t errlen);
+
+typedef struct {
+    uintptr_t next;
+    uintptr_t frame;         /* current frame, if known directly (else 0) */
+    uintptr_t cframe;        /* 3.11/3.12: the _PyCFrame holding the current frame */
+    unsigned long thread_id; /* pthread_t, as threading.get_ident() */
+    unsigned long native_id; /* kernel tid, 0 if the layout has none */
+    uintptr_t chunk;         /* 3.11+: current data-stack chunk */
+    uintptr_t chunk_top;     /* 3.11+: end of the used part of that chunk */
+} pi_tstate;
+
+int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out);
+/* 3.11+: a data-stack chunk's header: the older chunk, and how many bytes are used
+ * (header included) as saved when a newer chunk was pushed. */
+int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used);
+size_t pi_chunk_header_size(void);
+/* 3.11/3.12: the current frame from a copied _PyCFrame. */
+size_t pi_cframe_read_size(void);
+uintptr_t pi_parse_cframe(const void *buf);
+
+enum { PI_FRAME_PYTHON, PI_FRAME_SKIP };
+typedef struct {
+    uintptr_t code;      /* code object address (may be anything: validate) */
+    uintptr_t previous;
+    uintptr_t instr;     /* 3.11+: address of the current/previous code unit */
+    int lasti;           /* 3.9/3.10: instruction index */
+    int kind;            /* PI_FRAME_PYTHON, or PI_FRAME_SKIP for shim/C-stack frames */
+} pi_frame;
+
+int pi_parse_frame(const void *buf, pi_frame *out);
+
+/* What we keep of a code object's header, for identity checks and line lookup. */
+typedef struct {
+    uintptr_t type;
+    uintptr_t name, qualname, filename, linetable, names;
+    uintptr_t varnames; /* tuple of local variable names */
+    int firstlineno;
+    int first_traceable;  /* 3.11+: index of the first traceable code unit */
+    uint32_t version;     /* 3.12+: co_version */
+    int64_t code_units;   /* size of the bytecode, in code units */
+    uintptr_t code_start; /* address of the first code unit (3.11+) */
+} pi_code;
+
+int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out);
+bool pi_code_same(const pi_code *a, const pi_code *b);
+
+/* String and bytes objects: header sizes and parsing. */
+size_t pi_unicode_header_size(void);
+/* On success sets the character count, bytes per character (1, 2, 4), the
+ * offset of the character data from the object start, and whether it is ASCII. */
+int pi_parse_unicode(const void *buf, int64_t *length, int *kind, size_t *data_offset);
+size_t pi_bytes_header_size(void);
+int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset);
+size_t pi_tuple_header_size(void);
+int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset);
+
+/* Line number for an instruction index, from a copied line table. -1 if unknown. */
+int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index);
+
+/* ---------------------------------------------------------------- linetable.c */
+
+int pi_line_lnotab(const uint8_t *table, size_t len, int firstlineno, int byte_offset);
+int pi_line_linetable310(const uint8_t *table, size_t len, int firstlineno, int byte_offset);
+int pi_line_locations311(const uint8_t *table, size_t len, int firstlineno, int unit_index);
+
+/* ------------------------------------------------------------------ codes.c */
+
+/* Frame identity (function, file, first line): the unit of the call tree. */
+typedef struct {
+    char *function; /* UTF-8, qualified name where the interpreter has one */
+    char *filename; /* UTF-8 */
+    int firstlineno;
+    bool hides_traceback; /* the function sets __tracebackhide__ */
+} pi_frame_identity;
+
+typedef struct pi_code_entry pi_code_entry;
+
+typedef struct {
+    /* code address -> entry (open addressing, linear probing) */
+    pi_code_entry **slots;
+    size_t slot_count, used;
+    /* all entries ever made, owned here */
+    pi_code_entry **entries;
+    size_t entry_count, entry_cap;
+    /* identities, interned */
+    pi_frame_identity *identities;
+    size_t identity_count, identity_cap;
+    uint32_t *identity_slots;
+    size_t identity_slot_count;
+    uint64_t unreadable; /* code objects that failed validation */
+} pi_code_table;
+
+int pi_codes_init(pi_code_table *t);
+void pi_codes_free(pi_code_table *t);
+
+/* Validates the code objects in `addrs` (their headers re-read in one batch) and
+ * resolves each to an entry; entries[i] is NULL where the address is not a live
+ * code object. */
+int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_code_entry **entries);
+/* The entry's identity index, line for an instruction pointer, traceability. */
+uint32_t pi_code_identity(const pi_code_entry *e);
+int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti);
+bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
+
+/* -------------------------------------------------------------- aggregate.c */
+
+#define PI_NO_NODE UINT32_MAX
+
+typedef struct {
+    uint32_t parent;
+    uint32_t identity; /* index into the code table's identities; UINT32_MAX for a thread root */
+    int32_t line;
+    uint32_t thread;   /* index into pi_tree.threads */
+    int64_t self_wall_ns, self_cpu_ns;
+    uint64_t self_samples;
+} pi_node;
+
+typedef struct {
+    uint32_t node;
+    uint32_t wall_ns; /* consecutive samples of the same node merged, saturating */
+} pi_timeline_entry;
+
+typedef struct {
+    unsigned long thread_id;
+    unsigned long native_id;
+    uintptr_t tstate;
+    uint32_t root;
+    int64_t last_cpu_ns; /* -1 when unknown */
+    bool seen_this_tick;
+    pi_timeline_entry *timeline;
+    size_t timeline_len, timeline_cap;
+} pi_thread_record;
+
+typedef struct {
+    pi_node *nodes;
+    size_t node_count, node_cap;
+    uint32_t *child_slots; /* (parent, identity, line) -> node, open addressing */
+    size_t child_slot_count;
+    pi_thread_record *threads;
+    size_t thread_count, thread_cap;
+    size_t timeline_budget;   /* entries left for the timeline, all threads together */
+    bool timeline_truncated;
+} pi_tree;
+
+int pi_tree_init(pi_tree *tree, size_t timeline_budget);
+void pi_tree_free(pi_tree *tree);
+/* The record of a thread, made on first sight; NULL when out of memory. */
+pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id,
+                                 uintptr_t tstate);
+/* Adds one sample; `identities` and `lines` are root-first. Returns 0, or -1 when out of memory. */
+int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
+                const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns);
+
+/* ----------------------------------------------------------------- stacks.c */
+
+#define PI_MAX_DEPTH 8192
+
+typedef struct {
+    uint64_t ticks;
+    uint64_t samples;        /* thread stacks recorded */
+    uint64_t dropped;        /* thread stacks failing validation */
+    uint64_t missed_ticks;   /* deadlines skipped because a tick overran */
+    uint64_t tick_ns_total;  /* time spent in ticks, for the cost-per-tick figure */
+    uint64_t syscalls;
+} pi_stats;
+
+typedef struct pi_walker pi_walker;
+
+typedef struct {
+    pi_code_table codes;
+    pi_tree tree;
+    pi_stats stats;
+    unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
+    pi_walker *walkers;
+    size_t walker_cap;
+    uintptr_t *tstate_cache; /* thread-state addresses seen last tick */
+    size_t tstate_cache_len, tstate_cache_cap;
+    int64_t last_tick_ns;
+    unsigned long sampler_thread_id;
+} pi_state;
+
+int pi_state_init(pi_state *s, unsigned long only_thread, size_t timeline_budget);
+void pi_state_free(pi_state *s);
+/* Samples every thread once. now_ns: monotonic time of this tick. */
+void pi_tick(pi_state *s, int64_t now_ns);
+
+/* Kernel tid of a pthread (3.9/3.10 thread states do not record it). */
+unsigned long pi_native_id_of(unsigned long pthread_id);
+void pi_native_id_discover(void);
+int64_t pi_thread_cpu_ns(unsigned long native_id);
+
+#endif

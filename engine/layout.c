@@ -1,0 +1,351 @@
+/*
+ * layout.c: the interpreter's struct layouts, from its own internal headers.
+ *
+ * The extension is compiled once per Python minor version, so the real C types of
+ * CPython's thread states, frames and code objects are used directly: no offset
+ * tables. Remote structs are copied (memread.c) into buffers and parsed here; the
+ * sampler thread never dereferences an interpreter pointer. On 3.13+ the compiled
+ * layout is checked against the runtime's own _Py_DebugOffsets at start.
+ */
+#ifndef Py_BUILD_CORE_MODULE
+#define Py_BUILD_CORE_MODULE 1
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "engine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x03090000
+#error "pyinstrument's engine supports CPython 3.9 and newer"
+#endif
+
+/* CPython's internal headers are not written for -Wextra */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_interpframe_structs.h"
+#include "internal/pycore_stackref.h"
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_frame.h"
+#else
+#include "frameobject.h"
+#endif
+#include "internal/pycore_interp.h"
+#if PY_VERSION_HEX >= 0x030D0000
+#include "internal/pycore_runtime.h"
+#endif
+#pragma GCC diagnostic pop
+
+pi_layout pi_runtime_layout;
+
+/* Copies a struct out of a buffer (which may be unaligned). */
+#define PI_LOAD(type, var, buf) type var; memcpy(&var, (buf), sizeof var)
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame pi_iframe_t;
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+static int check_offset(char *err, size_t errlen, const char *what, uint64_t runtime, size_t compiled)
+{
+    if (runtime == (uint64_t)compiled)
+        return 0;
+    snprintf(err, errlen,
+             "this Python's %s layout differs from the one pyinstrument was built for "
+             "(offset %llu, expected %zu); reinstall pyinstrument for this interpreter",
+             what, (unsigned long long)runtime, compiled);
+    return -1;
+}
+
+static int check_debug_offsets(char *err, size_t errlen)
+{
+    const _Py_DebugOffsets *d = &_PyRuntime.debug_offsets;
+    if (memcmp(d->cookie, "xdebugpy", 8) != 0) {
+        snprintf(err, errlen, "this Python has no debug offsets (cookie missing); unsupported build");
+        return -1;
+    }
+    if (d->free_threaded) {
+        snprintf(err, errlen, "free-threaded Python builds are not supported yet");
+        return -1;
+    }
+    if (check_offset(err, errlen, "thread state", d->thread_state.next, offsetof(PyThreadState, next)) ||
+        check_offset(err, errlen, "thread state", d->thread_state.current_frame, offsetof(PyThreadState, current_frame)) ||
+        check_offset(err, errlen, "thread state", d->thread_state.native_thread_id, offsetof(PyThreadState, native_thread_id)) ||
+        check_offset(err, errlen, "interpreter", d->interpreter_state.threads_head, offsetof(PyInterpreterState, threads.head)) ||
+        check_offset(err, errlen, "frame", d->interpreter_frame.previous, offsetof(pi_iframe_t, previous)) ||
+        check_offset(err, errlen, "frame", d->interpreter_frame.executable, offsetof(pi_iframe_t, f_executable)) ||
+        check_offset(err, errlen, "frame", d->interpreter_frame.instr_ptr, offsetof(pi_iframe_t, instr_ptr)) ||
+        check_offset(err, errlen, "frame", d->interpreter_frame.owner, offsetof(pi_iframe_t, owner)) ||
+        check_offset(err, errlen, "code object", d->code_object.filename, offsetof(PyCodeObject, co_filename)) ||
+        check_offset(err, errlen, "code object", d->code_object.qualname, offsetof(PyCodeObject, co_qualname)) ||
+        check_offset(err, errlen, "code object", d->code_object.linetable, offsetof(PyCodeObject, co_linetable)) ||
+        check_offset(err, errlen, "code object", d->code_object.firstlineno, offsetof(PyCodeObject, co_firstlineno)) ||
+        check_offset(err, errlen, "code object", d->code_object.co_code_adaptive, offsetof(PyCodeObject, co_code_adaptive)) ||
+        check_offset(err, errlen, "unicode", d->unicode_object.asciiobject_size, sizeof(PyASCIIObject)))
+        return -1;
+    return 0;
+}
+#endif
+
+int pi_layout_init(char *err, size_t errlen)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    pi_layout *l = &pi_runtime_layout;
+    memset(l, 0, sizeof *l);
+#if PY_VERSION_HEX >= 0x030B0000
+    l->thread_head_addr = (uintptr_t)&interp->threads.head;
+    l->frames_in_chunks = true;
+    l->has_native_thread_id = true;
+    l->frame_read_size = offsetof(pi_iframe_t, localsplus);
+    l->code_read_size = offsetof(PyCodeObject, co_code_adaptive);
+#else
+    l->thread_head_addr = (uintptr_t)&interp->tstate_head;
+    l->frame_read_size = offsetof(PyFrameObject, f_localsplus);
+    l->code_read_size = sizeof(PyCodeObject);
+#endif
+    l->tstate_read_size = sizeof(PyThreadState);
+    l->code_type_addr = (uintptr_t)&PyCode_Type;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (check_debug_offsets(err, errlen) != 0)
+        return -1;
+#else
+    (void)err;
+    (void)errlen;
+#endif
+    return 0;
+}
+
+int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
+{
+    PI_LOAD(PyThreadState, ts, buf);
+    memset(out, 0, sizeof *out);
+    (void)addr;
+    out->next = (uintptr_t)ts.next;
+    out->thread_id = ts.thread_id;
+#if PY_VERSION_HEX >= 0x030D0000
+    out->frame = (uintptr_t)ts.current_frame;
+#elif PY_VERSION_HEX >= 0x030B0000
+    /* the outermost _PyCFrame lives inside the thread state itself */
+    if ((uintptr_t)ts.cframe == addr + offsetof(PyThreadState, root_cframe))
+        out->frame = (uintptr_t)ts.root_cframe.current_frame;
+    else
+        out->cframe = (uintptr_t)ts.cframe;
+#else
+    out->frame = (uintptr_t)ts.frame;
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+    out->native_id = ts.native_thread_id;
+    out->chunk = (uintptr_t)ts.datastack_chunk;
+    out->chunk_top = (uintptr_t)ts.datastack_top;
+#endif
+    return 0;
+}
+
+int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    _PyStackChunk c;
+    memcpy(&c, buf, offsetof(_PyStackChunk, data));
+    *previous = (uintptr_t)c.previous;
+    *used = 0;
+    if (c.top > c.size / sizeof(PyObject *))
+        return -1;
+    *used = offsetof(_PyStackChunk, data) + c.top * sizeof(PyObject *);
+    return 0;
+#else
+    (void)buf;
+    *previous = 0;
+    *used = 0;
+    return -1;
+#endif
+}
+
+size_t pi_chunk_header_size(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return offsetof(_PyStackChunk, data);
+#else
+    return 0;
+#endif
+}
+
+size_t pi_cframe_read_size(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+    return sizeof(_PyCFrame);
+#else
+    return 0;
+#endif
+}
+
+uintptr_t pi_parse_cframe(const void *buf)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+    PI_LOAD(_PyCFrame, cf, buf);
+    return (uintptr_t)cf.current_frame;
+#else
+    (void)buf;
+    return 0;
+#endif
+}
+
+int pi_parse_frame(const void *buf, pi_frame *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = PI_FRAME_PYTHON;
+#if PY_VERSION_HEX >= 0x030B0000
+    /* copy only the header: localsplus is not part of the read */
+    pi_iframe_t f;
+    memcpy(&f, buf, offsetof(pi_iframe_t, localsplus));
+    out->previous = (uintptr_t)f.previous;
+#if PY_VERSION_HEX >= 0x030E0000
+    out->code = (uintptr_t)(f.f_executable.bits & ~(uintptr_t)7);
+#elif PY_VERSION_HEX >= 0x030D0000
+    out->code = (uintptr_t)f.f_executable;
+#else
+    out->code = (uintptr_t)f.f_code;
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    out->instr = (uintptr_t)f.instr_ptr;
+#else
+    out->instr = (uintptr_t)f.prev_instr;
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    if (f.owner >= FRAME_OWNED_BY_INTERPRETER)
+        out->kind = PI_FRAME_SKIP;
+#elif PY_VERSION_HEX >= 0x030C0000
+    if (f.owner == FRAME_OWNED_BY_CSTACK)
+        out->kind = PI_FRAME_SKIP;
+#endif
+    if (f.owner < 0 || f.owner > 4)
+        return -1;
+#else
+    PyFrameObject f;
+    memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
+    out->previous = (uintptr_t)f.f_back;
+    out->code = (uintptr_t)f.f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->lasti = f.f_lasti; /* instruction index */
+#else
+    out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2; /* byte offset -> index */
+#endif
+    if ((uintptr_t)Py_TYPE(&f) != (uintptr_t)&PyFrame_Type)
+        return -1;
+#endif
+    return 0;
+}
+
+int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
+{
+    PyCodeObject c;
+    memcpy(&c, buf, pi_runtime_layout.code_read_size);
+    memset(out, 0, sizeof *out);
+    out->type = (uintptr_t)Py_TYPE((PyObject *)&c);
+    out->name = (uintptr_t)c.co_name;
+    out->filename = (uintptr_t)c.co_filename;
+    out->names = (uintptr_t)c.co_names;
+    out->firstlineno = c.co_firstlineno;
+#if PY_VERSION_HEX >= 0x030B0000
+    out->qualname = (uintptr_t)c.co_qualname;
+    out->linetable = (uintptr_t)c.co_linetable;
+    out->varnames = (uintptr_t)c.co_localsplusnames;
+    out->first_traceable = c._co_firsttraceable;
+    out->code_units = Py_SIZE((PyObject *)&c);
+    out->code_start = addr + offsetof(PyCodeObject, co_code_adaptive);
+#else
+    out->qualname = 0;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->linetable = (uintptr_t)c.co_linetable;
+#else
+    out->linetable = (uintptr_t)c.co_lnotab;
+#endif
+    out->varnames = (uintptr_t)c.co_varnames;
+    out->code_units = -1;
+    (void)addr;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+    out->version = c.co_version;
+#endif
+    if (out->type != pi_runtime_layout.code_type_addr || out->name == 0 || out->filename == 0)
+        return -1;
+    return 0;
+}
+
+bool pi_code_same(const pi_code *a, const pi_code *b)
+{
+    return a->type == b->type && a->name == b->name && a->qualname == b->qualname &&
+           a->filename == b->filename && a->linetable == b->linetable &&
+           a->firstlineno == b->firstlineno && a->version == b->version &&
+           a->code_units == b->code_units;
+}
+
+size_t pi_unicode_header_size(void)
+{
+    return sizeof(PyCompactUnicodeObject);
+}
+
+int pi_parse_unicode(const void *buf, int64_t *length, int *kind, size_t *data_offset)
+{
+    PI_LOAD(PyCompactUnicodeObject, u, buf);
+    if ((uintptr_t)Py_TYPE((PyObject *)&u) != (uintptr_t)&PyUnicode_Type)
+        return -1;
+    if (!u._base.state.compact)
+        return -1; /* legacy strings never name code; refuse rather than chase pointers */
+    *length = u._base.length;
+    *kind = u._base.state.kind;
+    if (*kind != 1 && *kind != 2 && *kind != 4)
+        return -1;
+    *data_offset = u._base.state.ascii ? sizeof(PyASCIIObject) : sizeof(PyCompactUnicodeObject);
+    if (*length < 0)
+        return -1;
+    return 0;
+}
+
+size_t pi_bytes_header_size(void)
+{
+    return offsetof(PyBytesObject, ob_sval);
+}
+
+int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset)
+{
+    PyBytesObject b;
+    memcpy(&b, buf, offsetof(PyBytesObject, ob_sval));
+    if ((uintptr_t)Py_TYPE((PyObject *)&b) != (uintptr_t)&PyBytes_Type)
+        return -1;
+    *length = Py_SIZE((PyObject *)&b);
+    *data_offset = offsetof(PyBytesObject, ob_sval);
+    return *length < 0 ? -1 : 0;
+}
+
+size_t pi_tuple_header_size(void)
+{
+    return offsetof(PyTupleObject, ob_item);
+}
+
+int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
+{
+    PyTupleObject t;
+    memcpy(&t, buf, offsetof(PyTupleObject, ob_item));
+    if ((uintptr_t)Py_TYPE((PyObject *)&t) != (uintptr_t)&PyTuple_Type)
+        return -1;
+    *length = Py_SIZE((PyObject *)&t);
+    *items_offset = offsetof(PyTupleObject, ob_item);
+    return *length < 0 ? -1 : 0;
+}
+
+int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index)
+{
+    if (instr_index < 0)
+        return -1;
+#if PY_VERSION_HEX >= 0x030B0000
+    return pi_line_locations311(table, len, firstlineno, instr_index);
+#elif PY_VERSION_HEX >= 0x030A0000
+    return pi_line_linetable310(table, len, firstlineno, instr_index * 2);
+#else
+    return pi_line_lnotab(table, len, firstlineno, instr_index * 2);
+#endif
+}

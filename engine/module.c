@@ -1,0 +1,234 @@
+/*
+ * module.c: the Python module pyinstrument._engine.
+ *
+ * One type, Sampler: start() and stop() run the sampling thread; snapshot() turns
+ * the aggregated tries into plain Python data for the Python layer to build the
+ * session from. Everything here runs with the GIL held, in the calling thread.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "sampler.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    pi_sampler sampler;
+    bool initialised;
+} SamplerObject;
+
+static bool layout_ready = false;
+
+static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", NULL};
+    double interval = 0.001;
+    unsigned long thread_id = 0;
+    Py_ssize_t timeline_budget = 4 * 1000 * 1000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dkn", kwlist, &interval, &thread_id, &timeline_budget))
+        return -1;
+    if (!(interval > 0) || interval > 3600) {
+        PyErr_SetString(PyExc_ValueError, "interval must be a positive number of seconds");
+        return -1;
+    }
+    if (timeline_budget < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeline_budget must not be negative");
+        return -1;
+    }
+    if (self->initialised) {
+        pi_sampler_free(&self->sampler);
+        self->initialised = false;
+    }
+    if (pi_sampler_init(&self->sampler, interval, thread_id, (size_t)timeline_budget) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->initialised = true;
+    return 0;
+}
+
+static void Sampler_dealloc(SamplerObject *self)
+{
+    if (self->initialised) {
+        Py_BEGIN_ALLOW_THREADS
+        pi_sampler_stop(&self->sampler);
+        Py_END_ALLOW_THREADS
+        pi_sampler_free(&self->sampler);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    char err[512] = "";
+    if (!self->initialised) {
+        PyErr_SetString(PyExc_RuntimeError, "Sampler was not initialised");
+        return NULL;
+    }
+    if (!layout_ready) {
+        if (pi_layout_init(err, sizeof err) != 0 || pi_read_probe(err, sizeof err) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, err);
+            return NULL;
+        }
+        layout_ready = true;
+    }
+    if (pi_sampler_start(&self->sampler, err, sizeof err) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Sampler_stop(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->initialised) {
+        Py_BEGIN_ALLOW_THREADS
+        pi_sampler_stop(&self->sampler);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Sampler_running(SamplerObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->initialised && self->sampler.running);
+}
+
+static PyObject *identities_list(const pi_code_table *codes)
+{
+    PyObject *list = PyList_New((Py_ssize_t)codes->identity_count);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < codes->identity_count; i++) {
+        const pi_frame_identity *id = &codes->identities[i];
+        PyObject *item = Py_BuildValue("(s s i O)", id->function, id->filename, id->firstlineno,
+                                       id->hides_traceback ? Py_True : Py_False);
+        if (!item) {
+            /* names are valid UTF-8 by construction; keep going with a marker if not */
+            PyErr_Clear();
+            item = Py_BuildValue("(s s i O)", "<unreadable>", "<unknown>", id->firstlineno, Py_False);
+            if (!item) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
+static PyObject *nodes_list(const pi_tree *tree)
+{
+    PyObject *list = PyList_New((Py_ssize_t)tree->node_count);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < tree->node_count; i++) {
+        const pi_node *n = &tree->nodes[i];
+        PyObject *item = Py_BuildValue(
+            "(n n i I d d K)", n->parent == PI_NO_NODE ? (Py_ssize_t)-1 : (Py_ssize_t)n->parent,
+            n->identity == UINT32_MAX ? (Py_ssize_t)-1 : (Py_ssize_t)n->identity, (int)n->line, n->thread,
+            (double)n->self_wall_ns / 1e9, (double)n->self_cpu_ns / 1e9, (unsigned long long)n->self_samples);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
+static PyObject *threads_list(const pi_tree *tree)
+{
+    PyObject *list = PyList_New((Py_ssize_t)tree->thread_count);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < tree->thread_count; i++) {
+        const pi_thread_record *t = &tree->threads[i];
+        /* the timeline as raw (uint32 node, uint32 wall_ns) pairs: compact to hand over */
+        PyObject *item = Py_BuildValue("(k k I y#)", t->thread_id, t->native_id, t->root,
+                                       (const char *)t->timeline,
+                                       (Py_ssize_t)(t->timeline_len * sizeof *t->timeline));
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
+static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->initialised) {
+        PyErr_SetString(PyExc_RuntimeError, "Sampler was not initialised");
+        return NULL;
+    }
+    if (self->sampler.running) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot take a snapshot while the sampler is running");
+        return NULL;
+    }
+    const pi_state *st = &self->sampler.state;
+    PyObject *identities = identities_list(&st->codes);
+    PyObject *nodes = identities ? nodes_list(&st->tree) : NULL;
+    PyObject *threads = nodes ? threads_list(&st->tree) : NULL;
+    if (!threads) {
+        Py_XDECREF(identities);
+        Py_XDECREF(nodes);
+        return NULL;
+    }
+    return Py_BuildValue(
+        "{s N s N s N s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
+        threads, "ticks", (unsigned long long)st->stats.ticks, "samples", (unsigned long long)st->stats.samples,
+        "dropped", (unsigned long long)st->stats.dropped, "missed_ticks",
+        (unsigned long long)st->stats.missed_ticks, "tick_ns_total", (unsigned long long)st->stats.tick_ns_total,
+        "syscalls", (unsigned long long)st->stats.syscalls, "unreadable_codes",
+        (unsigned long long)st->codes.unreadable, "timeline_truncated",
+        st->tree.timeline_truncated ? Py_True : Py_False);
+}
+
+static PyMethodDef Sampler_methods[] = {
+    {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
+    {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
+    {"snapshot", (PyCFunction)Sampler_snapshot, METH_NOARGS,
+     "The aggregated samples as plain data (only while stopped)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Sampler_getset[] = {
+    {"running", (getter)Sampler_running, NULL, "Whether the sampling thread runs.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject SamplerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyinstrument._engine.Sampler",
+    .tp_basicsize = sizeof(SamplerObject),
+    .tp_dealloc = (destructor)Sampler_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Samples the Python stacks of this process's threads from a native thread.",
+    .tp_methods = Sampler_methods,
+    .tp_getset = Sampler_getset,
+    .tp_init = (initproc)Sampler_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef engine_module = {
+    PyModuleDef_HEAD_INIT, .m_name = "pyinstrument._engine",
+    .m_doc = "The sampling engine of pyinstrument, written in C.", .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__engine(void)
+{
+    if (PyType_Ready(&SamplerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&engine_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&SamplerType);
+    if (PyModule_AddObject(m, "Sampler", (PyObject *)&SamplerType) < 0) {
+        Py_DECREF(&SamplerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

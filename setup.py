@@ -1,0 +1,30 @@
+"""Builds the C engine as pyinstrument._engine (all metadata lives in pyproject.toml)."""
+import glob
+import os
+import sys
+
+from setuptools import Extension, setup
+
+if not sys.platform.startswith("linux"):
+    sys.exit("pyinstrument (C engine) currently supports Linux only.")
+
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-fvisibility=hidden"]
+extra_link_args = []
+if os.environ.get("PYINSTRUMENT_SANITIZE"):
+    # ASan/UBSan build used by `make test-sanitize`
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    extra_compile_args += flags + ["-O1", "-g"]
+    extra_link_args += flags
+
+setup(
+    ext_modules=[
+        Extension(
+            "pyinstrument._engine",
+            sources=sorted(glob.glob("engine/*.c")),
+            depends=glob.glob("engine/*.h"),
+            include_dirs=["engine"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ],
+)
