@@ -4,6 +4,15 @@ import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class always_build_ext(build_ext):
+    """Rebuilds every time: the tree's build/ is shared by the normal and sanitizer builds."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.force = True
 
 if not sys.platform.startswith("linux"):
     sys.exit("pyinstrument (C engine) currently supports Linux only.")
@@ -17,6 +26,7 @@ if os.environ.get("PYINSTRUMENT_SANITIZE"):
     extra_link_args += flags
 
 setup(
+    cmdclass={"build_ext": always_build_ext},
     ext_modules=[
         Extension(
             "pyinstrument._engine",

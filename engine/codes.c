@@ -28,6 +28,14 @@ struct pi_code_entry {
     int cache_index[PI_LINE_CACHE];
     int cache_line[PI_LINE_CACHE];
     unsigned cache_next;
+    /* decoded bytecode, copied at the first sample standing on a call */
+    pi_instr *instrs;
+    size_t instr_count;
+    bool bytecode_tried;
+    /* call sites seen: code-unit index -> callee identity (or -1) */
+    int32_t *callee_unit;
+    int64_t *callee_identity;
+    size_t callee_count;
 };
 
 static uint64_t hash_ptr(uintptr_t p)
@@ -64,6 +72,9 @@ int pi_codes_init(pi_code_table *t)
 void pi_codes_free(pi_code_table *t)
 {
     for (size_t i = 0; i < t->entry_count; i++) {
+        free(t->entries[i]->instrs);
+        free(t->entries[i]->callee_unit);
+        free(t->entries[i]->callee_identity);
         free(t->entries[i]->linetable);
         free(t->entries[i]);
     }
@@ -401,4 +412,108 @@ int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti)
     e->cache_index[k] = index;
     e->cache_line[k] = line;
     return line;
+}
+
+/* ---- callees: the C function a frame standing on a call is in ---- */
+
+#define PI_MAX_CODE_UNITS (1u << 20)
+#define PI_MAX_CALL_SITES 256
+
+static void copy_bytecode(pi_code_entry *e)
+{
+    e->bytecode_tried = true;
+    uint8_t *code = NULL;
+    size_t units;
+    if (e->header.code_units >= 0) {
+        units = (size_t)e->header.code_units;
+        if (units == 0 || units > PI_MAX_CODE_UNITS || !(code = malloc(units * 2)) ||
+            pi_read_exact(e->header.code_start, code, units * 2) != 0) {
+            free(code);
+            return;
+        }
+    } else {
+        size_t len = 0;
+        code = e->header.code_bytes ? read_bytes(e->header.code_bytes, &len) : NULL;
+        if (!code || len / 2 > PI_MAX_CODE_UNITS) {
+            free(code);
+            return;
+        }
+        units = len / 2;
+    }
+    e->instrs = malloc((units + 1) * sizeof *e->instrs);
+    if (e->instrs)
+        e->instr_count = pi_decode_bytecode(code, units, e->instrs);
+    free(code);
+}
+
+/* The string at `index` of a tuple of names. */
+static char *tuple_item_string(uintptr_t tuple_addr, uint32_t index)
+{
+    uint8_t header[64];
+    int64_t count;
+    size_t items_offset;
+    uintptr_t item;
+    if (tuple_addr == 0 || pi_tuple_header_size() > sizeof header ||
+        pi_read_exact(tuple_addr, header, pi_tuple_header_size()) != 0 ||
+        pi_parse_tuple(header, &count, &items_offset) != 0 || (int64_t)index >= count ||
+        pi_read_exact(tuple_addr + items_offset + (uintptr_t)index * sizeof item, &item, sizeof item) != 0)
+        return NULL;
+    return read_unicode(item);
+}
+
+static int64_t find_callee(pi_code_table *t, pi_code_entry *e, int unit)
+{
+    if (!e->bytecode_tried)
+        copy_bytecode(e);
+    if (!e->instr_count)
+        return -1;
+    /* the instruction starting at this code unit (binary search) */
+    size_t lo = 0, hi = e->instr_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->instrs[mid].unit < (uint32_t)unit)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo >= e->instr_count || e->instrs[lo].unit != (uint32_t)unit)
+        return -1;
+    int kind;
+    uint32_t index;
+    if (pi_callee_name_ref(e->instrs, e->instr_count, lo, &kind, &index) != 0)
+        return -1;
+    char *name = tuple_item_string(kind == PI_NAME_NAMES ? e->header.names : e->header.varnames, index);
+    char *builtin = strdup("<built-in>");
+    if (!name || !builtin) {
+        free(name);
+        free(builtin);
+        return -1;
+    }
+    return intern_identity(t, name, builtin, 0, false);
+}
+
+int64_t pi_code_callee(pi_code_table *t, pi_code_entry *e, uintptr_t instr, int lasti)
+{
+    int unit = instr_index(e, instr, lasti);
+    if (unit < 0)
+        return -1;
+    for (size_t i = 0; i < e->callee_count; i++)
+        if (e->callee_unit[i] == unit)
+            return e->callee_identity[i];
+    int64_t identity = find_callee(t, e, unit);
+    if (e->callee_count < PI_MAX_CALL_SITES) {
+        size_t n = e->callee_count + 1;
+        int32_t *units = realloc(e->callee_unit, n * sizeof *units);
+        if (units)
+            e->callee_unit = units;
+        int64_t *ids = realloc(e->callee_identity, n * sizeof *ids);
+        if (ids)
+            e->callee_identity = ids;
+        if (units && ids) {
+            e->callee_unit[e->callee_count] = unit;
+            e->callee_identity[e->callee_count] = identity;
+            e->callee_count = n;
+        }
+    }
+    return identity;
 }

@@ -100,6 +100,7 @@ typedef struct {
     uint32_t version;     /* 3.12+: co_version */
     int64_t code_units;   /* size of the bytecode, in code units */
     uintptr_t code_start; /* address of the first code unit (3.11+) */
+    uintptr_t code_bytes; /* 3.9/3.10: the co_code bytes object */
 } pi_code;
 
 int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out);
@@ -117,6 +118,22 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset);
 
 /* Line number for an instruction index, from a copied line table. -1 if unknown. */
 int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index);
+
+/* ----------------------------------------------------------------- opcodes.c */
+
+typedef struct {
+    uint8_t op;    /* base (unspecialised) opcode */
+    uint32_t arg;  /* with EXTENDED_ARG folded in */
+    uint32_t unit; /* code-unit index of the instruction */
+} pi_instr;
+
+enum { PI_NAME_NAMES, PI_NAME_LOCALS };
+
+/* Decodes a copy of `units` code units into at most `units` instructions. */
+size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out);
+/* If instruction k is a call, where the callee's name is: (co_names or the local
+ * names, index). Returns 0 when found, -1 otherwise. */
+int pi_callee_name_ref(const pi_instr *ins, size_t count, size_t k, int *kind, uint32_t *index);
 
 /* ---------------------------------------------------------------- linetable.c */
 
@@ -162,6 +179,9 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
 uint32_t pi_code_identity(const pi_code_entry *e);
 int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti);
 bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
+/* When the frame stands on a call into C: the identity of the callee as a
+ * `name <built-in>` frame; -1 otherwise. */
+int64_t pi_code_callee(pi_code_table *t, pi_code_entry *e, uintptr_t instr, int lasti);
 
 /* -------------------------------------------------------------- aggregate.c */
 

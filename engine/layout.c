@@ -264,6 +264,7 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
     out->linetable = (uintptr_t)c.co_lnotab;
 #endif
     out->varnames = (uintptr_t)c.co_varnames;
+    out->code_bytes = (uintptr_t)c.co_code;
     out->code_units = -1;
     (void)addr;
 #endif

@@ -478,6 +478,15 @@ static void record_thread(pi_state *s, pi_walker *w, const code_set *set, int64_
         identities[depth] = pi_code_identity(e);
         lines[depth] = pi_code_line(e, w->instrs[k], w->lastis[k]);
         depth++;
+        if (k == 0 && depth < PI_MAX_DEPTH) {
+            /* the innermost frame stands on a call: the thread is in C code */
+            int64_t callee = pi_code_callee(&s->codes, e, w->instrs[0], w->lastis[0]);
+            if (callee >= 0) {
+                identities[depth] = (uint32_t)callee;
+                lines[depth] = 0;
+                depth++;
+            }
+        }
     }
     unsigned long native_id = w->ts.native_id;
     if (!pi_runtime_layout.has_native_thread_id)

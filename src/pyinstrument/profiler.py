@@ -1,0 +1,433 @@
+"""The Profiler: starts and stops the C sampling engine and turns its samples into a Session.
+
+The engine (pyinstrument._engine) samples from a native thread and aggregates into
+per-thread call tries; this module converts a snapshot of those tries into the
+session's frame records, the format pyinstrument's sessions have always used.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+import sys
+import threading
+import time
+import types
+from array import array
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from pyinstrument import _engine
+from pyinstrument.renderers import ConsoleRenderer
+from pyinstrument.session import Session
+
+_PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
+_ASYNC_MODES = ("enabled", "disabled", "strict")
+
+
+def _deprecation_note(message: str) -> None:
+    print(f"pyinstrument: {message}", file=sys.stderr)
+
+
+def frame_string(function: str, filename: str, line_no: int, *, hides: bool = False, line: int = 0) -> str:
+    """A frame in the session format: function NUL file NUL first line, then attributes."""
+    text = f"{function}\x00{filename}\x00{line_no}"
+    if hides:
+        text += "\x01h1"
+    if line:
+        text += f"\x01l{line}"
+    return text
+
+
+def _caller_stack(frame: Optional[types.FrameType]) -> List[str]:
+    stack = []
+    while frame is not None:
+        code = frame.f_code
+        stack.append(frame_string(getattr(code, "co_qualname", code.co_name), code.co_filename, code.co_firstlineno, line=frame.f_lineno or 0))
+        frame = frame.f_back
+    stack.reverse()
+    return stack
+
+
+def _qualnames_before_311(identities: Sequence[Tuple[str, str, int, bool]]) -> Dict[Tuple[str, str, int], str]:
+    """Before 3.11 code objects carry no qualified name; functions still alive have one."""
+    if sys.version_info >= (3, 11):
+        return {}
+    wanted = {(name, filename, line) for name, filename, line, _ in identities}
+    found: Dict[Tuple[str, str, int], str] = {}
+    for obj in gc.get_objects():
+        if type(obj) is types.FunctionType:
+            code = obj.__code__
+            key = (code.co_name, code.co_filename, code.co_firstlineno)
+            if key in wanted and "<locals>" not in obj.__qualname__.split(".")[-1:]:
+                found[key] = obj.__qualname__
+    return found
+
+
+def _thread_names(thread_ids: Sequence[int], known: Dict[int, str]) -> Dict[int, str]:
+    names = dict(known)
+    for thread in threading.enumerate():
+        if thread.ident is not None:
+            names[thread.ident] = thread.name
+    return {ident: names.get(ident, f"Thread {ident}") for ident in thread_ids}
+
+
+def session_from_snapshot(
+    snapshot: Dict[str, Any],
+    *,
+    all_threads: bool,
+    thread_names: Dict[int, str],
+    start_time: float,
+    duration: float,
+    interval: float,
+    cpu_time: float,
+    start_call_stack: List[str],
+    target_description: str,
+) -> Session:
+    """Converts the engine's tries into a Session: one frame record per distinct stack."""
+    identities = snapshot["identities"]
+    qualnames = _qualnames_before_311(identities)
+    base = []
+    is_profiler_code = []
+    for function, filename, line_no, hides in identities:
+        function = qualnames.get((function, filename, line_no), function)
+        base.append(frame_string(function, filename, line_no, hides=hides))
+        is_profiler_code.append(os.path.normcase(filename) == _PROFILER_FILE)
+
+    threads = snapshot["threads"]
+    names = _thread_names([t[0] for t in threads], thread_names)
+    thread_roots = [frame_string(names[ident], "<thread>", ident) for ident, _, _, _ in threads]
+
+    nodes = snapshot["nodes"]
+    stacks: List[Optional[List[str]]] = [None] * len(nodes)
+    records: List[Tuple[List[str], float]] = []
+    records_cpu: List[float] = []
+    record_of_node: Dict[int, int] = {}
+    dropped_profiler_time = 0.0
+    inside_profiler = [False] * len(nodes)
+    # nodes come parent-before-child, so each stack extends its parent's
+    for index, (parent, identity, line, thread, wall, cpu, samples) in enumerate(nodes):
+        if parent < 0:
+            stacks[index] = [thread_roots[thread]] if all_threads else []
+            continue
+        parent_stack = stacks[parent]
+        assert parent_stack is not None
+        stacks[index] = parent_stack + [base[identity] + (f"\x01l{line}" if line > 0 else "")]
+        inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
+        if samples:
+            if inside_profiler[index]:
+                dropped_profiler_time += wall  # the profiler's own start/stop, not the program
+                continue
+            record_of_node[index] = len(records)
+            records.append((stacks[index], wall))
+            records_cpu.append(cpu)
+
+    timeline: List[Tuple[int, float]] = []
+    for _, _, _, raw in threads:
+        entries = array("I")
+        entries.frombytes(raw)
+        for k in range(0, len(entries) - 1, 2):
+            record = record_of_node.get(entries[k])
+            if record is not None:
+                timeline.append((record, entries[k + 1] / 1e9))
+
+    sample_count = sum(n[6] for n, stack in zip(nodes, stacks) if n[0] >= 0)
+    return Session(
+        frame_records=records,
+        start_time=start_time,
+        duration=duration,
+        min_interval=interval,
+        max_interval=interval,
+        sample_count=sample_count,
+        start_call_stack=start_call_stack,
+        target_description=target_description,
+        cpu_time=cpu_time,
+        sys_path=list(sys.path),
+        sys_prefixes=Session.current_sys_prefixes(),
+        frame_records_cpu=records_cpu,
+        timeline=None if snapshot["timeline_truncated"] else timeline,
+        dropped_samples=snapshot["dropped"],
+        thread_names={str(ident): name for ident, name in names.items()} if all_threads else None,
+    )
+
+
+class Profiler:
+    """Samples the program's call stacks; `with Profiler() as p:` or start()/stop()."""
+
+    def __init__(
+        self,
+        interval: float = 0.001,
+        async_mode: str = "enabled",
+        use_timing_thread: Optional[bool] = None,
+        *,
+        all_threads: bool = False,
+        use_signal: Optional[bool] = None,
+    ):
+        if use_signal is not None:
+            _deprecation_note("Profiler(use_signal=...) is deprecated and ignored: the C engine needs no signals")
+        if async_mode not in _ASYNC_MODES:
+            raise ValueError(f"async_mode must be one of {', '.join(_ASYNC_MODES)}, not {async_mode!r}")
+        interval = float(interval)
+        if not interval > 0:
+            raise ValueError("interval must be a positive number of seconds")
+        self._interval = interval
+        self._async_mode = async_mode
+        self.use_timing_thread = use_timing_thread
+        self.all_threads = bool(all_threads)
+        self._sampler: Optional[Any] = None
+        self._last_session: Optional[Session] = None
+        self._active_since: Optional[float] = None
+        self._start_wall = 0.0
+        self._duration = 0.0
+        self._cpu_time = 0.0
+        self._cpu_start = 0.0
+        self._start_call_stack: List[str] = []
+        self._target_description = ""
+        self._thread_names: Dict[int, str] = {}
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @property
+    def async_mode(self) -> str:
+        return self._async_mode
+
+    @property
+    def is_running(self) -> bool:
+        return self._active_since is not None
+
+    @property
+    def last_session(self) -> Optional[Session]:
+        return self._last_session
+
+    def start(self, caller_frame: Optional[types.FrameType] = None, target_description: Optional[str] = None) -> None:
+        if self.is_running:
+            raise ValueError("Profiler is already running.")
+        if caller_frame is None:
+            caller_frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        if self._sampler is None:
+            thread = 0 if self.all_threads else threading.get_ident()
+            self._sampler = _engine.Sampler(self._interval, thread)
+            self._start_wall = time.time()
+            self._duration = 0.0
+            self._cpu_time = 0.0
+            self._start_call_stack = _caller_stack(caller_frame)
+            if target_description is None and caller_frame is not None:
+                code = caller_frame.f_code
+                target_description = f"Profile at {code.co_filename}:{caller_frame.f_lineno}"
+            self._target_description = target_description or ""
+        elif target_description is not None:
+            self._target_description = target_description
+        self._remember_thread_names()
+        self._cpu_start = time.process_time()
+        self._active_since = time.perf_counter()
+        try:
+            self._sampler.start()
+        except RuntimeError as error:
+            self._active_since = None
+            raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
+
+    def stop(self) -> Session:
+        if not self.is_running:
+            raise RuntimeError("This profiler is not currently running.")
+        assert self._sampler is not None and self._active_since is not None
+        self._sampler.stop()
+        self._duration += time.perf_counter() - self._active_since
+        self._cpu_time += time.process_time() - self._cpu_start
+        self._active_since = None
+        self._remember_thread_names()
+        self._last_session = session_from_snapshot(
+            self._sampler.snapshot(),
+            all_threads=self.all_threads,
+            thread_names=self._thread_names,
+            start_time=self._start_wall,
+            duration=self._duration,
+            interval=self._interval,
+            cpu_time=self._cpu_time,
+            start_call_stack=self._start_call_stack,
+            target_description=self._target_description,
+        )
+        return self._last_session
+
+    def reset(self) -> None:
+        if self.is_running:
+            self.stop()
+        self._sampler = None
+        self._last_session = None
+
+    def _remember_thread_names(self) -> None:
+        for thread in threading.enumerate():
+            if thread.ident is not None:
+                self._thread_names[thread.ident] = thread.name
+
+    def __enter__(self) -> "Profiler":
+        self.start(caller_frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _session_to_render(self) -> Session:
+        if self.is_running:
+            raise Exception("Cannot render while the profiler is running. Call stop() first.")
+        if self._last_session is None:
+            raise Exception("There is no profile to render: run the profiler first (start() and stop()).")
+        return self._last_session
+
+    def print(
+        self,
+        file: Any = None,
+        *,
+        unicode: Optional[bool] = None,
+        color: Optional[bool] = None,
+        show_all: bool = False,
+        timeline: bool = False,
+        time: str = "seconds",
+        flat: bool = False,
+        flat_time: str = "self",
+        short_mode: bool = False,
+        processor_options: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if file is None:
+            file = sys.stdout
+        if unicode is None:
+            unicode = _file_supports_unicode(file)
+        if color is None:
+            color = _file_supports_color(file)
+        print(
+            self.output_text(
+                unicode=unicode,
+                color=color,
+                show_all=show_all,
+                timeline=timeline,
+                time=time,
+                flat=flat,
+                flat_time=flat_time,
+                short_mode=short_mode,
+                processor_options=processor_options,
+            ),
+            file=file,
+        )
+
+    def output_text(
+        self,
+        unicode: bool = False,
+        color: bool = False,
+        show_all: bool = False,
+        timeline: bool = False,
+        time: str = "seconds",
+        flat: bool = False,
+        flat_time: str = "self",
+        short_mode: bool = False,
+        processor_options: Optional[Dict[str, Any]] = None,
+    ) -> str:
+        return self.output(
+            ConsoleRenderer(
+                unicode=unicode,
+                color=color,
+                show_all=show_all,
+                timeline=timeline,
+                time=time,
+                flat=flat,
+                flat_time=flat_time,
+                short_mode=short_mode,
+                processor_options=processor_options,
+            )
+        )
+
+    def output(self, renderer: Any) -> str:
+        return renderer.render(self._session_to_render())
+
+    def output_html(self, resample_interval: Optional[float] = None) -> str:
+        from pyinstrument.renderers import HTMLRenderer  # type: ignore[attr-defined]
+
+        return self.output(HTMLRenderer(resample_interval=resample_interval))
+
+
+def _file_supports_unicode(file: Any) -> bool:
+    encoding = getattr(file, "encoding", None) or ""
+    return "utf" in encoding.lower()
+
+
+def _file_supports_color(file: Any) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:
+        return False
+
+
+class profile:
+    """`@profile`, `@profile(...)` or `with profile():` — prints a short report to stderr."""
+
+    def __init__(
+        self,
+        func: Optional[Callable[..., Any]] = None,
+        /,
+        *,
+        interval: float = 0.001,
+        async_mode: str = "disabled",
+        use_timing_thread: Optional[bool] = None,
+        renderer: Any = None,
+        target_description: Optional[str] = None,
+    ):
+        self._func = func
+        self._options = dict(interval=interval, async_mode=async_mode, use_timing_thread=use_timing_thread)
+        self._renderer = renderer
+        self._target_description = target_description
+        self._profiler: Optional[Profiler] = None
+        if func is not None:
+            self._wrapped = self._wrap(func)
+
+    def _report(self, profiler: Profiler) -> None:
+        renderer = self._renderer or ConsoleRenderer(
+            short_mode=True, unicode=_file_supports_unicode(sys.stderr), color=_file_supports_color(sys.stderr)
+        )
+        print(profiler.output(renderer), file=sys.stderr)
+
+    def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+
+        code = getattr(func, "__code__", None)
+        where = f" at {code.co_filename}:{code.co_firstlineno}" if code else ""
+        description = self._target_description or f"Function {getattr(func, '__qualname__', func)}{where}"
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            profiler = Profiler(**self._options)  # type: ignore[arg-type]
+            profiler.start(caller_frame=inspect.currentframe(), target_description=description)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                profiler.stop()
+                self._report(profiler)
+
+        return wrapper
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._func is not None:
+            return self._wrapped(*args, **kwargs)
+        # @profile(...) applied to a function
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return self._wrap(args[0])
+        raise TypeError("profile(...) takes the function to decorate")
+
+    def __enter__(self) -> Profiler:
+        caller = inspect.currentframe().f_back  # type: ignore[union-attr]
+        description = self._target_description
+        if description is None and caller is not None:
+            description = f"Block at {caller.f_code.co_filename}:{caller.f_lineno}"
+        self._profiler = Profiler(**self._options)  # type: ignore[arg-type]
+        self._profiler.start(caller_frame=caller, target_description=description)
+        return self._profiler
+
+    def __exit__(self, *exc_info: Any) -> None:
+        assert self._profiler is not None
+        self._profiler.stop()
+        self._report(self._profiler)
+        self._profiler = None
