@@ -19,9 +19,21 @@
 #define PI_MAX_VARNAMES 4096
 #define PI_LINE_CACHE 4
 
+/* The first bytes of the name and file objects, past the reference count: a freed
+ * code object's strings are often replaced by new ones at the very same addresses,
+ * so pointers alone cannot tell an old function from its successor. */
+#define PI_FINGERPRINT 96
+#define PI_REFCNT_SIZE sizeof(intptr_t)
+
+typedef struct {
+    uint8_t bytes[PI_FINGERPRINT];
+    size_t len;
+} fingerprint;
+
 struct pi_code_entry {
     uintptr_t addr;
     pi_code header;
+    fingerprint name_fp, file_fp;
     uint32_t identity;
     uint8_t *linetable;
     size_t linetable_len;
@@ -297,6 +309,28 @@ static int slots_grow(pi_code_table *t)
     return 0;
 }
 
+static int take_fingerprint(uintptr_t addr, fingerprint *fp)
+{
+    fp->len = PI_FINGERPRINT;
+    if (pi_read_exact(addr, fp->bytes, fp->len) == 0)
+        return 0;
+    /* a short string near the end of a mapping: read just the object */
+    int64_t length;
+    int kind;
+    size_t data_offset;
+    if (pi_read_exact(addr, fp->bytes, pi_unicode_header_size() / 2 + 8) != 0 ||
+        pi_parse_unicode(fp->bytes, &length, &kind, &data_offset) != 0)
+        return -1;
+    size_t size = data_offset + (size_t)length * (size_t)kind;
+    fp->len = size < PI_FINGERPRINT ? size : PI_FINGERPRINT;
+    return pi_read_exact(addr, fp->bytes, fp->len);
+}
+
+static bool fingerprint_same(const fingerprint *fp, const uint8_t *now)
+{
+    return memcmp(fp->bytes + PI_REFCNT_SIZE, now + PI_REFCNT_SIZE, fp->len - PI_REFCNT_SIZE) == 0;
+}
+
 static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code *header)
 {
     char *function = read_unicode(header->qualname ? header->qualname : header->name);
@@ -304,7 +338,9 @@ static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code
     size_t linetable_len = 0;
     uint8_t *linetable = header->linetable ? read_bytes(header->linetable, &linetable_len) : NULL;
     pi_code_entry *e = calloc(1, sizeof *e);
-    if (!function || !filename || !e || (header->linetable && !linetable))
+    if (!function || !filename || !e || (header->linetable && !linetable) ||
+        take_fingerprint(header->qualname ? header->qualname : header->name, &e->name_fp) != 0 ||
+        take_fingerprint(header->filename, &e->file_fp) != 0)
         goto error;
     bool hides = names_hide_traceback(header->varnames);
     int64_t identity = intern_identity(t, function, filename, header->firstlineno, hides);
@@ -344,27 +380,49 @@ error:
 
 int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_code_entry **entries)
 {
+    /* per code: its header, and the fingerprints of the strings the entry we know
+     * at this address had: all in one batch */
     size_t size = pi_runtime_layout.code_read_size;
-    uint8_t *buffers = malloc(count * size + 1);
-    pi_read *reads = malloc((count + 1) * sizeof *reads);
-    if (!buffers || !reads) {
+    size_t stride = size + 2 * PI_FINGERPRINT;
+    uint8_t *buffers = malloc(count * stride + 1);
+    pi_read *reads = malloc((3 * count + 1) * sizeof *reads);
+    pi_code_entry **known = malloc((count + 1) * sizeof *known);
+    if (!buffers || !reads || !known) {
         free(buffers);
         free(reads);
+        free(known);
         return -1;
     }
-    for (size_t i = 0; i < count; i++)
-        reads[i] = (pi_read){addrs[i], buffers + i * size, size, false};
-    int syscalls = pi_read_batch(reads, count);
+    size_t n = 0;
     for (size_t i = 0; i < count; i++) {
+        uint8_t *buf = buffers + i * stride;
+        known[i] = *slot_for(t, addrs[i]);
+        reads[n++] = (pi_read){addrs[i], buf, size, false};
+        if (known[i]) {
+            const pi_code *h = &known[i]->header;
+            reads[n++] = (pi_read){h->qualname ? h->qualname : h->name, buf + size, known[i]->name_fp.len, false};
+            reads[n++] = (pi_read){h->filename, buf + size + PI_FINGERPRINT, known[i]->file_fp.len, false};
+        }
+    }
+    int syscalls = pi_read_batch(reads, n);
+    size_t r = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint8_t *buf = buffers + i * stride;
+        const pi_read *code_read = &reads[r++];
+        bool strings_same = false;
+        if (known[i]) {
+            strings_same = reads[r].ok && reads[r + 1].ok && fingerprint_same(&known[i]->name_fp, buf + size) &&
+                           fingerprint_same(&known[i]->file_fp, buf + size + PI_FINGERPRINT);
+            r += 2;
+        }
         entries[i] = NULL;
         pi_code header;
-        if (!reads[i].ok || pi_parse_code(reads[i].dst, addrs[i], &header) != 0) {
+        if (!code_read->ok || pi_parse_code(buf, addrs[i], &header) != 0) {
             t->unreadable++;
             continue;
         }
-        pi_code_entry *known = *slot_for(t, addrs[i]);
-        if (known && pi_code_same(&known->header, &header))
-            entries[i] = known;
+        if (known[i] && strings_same && pi_code_same(&known[i]->header, &header))
+            entries[i] = known[i];
         else
             entries[i] = load_entry(t, addrs[i], &header);
         if (!entries[i])
@@ -372,6 +430,7 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     }
     free(buffers);
     free(reads);
+    free(known);
     return syscalls;
 }
 

@@ -64,8 +64,59 @@ def _qualnames_before_311(identities: Sequence[Tuple[str, str, int, bool]]) -> D
     return found
 
 
+class _ThreadNameWatch:
+    """Remembers the Thread object of every thread started while an all-threads profiler
+    runs, so threads that ended before stop() still get their names in the report.
+
+    threading.Thread.start looks its starter function up in the threading module at call
+    time; it is wrapped only while such a profiler runs."""
+
+    _starter_names = ("_start_joinable_thread", "_start_new_thread")
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.original: Optional[Callable[..., Any]] = None
+        self.attribute = next(n for n in self._starter_names if hasattr(threading, n))
+        self.names: Dict[int, str] = {}
+        self.started: List[threading.Thread] = []
+
+    def acquire(self) -> None:
+        self.users += 1
+        if self.users > 1:
+            return
+        original = getattr(threading, self.attribute)
+        started = self.started
+
+        def start_and_remember(function: Any, *args: Any, **kwargs: Any) -> Any:
+            thread = getattr(function, "__self__", None)
+            if isinstance(thread, threading.Thread):
+                started.append(thread)
+            return original(function, *args, **kwargs)
+
+        self.original = original
+        setattr(threading, self.attribute, start_and_remember)
+
+    def release(self) -> None:
+        self.users -= 1
+        self.collect()
+        if self.users == 0 and self.original is not None:
+            setattr(threading, self.attribute, self.original)
+            self.original = None
+
+    def collect(self) -> Dict[int, str]:
+        for thread in self.started:
+            if thread.ident is not None:
+                self.names[thread.ident] = thread.name
+        self.started.clear()
+        return self.names
+
+
+_thread_name_watch = _ThreadNameWatch()
+
+
 def _thread_names(thread_ids: Sequence[int], known: Dict[int, str]) -> Dict[int, str]:
-    names = dict(known)
+    names = dict(_thread_name_watch.collect())
+    names.update(known)
     for thread in threading.enumerate():
         if thread.ident is not None:
             names[thread.ident] = thread.name
@@ -220,12 +271,16 @@ class Profiler:
         elif target_description is not None:
             self._target_description = target_description
         self._remember_thread_names()
+        if self.all_threads:
+            _thread_name_watch.acquire()
         self._cpu_start = time.process_time()
         self._active_since = time.perf_counter()
         try:
             self._sampler.start()
         except RuntimeError as error:
             self._active_since = None
+            if self.all_threads:
+                _thread_name_watch.release()
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
 
     def stop(self) -> Session:
@@ -236,6 +291,8 @@ class Profiler:
         self._duration += time.perf_counter() - self._active_since
         self._cpu_time += time.process_time() - self._cpu_start
         self._active_since = None
+        if self.all_threads:
+            _thread_name_watch.release()
         self._remember_thread_names()
         self._last_session = session_from_snapshot(
             self._sampler.snapshot(),

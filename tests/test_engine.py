@@ -1,0 +1,289 @@
+"""The C engine, judged by the profiles it records of real programs.
+
+Each test runs a small program in a fresh interpreter, profiles it with the public API,
+and inspects the recorded session: time shares, names, leaves, threads, lines. Time
+shares are checked against what the program itself measured, within a tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+# Prints, as JSON, {"stack > joined > names": seconds} for every frame record, plus extras.
+HARNESS = textwrap.dedent(
+    """
+    import json, sys, os, threading, time
+    from pyinstrument import Profiler
+
+    def flatten(session):
+        out = {}
+        for stack, seconds in session.frame_records:
+            names = [f.split("\\x00")[0] for f in stack]
+            key = " > ".join(names)
+            out[key] = out.get(key, 0.0) + seconds
+        return out
+
+    def report(session, **extra):
+        print(json.dumps({"stacks": flatten(session), "duration": session.duration,
+                          "samples": session.sample_count, "dropped": session.dropped_samples,
+                          "records": session.frame_records, **extra}))
+    """
+)
+
+
+def run_program(body: str, timeout: float = 120) -> dict:
+    code = HARNESS + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_in(stacks: dict, name: str) -> float:
+    """Total time of stacks passing through a frame called `name`."""
+    return sum(t for key, t in stacks.items() if name in key.split(" > "))
+
+
+def test_time_split_between_busy_code_and_sleep():
+    result = run_program(
+        """
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def compute():
+            spin(0.6)
+
+        def wait():
+            time.sleep(0.4)
+
+        with Profiler() as p:
+            compute()
+            wait()
+        report(p.last_session)
+        """
+    )
+    stacks, total = result["stacks"], result["duration"]
+    assert time_in(stacks, "compute") / total == pytest.approx(0.6, abs=0.08)
+    assert time_in(stacks, "wait") / total == pytest.approx(0.4, abs=0.08)
+    # the thread sat in time.sleep: the leaf says so
+    sleep_leaf = [k for k in stacks if k.endswith("wait > sleep")]
+    assert sleep_leaf, stacks
+    assert stacks[sleep_leaf[0]] == pytest.approx(0.4, abs=0.05)
+
+
+def test_methods_are_named_with_their_class():
+    result = run_program(
+        """
+        class Worker:
+            def compute(self):
+                end = time.perf_counter() + 0.2
+                while time.perf_counter() < end:
+                    pass
+
+        with Profiler() as p:
+            Worker().compute()
+        report(p.last_session)
+        """
+    )
+    assert time_in(result["stacks"], "Worker.compute") > 0.15
+
+
+def test_leaves_name_blocking_c_calls():
+    result = run_program(
+        """
+        import socket
+        lock = threading.Lock()
+        lock.acquire()
+        a, b = socket.socketpair()
+
+        def blocked_on_lock():
+            threading.Timer(0.2, lock.release).start()
+            lock.acquire()
+
+        def blocked_on_socket():
+            threading.Timer(0.2, lambda: b.send(b"x")).start()
+            a.recv(1)
+
+        with Profiler() as p:
+            blocked_on_lock()
+            blocked_on_socket()
+        report(p.last_session)
+        """
+    )
+    stacks = result["stacks"]
+    assert time_in(stacks, "acquire") == pytest.approx(0.2, abs=0.05), stacks
+    assert any(k.endswith("blocked_on_socket > recv") for k in stacks), stacks
+
+
+def test_default_reports_only_the_starting_thread_and_all_threads_reports_each():
+    body = """
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def in_alpha():
+            spin(0.3)
+
+        with Profiler(all_threads=ALL) as p:
+            t = threading.Thread(target=in_alpha, name="alpha")
+            t.start()
+            t.join()
+        report(p.last_session)
+        """
+    only_main = run_program("ALL = False\n" + textwrap.dedent(body))
+    assert time_in(only_main["stacks"], "in_alpha") == 0
+    assert time_in(only_main["stacks"], "Thread.join") > 0.2
+
+    every = run_program("ALL = True\n" + textwrap.dedent(body))
+    alpha = [k for k in every["stacks"] if k.startswith("alpha > ") and "in_alpha" in k]
+    assert alpha, every["stacks"]
+    assert sum(every["stacks"][k] for k in alpha) == pytest.approx(0.3, abs=0.06)
+    assert any(k.startswith("MainThread > ") for k in every["stacks"])
+
+
+def test_line_of_the_running_statement_is_recorded():
+    result = run_program(
+        """
+        def hot():
+            end = time.perf_counter() + 0.3
+            x = 0
+            while time.perf_counter() < end:
+                x += 1  # HOT
+            return x
+
+        hot_line = hot.__code__.co_firstlineno + 4
+        with Profiler() as p:
+            hot()
+        report(p.last_session, hot_line=hot_line)
+        """
+    )
+    lines = {}
+    for stack, seconds in result["records"]:
+        for frame in stack:
+            if frame.startswith("hot\x00"):
+                line = [a[1:] for a in frame.split("\x01")[1:] if a.startswith("l")]
+                lines[int(line[0])] = lines.get(int(line[0]), 0) + seconds
+    # the loop spans the while line and the += line; both are real lines of hot()
+    assert set(lines) <= {result["hot_line"] - 1, result["hot_line"]}, lines
+    assert sum(lines.values()) > 0.25
+
+
+def test_deep_recursion_is_recorded_whole():
+    result = run_program(
+        """
+        sys.setrecursionlimit(20000)
+        def down(n):
+            if n == 0:
+                end = time.perf_counter() + 0.2
+                while time.perf_counter() < end:
+                    pass
+                return
+            down(n - 1)
+
+        with Profiler() as p:
+            down(3000)
+        depth = max(sum(1 for f in stack if f.startswith("down\\x00")) for stack, _ in p.last_session.frame_records)
+        report(p.last_session, depth=depth)
+        """
+    )
+    assert result["depth"] == 3001
+    assert result["dropped"] <= result["samples"] * 0.05
+
+
+def test_thread_churn_does_not_crash_or_misname():
+    result = run_program(
+        """
+        def short_lived(i):
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+
+        with Profiler(all_threads=True, interval=0.0002) as p:
+            for round in range(20):
+                threads = [threading.Thread(target=short_lived, args=(i,)) for i in range(20)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        report(p.last_session)
+        """
+    )
+    stacks = result["stacks"]
+    assert time_in(stacks, "short_lived") > 0
+    for key in stacks:
+        frames = key.split(" > ")[1:]  # after the thread's root
+        if "short_lived" in frames:
+            assert frames[-1] in ("short_lived", "perf_counter"), key
+
+
+def test_code_objects_created_and_dropped_are_not_confused():
+    # each generated function lives in its own file name; a sample must never pair one
+    # function's name with another's file (code addresses are reused after free)
+    result = run_program(
+        """
+        import gc
+        def make(i):
+            src = f"def f_{i}():\\n    end = __import__('time').perf_counter() + 0.003\\n" \\
+                  f"    while __import__('time').perf_counter() < end:\\n        pass\\n"
+            ns = {}
+            exec(compile(src, f"gen_{i}.py", "exec"), ns)
+            return ns[f"f_{i}"]
+
+        with Profiler(interval=0.0002) as p:
+            for i in range(300):
+                make(i)()
+                gc.collect(0)
+        pairs = []
+        for stack, seconds in p.last_session.frame_records:
+            for frame in stack:
+                name, file = frame.split("\\x00")[:2]
+                if name.startswith("f_"):
+                    pairs.append((name, file))
+        report(p.last_session, pairs=pairs)
+        """
+    )
+    assert len(result["pairs"]) > 50
+    for name, file in result["pairs"]:
+        assert file == f"gen_{name[2:]}.py", (name, file)
+
+
+def test_fork_while_profiling_leaves_both_processes_working():
+    result = run_program(
+        """
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        with Profiler() as p:
+            spin(0.1)
+            pid = os.fork()
+            if pid == 0:
+                spin(0.1)
+                os._exit(7)
+            _, status = os.waitpid(pid, 0)
+            spin(0.1)
+        report(p.last_session, child_exit=os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+        """
+    )
+    assert result["child_exit"] == 7
+    assert time_in(result["stacks"], "spin") > 0.15
+
+
+def test_engine_refuses_bad_intervals():
+    from pyinstrument import Profiler
+
+    with pytest.raises(ValueError):
+        Profiler(interval=0)
+    with pytest.raises(ValueError):
+        Profiler(interval=-1)
