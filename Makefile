@@ -1,8 +1,9 @@
 # make demo: profile the bundled example.  make test: build and test on every CPython present.
 SHELL := /bin/bash
 PYTHONS := $(shell tools/pythons.sh)
-DEMO_PYTHON ?= $(lastword $(filter %python3.12 %python3.13,$(PYTHONS)) $(firstword $(PYTHONS)))
-SANITIZE_PYTHON ?= $(DEMO_PYTHON)
+DEMO_PYTHON ?= $(firstword $(filter %python3.12,$(PYTHONS)) $(PYTHONS))
+# one interpreter per frame model: heap frame objects (3.9/3.10), data-stack chunks (3.11+)
+SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(PYTHONS))
 PYTEST_ARGS ?= -q
 
 .PHONY: demo test test-one test-sanitize bench clean
@@ -21,11 +22,13 @@ test:
 
 # the engine's tests in an AddressSanitizer + UndefinedBehaviorSanitizer build
 test-sanitize:
-	@echo "=== sanitizers (ASan+UBSan) on $(SANITIZE_PYTHON)"
-	@venv=$$(PYINSTRUMENT_SANITIZE=1 tools/venv.sh $(SANITIZE_PYTHON)) && \
+	@for py in $(SANITIZE_PYTHONS); do \
+	    echo "=== sanitizers (ASan+UBSan) on $$py"; \
+	    venv=$$(PYINSTRUMENT_SANITIZE=1 tools/venv.sh $$py) && \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	    $$venv -m pytest $(PYTEST_ARGS) -m engine tests
+	    $$venv -m pytest $(PYTEST_ARGS) -m engine tests || exit 1; \
+	done
 
 bench:
 	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py bench/overhead.py

@@ -34,6 +34,7 @@ struct pi_code_entry {
     uintptr_t addr;
     pi_code header;
     fingerprint name_fp, file_fp;
+    bool stale; /* changed while being copied: never used again */
     uint32_t identity;
     uint8_t *linetable;
     size_t linetable_len;
@@ -95,6 +96,7 @@ void pi_codes_free(pi_code_table *t)
         free(t->identities[i].filename);
     }
     free(t->entries);
+    free(t->fresh);
     free(t->identities);
     free(t->slots);
     free(t->identity_slots);
@@ -364,6 +366,15 @@ static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code
     e->linetable_len = linetable_len;
     for (int i = 0; i < PI_LINE_CACHE; i++)
         e->cache_index[i] = INT32_MIN;
+    if (t->fresh_count == t->fresh_cap) {
+        size_t cap = t->fresh_cap ? t->fresh_cap * 2 : 64;
+        pi_code_entry **grown = realloc(t->fresh, cap * sizeof *grown);
+        if (!grown)
+            goto error;
+        t->fresh = grown;
+        t->fresh_cap = cap;
+    }
+    t->fresh[t->fresh_count++] = e;
     t->entries[t->entry_count++] = e;
     pi_code_entry **slot = slot_for(t, addr);
     if (!*slot)
@@ -394,11 +405,15 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
         return -1;
     }
     size_t n = 0;
+    t->fresh_count = 0;
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
         known[i] = *slot_for(t, addrs[i]);
+        if (known[i] && known[i]->stale)
+            known[i] = NULL;
         reads[n++] = (pi_read){addrs[i], buf, size, false};
-        if (known[i]) {
+        /* 3.12+ numbers every code object (co_version): then the strings need no check */
+        if (known[i] && known[i]->header.version == 0) {
             const pi_code *h = &known[i]->header;
             reads[n++] = (pi_read){h->qualname ? h->qualname : h->name, buf + size, known[i]->name_fp.len, false};
             reads[n++] = (pi_read){h->filename, buf + size + PI_FINGERPRINT, known[i]->file_fp.len, false};
@@ -409,8 +424,8 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
         const pi_read *code_read = &reads[r++];
-        bool strings_same = false;
-        if (known[i]) {
+        bool strings_same = known[i] && known[i]->header.version != 0;
+        if (known[i] && known[i]->header.version == 0) {
             strings_same = reads[r].ok && reads[r + 1].ok && fingerprint_same(&known[i]->name_fp, buf + size) &&
                            fingerprint_same(&known[i]->file_fp, buf + size + PI_FINGERPRINT);
             r += 2;
@@ -432,6 +447,58 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     free(reads);
     free(known);
     return syscalls;
+}
+
+int pi_codes_confirm_fresh(pi_code_table *t)
+{
+    /* An entry is copied in several reads; the code object may have been freed and its
+     * memory (and its strings') reused in between. Re-reading the header and the strings
+     * once all copies are done shows whether they still belong together. */
+    if (t->fresh_count == 0)
+        return 0;
+    size_t size = pi_runtime_layout.code_read_size;
+    size_t stride = size + 2 * PI_FINGERPRINT;
+    size_t count = t->fresh_count;
+    uint8_t *buffers = malloc(count * stride);
+    pi_read *reads = malloc(3 * count * sizeof *reads);
+    if (!buffers || !reads) {
+        free(buffers);
+        free(reads);
+        for (size_t i = 0; i < count; i++)
+            t->fresh[i]->stale = true;
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const pi_code_entry *e = t->fresh[i];
+        uint8_t *buf = buffers + i * stride;
+        reads[3 * i] = (pi_read){e->addr, buf, size, false};
+        reads[3 * i + 1] = (pi_read){e->header.qualname ? e->header.qualname : e->header.name, buf + size,
+                                     e->name_fp.len, false};
+        reads[3 * i + 2] = (pi_read){e->header.filename, buf + size + PI_FINGERPRINT, e->file_fp.len, false};
+    }
+    int syscalls = pi_read_batch(reads, 3 * count);
+    for (size_t i = 0; i < count; i++) {
+        pi_code_entry *e = t->fresh[i];
+        uint8_t *buf = buffers + i * stride;
+        pi_code header;
+        bool same = reads[3 * i].ok && reads[3 * i + 1].ok && reads[3 * i + 2].ok &&
+                    pi_parse_code(buf, e->addr, &header) == 0 && pi_code_same(&e->header, &header) &&
+                    fingerprint_same(&e->name_fp, buf + size) &&
+                    fingerprint_same(&e->file_fp, buf + size + PI_FINGERPRINT);
+        if (!same) {
+            e->stale = true;
+            t->unreadable++;
+        }
+    }
+    t->fresh_count = 0;
+    free(buffers);
+    free(reads);
+    return syscalls;
+}
+
+bool pi_code_stale(const pi_code_entry *e)
+{
+    return e->stale;
 }
 
 uint32_t pi_code_identity(const pi_code_entry *e)

@@ -166,6 +166,9 @@ typedef struct {
     uint32_t *identity_slots;
     size_t identity_slot_count;
     uint64_t unreadable; /* code objects that failed validation */
+    /* entries made by the last pi_codes_resolve, to confirm */
+    pi_code_entry **fresh;
+    size_t fresh_count, fresh_cap;
 } pi_code_table;
 
 int pi_codes_init(pi_code_table *t);
@@ -175,6 +178,10 @@ void pi_codes_free(pi_code_table *t);
  * resolves each to an entry; entries[i] is NULL where the address is not a live
  * code object. */
 int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_code_entry **entries);
+/* Re-checks the entries the last resolve created; marks stale those that changed
+ * while being copied. Returns the syscalls made, or -1. */
+int pi_codes_confirm_fresh(pi_code_table *t);
+bool pi_code_stale(const pi_code_entry *e);
 /* The entry's identity index, line for an instruction pointer, traceability. */
 uint32_t pi_code_identity(const pi_code_entry *e);
 int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti);
@@ -246,6 +253,7 @@ typedef struct {
 } pi_stats;
 
 typedef struct pi_walker pi_walker;
+typedef struct pi_scratch pi_scratch;
 
 typedef struct {
     pi_code_table codes;
@@ -254,8 +262,7 @@ typedef struct {
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
     pi_walker *walkers;
     size_t walker_cap;
-    uintptr_t *tstate_cache; /* thread-state addresses seen last tick */
-    size_t tstate_cache_len, tstate_cache_cap;
+    pi_scratch *scratch; /* per-tick working buffers, kept between ticks */
     int64_t last_tick_ns;
     unsigned long sampler_thread_id;
 } pi_state;

@@ -7,6 +7,9 @@
  * the chunks, or a 3.11/3.12 _PyCFrame). Frames inside copied chunks are parsed with
  * no syscall at all. Then the code objects on all stacks are validated in one more
  * batched read (codes.c), and each complete stack is added to the trie.
+ * Frames that had to be read one by one (3.9/3.10 frames, generators, older chunks)
+ * are remembered and read speculatively in the first round of the next tick: a
+ * stack that did not change much costs a few syscalls whatever its depth.
  * A thread whose stack fails any check is dropped from this tick and counted.
  */
 #define _GNU_SOURCE
@@ -20,6 +23,25 @@
 #define PI_CHUNK_READ (16 * 1024)        /* CPython's DATA_STACK_CHUNK_SIZE */
 #define PI_MAX_CHUNK_BYTES (8u << 20)    /* larger "used" sizes are corrupt */
 #define PI_SCRATCH 1024
+#define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
+#define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
+
+/* Grows *array to at least n items of `size` bytes; 0, or -1 when out of memory. */
+static int grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < n)
+        c *= 2;
+    void *p = realloc(*array, c * size);
+    if (!p)
+        return -1;
+    *array = p;
+    *cap = c;
+    return 0;
+}
+#define GROW(array, cap, n) grow((void **)&(array), &(cap), (n), sizeof *(array))
 
 enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_DONE, WALK_FAILED };
 
@@ -37,27 +59,80 @@ struct pi_walker {
     uintptr_t cur;
     region chunks[PI_MAX_CHUNKS];
     size_t chunk_count;
-    uintptr_t older_chunk; /* next chunk to copy when a frame is not in those we have */
-    bool chunk_pending;    /* this round reads older_chunk */
+    uintptr_t older_chunk;      /* next chunk to copy when a frame is not in those we have */
+    bool chunk_pending;         /* this round reads older_chunk */
     bool current_chunk_pending; /* this round reads the current chunk */
     uint8_t scratch[PI_SCRATCH];
     /* frames found, leaf first */
     uintptr_t *codes, *instrs;
     int *lastis;
-    size_t depth, cap;
+    size_t depth, codes_cap, instrs_cap, lastis_cap;
     /* Brent's cycle detection over the frame chain */
     uintptr_t brent_mark;
     size_t brent_power, brent_steps;
+    /* frames read one by one: `solo` this tick, `spec` (read ahead) from last tick */
+    uintptr_t *solo, *spec;
+    size_t solo_count, solo_cap, spec_count, spec_cap;
+    uint8_t *spec_data;
+    size_t spec_data_cap;
+    bool *spec_ok;
+    size_t spec_ok_cap;
+    uint32_t *spec_slots;
+    size_t spec_slot_count, spec_slots_cap, spec_hint;
+    /* older data-stack chunks copied last tick, read ahead the same way */
+    uintptr_t solo_chunk[PI_MAX_CHUNKS], spec_chunk[PI_MAX_CHUNKS];
+    size_t solo_chunk_len[PI_MAX_CHUNKS], spec_chunk_len[PI_MAX_CHUNKS];
+    size_t solo_chunk_count, spec_chunk_count;
+    region spec_chunks[PI_MAX_CHUNKS];
+    bool spec_chunk_ok[PI_MAX_CHUNKS];
+};
+
+typedef struct {
+    uintptr_t *addrs; /* open-addressing set of code addresses (0 = empty) */
+    uint32_t *index;  /* slot -> index into distinct/entries */
+    size_t size, addrs_cap, index_cap;
+    uintptr_t *distinct;
+    pi_code_entry **entries;
+    size_t count, distinct_cap, entries_cap;
+} code_set;
+
+struct pi_scratch {
+    /* the thread list */
+    uintptr_t *cache; /* thread-state addresses seen last tick */
+    size_t cache_len, cache_cap;
+    uint8_t *tstate_bufs;
+    size_t tstate_bufs_cap;
+    uintptr_t *addrs;
+    size_t addrs_cap;
+    pi_tstate *states;
+    size_t states_cap;
+    pi_read *list_reads;
+    size_t list_reads_cap;
+    /* the lock-step rounds */
+    pi_read *reads, *next_reads;
+    size_t reads_cap, next_reads_cap;
+    size_t *owner, *next_owner;
+    size_t owner_cap, next_owner_cap;
+    /* recording */
+    code_set codes;
+    uint32_t identities[PI_MAX_DEPTH + 1];
+    int32_t lines[PI_MAX_DEPTH + 1];
 };
 
 int pi_state_init(pi_state *s, unsigned long only_thread, size_t timeline_budget)
 {
     memset(s, 0, sizeof *s);
     s->only_thread = only_thread;
-    if (pi_codes_init(&s->codes) != 0)
+    s->scratch = calloc(1, sizeof *s->scratch);
+    if (!s->scratch)
         return -1;
+    if (pi_codes_init(&s->codes) != 0) {
+        free(s->scratch);
+        return -1;
+    }
     if (pi_tree_init(&s->tree, timeline_budget) != 0) {
         pi_codes_free(&s->codes);
+        free(s->scratch);
         return -1;
     }
     return 0;
@@ -65,11 +140,18 @@ int pi_state_init(pi_state *s, unsigned long only_thread, size_t timeline_budget
 
 static void walker_free(pi_walker *w)
 {
-    for (size_t i = 0; i < PI_MAX_CHUNKS; i++)
+    for (size_t i = 0; i < PI_MAX_CHUNKS; i++) {
         free(w->chunks[i].data);
+        free(w->spec_chunks[i].data);
+    }
     free(w->codes);
     free(w->instrs);
     free(w->lastis);
+    free(w->solo);
+    free(w->spec);
+    free(w->spec_data);
+    free(w->spec_ok);
+    free(w->spec_slots);
 }
 
 void pi_state_free(pi_state *s)
@@ -77,7 +159,23 @@ void pi_state_free(pi_state *s)
     for (size_t i = 0; i < s->walker_cap; i++)
         walker_free(&s->walkers[i]);
     free(s->walkers);
-    free(s->tstate_cache);
+    pi_scratch *x = s->scratch;
+    if (x) {
+        free(x->cache);
+        free(x->tstate_bufs);
+        free(x->addrs);
+        free(x->states);
+        free(x->list_reads);
+        free(x->reads);
+        free(x->next_reads);
+        free(x->owner);
+        free(x->next_owner);
+        free(x->codes.addrs);
+        free(x->codes.index);
+        free(x->codes.distinct);
+        free(x->codes.entries);
+        free(x);
+    }
     pi_codes_free(&s->codes);
     pi_tree_free(&s->tree);
     memset(s, 0, sizeof *s);
@@ -85,29 +183,17 @@ void pi_state_free(pi_state *s)
 
 static int ensure_walkers(pi_state *s, size_t n)
 {
-    if (n <= s->walker_cap)
-        return 0;
-    size_t cap = s->walker_cap ? s->walker_cap : 8;
-    while (cap < n)
-        cap *= 2;
-    pi_walker *grown = realloc(s->walkers, cap * sizeof *grown);
-    if (!grown)
+    size_t old = s->walker_cap;
+    if (GROW(s->walkers, s->walker_cap, n) != 0)
         return -1;
-    memset(grown + s->walker_cap, 0, (cap - s->walker_cap) * sizeof *grown);
-    s->walkers = grown;
-    s->walker_cap = cap;
+    memset(s->walkers + old, 0, (s->walker_cap - old) * sizeof *s->walkers);
     return 0;
 }
 
 static int region_fill_prepare(region *r, uintptr_t addr, size_t len)
 {
-    if (r->cap < len) {
-        uint8_t *grown = realloc(r->data, len);
-        if (!grown)
-            return -1;
-        r->data = grown;
-        r->cap = len;
-    }
+    if (GROW(r->data, r->cap, len) != 0)
+        return -1;
     r->addr = addr;
     r->len = len;
     return 0;
@@ -115,21 +201,9 @@ static int region_fill_prepare(region *r, uintptr_t addr, size_t len)
 
 static int push_frame(pi_walker *w, const pi_frame *f)
 {
-    if (w->depth == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 128;
-        uintptr_t *codes = realloc(w->codes, cap * sizeof *codes);
-        if (codes)
-            w->codes = codes;
-        uintptr_t *instrs = realloc(w->instrs, cap * sizeof *instrs);
-        if (instrs)
-            w->instrs = instrs;
-        int *lastis = realloc(w->lastis, cap * sizeof *lastis);
-        if (lastis)
-            w->lastis = lastis;
-        if (!codes || !instrs || !lastis)
-            return -1;
-        w->cap = cap;
-    }
+    if (GROW(w->codes, w->codes_cap, w->depth + 1) != 0 || GROW(w->instrs, w->instrs_cap, w->depth + 1) != 0 ||
+        GROW(w->lastis, w->lastis_cap, w->depth + 1) != 0)
+        return -1;
     w->codes[w->depth] = f->code;
     w->instrs[w->depth] = f->instr;
     w->lastis[w->depth] = f->lasti;
@@ -137,8 +211,88 @@ static int push_frame(pi_walker *w, const pi_frame *f)
     return 0;
 }
 
+/* ---- speculative reads of frames that were read one by one last tick ---- */
+
+static size_t spec_hash(uintptr_t addr, size_t slots)
+{
+    return (size_t)(((uint64_t)addr >> 3) * 0x9E3779B97F4A7C15ULL >> 17) & (slots - 1);
+}
+
+/* Makes last tick's solo frames this tick's speculative reads. */
+static int spec_prepare(pi_walker *w, bool same_thread)
+{
+    uintptr_t *t = w->spec;
+    size_t cap = w->spec_cap;
+    w->spec = w->solo;
+    w->spec_cap = w->solo_cap;
+    w->spec_count = same_thread ? w->solo_count : 0;
+    w->solo = t;
+    w->solo_cap = cap;
+    w->solo_count = 0;
+    w->spec_hint = 0;
+    w->spec_chunk_count = 0;
+    for (size_t i = 0; same_thread && i < w->solo_chunk_count; i++) {
+        if (region_fill_prepare(&w->spec_chunks[i], w->solo_chunk[i], w->solo_chunk_len[i]) != 0)
+            break;
+        w->spec_chunk[i] = w->solo_chunk[i];
+        w->spec_chunk_len[i] = w->solo_chunk_len[i];
+        w->spec_chunk_ok[i] = false;
+        w->spec_chunk_count = i + 1;
+    }
+    w->solo_chunk_count = 0;
+    if (w->spec_count == 0)
+        return 0;
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    size_t slots = 16;
+    while (slots < w->spec_count * 2)
+        slots *= 2;
+    if (GROW(w->spec_data, w->spec_data_cap, w->spec_count * frame_size) != 0 ||
+        GROW(w->spec_ok, w->spec_ok_cap, w->spec_count) != 0 || GROW(w->spec_slots, w->spec_slots_cap, slots) != 0) {
+        w->spec_count = 0;
+        return -1;
+    }
+    w->spec_slot_count = slots;
+    memset(w->spec_slots, 0xff, slots * sizeof *w->spec_slots);
+    for (size_t i = 0; i < w->spec_count; i++) {
+        w->spec_ok[i] = false;
+        size_t k = spec_hash(w->spec[i], slots);
+        while (w->spec_slots[k] != UINT32_MAX)
+            k = (k + 1) & (slots - 1);
+        w->spec_slots[k] = (uint32_t)i;
+    }
+    return 0;
+}
+
+static const uint8_t *spec_find(pi_walker *w, uintptr_t addr)
+{
+    size_t index = SIZE_MAX;
+    if (w->spec_hint < w->spec_count && w->spec[w->spec_hint] == addr) {
+        index = w->spec_hint; /* the usual case: the chain is walked in last tick's order */
+    } else if (w->spec_count) {
+        for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
+             k = (k + 1) & (w->spec_slot_count - 1)) {
+            if (w->spec[w->spec_slots[k]] == addr) {
+                index = w->spec_slots[k];
+                break;
+            }
+        }
+    }
+    if (index == SIZE_MAX || !w->spec_ok[index])
+        return NULL;
+    w->spec_hint = index + 1;
+    return w->spec_data + index * pi_runtime_layout.frame_read_size;
+}
+
+static void remember_solo(pi_walker *w, uintptr_t addr)
+{
+    if (w->solo_count < PI_MAX_DEPTH && GROW(w->solo, w->solo_cap, w->solo_count + 1) == 0)
+        w->solo[w->solo_count++] = addr;
+}
+
+/* ---- walking ---- */
+
 /* The copy of `size` bytes at addr, if one of the copied chunks holds them. */
-static const uint8_t *find_copied(const pi_walker *w, uintptr_t addr, size_t size)
+static const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size)
 {
     for (size_t i = 0; i < w->chunk_count; i++) {
         const region *r = &w->chunks[i];
@@ -175,16 +329,25 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         w->state = WALK_DONE;
 }
 
+static bool older_chunk_from_spec(pi_walker *w);
+
 /* Advances through copied memory; returns the read this walker needs next, if any. */
 static bool walker_need(pi_walker *w, pi_read *read)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
     while (w->state == WALK_FRAMES) {
-        const uint8_t *copy = find_copied(w, w->cur, frame_size);
+        const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
+        if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
+            copy = spec_find(w, w->cur);
+            if (copy)
+                remember_solo(w, w->cur);
+        }
         if (copy) {
             step_frame(w, copy);
             continue;
         }
+        if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS && older_chunk_from_spec(w))
+            continue;
         if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS) {
             region *r = &w->chunks[w->chunk_count];
             if (region_fill_prepare(r, w->older_chunk, PI_CHUNK_READ) != 0) {
@@ -195,6 +358,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
             w->chunk_pending = true;
             return true;
         }
+        remember_solo(w, w->cur);
         *read = (pi_read){w->cur, w->scratch, frame_size, false};
         return true;
     }
@@ -205,51 +369,86 @@ static bool walker_need(pi_walker *w, pi_read *read)
     return false;
 }
 
-static void walker_take_current_chunk(pi_walker *w, const pi_read *read);
+static void take_current_chunk(pi_walker *w, const pi_read *read)
+{
+    w->current_chunk_pending = false;
+    region *r = &w->chunks[0];
+    uintptr_t older = 0;
+    size_t used = 0;
+    /* the current chunk's saved "top" is stale; only its link to the older one counts */
+    if (read->ok && read->len >= pi_chunk_header_size()) {
+        pi_parse_chunk(r->data, &older, &used);
+        w->chunk_count = 1;
+        w->older_chunk = older;
+    }
+}
+
+/* Adopts the older chunk copied into chunks[chunk_count] (`len` bytes of it). */
+static void adopt_older_chunk(pi_walker *w, bool ok, size_t len)
+{
+    region *r = &w->chunks[w->chunk_count];
+    uintptr_t older = 0;
+    size_t used = 0;
+    /* an unreadable or corrupt older chunk: fall back to reading frames one by one */
+    w->older_chunk = 0;
+    if (!ok || len < pi_chunk_header_size() || pi_parse_chunk(r->data, &older, &used) != 0 ||
+        used > PI_MAX_CHUNK_BYTES)
+        return;
+    if (used > len) {
+        if (region_fill_prepare(r, r->addr, used) != 0 || pi_read_exact(r->addr, r->data, used) != 0)
+            return;
+    }
+    r->len = used;
+    w->chunk_count++;
+    w->older_chunk = older;
+    if (w->solo_chunk_count < PI_MAX_CHUNKS) {
+        w->solo_chunk[w->solo_chunk_count] = r->addr;
+        w->solo_chunk_len[w->solo_chunk_count++] = used;
+    }
+}
+
+static void take_older_chunk(pi_walker *w, const pi_read *read)
+{
+    w->chunk_pending = false;
+    adopt_older_chunk(w, read->ok, read->len);
+}
+
+/* The older chunk, if it was read ahead this tick: swapped into place, no syscall. */
+static bool older_chunk_from_spec(pi_walker *w)
+{
+    for (size_t i = 0; i < w->spec_chunk_count; i++) {
+        if (w->spec_chunk[i] != w->older_chunk || !w->spec_chunk_ok[i])
+            continue;
+        region t = w->chunks[w->chunk_count];
+        w->chunks[w->chunk_count] = w->spec_chunks[i];
+        w->spec_chunks[i] = t;
+        w->spec_chunk_ok[i] = false;
+        adopt_older_chunk(w, true, w->chunks[w->chunk_count].len);
+        return true;
+    }
+    return false;
+}
 
 static void walker_take(pi_walker *w, const pi_read *read)
 {
     if (w->current_chunk_pending) {
-        walker_take_current_chunk(w, read);
-        return;
-    }
-    if (w->state == WALK_CFRAME) {
-        if (!read->ok) {
-            w->state = WALK_FAILED;
-            return;
-        }
+        take_current_chunk(w, read);
+    } else if (w->chunk_pending) {
+        take_older_chunk(w, read);
+    } else if (!read->ok) {
+        w->state = WALK_FAILED;
+    } else if (w->state == WALK_CFRAME) {
         w->cur = pi_parse_cframe(w->scratch);
         w->state = w->cur ? WALK_FRAMES : WALK_DONE;
-        return;
+    } else {
+        step_frame(w, w->scratch);
     }
-    if (w->chunk_pending) {
-        w->chunk_pending = false;
-        region *r = &w->chunks[w->chunk_count];
-        uintptr_t older = 0;
-        size_t used = 0;
-        /* an unreadable or corrupt older chunk: fall back to reading frames one by one */
-        w->older_chunk = 0;
-        if (!read->ok || pi_parse_chunk(r->data, &older, &used) != 0 || used > PI_MAX_CHUNK_BYTES)
-            return;
-        if (used > PI_CHUNK_READ) {
-            if (region_fill_prepare(r, r->addr, used) != 0 || pi_read_exact(r->addr, r->data, used) != 0)
-                return;
-        }
-        r->len = used;
-        w->chunk_count++;
-        w->older_chunk = older;
-        return;
-    }
-    if (!read->ok) {
-        w->state = WALK_FAILED;
-        return;
-    }
-    step_frame(w, w->scratch);
 }
 
-/* Starts a walker on a thread: copies nothing yet, returns the first read. */
+/* Starts a walker on a thread; returns its first read. */
 static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
 {
+    spec_prepare(w, w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id);
     w->tstate_addr = tstate_addr;
     w->ts = *ts;
     w->chunk_count = 0;
@@ -278,117 +477,59 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     return walker_need(w, read);
 }
 
-static void walker_take_current_chunk(pi_walker *w, const pi_read *read)
-{
-    w->current_chunk_pending = false;
-    region *r = &w->chunks[0];
-    uintptr_t older = 0;
-    size_t used = 0;
-    /* the current chunk's saved "top" is stale; only its link to the older one counts */
-    if (read->ok && read->len >= pi_chunk_header_size()) {
-        pi_parse_chunk(r->data, &older, &used);
-        w->chunk_count = 1;
-        w->older_chunk = older;
-    }
-}
-
 /* ---- the thread list ---- */
-
-static int cache_tstates(pi_state *s, const uintptr_t *addrs, size_t n)
-{
-    if (n > s->tstate_cache_cap) {
-        uintptr_t *grown = realloc(s->tstate_cache, n * sizeof *grown);
-        if (!grown)
-            return -1;
-        s->tstate_cache = grown;
-        s->tstate_cache_cap = n;
-    }
-    memcpy(s->tstate_cache, addrs, n * sizeof *addrs);
-    s->tstate_cache_len = n;
-    return 0;
-}
 
 /* Reads the thread list: the states cached from last tick are read speculatively in
  * one batch with the list head; only a changed list costs a read per new thread. */
 static size_t read_threads(pi_state *s, uintptr_t **addrs_out, pi_tstate **states_out)
 {
-    static __thread uint8_t *bufs;
-    static __thread size_t bufs_cap;
-    static __thread uintptr_t *addrs;
-    static __thread pi_tstate *states;
-    static __thread size_t list_cap;
+    pi_scratch *x = s->scratch;
     size_t ts_size = pi_runtime_layout.tstate_read_size;
-    size_t cached = s->tstate_cache_len;
-    size_t want = cached + 1;
-
-    if (bufs_cap < want) {
-        uint8_t *grown = realloc(bufs, want * ts_size);
-        if (!grown)
-            return 0;
-        bufs = grown;
-        bufs_cap = want;
-    }
-    pi_read reads[PI_MAX_THREADS + 1];
-    if (cached > PI_MAX_THREADS)
-        cached = PI_MAX_THREADS;
+    size_t cached = x->cache_len < PI_MAX_THREADS ? x->cache_len : PI_MAX_THREADS;
+    if (GROW(x->tstate_bufs, x->tstate_bufs_cap, (cached + 1) * ts_size) != 0 ||
+        GROW(x->list_reads, x->list_reads_cap, cached + 1) != 0)
+        return 0;
     uintptr_t head = 0;
+    pi_read *reads = x->list_reads;
     reads[0] = (pi_read){pi_runtime_layout.thread_head_addr, &head, sizeof head, false};
     for (size_t i = 0; i < cached; i++)
-        reads[i + 1] = (pi_read){s->tstate_cache[i], bufs + i * ts_size, ts_size, false};
+        reads[i + 1] = (pi_read){x->cache[i], x->tstate_bufs + i * ts_size, ts_size, false};
     s->stats.syscalls += (uint64_t)pi_read_batch(reads, cached + 1);
     if (!reads[0].ok)
         return 0;
 
     size_t n = 0;
-    uint8_t one[4096];
-    if (ts_size > sizeof one)
-        return 0;
+    uint8_t *one = x->tstate_bufs + cached * ts_size;
     for (uintptr_t addr = head; addr && n < PI_MAX_THREADS; n++) {
-        if (n >= list_cap) {
-            size_t cap = list_cap ? list_cap * 2 : 16;
-            uintptr_t *a = realloc(addrs, cap * sizeof *a);
-            if (a)
-                addrs = a;
-            pi_tstate *st = realloc(states, cap * sizeof *st);
-            if (st)
-                states = st;
-            if (!a || !st)
-                break;
-            list_cap = cap;
-        }
+        if (GROW(x->addrs, x->addrs_cap, n + 1) != 0 || GROW(x->states, x->states_cap, n + 1) != 0)
+            break;
         const uint8_t *buf;
-        if (n < cached && s->tstate_cache[n] == addr && reads[n + 1].ok) {
-            buf = bufs + n * ts_size;
+        if (n < cached && x->cache[n] == addr && reads[n + 1].ok) {
+            buf = x->tstate_bufs + n * ts_size;
         } else {
             if (pi_read_exact(addr, one, ts_size) != 0)
                 break; /* the thread ended while we read: the rest waits for next tick */
             s->stats.syscalls++;
             buf = one;
         }
-        addrs[n] = addr;
-        pi_parse_tstate(buf, addr, &states[n]);
-        addr = states[n].next;
+        x->addrs[n] = addr;
+        pi_parse_tstate(buf, addr, &x->states[n]);
+        addr = x->states[n].next;
         /* a state pointing back into the list is a torn read */
         for (size_t k = 0; k <= n && addr; k++)
-            if (addrs[k] == addr)
+            if (x->addrs[k] == addr)
                 addr = 0;
     }
-    cache_tstates(s, addrs, n);
-    *addrs_out = addrs;
-    *states_out = states;
+    if (GROW(x->cache, x->cache_cap, n) == 0) {
+        memcpy(x->cache, x->addrs, n * sizeof *x->addrs);
+        x->cache_len = n;
+    }
+    *addrs_out = x->addrs;
+    *states_out = x->states;
     return n;
 }
 
 /* ---- codes on the stacks ---- */
-
-typedef struct {
-    uintptr_t *addrs;      /* open-addressing set of code addresses (0 = empty) */
-    uint32_t *index;       /* slot -> index into distinct/entries */
-    size_t size;
-    uintptr_t *distinct;
-    pi_code_entry **entries;
-    size_t count, cap;
-} code_set;
 
 static size_t code_slot(const code_set *set, uintptr_t code)
 {
@@ -399,39 +540,21 @@ static size_t code_slot(const code_set *set, uintptr_t code)
 }
 
 /* Collects the distinct code addresses of all walked threads and resolves them in
- * one batch. */
+ * one batch, then confirms the entries made meanwhile. */
 static int resolve_codes(pi_state *s, size_t walker_count, code_set *set)
 {
     size_t total = 0;
     for (size_t i = 0; i < walker_count; i++)
         if (s->walkers[i].state == WALK_DONE)
             total += s->walkers[i].depth;
-    size_t need = 64;
-    while (need < total * 2)
-        need *= 2;
-    if (set->size < need) {
-        uintptr_t *a = realloc(set->addrs, need * sizeof *a);
-        if (a)
-            set->addrs = a;
-        uint32_t *ix = realloc(set->index, need * sizeof *ix);
-        if (ix)
-            set->index = ix;
-        if (!a || !ix)
-            return -1;
-        set->size = need;
-    }
-    if (set->cap < total + 1) {
-        uintptr_t *d = realloc(set->distinct, (total + 1) * sizeof *d);
-        if (d)
-            set->distinct = d;
-        pi_code_entry **e = realloc(set->entries, (total + 1) * sizeof *e);
-        if (e)
-            set->entries = e;
-        if (!d || !e)
-            return -1;
-        set->cap = total + 1;
-    }
-    memset(set->addrs, 0, set->size * sizeof *set->addrs);
+    size_t size = 64;
+    while (size < total * 2)
+        size *= 2;
+    if (GROW(set->addrs, set->addrs_cap, size) != 0 || GROW(set->index, set->index_cap, size) != 0 ||
+        GROW(set->distinct, set->distinct_cap, total + 1) != 0 || GROW(set->entries, set->entries_cap, total + 1) != 0)
+        return -1;
+    set->size = size;
+    memset(set->addrs, 0, size * sizeof *set->addrs);
     set->count = 0;
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
@@ -450,6 +573,9 @@ static int resolve_codes(pi_state *s, size_t walker_count, code_set *set)
     if (syscalls < 0)
         return -1;
     s->stats.syscalls += (uint64_t)syscalls;
+    int confirm = pi_codes_confirm_fresh(&s->codes);
+    if (confirm > 0)
+        s->stats.syscalls += (uint64_t)confirm;
     return 0;
 }
 
@@ -461,29 +587,28 @@ static pi_code_entry *code_entry(const code_set *set, uintptr_t code)
 
 /* ---- the tick ---- */
 
-static void record_thread(pi_state *s, pi_walker *w, const code_set *set, int64_t wall_ns)
+static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
 {
-    static __thread uint32_t identities[PI_MAX_DEPTH];
-    static __thread int32_t lines[PI_MAX_DEPTH];
+    pi_scratch *x = s->scratch;
     size_t depth = 0;
     /* root first: the walker holds the leaf first */
     for (size_t k = w->depth; k-- > 0;) {
-        pi_code_entry *e = code_entry(set, w->codes[k]);
-        if (!e) {
+        pi_code_entry *e = code_entry(&x->codes, w->codes[k]);
+        if (!e || pi_code_stale(e)) {
             s->stats.dropped++;
             return;
         }
         if (!pi_code_instr_traceable(e, w->instrs[k]))
             continue; /* a frame still being set up */
-        identities[depth] = pi_code_identity(e);
-        lines[depth] = pi_code_line(e, w->instrs[k], w->lastis[k]);
+        x->identities[depth] = pi_code_identity(e);
+        x->lines[depth] = pi_code_line(e, w->instrs[k], w->lastis[k]);
         depth++;
-        if (k == 0 && depth < PI_MAX_DEPTH) {
+        if (k == 0) {
             /* the innermost frame stands on a call: the thread is in C code */
             int64_t callee = pi_code_callee(&s->codes, e, w->instrs[0], w->lastis[0]);
             if (callee >= 0) {
-                identities[depth] = (uint32_t)callee;
-                lines[depth] = 0;
+                x->identities[depth] = (uint32_t)callee;
+                x->lines[depth] = 0;
                 depth++;
             }
         }
@@ -501,18 +626,28 @@ static void record_thread(pi_state *s, pi_walker *w, const code_set *set, int64_
     if (cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
         cpu_ns = cpu_now - t->last_cpu_ns;
     t->last_cpu_ns = cpu_now;
-    if (pi_tree_add(&s->tree, t, identities, lines, depth, wall_ns, cpu_ns) != 0) {
+    if (pi_tree_add(&s->tree, t, x->identities, x->lines, depth, wall_ns, cpu_ns) != 0) {
         s->stats.dropped++;
         return;
     }
     s->stats.samples++;
 }
 
+/* Adds a read to the round; `owner` is the walker index, with PI_SPEC_BIT for a
+ * speculative frame read. */
+static int round_add(pi_scratch *x, size_t *count, const pi_read *read, size_t owner)
+{
+    if (GROW(x->reads, x->reads_cap, *count + 1) != 0 || GROW(x->owner, x->owner_cap, *count + 1) != 0)
+        return -1;
+    x->reads[*count] = *read;
+    x->owner[*count] = owner;
+    (*count)++;
+    return 0;
+}
+
 void pi_tick(pi_state *s, int64_t now_ns)
 {
-    static __thread pi_read reads[PI_MAX_THREADS], next_reads[PI_MAX_THREADS];
-    static __thread size_t owner[PI_MAX_THREADS], next_owner[PI_MAX_THREADS];
-    static __thread code_set codes;
+    pi_scratch *x = s->scratch;
     uintptr_t *addrs;
     pi_tstate *states;
     size_t thread_count = read_threads(s, &addrs, &states);
@@ -522,39 +657,84 @@ void pi_tick(pi_state *s, int64_t now_ns)
     if (thread_count == 0 || wall_ns <= 0 || ensure_walkers(s, thread_count) != 0)
         return;
 
+    /* the first round: each thread's first read, and last tick's solo frames */
+    size_t frame_size = pi_runtime_layout.frame_read_size;
     size_t walker_count = 0, pending = 0;
     for (size_t i = 0; i < thread_count; i++) {
         if (s->only_thread && states[i].thread_id != s->only_thread)
             continue;
-        pi_walker *w = &s->walkers[walker_count++];
-        if (walker_start(w, addrs[i], &states[i], &reads[pending]))
-            owner[pending++] = walker_count - 1;
+        size_t index = walker_count++;
+        pi_walker *w = &s->walkers[index];
+        pi_read read;
+        if (walker_start(w, addrs[i], &states[i], &read) && round_add(x, &pending, &read, index) != 0)
+            w->state = WALK_FAILED;
+        for (size_t k = 0; k < w->spec_count; k++) {
+            pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
+            if (round_add(x, &pending, &spec, index | PI_SPEC_BIT) != 0)
+                break;
+        }
+        for (size_t k = 0; k < w->spec_chunk_count; k++) {
+            pi_read spec = {w->spec_chunk[k], w->spec_chunks[k].data, w->spec_chunk_len[k], false};
+            if (round_add(x, &pending, &spec, index | PI_SPEC_BIT | PI_CHUNK_BIT | (k << 16)) != 0)
+                break;
+        }
     }
 
     /* lock-step rounds: one vectored read per round serves every thread */
     while (pending > 0) {
-        s->stats.syscalls += (uint64_t)pi_read_batch(reads, pending);
+        s->stats.syscalls += (uint64_t)pi_read_batch(x->reads, pending);
+        for (size_t r = 0; r < pending; r++) {
+            size_t owner = x->owner[r];
+            if (owner & PI_CHUNK_BIT) {
+                pi_walker *w = &s->walkers[owner & 0xffff];
+                w->spec_chunk_ok[(owner & ~(PI_SPEC_BIT | PI_CHUNK_BIT)) >> 16] = x->reads[r].ok;
+            } else if (owner & PI_SPEC_BIT) {
+                pi_walker *w = &s->walkers[owner & ~PI_SPEC_BIT];
+                w->spec_ok[((uint8_t *)x->reads[r].dst - w->spec_data) / frame_size] = x->reads[r].ok;
+            }
+        }
         size_t next_pending = 0;
         for (size_t r = 0; r < pending; r++) {
-            pi_walker *w = &s->walkers[owner[r]];
-            walker_take(w, &reads[r]);
-            if (walker_need(w, &next_reads[next_pending]))
-                next_owner[next_pending++] = owner[r];
+            if (x->owner[r] & PI_SPEC_BIT)
+                continue;
+            pi_walker *w = &s->walkers[x->owner[r]];
+            walker_take(w, &x->reads[r]);
+            pi_read next;
+            if (walker_need(w, &next)) {
+                if (GROW(x->next_reads, x->next_reads_cap, next_pending + 1) != 0 ||
+                    GROW(x->next_owner, x->next_owner_cap, next_pending + 1) != 0) {
+                    w->state = WALK_FAILED;
+                    continue;
+                }
+                x->next_reads[next_pending] = next;
+                x->next_owner[next_pending++] = x->owner[r];
+            }
         }
-        memcpy(reads, next_reads, next_pending * sizeof *reads);
-        memcpy(owner, next_owner, next_pending * sizeof *owner);
+        /* swap the rounds' arrays */
+        pi_read *reads = x->reads;
+        size_t reads_cap = x->reads_cap;
+        x->reads = x->next_reads;
+        x->reads_cap = x->next_reads_cap;
+        x->next_reads = reads;
+        x->next_reads_cap = reads_cap;
+        size_t *owner = x->owner;
+        size_t owner_cap = x->owner_cap;
+        x->owner = x->next_owner;
+        x->owner_cap = x->next_owner_cap;
+        x->next_owner = owner;
+        x->next_owner_cap = owner_cap;
         pending = next_pending;
     }
 
     /* validate the code objects of every stack in one batch, then record */
-    if (resolve_codes(s, walker_count, &codes) != 0) {
+    if (resolve_codes(s, walker_count, &x->codes) != 0) {
         s->stats.dropped += walker_count;
         return;
     }
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
         if (w->state == WALK_DONE)
-            record_thread(s, w, &codes, wall_ns);
+            record_thread(s, w, wall_ns);
         else
             s->stats.dropped++;
     }
