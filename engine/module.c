@@ -187,6 +187,56 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
         st->tree.timeline_truncated ? Py_True : Py_False);
 }
 
+/* ---- checks of the decoders on local data, for the test suite ---- */
+
+static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer table;
+    int firstlineno, index;
+    if (!PyArg_ParseTuple(args, "y*ii", &table, &firstlineno, &index))
+        return NULL;
+    int line = pi_line_for_instr(table.buf, (size_t)table.len, firstlineno, index);
+    PyBuffer_Release(&table);
+    return PyLong_FromLong(line);
+}
+
+static PyObject *debug_callee(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer code;
+    int unit;
+    if (!PyArg_ParseTuple(args, "y*i", &code, &unit))
+        return NULL;
+    size_t units = (size_t)code.len / 2;
+    pi_instr *instrs = PyMem_Malloc((units + 1) * sizeof *instrs);
+    if (!instrs) {
+        PyBuffer_Release(&code);
+        return PyErr_NoMemory();
+    }
+    size_t count = pi_decode_bytecode(code.buf, units, instrs);
+    PyBuffer_Release(&code);
+    int kind;
+    uint32_t index;
+    int found = -1;
+    for (size_t k = 0; k < count; k++) {
+        if (instrs[k].unit == (uint32_t)unit) {
+            found = pi_callee_name_ref(instrs, count, k, &kind, &index);
+            break;
+        }
+    }
+    PyMem_Free(instrs);
+    if (found != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(sI)", kind == PI_NAME_NAMES ? "names" : "locals", index);
+}
+
+static PyMethodDef module_methods[] = {
+    {"_debug_line", debug_line, METH_VARARGS,
+     "_debug_line(linetable, firstlineno, instr_index): the engine's line decoder on a local table."},
+    {"_debug_callee", debug_callee, METH_VARARGS,
+     "_debug_callee(bytecode, code_unit): where the engine finds the callee's name, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef Sampler_methods[] = {
     {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
@@ -214,7 +264,7 @@ static PyTypeObject SamplerType = {
 
 static struct PyModuleDef engine_module = {
     PyModuleDef_HEAD_INIT, .m_name = "pyinstrument._engine",
-    .m_doc = "The sampling engine of pyinstrument, written in C.", .m_size = -1,
+    .m_doc = "The sampling engine of pyinstrument, written in C.", .m_size = -1, .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__engine(void)

@@ -166,6 +166,19 @@ static bool simple_push(uint8_t op)
 }
 #endif
 
+/* 3.14+: `f(*args)` pushes a NULL for the absent **kwargs right before the call;
+ * that NULL begins nothing. True when the call at k has one. */
+static bool has_kwargs_null(const pi_instr *ins, size_t k)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return ins[k].op == CALL_FUNCTION_EX && k > 0 && ins[k - 1].op == PUSH_NULL;
+#else
+    (void)ins;
+    (void)k;
+    return false;
+#endif
+}
+
 /* The last of a chain of attribute loads starting at c (`time.sleep`: the `sleep`). */
 static size_t follow_attributes(const pi_instr *ins, size_t c, size_t call)
 {
@@ -197,13 +210,15 @@ int pi_callee_name_ref(const pi_instr *ins, size_t count, size_t k, int *kind, u
 #endif
     /* match calls and call-beginnings like brackets, backwards */
     size_t nested = 0;
-    for (size_t j = k; j-- > 0;) {
+    for (size_t j = has_kwargs_null(ins, k) ? k - 1 : k; j-- > 0;) {
         if (is_call(ins[j].op)
 #if PY_VERSION_HEX < 0x030B0000
             && ins[j].op == CALL_METHOD
 #endif
         ) {
             nested++;
+            if (has_kwargs_null(ins, j))
+                j--;
             continue;
         }
         if (!begins_call(&ins[j]))
