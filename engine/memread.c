@@ -93,10 +93,6 @@ int pi_read_probe(char *err, size_t errlen)
     if (pi_read_exact((uintptr_t)&probe_value, &copy, sizeof copy) == 0 && copy == probe_value)
         return 0;
     int e = errno;
-    snprintf(err, errlen,
-             "this system refuses process_vm_readv (%s), which the sampler needs to read "
-             "Python stacks safely; run outside the sandbox or allow the syscall "
-             "(seccomp/container policy)",
-             strerror(e));
+    snprintf(err, errlen, "this system refuses process_vm_readv (%s), which the C sampler needs", strerror(e));
     return -1;
 }

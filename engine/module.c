@@ -19,6 +19,8 @@ typedef struct {
 } SamplerObject;
 
 static bool layout_ready = false;
+/* Raised when the system refuses process_vm_readv; the Python layer falls back. */
+static PyObject *ReadRefused;
 
 static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
 {
@@ -67,8 +69,12 @@ static PyObject *Sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored)
         return NULL;
     }
     if (!layout_ready) {
-        if (pi_layout_init(err, sizeof err) != 0 || pi_read_probe(err, sizeof err) != 0) {
+        if (pi_layout_init(err, sizeof err) != 0) {
             PyErr_SetString(PyExc_RuntimeError, err);
+            return NULL;
+        }
+        if (pi_read_probe(err, sizeof err) != 0) {
+            PyErr_SetString(ReadRefused, err);
             return NULL;
         }
         layout_ready = true;
@@ -280,5 +286,14 @@ PyMODINIT_FUNC PyInit__engine(void)
         Py_DECREF(m);
         return NULL;
     }
+    ReadRefused = PyErr_NewExceptionWithDoc("pyinstrument._engine.ReadRefused",
+                                            "The system refuses process_vm_readv, which the sampler needs.",
+                                            PyExc_RuntimeError, NULL);
+    if (!ReadRefused || PyModule_AddObject(m, "ReadRefused", ReadRefused) < 0) {
+        Py_XDECREF(ReadRefused);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(ReadRefused); /* the module holds one reference, this file another */
     return m;
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -287,3 +288,55 @@ def test_engine_refuses_bad_intervals():
         Profiler(interval=0)
     with pytest.raises(ValueError):
         Profiler(interval=-1)
+
+
+REFUSE_PROCESS_VM_READV = """
+import ctypes, platform
+# a seccomp filter like a strict container's: process_vm_readv fails with EPERM
+libc = ctypes.CDLL(None, use_errno=True)
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+program = (SockFilter * 4)(
+    SockFilter(0x20, 0, 0, 0),            # load the syscall number
+    SockFilter(0x15, 0, 1, 310),          # process_vm_readv on x86_64?
+    SockFilter(0x06, 0, 0, 0x00050001),   # then fail with EPERM
+    SockFilter(0x06, 0, 0, 0x7FFF0000),   # else allow
+)
+assert libc.prctl(38, 1, 0, 0, 0) == 0    # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(SockFprog(4, program)), 0, 0) == 0  # PR_SET_SECCOMP
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86_64")
+def test_a_sandbox_refusing_process_vm_readv_still_gets_a_profile():
+    result = run_program(
+        REFUSE_PROCESS_VM_READV
+        + """
+def compute():
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        pass
+
+def wait():
+    time.sleep(0.2)
+
+with Profiler() as p:
+    compute()
+    wait()
+report(p.last_session)
+"""
+    )
+    stacks, total = result["stacks"], result["duration"]
+    assert time_in(stacks, "compute") / total == pytest.approx(0.6, abs=0.1)
+    assert any(k.endswith("wait > sleep") for k in stacks), stacks
+
+
+def test_the_fallback_is_announced_in_one_line():
+    code = HARNESS + REFUSE_PROCESS_VM_READV + "\nwith Profiler() as p:\n    time.sleep(0.05)\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "process_vm_readv" in lines[0] and "Python thread" in lines[0]

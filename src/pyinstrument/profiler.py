@@ -25,7 +25,7 @@ _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py"
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 
 
-def _deprecation_note(message: str) -> None:
+def _notice(message: str) -> None:
     print(f"pyinstrument: {message}", file=sys.stderr)
 
 
@@ -215,7 +215,7 @@ class Profiler:
         use_signal: Optional[bool] = None,
     ):
         if use_signal is not None:
-            _deprecation_note("Profiler(use_signal=...) is deprecated and ignored: the C engine needs no signals")
+            _notice("Profiler(use_signal=...) is deprecated and ignored: the C engine needs no signals")
         if async_mode not in _ASYNC_MODES:
             raise ValueError(f"async_mode must be one of {', '.join(_ASYNC_MODES)}, not {async_mode!r}")
         interval = float(interval)
@@ -276,12 +276,26 @@ class Profiler:
         self._cpu_start = time.process_time()
         self._active_since = time.perf_counter()
         try:
-            self._sampler.start()
+            self._start_sampler()
         except RuntimeError as error:
             self._active_since = None
             if self.all_threads:
                 _thread_name_watch.release()
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
+
+    def _start_sampler(self) -> None:
+        assert self._sampler is not None
+        try:
+            self._sampler.start()
+        except _engine.ReadRefused as refused:
+            from pyinstrument._python_sampler import PythonSampler
+
+            _notice(
+                f"{refused}. Sampling from a Python thread instead: the program runs slower "
+                "while profiled, the report is the same."
+            )
+            self._sampler = PythonSampler(self._interval, 0 if self.all_threads else threading.get_ident())
+            self._sampler.start()
 
     def stop(self) -> Session:
         if not self.is_running:
