@@ -246,7 +246,9 @@ int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identit
 typedef struct {
     uint64_t ticks;
     uint64_t samples;        /* thread stacks recorded */
-    uint64_t dropped;        /* thread stacks failing validation */
+    uint64_t dropped;        /* thread stacks failing validation, of which: */
+    uint64_t dropped_walk;   /*   the frame chain changed while being read */
+    uint64_t dropped_code;   /*   a code object on it could not be validated */
     uint64_t missed_ticks;   /* deadlines skipped because a tick overran */
     uint64_t tick_ns_total;  /* time spent in ticks, for the cost-per-tick figure */
     uint64_t syscalls;

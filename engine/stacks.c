@@ -43,7 +43,9 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
 }
 #define GROW(array, cap, n) grow((void **)&(array), &(cap), (n), sizeof *(array))
 
-enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_DONE, WALK_FAILED };
+/* WALK_RETRY: the chain changed under us; the thread state is read again and the
+ * walk restarts once, which turns most torn reads into good samples. */
+enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED };
 
 typedef struct {
     uintptr_t addr;
@@ -62,6 +64,10 @@ struct pi_walker {
     uintptr_t older_chunk;      /* next chunk to copy when a frame is not in those we have */
     bool chunk_pending;         /* this round reads older_chunk */
     bool current_chunk_pending; /* this round reads the current chunk */
+    bool want_current_chunk;    /* the next read is the current chunk */
+    int attempts;
+    uint8_t *tstate_buf;
+    size_t tstate_buf_cap;
     uint8_t scratch[PI_SCRATCH];
     /* frames found, leaf first */
     uintptr_t *codes, *instrs;
@@ -147,6 +153,7 @@ static void walker_free(pi_walker *w)
     free(w->codes);
     free(w->instrs);
     free(w->lastis);
+    free(w->tstate_buf);
     free(w->solo);
     free(w->spec);
     free(w->spec_data);
@@ -302,21 +309,26 @@ static const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t 
     return NULL;
 }
 
+static void walker_fail(pi_walker *w)
+{
+    w->state = w->attempts++ == 0 ? WALK_RETRY : WALK_FAILED;
+}
+
 /* Takes one frame from `buf` and moves to the previous one. */
 static void step_frame(pi_walker *w, const uint8_t *buf)
 {
     pi_frame f;
     if (w->depth >= PI_MAX_DEPTH || pi_parse_frame(buf, &f) != 0) {
-        w->state = WALK_FAILED;
+        walker_fail(w);
         return;
     }
     if (f.kind == PI_FRAME_PYTHON && push_frame(w, &f) != 0) {
-        w->state = WALK_FAILED;
+        walker_fail(w);
         return;
     }
     uintptr_t next = f.previous;
     if (next == w->brent_mark) {
-        w->state = WALK_FAILED; /* the chain loops: torn read */
+        walker_fail(w); /* the chain loops: torn read */
         return;
     }
     if (++w->brent_steps == w->brent_power) {
@@ -335,6 +347,21 @@ static bool older_chunk_from_spec(pi_walker *w);
 static bool walker_need(pi_walker *w, pi_read *read)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
+    if (w->state == WALK_RETRY) {
+        size_t size = pi_runtime_layout.tstate_read_size;
+        if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
+            w->state = WALK_FAILED;
+            return false;
+        }
+        *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
+        return true;
+    }
+    if (w->want_current_chunk) {
+        w->want_current_chunk = false;
+        w->current_chunk_pending = true;
+        *read = (pi_read){w->chunks[0].addr, w->chunks[0].data, w->chunks[0].len, false};
+        return true;
+    }
     while (w->state == WALK_FRAMES) {
         const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
         if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
@@ -351,7 +378,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
         if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS) {
             region *r = &w->chunks[w->chunk_count];
             if (region_fill_prepare(r, w->older_chunk, PI_CHUNK_READ) != 0) {
-                w->state = WALK_FAILED;
+                walker_fail(w);
                 return false;
             }
             *read = (pi_read){r->addr, r->data, PI_CHUNK_READ, false};
@@ -366,6 +393,8 @@ static bool walker_need(pi_walker *w, pi_read *read)
         *read = (pi_read){w->ts.cframe, w->scratch, pi_cframe_read_size(), false};
         return true;
     }
+    if (w->state == WALK_RETRY)
+        return walker_need(w, read); /* failed in copied memory: start over */
     return false;
 }
 
@@ -429,14 +458,22 @@ static bool older_chunk_from_spec(pi_walker *w)
     return false;
 }
 
+static void walker_reset(pi_walker *w, const pi_tstate *ts);
+
 static void walker_take(pi_walker *w, const pi_read *read)
 {
-    if (w->current_chunk_pending) {
+    if (w->state == WALK_RETRY) {
+        pi_tstate ts;
+        if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
+            w->state = WALK_FAILED;
+        else
+            walker_reset(w, &ts);
+    } else if (w->current_chunk_pending) {
         take_current_chunk(w, read);
     } else if (w->chunk_pending) {
         take_older_chunk(w, read);
     } else if (!read->ok) {
-        w->state = WALK_FAILED;
+        walker_fail(w);
     } else if (w->state == WALK_CFRAME) {
         w->cur = pi_parse_cframe(w->scratch);
         w->state = w->cur ? WALK_FRAMES : WALK_DONE;
@@ -445,16 +482,15 @@ static void walker_take(pi_walker *w, const pi_read *read)
     }
 }
 
-/* Starts a walker on a thread; returns its first read. */
-static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
+/* Points a walker at a thread's current frame, forgetting what it walked. */
+static void walker_reset(pi_walker *w, const pi_tstate *ts)
 {
-    spec_prepare(w, w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id);
-    w->tstate_addr = tstate_addr;
     w->ts = *ts;
     w->chunk_count = 0;
     w->older_chunk = 0;
     w->chunk_pending = false;
     w->current_chunk_pending = false;
+    w->want_current_chunk = false;
     w->depth = 0;
     w->brent_mark = 0;
     w->brent_power = 1;
@@ -464,16 +500,20 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     if (pi_runtime_layout.frames_in_chunks && ts->chunk && ts->chunk_top > ts->chunk &&
         ts->chunk_top - ts->chunk <= PI_MAX_CHUNK_BYTES && w->state != WALK_DONE) {
         /* the current chunk's used part: most frames are in it */
-        region *r = &w->chunks[0];
-        size_t len = ts->chunk_top - ts->chunk;
-        if (region_fill_prepare(r, ts->chunk, len) != 0) {
+        if (region_fill_prepare(&w->chunks[0], ts->chunk, ts->chunk_top - ts->chunk) != 0)
             w->state = WALK_FAILED;
-            return false;
-        }
-        *read = (pi_read){ts->chunk, r->data, len, false};
-        w->current_chunk_pending = true;
-        return true;
+        else
+            w->want_current_chunk = true;
     }
+}
+
+/* Starts a walker on a thread; returns its first read. */
+static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
+{
+    spec_prepare(w, w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id);
+    w->tstate_addr = tstate_addr;
+    w->attempts = 0;
+    walker_reset(w, ts);
     return walker_need(w, read);
 }
 
@@ -596,6 +636,7 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
         pi_code_entry *e = code_entry(&x->codes, w->codes[k]);
         if (!e || pi_code_stale(e)) {
             s->stats.dropped++;
+            s->stats.dropped_code++;
             return;
         }
         if (!pi_code_instr_traceable(e, w->instrs[k]))
@@ -733,9 +774,11 @@ void pi_tick(pi_state *s, int64_t now_ns)
     }
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        if (w->state == WALK_DONE)
+        if (w->state == WALK_DONE) {
             record_thread(s, w, wall_ns);
-        else
+        } else {
             s->stats.dropped++;
+            s->stats.dropped_walk++;
+        }
     }
 }

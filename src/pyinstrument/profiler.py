@@ -143,7 +143,10 @@ def session_from_snapshot(
     for function, filename, line_no, hides in identities:
         function = qualnames.get((function, filename, line_no), function)
         base.append(frame_string(function, filename, line_no, hides=hides))
-        is_profiler_code.append(os.path.normcase(filename) == _PROFILER_FILE)
+        # the Profiler's own start/stop code; the @profile wrapper stands for the user's call
+        is_profiler_code.append(
+            os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
+        )
 
     threads = snapshot["threads"]
     names = _thread_names([t[0] for t in threads], thread_names)
