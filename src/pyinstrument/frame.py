@@ -1,0 +1,880 @@
+"""The call tree: :class:`Frame` nodes and the code that builds them from frame records.
+
+A *frame string* (as found in a session's ``frame_records``) looks like::
+
+    function \\x00 file \\x00 first_line [\\x01 <letter><value>]...
+
+The part before the first ``\\x01`` is the frame's *identifier*: two samples
+whose frame strings have the same identifier belong to the same node of the
+aggregated tree. The ``\\x01`` attributes (class name ``c``, current line ``l``,
+traceback-hide flag ``h``) are not part of the identity; a node keeps, for each
+attribute, how much time was recorded with it.
+
+Everything here is iterative: profiled programs can be thousands of frames deep,
+far beyond Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import re
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+# --- markers and synthetic identifiers ---------------------------------------------------
+
+IDENTIFIER_SEP = "\x00"
+ATTRIBUTES_SEP = "\x01"
+
+ATTRIBUTE_MARKER_CLASS_NAME = "c"
+ATTRIBUTE_MARKER_LINE_NUMBER = "l"
+ATTRIBUTE_MARKER_TRACEBACKHIDE = "h"
+
+#: time a function spent running its own code (not in a callee)
+SELF_TIME_FRAME_IDENTIFIER = "[self]"
+#: time a coroutine spent waiting in ``await`` (only found in sessions saved by
+#: upstream pyinstrument's async mode; our engine does not produce it)
+AWAIT_FRAME_IDENTIFIER = "[await]"
+OUT_OF_CONTEXT_FRAME_IDENTIFIER = "[out-of-context]"
+#: synthetic root used when a session has several roots (e.g. several threads)
+ROOT_FRAME_IDENTIFIER = "[root]"
+
+SYNTHETIC_LEAF_IDENTIFIERS = frozenset(
+    [SELF_TIME_FRAME_IDENTIFIER, AWAIT_FRAME_IDENTIFIER, OUT_OF_CONTEXT_FRAME_IDENTIFIER]
+)
+
+THREAD_FILE = "<thread>"
+_THREAD_MARKER = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
+BUILTIN_FILE = "<built-in>"
+
+
+def frame_info_get_identifier(frame_info: str) -> str:
+    """The identity part of a frame string (everything before the first attribute)."""
+    i = frame_info.find(ATTRIBUTES_SEP)
+    return frame_info if i < 0 else frame_info[:i]
+
+
+def parse_frame_info(frame_info: str) -> Tuple[str, Tuple[str, ...]]:
+    """Split a frame string into ``(identifier, attributes)``."""
+    parts = frame_info.split(ATTRIBUTES_SEP)
+    return parts[0], tuple(p for p in parts[1:] if p)
+
+
+# --- context: what the tree needs to know about the profiled interpreter ------------------
+
+_LIB_DIR_NAMES = ("site-packages", "dist-packages")
+# Directories directly below an interpreter prefix that hold user code rather than the
+# interpreter's libraries (``/usr/src/app`` is a common place for an application in a
+# container whose Python lives in ``/usr``).
+_NON_LIBRARY_DIRS_UNDER_PREFIX = frozenset(["src", "home", "srv", "app"])
+
+
+def _norm_dir(path: str) -> str:
+    if not path:
+        return ""
+    stripped = path.rstrip("/\\")
+    return stripped if stripped else path[:1]
+
+
+def _split_first_component(rest: str) -> str:
+    for i, ch in enumerate(rest):
+        if ch in "/\\":
+            return rest[:i]
+    return rest
+
+
+class FrameContext:
+    """Shared by all frames of one tree: sys.path and sys prefixes of the profiled
+    process, with caches so that each file path is examined once."""
+
+    __slots__ = (
+        "sys_path",
+        "sys_prefixes",
+        "_short_cache",
+        "_library_cache",
+        "has_await",
+        "may_have_importlib",
+        "may_have_profiler",
+        "may_have_class_names",
+        "may_have_tracebackhide",
+        "_lib_name_cache",
+    )
+
+    def __init__(self, sys_path: Sequence[str] = (), sys_prefixes: Sequence[str] = ()):
+        self.sys_path = [_norm_dir(p) for p in sys_path if p]
+        self.sys_prefixes = [_norm_dir(p) for p in sys_prefixes if p]
+        self._short_cache: Dict[str, str] = {}
+        self._library_cache: Dict[str, bool] = {}
+        self.has_await = False
+        # set by build_frame_tree after looking at every identifier; None = unknown
+        self.may_have_importlib: Optional[bool] = None
+        self.may_have_profiler: Optional[bool] = None
+        self.may_have_class_names: Optional[bool] = None
+        self.may_have_tracebackhide: Optional[bool] = None
+        self._lib_name_cache: Dict[str, Optional[str]] = {}
+
+    def shorten_path(self, path: str) -> str:
+        """``path`` relative to the sys.path entry that gives the shortest result;
+        unchanged when it is under none of them."""
+        cached = self._short_cache.get(path)
+        if cached is not None:
+            return cached
+        result = path
+        if not path.startswith("<"):
+            for entry in self.sys_path:
+                n = len(entry)
+                if len(path) > n and path.startswith(entry):
+                    if entry[-1] in "/\\":
+                        candidate = path[n:]
+                    elif path[n] in "/\\":
+                        candidate = path[n + 1 :]
+                    else:
+                        continue
+                    if candidate and len(candidate) < len(result):
+                        result = candidate
+        self._short_cache[path] = result
+        return result
+
+    def library_name(self, path: str) -> Optional[str]:
+        """A name for the library a file belongs to: the first part of its short path
+        (``re/__init__.py`` -> ``re``, ``six.py`` -> ``six``)."""
+        try:
+            return self._lib_name_cache[path]
+        except KeyError:
+            pass
+        short = self.shorten_path(path)
+        if not short:
+            result: Optional[str] = None
+        elif short.startswith("<"):
+            result = short
+        else:
+            first = _split_first_component(short)
+            if first.endswith(".py"):
+                first = first[:-3]
+            result = first or short
+        self._lib_name_cache[path] = result
+        return result
+
+    def is_library_path(self, path: str) -> bool:
+        """True for the interpreter's and installed packages' code."""
+        cached = self._library_cache.get(path)
+        if cached is not None:
+            return cached
+        result = self._compute_is_library(path)
+        self._library_cache[path] = result
+        return result
+
+    def _compute_is_library(self, path: str) -> bool:
+        if path.startswith("<"):
+            # <built-in>, <frozen ...> are the interpreter's; <string>, <stdin>,
+            # <ipython-input-...> and the like are code the user typed.
+            return path.startswith(BUILTIN_FILE) or path.startswith("<frozen")
+        parts = re.split(r"[/\\]", path)
+        for name in _LIB_DIR_NAMES:
+            if name in parts:
+                return True
+        for prefix in self.sys_prefixes:
+            n = len(prefix)
+            if len(path) > n and path.startswith(prefix) and (prefix[-1] in "/\\" or path[n] in "/\\"):
+                rest = path[n:].lstrip("/\\")
+                if _split_first_component(rest) in _NON_LIBRARY_DIRS_UNDER_PREFIX:
+                    continue
+                return True
+        return False
+
+
+_DEFAULT_CONTEXT = FrameContext()
+
+
+# --- the tree node -------------------------------------------------------------------------
+
+
+class Frame:
+    """A node of the call tree.
+
+    ``time`` is the total wall-clock time (seconds) of the node including its
+    children, ``cpu_time`` likewise for CPU time. Time spent in the function
+    itself is represented by a synthetic ``[self]`` child while the tree is
+    being processed; :attr:`total_self_time` gives it regardless of how it is
+    stored.
+    """
+
+    __slots__ = (
+        "identifier",
+        "time",
+        "cpu_time",
+        "attributes",
+        "group",
+        "parent",
+        "_children",
+        "_context",
+        "_parts",
+    )
+
+    def __init__(
+        self,
+        identifier: str = "",
+        children: Optional[Sequence["Frame"]] = None,
+        time: float = 0.0,
+        context: Optional[FrameContext] = None,
+        *,
+        cpu_time: float = 0.0,
+        attributes: Optional[Dict[str, float]] = None,
+    ):
+        attrs: Tuple[str, ...] = ()
+        if ATTRIBUTES_SEP in identifier:
+            identifier, attrs = parse_frame_info(identifier)
+        self.identifier = identifier
+        self.time = float(time)
+        self.cpu_time = float(cpu_time)
+        self.attributes: Dict[str, float] = dict(attributes) if attributes else {}
+        for a in attrs:
+            self.attributes[a] = self.attributes.get(a, 0.0) + self.time
+        self.group: Optional[FrameGroup] = None
+        self.parent: Optional[Frame] = None
+        self._children: List[Frame] = []
+        self._context = context
+        self._parts: Optional[Tuple[str, Optional[str], Optional[int]]] = None
+        if children:
+            self.add_children(children)
+
+    # -- identity -------------------------------------------------------------------------
+
+    def _identifier_parts(self) -> Tuple[str, Optional[str], Optional[int]]:
+        parts = self._parts
+        if parts is None:
+            pieces = self.identifier.split(IDENTIFIER_SEP)
+            if len(pieces) >= 3:
+                try:
+                    line: Optional[int] = int(pieces[2])
+                except ValueError:
+                    line = None
+                parts = (pieces[0], pieces[1], line)
+            elif len(pieces) == 2:
+                parts = (pieces[0], pieces[1], None)
+            else:
+                parts = (pieces[0], None, None)
+            self._parts = parts
+        return parts
+
+    @property
+    def function(self) -> str:
+        return self._identifier_parts()[0]
+
+    @property
+    def file_path(self) -> Optional[str]:
+        """The file of the code; synthetic frames report their parent's file."""
+        if self.is_synthetic:
+            parent = self.parent
+            while parent is not None and parent.is_synthetic:
+                parent = parent.parent
+            return parent.file_path if parent is not None else None
+        return self._identifier_parts()[1]
+
+    @property
+    def line_no(self) -> Optional[int]:
+        """First line of the function (None for synthetic frames)."""
+        if self.is_synthetic:
+            return None
+        return self._identifier_parts()[2]
+
+    @property
+    def is_synthetic(self) -> bool:
+        """``[self]``, ``[await]``, ``[root]``... nodes that are not a code frame."""
+        return IDENTIFIER_SEP not in self.identifier
+
+    @property
+    def is_synthetic_leaf(self) -> bool:
+        return self.identifier in SYNTHETIC_LEAF_IDENTIFIERS
+
+    @property
+    def is_self_time(self) -> bool:
+        return self.identifier == SELF_TIME_FRAME_IDENTIFIER
+
+    @property
+    def is_thread(self) -> bool:
+        return self._identifier_parts()[1] == THREAD_FILE
+
+    @property
+    def is_root_placeholder(self) -> bool:
+        return self.identifier == ROOT_FRAME_IDENTIFIER
+
+    # -- attributes -----------------------------------------------------------------------
+
+    def record_time_from_frame_info(self, frame_info: str, time: float, cpu_time: float = 0.0) -> None:
+        """Add ``time`` to this frame, crediting the attributes found in ``frame_info``."""
+        self.time += time
+        self.cpu_time += cpu_time
+        i = frame_info.find(ATTRIBUTES_SEP)
+        if i >= 0:
+            attributes = self.attributes
+            for a in frame_info[i + 1 :].split(ATTRIBUTES_SEP):
+                if a:
+                    attributes[a] = attributes.get(a, 0.0) + time
+
+    def get_attribute_value(self, marker: str) -> Optional[str]:
+        """The value of the attribute with that marker letter that has the most time."""
+        best: Optional[str] = None
+        best_time = -1.0
+        for key, t in self.attributes.items():
+            if key[:1] == marker and t > best_time:
+                best, best_time = key[1:], t
+        return best
+
+    @property
+    def class_name(self) -> Optional[str]:
+        context = self._context
+        if context is not None and context.may_have_class_names is False:
+            return None
+        return self.get_attribute_value(ATTRIBUTE_MARKER_CLASS_NAME)
+
+    @property
+    def has_tracebackhide(self) -> bool:
+        return ATTRIBUTE_MARKER_TRACEBACKHIDE + "1" in self.attributes
+
+    def line_times(self) -> Dict[int, float]:
+        """Time recorded at each current line number of the function."""
+        result: Dict[int, float] = {}
+        for key, t in self.attributes.items():
+            if key[:1] == ATTRIBUTE_MARKER_LINE_NUMBER:
+                try:
+                    line = int(key[1:])
+                except ValueError:
+                    continue
+                result[line] = result.get(line, 0.0) + t
+        return result
+
+    @property
+    def display_name(self) -> str:
+        """``Class.function`` when the class is known, else the (qualified) function name."""
+        function = self.function
+        if self.is_synthetic:
+            if function == ROOT_FRAME_IDENTIFIER and self._children and all(c.is_thread for c in self._children):
+                return "[all threads]"
+            return function
+        class_name = self.class_name
+        if class_name and not function.startswith(class_name + "."):
+            return f"{class_name}.{function}"
+        return function
+
+    # -- context-dependent ----------------------------------------------------------------
+
+    @property
+    def context(self) -> FrameContext:
+        frame: Optional[Frame] = self
+        while frame is not None:
+            if frame._context is not None:
+                return frame._context
+            frame = frame.parent
+        return _DEFAULT_CONTEXT
+
+    def set_context(self, context: FrameContext) -> None:
+        self._context = context
+
+    @property
+    def file_path_short(self) -> Optional[str]:
+        path = self.file_path
+        if path is None:
+            return None
+        return self.context.shorten_path(path)
+
+    @property
+    def is_application_code(self) -> bool:
+        if self.is_synthetic or self.is_thread:
+            return False
+        path = self._identifier_parts()[1]
+        if not path:
+            return False
+        return not self.context.is_library_path(path)
+
+    @property
+    def library(self) -> Optional[str]:
+        """A name for the library the code belongs to (first part of the short path)."""
+        path = self.file_path
+        if not path:
+            return None
+        return self.context.library_name(path)
+
+    @property
+    def code_position_short(self) -> Optional[str]:
+        short = self.file_path_short
+        if short is None:
+            return None
+        line = self.line_no
+        if line:
+            return f"{short}:{line}"
+        return short
+
+    # -- times ----------------------------------------------------------------------------
+
+    @property
+    def total_self_time(self) -> float:
+        """Time spent in this function itself: its ``[self]``/``[await]`` children plus
+        any time not accounted for by its code children (e.g. absorbed small calls)."""
+        if self.is_synthetic_leaf:
+            return self.time
+        t = self.time
+        for child in self._children:
+            if not child.is_synthetic_leaf:
+                t -= child.time
+        return max(t, 0.0)
+
+    @property
+    def self_time(self) -> float:
+        """Time not accounted for by any child (including synthetic children)."""
+        t = self.time
+        for child in self._children:
+            t -= child.time
+        return max(t, 0.0)
+
+    @property
+    def total_self_cpu_time(self) -> float:
+        if self.is_synthetic_leaf:
+            return self.cpu_time
+        t = self.cpu_time
+        for child in self._children:
+            if not child.is_synthetic_leaf:
+                t -= child.cpu_time
+        return max(t, 0.0)
+
+    @property
+    def await_time(self) -> float:
+        """Time spent awaiting in this subtree (always 0 for sessions of our engine)."""
+        if self.identifier == AWAIT_FRAME_IDENTIFIER:
+            return self.time
+        if not self.context.has_await:
+            return 0.0
+        total = 0.0
+        for frame in self.iter_subtree():
+            if frame.identifier == AWAIT_FRAME_IDENTIFIER:
+                total += frame.time
+        return total
+
+    @property
+    def proportion_of_parent(self) -> float:
+        parent = self.parent
+        if parent is None or parent.time <= 0:
+            return 1.0
+        return self.time / parent.time
+
+    # -- tree structure -------------------------------------------------------------------
+
+    @property
+    def children(self) -> List["Frame"]:
+        """A copy of the list of children (modify the tree with add/remove methods)."""
+        return list(self._children)
+
+    def add_child(self, frame: "Frame", after: Optional["Frame"] = None) -> None:
+        if frame.parent is not None:
+            frame.remove_from_parent()
+        frame.parent = self
+        if after is None:
+            self._children.append(frame)
+        else:
+            self._children.insert(self._children.index(after) + 1, frame)
+
+    def add_children(self, frames: Sequence["Frame"], after: Optional["Frame"] = None) -> None:
+        frames = list(frames)
+        if after is None:
+            for frame in frames:
+                self.add_child(frame)
+            return
+        for frame in frames:
+            if frame.parent is not None:
+                frame.remove_from_parent()
+            frame.parent = self
+        i = self._children.index(after) + 1
+        self._children[i:i] = frames
+
+    def remove_from_parent(self) -> None:
+        parent = self.parent
+        if parent is not None:
+            siblings = parent._children
+            # identity comparison: Frame does not define __eq__, list.remove uses `is` first
+            for i in range(len(siblings) - 1, -1, -1):
+                if siblings[i] is self:
+                    del siblings[i]
+                    break
+        self.parent = None
+
+    def _set_children(self, children: List["Frame"]) -> None:
+        """Replace the children list wholesale (children must already point to self)."""
+        self._children = children
+
+    def iter_subtree(self) -> Iterator["Frame"]:
+        """All frames of this subtree, depth first, parents before children."""
+        stack = [self]
+        while stack:
+            frame = stack.pop()
+            yield frame
+            stack.extend(reversed(frame._children))
+
+    def self_check(self) -> None:
+        """Assert the tree invariants (used by tests)."""
+        for frame in self.iter_subtree():
+            child_total = 0.0
+            for child in frame._children:
+                assert child.parent is frame, "child's parent is wrong"
+                child_total += child.time
+            assert child_total <= frame.time + 1e-9 * max(1.0, frame.time), (
+                f"children of {frame.identifier!r} take more time than it"
+            )
+
+    def __repr__(self) -> str:
+        return f"Frame(identifier={self.display_name!r}, time={self.time:.6f}, children={len(self._children)})"
+
+
+class FrameGroup:
+    """Library frames folded together below a visible frame (``root``)."""
+
+    __slots__ = ("id", "root", "frames", "hidden_frames", "exit_frames", "_hidden_ids")
+
+    _counter = 0
+
+    def __init__(self, root: Frame):
+        FrameGroup._counter += 1
+        self.id = f"g{FrameGroup._counter}"
+        self.root = root
+        self.frames: List[Frame] = []
+        self.hidden_frames: List[Frame] = []
+        self.exit_frames: List[Frame] = []
+        self._hidden_ids: set = set()
+
+    def set_hidden_frames(self, frames: List[Frame]) -> None:
+        self.hidden_frames = list(frames)
+        self._hidden_ids = {id(f) for f in frames}
+
+    def is_hidden(self, frame: Frame) -> bool:
+        """Whether ``frame`` is folded away (not printed) in this group."""
+        return id(frame) in self._hidden_ids
+
+    def add_frame(self, frame: Frame) -> None:
+        frame.group = self
+        self.frames.append(frame)
+
+    @property
+    def libraries(self) -> List[str]:
+        """Libraries of the hidden frames, most time first."""
+        times: Dict[str, float] = {}
+        for frame in self.hidden_frames:
+            if frame.is_synthetic:
+                continue
+            lib = frame.library
+            if lib:
+                times[lib] = times.get(lib, 0.0) + frame.total_self_time
+        return sorted(times, key=lambda k: (-times[k], k))
+
+    def __repr__(self) -> str:
+        return f"FrameGroup(root={self.root!r}, frames={len(self.frames)}, hidden={len(self.hidden_frames)})"
+
+
+# --- building trees from records -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while creating many objects (building or
+    rendering a big tree): its repeated full scans would otherwise dominate."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _make_child(parent: Frame, identifier: str, context: Optional[FrameContext]) -> Frame:
+    child = Frame.__new__(Frame)
+    child.identifier = identifier
+    child.time = 0.0
+    child.cpu_time = 0.0
+    child.attributes = {}
+    child.group = None
+    child.parent = parent
+    child._children = []
+    child._context = context
+    child._parts = None
+    parent._children.append(child)
+    return child
+
+
+def _scan_parsed(parsed_frames: Iterable[Tuple[str, Tuple[str, ...]]], context: FrameContext) -> None:
+    """Note which kinds of frames the tree contains, so processors with nothing to
+    do can return at once."""
+    importlib = profiler = class_names = tracebackhide = False
+    for identifier, attrs in parsed_frames:
+        if not importlib and "<frozen importlib._bootstrap" in identifier:
+            importlib = True
+        if not profiler and "profiler.py" in identifier:
+            profiler = True
+        for a in attrs:
+            marker = a[:1]
+            if marker == ATTRIBUTE_MARKER_CLASS_NAME:
+                class_names = True
+            elif marker == ATTRIBUTE_MARKER_TRACEBACKHIDE:
+                tracebackhide = True
+    context.may_have_importlib = importlib
+    context.may_have_profiler = profiler
+    context.may_have_class_names = class_names
+    context.may_have_tracebackhide = tracebackhide
+
+
+def build_frame_tree(
+    frame_records: Sequence[Tuple[Sequence[str], float]],
+    context: Optional[FrameContext] = None,
+    *,
+    frame_records_cpu: Optional[Sequence[float]] = None,
+    order: Optional[Sequence[Tuple[int, float]]] = None,
+    merge: bool = True,
+) -> Frame:
+    """Build a call tree below a synthetic ``[root]`` frame.
+
+    With ``merge`` (the aggregated view) frames with the same identifier under the
+    same parent are one node. Without it (the timeline view) a sample only extends
+    the previous sample's path: a call is merged with the parent's *last* child only,
+    so calls separated by something else stay separate, in chronological order.
+
+    ``order`` is a sequence of ``(record_index, seconds)`` giving the chronological
+    order of samples (the session's timeline); without it the records are used in
+    list order.
+
+    Time a frame spent in its own code goes to a ``[self]`` child when the frame
+    also has callees; a frame without callees keeps it as its own time.
+    """
+    with gc_paused():
+        return _build_frame_tree(frame_records, context, frame_records_cpu, order, merge)
+
+
+def _build_frame_tree(
+    frame_records: Sequence[Tuple[Sequence[str], float]],
+    context: Optional[FrameContext],
+    cpu: Optional[Sequence[float]],
+    order: Optional[Sequence[Tuple[int, float]]],
+    merge: bool,
+) -> Frame:
+    root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
+    parse_cache: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
+
+    if order is None:
+        items: Any = ((i, rec[1]) for i, rec in enumerate(frame_records))
+    else:
+        items = order
+
+    has_await = False
+    if merge:
+        # First a trie keyed by the frame strings themselves (one dict lookup per frame
+        # of a record, nothing else), holding each record's time at its last frame.
+        # Raw node: [children, own wall, own cpu, total wall, total cpu].
+        raw_top: Dict[str, List[Any]] = {}
+        for record_index, seconds in items:
+            stack = frame_records[record_index][0]
+            seconds = float(seconds)
+            if cpu is not None:
+                c = float(cpu[record_index])
+                if order is not None:
+                    record_seconds = frame_records[record_index][1]
+                    if record_seconds:
+                        c = c * (seconds / float(record_seconds))
+            else:
+                c = 0.0
+            root.time += seconds
+            root.cpu_time += c
+            children = raw_top
+            raw = None
+            for frame_info in stack:
+                raw = children.get(frame_info)
+                if raw is None:
+                    raw = children[frame_info] = [{}, 0.0, 0.0, 0.0, 0.0]
+                children = raw[0]
+            if raw is not None:
+                raw[1] += seconds
+                raw[2] += c
+
+        # totals of each raw node, children before parents
+        preorder: List[List[Any]] = []
+        pending = list(raw_top.values())
+        while pending:
+            raw = pending.pop()
+            preorder.append(raw)
+            if raw[0]:
+                pending.extend(raw[0].values())
+        for raw in reversed(preorder):
+            wall = raw[1]
+            cpu_total = raw[2]
+            for child_raw in raw[0].values():
+                wall += child_raw[3]
+                cpu_total += child_raw[4]
+            raw[3] = wall
+            raw[4] = cpu_total
+        del preorder
+
+        # then the frames: raw nodes with the same identifier under the same frame
+        # (the same function at different current lines) are one frame
+        self_times: Dict[Frame, List[Any]] = {}
+        work: List[Tuple[Dict[str, List[Any]], Frame, Dict[str, Frame]]] = [(raw_top, root, {})]
+        index: Dict[Frame, Dict[str, Frame]] = {}
+        while work:
+            raw_children, parent, by_identifier = work.pop()
+            for frame_info, raw in raw_children.items():
+                parsed = parse_cache.get(frame_info)
+                if parsed is None:
+                    parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
+                identifier, attrs = parsed
+                frame = by_identifier.get(identifier)
+                if frame is None:
+                    frame = by_identifier[identifier] = _make_child(parent, identifier, context)
+                    frame_children: Dict[str, Frame] = {}
+                    index[frame] = frame_children
+                else:
+                    frame_children = index[frame]
+                wall = raw[3]
+                frame.time += wall
+                frame.cpu_time += raw[4]
+                if attrs:
+                    attributes = frame.attributes
+                    for a in attrs:
+                        attributes[a] = attributes.get(a, 0.0) + wall
+                if raw[1] or raw[2]:
+                    entry = self_times.get(frame)
+                    if entry is None:
+                        self_times[frame] = [frame, raw[1], raw[2]]
+                    else:
+                        entry[1] += raw[1]
+                        entry[2] += raw[2]
+                    if identifier == AWAIT_FRAME_IDENTIFIER:
+                        has_await = True
+                if raw[0]:
+                    work.append((raw[0], frame, frame_children))
+        del index, raw_top
+        for node, seconds, c in self_times.values():
+            if node._children and not node.is_synthetic_leaf:
+                self_frame = _make_child(node, SELF_TIME_FRAME_IDENTIFIER, context)
+                self_frame.time = seconds
+                self_frame.cpu_time = c
+    else:
+        # Each thread has its own timeline: samples of different threads interleave,
+        # so thread frames at the top are merged and each keeps its own current path.
+        main_path: List[Frame] = [root]
+        thread_paths: Dict[str, List[Frame]] = {}
+        # consecutive samples of the same stack are one stretch of time: add them up
+        # first (a function running for a second is a thousand identical samples)
+        runs: List[List[Any]] = []
+        previous_stack: Any = None
+        for record_index, seconds in items:
+            stack, record_seconds = frame_records[record_index][0], frame_records[record_index][1]
+            seconds = float(seconds)
+            if cpu is not None:
+                c = float(cpu[record_index])
+                if order is not None and record_seconds:
+                    c = c * (seconds / float(record_seconds))
+            else:
+                c = 0.0
+            if previous_stack is not None and (stack is previous_stack or stack == previous_stack):
+                run = runs[-1]
+                run[1] += seconds
+                run[2] += c
+            else:
+                runs.append([stack, seconds, c])
+                previous_stack = stack
+        for stack, seconds, c in runs:
+            root.time += seconds
+            root.cpu_time += c
+            path = main_path
+            frames = stack
+            if stack:
+                parsed = parse_cache.get(stack[0])
+                if parsed is None:
+                    parsed = parse_cache[stack[0]] = parse_frame_info(stack[0])
+                identifier, attrs = parsed
+                if _THREAD_MARKER in identifier:
+                    path = thread_paths.get(identifier)  # type: ignore[assignment]
+                    if path is None:
+                        path = thread_paths[identifier] = [_make_child(root, identifier, context)]
+                    thread = path[0]
+                    thread.time += seconds
+                    thread.cpu_time += c
+                    if attrs:
+                        attributes = thread.attributes
+                        for a in attrs:
+                            attributes[a] = attributes.get(a, 0.0) + seconds
+                    frames = stack[1:]
+            base = path[0]
+            depth = 0
+            diverged = False
+            for frame_info in frames:
+                depth += 1
+                parsed = parse_cache.get(frame_info)
+                if parsed is None:
+                    parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
+                identifier, attrs = parsed
+                child = None
+                if not diverged and depth < len(path):
+                    candidate = path[depth]
+                    if candidate.identifier == identifier:
+                        child = candidate
+                if child is None:
+                    if not diverged:
+                        del path[depth:]
+                        diverged = True
+                    child = _make_child(path[depth - 1], identifier, context)
+                    path.append(child)
+                child.time += seconds
+                child.cpu_time += c
+                if attrs:
+                    attributes = child.attributes
+                    for a in attrs:
+                        attributes[a] = attributes.get(a, 0.0) + seconds
+            if not diverged:
+                del path[depth + 1 :]
+            leaf = path[-1]
+            if leaf is not root and not leaf.is_synthetic_leaf and not (leaf is base and not frames):
+                # chronological: self time after a callee is a new [self] segment
+                last = leaf._children[-1] if leaf._children else None
+                if last is None or last.identifier != SELF_TIME_FRAME_IDENTIFIER:
+                    last = _make_child(leaf, SELF_TIME_FRAME_IDENTIFIER, context)
+                last.time += seconds
+                last.cpu_time += c
+            elif leaf.identifier == AWAIT_FRAME_IDENTIFIER:
+                has_await = True
+    if context is not None:
+        if has_await:
+            context.has_await = True
+        _scan_parsed(parse_cache.values(), context)
+    return root
+
+
+def dispose_tree(root: Optional[Frame]) -> None:
+    """Break the parent/child and group reference cycles of a tree that is no longer
+    needed, so it is freed at once by reference counting instead of by a later (and
+    slower) garbage-collector pass."""
+    if root is None:
+        return
+    stack = [root]
+    while stack:
+        frame = stack.pop()
+        frame.parent = None
+        frame.group = None
+        stack.extend(frame._children)
+
+
+def walk_postorder(root: Frame) -> Iterator[Frame]:
+    """All frames of the subtree, children before their parent."""
+    stack: List[Tuple[Frame, bool]] = [(root, False)]
+    while stack:
+        frame, expanded = stack.pop()
+        if expanded:
+            yield frame
+        else:
+            stack.append((frame, True))
+            for child in reversed(frame._children):
+                stack.append((child, False))
+
+
+def is_path_in_package(path: Optional[str], package: str) -> bool:
+    """True when ``path`` is a file inside a directory named ``package``."""
+    if not path:
+        return False
+    parts = re.split(r"[/\\]", path)
+    return package in parts[:-1]
+

@@ -1,0 +1,384 @@
+"""The text report printed to a terminal."""
+
+from __future__ import annotations
+
+import math
+import re
+import time as time_module
+from operator import attrgetter
+from typing import Any, Dict, List, Optional, Tuple
+
+from pyinstrument import processors
+from pyinstrument.frame import Frame, dispose_tree, gc_paused
+from pyinstrument.renderers.base import FrameRenderer
+from pyinstrument.session import Session
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+_by_time = attrgetter("time")
+
+TIME_CHOICES = ("seconds", "percent_of_total")
+FLAT_TIME_CHOICES = ("self", "total")
+
+
+class _Colors:
+    """ANSI escape codes, or empty strings when colour is off."""
+
+    def __init__(self, enabled: bool):
+        def code(s: str) -> str:
+            return s if enabled else ""
+
+        self.red = code("\x1b[31m")
+        self.yellow = code("\x1b[33m")
+        self.green = code("\x1b[32m")
+        self.dim = code("\x1b[2m")
+        self.bold = code("\x1b[1m")
+        self.app = code("\x1b[48;5;24m\x1b[38;5;15m")
+        self.reset = code("\x1b[0m")
+
+
+def _version() -> str:
+    try:
+        from pyinstrument import __version__  # type: ignore[attr-defined]
+    except Exception:
+        return "?"
+    return str(__version__)
+
+
+def time_precision(interval: float) -> int:
+    """Decimals needed to show times sampled at ``interval`` seconds (at least 3)."""
+    if not interval or interval <= 0 or math.isnan(interval):
+        return 3
+    digits = math.ceil(round(-math.log10(interval), 6))
+    return int(min(max(digits, 3), 6))
+
+
+class ConsoleRenderer(FrameRenderer):
+    """The call tree as text, for a terminal or a ``.txt`` file.
+
+    :param unicode: draw the tree with box-drawing characters instead of ASCII.
+    :param color: colour the output with ANSI escape codes.
+    :param flat: list each function once, sorted by time (see ``flat_time``),
+        instead of the call tree.
+    :param time: ``"seconds"`` or ``"percent_of_total"``.
+    :param flat_time: in flat mode, sort and show by ``"self"`` time (time in the
+        function's own code) or ``"total"`` time (including callees).
+    :param short_mode: a compact report in a dotted box (used by ``@profile``).
+
+    ``show_all``, ``timeline`` and ``processor_options`` are those of
+    :class:`~pyinstrument.renderers.base.FrameRenderer`.
+    """
+
+    output_file_extension = "txt"
+    output_is_binary = False
+
+    def __init__(
+        self,
+        show_all: bool = False,
+        timeline: bool = False,
+        processor_options: Optional[Dict[str, Any]] = None,
+        unicode: bool = False,
+        color: bool = False,
+        flat: bool = False,
+        time: str = "seconds",
+        flat_time: str = "self",
+        short_mode: bool = False,
+    ) -> None:
+        if time not in TIME_CHOICES:
+            raise ValueError(f"time must be one of {', '.join(map(repr, TIME_CHOICES))}, not {time!r}")
+        if flat_time not in FLAT_TIME_CHOICES:
+            raise ValueError(
+                f"flat_time must be one of {', '.join(map(repr, FLAT_TIME_CHOICES))}, not {flat_time!r}"
+            )
+        super().__init__(show_all=show_all, timeline=timeline, processor_options=processor_options)
+        self.unicode = unicode
+        self.color = color
+        self.flat = flat
+        self.time = time
+        self.flat_time = flat_time
+        self.short_mode = short_mode
+        self.colors = _Colors(color)
+        if flat:
+            # the flat list covers every function; small entries are filtered on the
+            # list itself, so a function called from many places is not lost
+            self.processors = [
+                p
+                for p in self.processors
+                if p not in (processors.group_library_frames_processor, processors.remove_irrelevant_nodes)
+            ]
+        self._precision = 3
+        self._total = 0.0
+        self._label_cache: Dict[Any, str] = {}
+        self._no_class_names = False
+
+    # -- entry point ----------------------------------------------------------------------
+
+    def render(self, session: Session) -> str:
+        with gc_paused():
+            return self._render(session)
+
+    def _render(self, session: Session) -> str:
+        self._label_cache = {}
+        self._precision = time_precision(session.min_interval)
+        root = self.session_root_frame(session)
+        if root is None or root.time <= 0:
+            body = ["No samples were recorded."]
+        else:
+            self._total = root.time
+            context = root.context
+            self._no_class_names = context.may_have_class_names is False
+            body = self.render_flat(root) if self.flat else self.render_tree(root)
+        dispose_tree(root)
+
+        if self.short_mode:
+            return self._render_short(session, body)
+
+        lines = [""]
+        lines += self._header(session)
+        lines.append("")
+        if session.target_description:
+            lines.append(session.target_description)
+            lines.append("")
+        lines += body
+        lines.append("")
+        return "\n".join(lines) + "\n"
+
+    # -- header ---------------------------------------------------------------------------
+
+    def _format_seconds(self, seconds: float) -> str:
+        return f"{seconds:.{self._precision}f}"
+
+    def _header(self, session: Session) -> List[str]:
+        c = self.colors
+        recorded = time_module.strftime("%H:%M:%S", time_module.localtime(session.start_time))
+        rows: List[List[str]] = [
+            ["pyinstrument", f"Recorded: {recorded}", f"Samples:  {session.sample_count}"],
+            [
+                f"v{_version()}",
+                f"Duration: {self._format_seconds(session.duration)}",
+                f"CPU time: {self._format_seconds(session.cpu_time)}",
+            ],
+        ]
+        if session.dropped_samples:
+            rows.append(["", "", f"Dropped:  {session.dropped_samples} thread samples"])
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = []
+        for n, row in enumerate(rows):
+            cells = [row[i].ljust(widths[i]) for i in range(3)]
+            if n == 0 and c.bold:
+                cells[0] = c.bold + row[0] + c.reset + " " * (widths[0] - len(row[0]))
+            lines.append(("  " + "   ".join(cells)).rstrip())
+        return lines
+
+    def _render_short(self, session: Session, body: List[str]) -> str:
+        summary = (
+            f"Duration: {self._format_seconds(session.duration)}   "
+            f"Samples: {session.sample_count}   CPU time: {self._format_seconds(session.cpu_time)}"
+        )
+        title = "pyinstrument"
+        if session.target_description:
+            title += ": " + session.target_description
+        content = body + ["", summary]
+        width = max([72, len(title) + 8] + [len(_ANSI_RE.sub("", line)) + 5 for line in content])
+        out = [""]
+        out.append(".. " + title + " " + "." * max(width - len(title) - 4, 2))
+        out.append(".")
+        for line in content:
+            out.append((".  " + line) if line else ".")
+        out.append("." * width)
+        out.append("")
+        return "\n".join(out) + "\n"
+
+    # -- lines ----------------------------------------------------------------------------
+
+    def _time_color(self, proportion: float) -> str:
+        c = self.colors
+        if proportion > 0.6:
+            return c.red
+        if proportion > 0.2:
+            return c.yellow
+        if proportion > 0.05:
+            return c.green
+        return c.dim
+
+    def frame_description(self, frame: Frame, value: Optional[float] = None) -> str:
+        """One report line (without tree glyphs): time, name and position."""
+        seconds = frame.time if value is None else value
+        if self.time == "percent_of_total":
+            total = self._total
+            time_str = f"{(seconds / total * 100 if total else 0.0):.1f}%"
+        else:
+            time_str = f"{seconds:.{self._precision}f}"
+        if self.color:
+            total = self._total
+            proportion = seconds / total if total > 0 else 0.0
+            time_str = self._time_color(proportion) + time_str + self.colors.reset
+        return time_str + " " + self._label(frame)
+
+    def _label(self, frame: Frame) -> str:
+        """``name  position`` of a frame (cached: most frames share identifiers)."""
+        identifier = frame.identifier
+        key: Any
+        if "\x00" in identifier:
+            key = identifier if self._no_class_names else (identifier, frame.class_name)
+        elif frame.is_root_placeholder:
+            key = None
+        else:
+            parent = frame.parent
+            key = (identifier, parent.identifier if parent is not None else None)
+        if key is not None:
+            cached = self._label_cache.get(key)
+            if cached is not None:
+                return cached
+        c = self.colors
+        name = frame.display_name
+        if c.reset and frame.is_application_code:
+            name = c.app + name + c.reset
+        position = frame.code_position_short
+        if position:
+            if c.reset:
+                position = c.dim + position + c.reset
+            label = f"{name}  {position}"
+        else:
+            label = name
+        if key is not None:
+            self._label_cache[key] = label
+        return label
+
+    def _hidden_line(self, count: int, libraries: List[str]) -> str:
+        c = self.colors
+        if len(libraries) > 6:
+            libraries = libraries[:6] + ["..."]
+        libs = ", ".join(libraries)
+        if libs and c.reset:
+            libs = c.dim + libs + c.reset
+        text = f"[{count} frames hidden]"
+        return f"{text}  {libs}" if libs else text
+
+    # -- tree -----------------------------------------------------------------------------
+
+    def render_tree(self, root: Frame) -> List[str]:
+        if self.unicode:
+            branch, last_branch, pipe = "├─ ", "└─ ", "│  "
+        else:
+            branch, last_branch, pipe = "|- ", "`- ", "|  "
+        space = "   "
+        timeline = self.timeline
+        describe = self.frame_description
+        out: List[str] = []
+        append = out.append
+        stack: List[Tuple[Frame, str, str]] = [(root, "", "")]
+        pop = stack.pop
+        push = stack.append
+        while stack:
+            frame, indent, child_indent = pop()
+            append(indent + describe(frame))
+            children = frame._children
+            if not children:
+                continue
+            has_hidden = False
+            for child in children:
+                group = child.group
+                if group is not None and group.is_hidden(child):
+                    has_hidden = True
+                    break
+            if has_hidden:
+                surfaced, hidden = self._surface(frame)
+                count = sum(1 for f in hidden if not f.is_synthetic)
+                append(child_indent + space + self._hidden_line(count, _libraries_of(hidden)))
+                hoisted_indent = child_indent + space + space
+                if not timeline and len(surfaced) > 1:
+                    surfaced.sort(key=_by_time, reverse=True)
+                for child in reversed(surfaced):
+                    push((child, hoisted_indent, hoisted_indent))
+            else:
+                if len(children) == 1:
+                    push((children[0], child_indent + last_branch, child_indent + space))
+                    continue
+                ordered = children if timeline else sorted(children, key=_by_time, reverse=True)
+                push((ordered[-1], child_indent + last_branch, child_indent + space))
+                first_indent = child_indent + branch
+                next_indent = child_indent + pipe
+                for i in range(len(ordered) - 2, -1, -1):
+                    push((ordered[i], first_indent, next_indent))
+        return out
+
+    @staticmethod
+    def _surface(frame: Frame) -> Tuple[List[Frame], List[Frame]]:
+        """Frames to print below ``frame`` when some of its children are hidden: the
+        first visible frames reached through hidden ones (in tree order), and the
+        hidden frames passed through."""
+        surfaced: List[Frame] = []
+        hidden: List[Frame] = []
+        stack = list(reversed(frame._children))
+        while stack:
+            f = stack.pop()
+            group = f.group
+            if group is not None and group.is_hidden(f):
+                hidden.append(f)
+                stack.extend(reversed(f._children))
+            else:
+                surfaced.append(f)
+        return surfaced, hidden
+
+    # -- flat -----------------------------------------------------------------------------
+
+    def render_flat(self, root: Frame) -> List[str]:
+        # identifier -> [value, representative frame, representative's share]
+        entries: Dict[str, List[Any]] = {}
+
+        def add(frame: Frame, value: float) -> None:
+            entry = entries.get(frame.identifier)
+            if entry is None:
+                entries[frame.identifier] = [value, frame, value]
+            else:
+                entry[0] += value
+                if value > entry[2]:
+                    entry[1], entry[2] = frame, value
+
+        if self.flat_time == "self":
+            for frame in root.iter_subtree():
+                if frame.is_synthetic:
+                    continue
+                value = frame.total_self_time
+                if value > 0:
+                    add(frame, value)
+        else:
+            # total time, counting recursive calls once
+            on_path: Dict[str, int] = {}
+            stack: List[Tuple[Frame, bool]] = [(root, False)]
+            while stack:
+                frame, leaving = stack.pop()
+                if frame.is_synthetic:
+                    if not leaving:
+                        stack.extend((c, False) for c in frame._children)
+                    continue
+                identifier = frame.identifier
+                if leaving:
+                    on_path[identifier] -= 1
+                    continue
+                depth = on_path.get(identifier, 0)
+                if depth == 0:
+                    add(frame, frame.time)
+                on_path[identifier] = depth + 1
+                stack.append((frame, True))
+                stack.extend((c, False) for c in frame._children)
+
+        threshold = self.processor_options.get("filter_threshold", processors.DEFAULT_FILTER_THRESHOLD)
+        if threshold is None:
+            threshold = processors.DEFAULT_FILTER_THRESHOLD
+        limit = 0.0 if self.show_all else self._total * float(threshold)
+        rows = [(v, f) for v, f, _ in entries.values() if v > 0 and v >= limit]
+        # (rounded so that float noise does not reorder equal times)
+        rows.sort(key=lambda row: (-round(row[0], 9), row[1].display_name))
+        return [self.frame_description(f, value=v) for v, f in rows]
+
+
+def _libraries_of(frames: List[Frame]) -> List[str]:
+    times: Dict[str, float] = {}
+    for frame in frames:
+        if frame.is_synthetic:
+            continue
+        lib = frame.library
+        if lib:
+            times[lib] = times.get(lib, 0.0) + frame.total_self_time
+    return sorted(times, key=lambda k: (-times[k], k))

@@ -1,0 +1,311 @@
+"""A profiling session: the recorded samples plus what is needed to interpret them.
+
+The session holds plain data (lists of strings and numbers), so it can be saved,
+loaded, combined and sent between processes. Call trees are built from it on
+demand with :meth:`Session.root_frame`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from pyinstrument.frame import (
+    ROOT_FRAME_IDENTIFIER,
+    Frame,
+    FrameContext,
+    build_frame_tree,
+    frame_info_get_identifier,
+)
+
+FrameRecordType = Tuple[List[str], float]
+
+# version of our extensions to the file format (stored under "pyinstrument_c")
+_FORMAT_EXTRA_KEY = "pyinstrument_c"
+_FORMAT_VERSION = 1
+
+
+class Session:
+    """Everything recorded by one profiling run."""
+
+    def __init__(
+        self,
+        frame_records: Sequence[FrameRecordType],
+        start_time: float,
+        duration: float,
+        min_interval: float,
+        max_interval: float,
+        sample_count: int,
+        start_call_stack: Sequence[str],
+        target_description: str,
+        cpu_time: float,
+        sys_path: Sequence[str],
+        sys_prefixes: Sequence[str],
+        *,
+        frame_records_cpu: Optional[Sequence[float]] = None,
+        timeline: Optional[Sequence[Tuple[int, float]]] = None,
+        dropped_samples: int = 0,
+        thread_names: Any = None,
+    ):
+        self.frame_records: List[FrameRecordType] = [(stack, float(t)) for stack, t in frame_records]
+        self.start_time = float(start_time)
+        self.duration = float(duration)
+        self.min_interval = float(min_interval)
+        self.max_interval = float(max_interval)
+        self.sample_count = int(sample_count)
+        self.start_call_stack: List[str] = list(start_call_stack)
+        self.target_description = target_description
+        self.cpu_time = float(cpu_time or 0.0)
+        self.sys_path: List[str] = list(sys_path)
+        self.sys_prefixes: List[str] = list(sys_prefixes)
+        if frame_records_cpu is not None:
+            frame_records_cpu = [float(c) for c in frame_records_cpu]
+            if len(frame_records_cpu) != len(self.frame_records):
+                raise ValueError("frame_records_cpu must be parallel to frame_records")
+        self.frame_records_cpu: Optional[List[float]] = frame_records_cpu
+        if timeline is not None:
+            n = len(self.frame_records)
+            checked = []
+            for index, seconds in timeline:
+                index = int(index)
+                if not 0 <= index < n:
+                    raise ValueError(f"timeline refers to frame record {index}, which does not exist")
+                checked.append((index, float(seconds)))
+            timeline = checked
+        self.timeline: Optional[List[Tuple[int, float]]] = timeline
+        self.dropped_samples = int(dropped_samples or 0)
+        self.thread_names = thread_names
+
+    # -- paths ----------------------------------------------------------------------------
+
+    @staticmethod
+    def current_sys_prefixes() -> List[str]:
+        return [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+
+    def frame_context(self) -> FrameContext:
+        return FrameContext(self.sys_path, self.sys_prefixes)
+
+    def shorten_path(self, path: str) -> str:
+        return self.frame_context().shorten_path(path)
+
+    # -- trees ----------------------------------------------------------------------------
+
+    def root_frame(self, trim_stem: bool = True, *, timeline: bool = False) -> Optional[Frame]:
+        """The call tree of the session, or None when nothing was recorded.
+
+        ``timeline=True`` builds the chronological tree (identical calls are only
+        merged when consecutive); otherwise identical call paths are aggregated.
+        With ``trim_stem`` the frames above the place where the profiler was
+        started (the caller's callers) are removed. When the samples have several
+        roots (several threads), a synthetic ``[root]`` frame holds them.
+        """
+        if not self.frame_records:
+            return None
+        context = self.frame_context()
+        order = self.timeline if timeline else None
+        root = build_frame_tree(
+            self.frame_records,
+            context,
+            frame_records_cpu=self.frame_records_cpu,
+            order=order,
+            merge=not timeline,
+        )
+        if root.time <= 0 or not root._children:
+            return None
+        if trim_stem:
+            self._trim_stem(root)
+        if len(root._children) == 1:
+            only = root._children[0]
+            only.remove_from_parent()
+            only.set_context(context)
+            return only
+        return root
+
+    def _trim_stem(self, root: Frame) -> None:
+        """Remove, below ``root``, the frames that lead to where the profiler started.
+
+        The stem is followed while it matches ``start_call_stack`` and each frame has
+        no time of its own and a single child; the last matching frame (the caller of
+        ``Profiler.start``) becomes the top of the tree. When the tree has several
+        roots (threads), the thread frames are kept and only the thread that started
+        the profiler is trimmed.
+        """
+        start = [frame_info_get_identifier(f) for f in self.start_call_stack]
+        if not start:
+            return
+        several_roots = len(root._children) > 1
+        for top in list(root._children):
+            if top.identifier == start[0]:
+                first, position = top, 1
+            elif top.is_thread and len(top._children) == 1 and top._children[0].identifier == start[0]:
+                first, position = top._children[0], 1
+            else:
+                continue
+            deepest = _follow_stem(first, start, position)
+            if several_roots and top.is_thread:
+                if deepest.parent is not top:
+                    deepest.remove_from_parent()
+                    for child in top._children:
+                        child.parent = None
+                    top._set_children([deepest])
+                    deepest.parent = top
+            elif deepest is not top:
+                deepest.remove_from_parent()
+                index = next(i for i, c in enumerate(root._children) if c is top)
+                top.parent = None
+                root._children[index] = deepest
+                deepest.parent = root
+
+    # -- combining ------------------------------------------------------------------------
+
+    @staticmethod
+    def combine(session1: "Session", session2: "Session") -> "Session":
+        """One session holding the samples of both (e.g. a profiler started twice)."""
+        if session1.start_time > session2.start_time:
+            # keep chronological order so timelines stay meaningful
+            session1, session2 = session2, session1
+        n1 = len(session1.frame_records)
+        records = list(session1.frame_records) + list(session2.frame_records)
+        if session1.frame_records_cpu is not None and session2.frame_records_cpu is not None:
+            cpu: Optional[List[float]] = list(session1.frame_records_cpu) + list(session2.frame_records_cpu)
+        elif session1.frame_records_cpu is None and session2.frame_records_cpu is None:
+            cpu = None
+        else:
+            cpu = (session1.frame_records_cpu or [0.0] * n1) + (
+                session2.frame_records_cpu or [0.0] * len(session2.frame_records)
+            )
+        if session1.timeline is None and session2.timeline is None:
+            timeline = None
+        else:
+            t1 = session1.timeline if session1.timeline is not None else _records_order(session1)
+            t2 = session2.timeline if session2.timeline is not None else _records_order(session2)
+            timeline = list(t1) + [(i + n1, s) for i, s in t2]
+        thread_names = _merge_thread_names(session1.thread_names, session2.thread_names)
+        return Session(
+            frame_records=records,
+            start_time=session1.start_time,
+            duration=session1.duration + session2.duration,
+            min_interval=min(session1.min_interval, session2.min_interval),
+            max_interval=max(session1.max_interval, session2.max_interval),
+            sample_count=session1.sample_count + session2.sample_count,
+            start_call_stack=session1.start_call_stack,
+            target_description=session1.target_description,
+            cpu_time=(session1.cpu_time or 0.0) + (session2.cpu_time or 0.0),
+            sys_path=_union(session1.sys_path, session2.sys_path),
+            sys_prefixes=_union(session1.sys_prefixes, session2.sys_prefixes),
+            frame_records_cpu=cpu,
+            timeline=timeline,
+            dropped_samples=session1.dropped_samples + session2.dropped_samples,
+            thread_names=thread_names,
+        )
+
+    # -- files ----------------------------------------------------------------------------
+
+    def to_json(self, include_frame_records: bool = True) -> Dict[str, Any]:
+        """A JSON-compatible dict in the ``.pyisession`` format.
+
+        The keys upstream pyinstrument reads come first; our additions (CPU time per
+        record, the timeline, dropped samples, thread names) sit under extra keys
+        that it ignores.
+        """
+        result: Dict[str, Any] = {
+            "start_time": self.start_time,
+            "duration": self.duration,
+            "min_interval": self.min_interval,
+            "max_interval": self.max_interval,
+            "sample_count": self.sample_count,
+            "start_call_stack": list(self.start_call_stack),
+            "target_description": self.target_description,
+            "cpu_time": self.cpu_time,
+            "sys_path": list(self.sys_path),
+            "sys_prefixes": list(self.sys_prefixes),
+        }
+        if include_frame_records:
+            result["frame_records"] = [[list(stack), t] for stack, t in self.frame_records]
+            result["frame_records_cpu"] = self.frame_records_cpu
+            result["timeline"] = [[i, s] for i, s in self.timeline] if self.timeline is not None else None
+        result["dropped_samples"] = self.dropped_samples
+        result["thread_names"] = self.thread_names
+        result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
+        return result
+
+    @staticmethod
+    def from_json(json_dict: Dict[str, Any]) -> "Session":
+        records = json_dict.get("frame_records") or []
+        return Session(
+            frame_records=[(list(stack), float(t)) for stack, t in records],
+            start_time=json_dict["start_time"],
+            duration=json_dict["duration"],
+            min_interval=json_dict.get("min_interval", 0.001),
+            max_interval=json_dict.get("max_interval", 0.001),
+            sample_count=json_dict["sample_count"],
+            start_call_stack=json_dict.get("start_call_stack") or [],
+            target_description=json_dict.get("target_description", ""),
+            cpu_time=json_dict.get("cpu_time") or 0.0,
+            sys_path=json_dict.get("sys_path") or [],
+            sys_prefixes=json_dict.get("sys_prefixes") or [],
+            frame_records_cpu=json_dict.get("frame_records_cpu"),
+            timeline=json_dict.get("timeline"),
+            dropped_samples=json_dict.get("dropped_samples") or 0,
+            thread_names=json_dict.get("thread_names"),
+        )
+
+    def save(self, filename: "str | os.PathLike[str]") -> None:
+        with open(filename, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f)
+
+    @staticmethod
+    def load(filename: "str | os.PathLike[str]") -> "Session":
+        with open(filename, encoding="utf-8") as f:
+            return Session.from_json(json.load(f))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.target_description!r}: {self.sample_count} samples, "
+            f"{self.duration:.3f}s, {len(self.frame_records)} records>"
+        )
+
+
+def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:
+    """From ``frame`` (matching ``start[position - 1]``), go down while the single
+    child matches the next identifier of the start stack."""
+    while position < len(start) and len(frame._children) == 1:
+        child = frame._children[0]
+        if child.identifier != start[position]:
+            break
+        frame = child
+        position += 1
+    return frame
+
+
+def _records_order(session: Session) -> List[Tuple[int, float]]:
+    return [(i, t) for i, (_, t) in enumerate(session.frame_records)]
+
+
+def _union(a: Sequence[str], b: Sequence[str]) -> List[str]:
+    result = list(a)
+    seen = set(result)
+    for item in b:
+        if item not in seen:
+            seen.add(item)
+            result.append(item)
+    return result
+
+
+def _merge_thread_names(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, dict) and isinstance(b, dict):
+        merged = dict(a)
+        merged.update(b)
+        return merged
+    if isinstance(a, list) and isinstance(b, list):
+        return a + [x for x in b if x not in a]
+    return a
+
+
+__all__ = ["Session", "FrameRecordType", "ROOT_FRAME_IDENTIFIER"]
