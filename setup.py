@@ -22,7 +22,7 @@ extra_link_args = []
 if os.environ.get("PYINSTRUMENT_SANITIZE"):
     # ASan/UBSan build used by `make test-sanitize`
     flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
-    extra_compile_args += flags + ["-O1", "-g"]
+    extra_compile_args += flags + ["-O1", "-g", "-UNDEBUG"]  # keep CPython's and our asserts
     extra_link_args += flags
 
 setup(

@@ -262,6 +262,7 @@ typedef struct {
     pi_tree tree;
     pi_stats stats;
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
+    int64_t interval_ns;
     pi_walker *walkers;
     size_t walker_cap;
     pi_scratch *scratch; /* per-tick working buffers, kept between ticks */
@@ -269,7 +270,7 @@ typedef struct {
     unsigned long sampler_thread_id;
 } pi_state;
 
-int pi_state_init(pi_state *s, unsigned long only_thread, size_t timeline_budget);
+int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);
 void pi_state_free(pi_state *s);
 /* Samples every thread once. now_ns: monotonic time of this tick. */
 void pi_tick(pi_state *s, int64_t now_ns);

@@ -44,6 +44,10 @@ pi_layout pi_runtime_layout;
 
 /* Copies a struct out of a buffer (which may be unaligned). */
 #define PI_LOAD(type, var, buf) type var; memcpy(&var, (buf), sizeof var)
+/* Header fields of a copied object, read directly: CPython's Py_TYPE/Py_SIZE may
+ * assert on the contents, and a copy is untrusted until checked. */
+#define COPY_TYPE(obj) ((uintptr_t)((PyObject *)&(obj))->ob_type)
+#define COPY_SIZE(obj) (((PyVarObject *)&(obj))->ob_size)
 
 #if PY_VERSION_HEX >= 0x030B0000
 typedef _PyInterpreterFrame pi_iframe_t;
@@ -90,6 +94,20 @@ static int check_debug_offsets(char *err, size_t errlen)
     return 0;
 }
 #endif
+
+/* Whether a copied object header belongs to a live object. Freed memory keeps its old
+ * contents except the first word, where both pymalloc and glibc's malloc store a
+ * (large, or mangled) free-list pointer: a live object has a small reference count
+ * there. 3.14+ keep flag bits in the top 16 bits of that word. */
+static bool object_alive(const void *buf)
+{
+    uint64_t refcnt;
+    memcpy(&refcnt, buf, sizeof refcnt);
+#if PY_VERSION_HEX >= 0x030E0000
+    refcnt &= 0x0000FFFFFFFFFFFFULL;
+#endif
+    return refcnt > 0 && refcnt < (1ULL << 40);
+}
 
 int pi_layout_init(char *err, size_t errlen)
 {
@@ -233,8 +251,16 @@ int pi_parse_frame(const void *buf, pi_frame *out)
 #else
     out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2; /* byte offset -> index */
 #endif
-    if ((uintptr_t)Py_TYPE(&f) != (uintptr_t)&PyFrame_Type)
+    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf))
         return -1;
+    /* a frame on a thread's chain is executing: anything else is a torn read */
+#if PY_VERSION_HEX >= 0x030A0000
+    if (f.f_state != FRAME_EXECUTING)
+        return -1;
+#else
+    if (!f.f_executing)
+        return -1;
+#endif
 #endif
     return 0;
 }
@@ -244,7 +270,7 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
     PyCodeObject c;
     memcpy(&c, buf, pi_runtime_layout.code_read_size);
     memset(out, 0, sizeof *out);
-    out->type = (uintptr_t)Py_TYPE((PyObject *)&c);
+    out->type = COPY_TYPE(c);
     out->name = (uintptr_t)c.co_name;
     out->filename = (uintptr_t)c.co_filename;
     out->names = (uintptr_t)c.co_names;
@@ -254,7 +280,7 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
     out->linetable = (uintptr_t)c.co_linetable;
     out->varnames = (uintptr_t)c.co_localsplusnames;
     out->first_traceable = c._co_firsttraceable;
-    out->code_units = Py_SIZE((PyObject *)&c);
+    out->code_units = COPY_SIZE(c);
     out->code_start = addr + offsetof(PyCodeObject, co_code_adaptive);
 #else
     out->qualname = 0;
@@ -271,7 +297,8 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
 #if PY_VERSION_HEX >= 0x030C0000
     out->version = c.co_version;
 #endif
-    if (out->type != pi_runtime_layout.code_type_addr || out->name == 0 || out->filename == 0)
+    if (out->type != pi_runtime_layout.code_type_addr || out->name == 0 || out->filename == 0 ||
+        !object_alive(buf))
         return -1;
     return 0;
 }
@@ -292,7 +319,7 @@ size_t pi_unicode_header_size(void)
 int pi_parse_unicode(const void *buf, int64_t *length, int *kind, size_t *data_offset)
 {
     PI_LOAD(PyCompactUnicodeObject, u, buf);
-    if ((uintptr_t)Py_TYPE((PyObject *)&u) != (uintptr_t)&PyUnicode_Type)
+    if (COPY_TYPE(u) != (uintptr_t)&PyUnicode_Type || !object_alive(buf))
         return -1;
     if (!u._base.state.compact)
         return -1; /* legacy strings never name code; refuse rather than chase pointers */
@@ -315,9 +342,9 @@ int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset)
 {
     PyBytesObject b;
     memcpy(&b, buf, offsetof(PyBytesObject, ob_sval));
-    if ((uintptr_t)Py_TYPE((PyObject *)&b) != (uintptr_t)&PyBytes_Type)
+    if (COPY_TYPE(b) != (uintptr_t)&PyBytes_Type || !object_alive(buf))
         return -1;
-    *length = Py_SIZE((PyObject *)&b);
+    *length = COPY_SIZE(b);
     *data_offset = offsetof(PyBytesObject, ob_sval);
     return *length < 0 ? -1 : 0;
 }
@@ -331,9 +358,9 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
 {
     PyTupleObject t;
     memcpy(&t, buf, offsetof(PyTupleObject, ob_item));
-    if ((uintptr_t)Py_TYPE((PyObject *)&t) != (uintptr_t)&PyTuple_Type)
+    if (COPY_TYPE(t) != (uintptr_t)&PyTuple_Type || !object_alive(buf))
         return -1;
-    *length = Py_SIZE((PyObject *)&t);
+    *length = COPY_SIZE(t);
     *items_offset = offsetof(PyTupleObject, ob_item);
     return *length < 0 ? -1 : 0;
 }

@@ -105,7 +105,7 @@ int pi_sampler_init(pi_sampler *s, double interval, unsigned long only_thread, s
     if (s->interval_ns < 10000)
         s->interval_ns = 10000;
     atomic_store(&s->stop_requested, 0);
-    return pi_state_init(&s->state, only_thread, timeline_budget);
+    return pi_state_init(&s->state, only_thread, s->interval_ns, timeline_budget);
 }
 
 int pi_sampler_start(pi_sampler *s, char *err, size_t errlen)

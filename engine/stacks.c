@@ -125,10 +125,11 @@ struct pi_scratch {
     int32_t lines[PI_MAX_DEPTH + 1];
 };
 
-int pi_state_init(pi_state *s, unsigned long only_thread, size_t timeline_budget)
+int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget)
 {
     memset(s, 0, sizeof *s);
     s->only_thread = only_thread;
+    s->interval_ns = interval_ns;
     s->scratch = calloc(1, sizeof *s->scratch);
     if (!s->scratch)
         return -1;
@@ -657,11 +658,14 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
     unsigned long native_id = w->ts.native_id;
     if (!pi_runtime_layout.has_native_thread_id)
         native_id = pi_native_id_of(w->ts.thread_id);
+    size_t known_threads = s->tree.thread_count;
     pi_thread_record *t = pi_tree_thread(&s->tree, w->ts.thread_id, native_id, w->tstate_addr);
     if (!t) {
         s->stats.dropped++;
         return;
     }
+    if (s->tree.thread_count > known_threads && s->interval_ns > 0 && wall_ns > s->interval_ns)
+        wall_ns = s->interval_ns; /* a thread seen first did not exist for the whole gap */
     int64_t cpu_ns = 0;
     int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
     if (cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
