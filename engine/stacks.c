@@ -328,7 +328,7 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         return;
     }
     uintptr_t next = f.previous;
-    if (next == w->brent_mark) {
+    if (next != 0 && next == w->brent_mark) {
         walker_fail(w); /* the chain loops: torn read */
         return;
     }

@@ -340,3 +340,18 @@ def test_the_fallback_is_announced_in_one_line():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "process_vm_readv" in lines[0] and "Python thread" in lines[0]
+
+
+def test_a_stack_of_one_frame_is_recorded():
+    # module-level code under `python -c` has no frame above it
+    result = run_program(
+        """
+        p = Profiler()
+        p.start()
+        time.sleep(0.2)
+        p.stop()
+        report(p.last_session)
+        """
+    )
+    assert result["dropped"] == 0
+    assert result["stacks"].get("<module> > sleep", 0) == pytest.approx(0.2, abs=0.05), result["stacks"]
