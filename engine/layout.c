@@ -241,6 +241,9 @@ int pi_parse_frame(const void *buf, pi_frame *out)
 #endif
     if (f.owner < 0 || f.owner > 4)
         return -1;
+    /* a running generator always has a caller: one without was suspended under us */
+    if (f.owner == FRAME_OWNED_BY_GENERATOR && !f.previous)
+        return -1;
 #else
     PyFrameObject f;
     memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));

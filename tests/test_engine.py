@@ -355,3 +355,20 @@ def test_a_stack_of_one_frame_is_recorded():
     )
     assert result["dropped"] == 0
     assert result["stacks"].get("<module> > sleep", 0) == pytest.approx(0.2, abs=0.05), result["stacks"]
+
+
+def test_generators_finishing_mid_read_never_cut_a_stack_short():
+    # generators start and stop thousands of times a second here; a generator frame read
+    # just after it finished must not pass for the bottom of the stack
+    result = run_program(
+        """
+        def primes(limit):
+            return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n ** 0.5) + 1)))
+
+        with Profiler(interval=0.0002) as p:
+            primes(150000)
+        report(p.last_session)
+        """
+    )
+    roots = {key.split(" > ")[0] for key in result["stacks"]}
+    assert roots == {"<module>"}, roots
