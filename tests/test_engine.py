@@ -372,3 +372,25 @@ def test_generators_finishing_mid_read_never_cut_a_stack_short():
     )
     roots = {key.split(" > ")[0] for key in result["stacks"]}
     assert roots == {"<module>"}, roots
+
+
+def test_calls_to_python_functions_are_never_shown_as_c_functions():
+    # a thread caught setting up a call to a Python function stands on the call too
+    result = run_program(
+        """
+        def tiny(x):
+            return x
+
+        def loop():
+            end = time.perf_counter() + 0.5
+            while time.perf_counter() < end:
+                tiny(1); tiny(2); tiny(3); tiny(4)
+
+        with Profiler(interval=0.0002) as p:
+            loop()
+        report(p.last_session)
+        """
+    )
+    frames = {frame for stack, _ in result["records"] for frame in stack}
+    assert any(f.startswith("tiny\x00") for f in frames)
+    assert not any(f.startswith("tiny\x00<built-in>") for f in frames)

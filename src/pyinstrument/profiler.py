@@ -23,6 +23,7 @@ from pyinstrument.session import Session
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
+_BUILTIN = "<built-in>"
 
 
 def _notice(message: str) -> None:
@@ -148,6 +149,12 @@ def session_from_snapshot(
             os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
         )
 
+    # A leaf that names a call's callee is C code only when no Python function of that
+    # name ran: a thread caught while setting up a call to a Python function is not in C.
+    python_names = {f.rsplit(".", 1)[-1] for f, filename, _, _ in identities if filename != _BUILTIN}
+    python_names.update(q.rsplit(".", 1)[-1] for q in qualnames.values())
+    not_in_c = [filename == _BUILTIN and f in python_names for f, filename, _, _ in identities]
+
     threads = snapshot["threads"]
     names = _thread_names([t[0] for t in threads], thread_names)
     thread_roots = [frame_string(names[ident], "<thread>", ident) for ident, _, _, _ in threads]
@@ -157,7 +164,6 @@ def session_from_snapshot(
     records: List[Tuple[List[str], float]] = []
     records_cpu: List[float] = []
     record_of_node: Dict[int, int] = {}
-    dropped_profiler_time = 0.0
     inside_profiler = [False] * len(nodes)
     # nodes come parent-before-child, so each stack extends its parent's
     for index, (parent, identity, line, thread, wall, cpu, samples) in enumerate(nodes):
@@ -166,12 +172,14 @@ def session_from_snapshot(
             continue
         parent_stack = stacks[parent]
         assert parent_stack is not None
-        stacks[index] = parent_stack + [base[identity] + (f"\x01l{line}" if line > 0 else "")]
+        if not_in_c[identity]:
+            stacks[index] = parent_stack  # its time stays with the caller
+        else:
+            stacks[index] = parent_stack + [base[identity] + (f"\x01l{line}" if line > 0 else "")]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
             if inside_profiler[index]:
-                dropped_profiler_time += wall  # the profiler's own start/stop, not the program
-                continue
+                continue  # the profiler's own start/stop, not the program
             record_of_node[index] = len(records)
             records.append((stacks[index], wall))
             records_cpu.append(cpu)
