@@ -53,6 +53,8 @@ typedef struct {
     size_t code_read_size;      /* bytes of a code object header we copy */
     bool frames_in_chunks;      /* 3.11+: frames live in per-thread data-stack chunks */
     bool has_native_thread_id;  /* 3.11+: the thread state records the kernel tid */
+    bool chains_end_in_shim;    /* 3.12+: a thread's outermost frame is an entry shim */
+    uintptr_t shim_code;        /* 3.12+: what a shim frame's code slot holds */
 } pi_layout;
 
 extern pi_layout pi_runtime_layout;

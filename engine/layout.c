@@ -125,6 +125,13 @@ int pi_layout_init(char *err, size_t errlen)
     l->frame_read_size = offsetof(PyFrameObject, f_localsplus);
     l->code_read_size = sizeof(PyCodeObject);
 #endif
+#if PY_VERSION_HEX >= 0x030D0000
+    l->chains_end_in_shim = true;
+    l->shim_code = (uintptr_t)Py_None;
+#elif PY_VERSION_HEX >= 0x030C0000
+    l->chains_end_in_shim = true;
+    l->shim_code = (uintptr_t)interp->interpreter_trampoline;
+#endif
     l->tstate_read_size = sizeof(PyThreadState);
     l->code_type_addr = (uintptr_t)&PyCode_Type;
 #if PY_VERSION_HEX >= 0x030D0000
@@ -240,6 +247,9 @@ int pi_parse_frame(const void *buf, pi_frame *out)
         out->kind = PI_FRAME_SKIP;
 #endif
     if (f.owner < 0 || f.owner > 4)
+        return -1;
+    /* a shim frame holds a known sentinel where code would be: else it is stale C stack */
+    if (out->kind == PI_FRAME_SKIP && out->code != pi_runtime_layout.shim_code)
         return -1;
     /* a running generator always has a caller: one without was suspended under us */
     if (f.owner == FRAME_OWNED_BY_GENERATOR && !f.previous)

@@ -25,6 +25,7 @@
 #define PI_SCRATCH 1024
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
+#define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
 
 /* Grows *array to at least n items of `size` bytes; 0, or -1 when out of memory. */
 static int grow(void **array, size_t *cap, size_t n, size_t size)
@@ -66,6 +67,9 @@ struct pi_walker {
     bool current_chunk_pending; /* this round reads the current chunk */
     bool want_current_chunk;    /* the next read is the current chunk */
     int attempts;
+    /* 3.11/3.12: the _PyCFrame, read ahead with the current chunk */
+    uint8_t cframe_buf[64];
+    bool cframe_read_ahead, cframe_ok;
     uint8_t *tstate_buf;
     size_t tstate_buf_cap;
     uint8_t scratch[PI_SCRATCH];
@@ -338,8 +342,14 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         w->brent_steps = 0;
     }
     w->cur = next;
-    if (next == 0)
-        w->state = WALK_DONE;
+    if (next == 0) {
+        /* 3.12+: every thread's chain ends in an entry shim; a Python frame there was
+         * reached through memory that changed under the read */
+        if (f.kind == PI_FRAME_PYTHON && pi_runtime_layout.chains_end_in_shim)
+            walker_fail(w);
+        else
+            w->state = WALK_DONE;
+    }
 }
 
 static bool older_chunk_from_spec(pi_walker *w);
@@ -391,6 +401,12 @@ static bool walker_need(pi_walker *w, pi_read *read)
         return true;
     }
     if (w->state == WALK_CFRAME) {
+        if (w->cframe_read_ahead && w->cframe_ok) {
+            w->cframe_read_ahead = false;
+            w->cur = pi_parse_cframe(w->cframe_buf);
+            w->state = w->cur ? WALK_FRAMES : WALK_DONE;
+            return walker_need(w, read);
+        }
         *read = (pi_read){w->ts.cframe, w->scratch, pi_cframe_read_size(), false};
         return true;
     }
@@ -492,6 +508,7 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->chunk_pending = false;
     w->current_chunk_pending = false;
     w->want_current_chunk = false;
+    w->cframe_read_ahead = false;
     w->depth = 0;
     w->brent_mark = 0;
     w->brent_power = 1;
@@ -713,6 +730,11 @@ void pi_tick(pi_state *s, int64_t now_ns)
         pi_read read;
         if (walker_start(w, addrs[i], &states[i], &read) && round_add(x, &pending, &read, index) != 0)
             w->state = WALK_FAILED;
+        if (w->state == WALK_CFRAME && pi_cframe_read_size() <= sizeof w->cframe_buf) {
+            pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
+            w->cframe_read_ahead = round_add(x, &pending, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
+            w->cframe_ok = false;
+        }
         for (size_t k = 0; k < w->spec_count; k++) {
             pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
             if (round_add(x, &pending, &spec, index | PI_SPEC_BIT) != 0)
@@ -730,7 +752,9 @@ void pi_tick(pi_state *s, int64_t now_ns)
         s->stats.syscalls += (uint64_t)pi_read_batch(x->reads, pending);
         for (size_t r = 0; r < pending; r++) {
             size_t owner = x->owner[r];
-            if (owner & PI_CHUNK_BIT) {
+            if (owner & PI_CFRAME_BIT) {
+                s->walkers[owner & 0xffff].cframe_ok = x->reads[r].ok;
+            } else if (owner & PI_CHUNK_BIT) {
                 pi_walker *w = &s->walkers[owner & 0xffff];
                 w->spec_chunk_ok[(owner & ~(PI_SPEC_BIT | PI_CHUNK_BIT)) >> 16] = x->reads[r].ok;
             } else if (owner & PI_SPEC_BIT) {
