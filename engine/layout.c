@@ -274,6 +274,10 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     if (!f.f_executing)
         return -1;
 #endif
+    /* a running generator always has a caller: one without was resumed or suspended
+     * while we copied it */
+    if (f.f_gen && !f.f_back)
+        return -1;
 #endif
     return 0;
 }

@@ -23,6 +23,7 @@
 #define PI_CHUNK_READ (16 * 1024)        /* CPython's DATA_STACK_CHUNK_SIZE */
 #define PI_MAX_CHUNK_BYTES (8u << 20)    /* larger "used" sizes are corrupt */
 #define PI_SCRATCH 1024
+#define PI_RETRIES 3 /* fresh walks of a thread whose chain changed under the read */
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
@@ -67,6 +68,9 @@ struct pi_walker {
     bool current_chunk_pending; /* this round reads the current chunk */
     bool want_current_chunk;    /* the next read is the current chunk */
     int attempts;
+    /* the outermost frame of this thread's chain, once known, and where the first
+     * attempt of this tick ended */
+    uintptr_t bottom, first_end;
     /* 3.11/3.12: the _PyCFrame, read ahead with the current chunk */
     uint8_t cframe_buf[64];
     bool cframe_read_ahead, cframe_ok;
@@ -316,7 +320,26 @@ static const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t 
 
 static void walker_fail(pi_walker *w)
 {
-    w->state = w->attempts++ == 0 ? WALK_RETRY : WALK_FAILED;
+    w->state = w->attempts++ < PI_RETRIES ? WALK_RETRY : WALK_FAILED;
+}
+
+/* Where a thread's chain ends stays put: its outermost frame (3.12+: the entry shim
+ * of its outermost evaluation loop, on its C stack; before: the frame of its first
+ * Python function). A chain ending elsewhere went through memory that changed under
+ * the read, so the walk is tried again; when the new attempt ends at the same new
+ * place, the thread's outermost frame really moved there. On 3.12+ a chain cannot end
+ * in a Python frame at all. */
+static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
+{
+    if (pi_runtime_layout.chains_end_in_shim && f->kind == PI_FRAME_PYTHON) {
+        walker_fail(w);
+    } else if (!w->bottom || here == w->bottom || (w->attempts > 0 && here == w->first_end)) {
+        w->bottom = here;
+        w->state = WALK_DONE;
+    } else {
+        w->first_end = here;
+        walker_fail(w);
+    }
 }
 
 /* Takes one frame from `buf` and moves to the previous one. */
@@ -341,14 +364,10 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         w->brent_power *= 2;
         w->brent_steps = 0;
     }
+    uintptr_t here = w->cur;
     w->cur = next;
     if (next == 0) {
-        /* 3.12+: every thread's chain ends in an entry shim; a Python frame there was
-         * reached through memory that changed under the read */
-        if (f.kind == PI_FRAME_PYTHON && pi_runtime_layout.chains_end_in_shim)
-            walker_fail(w);
-        else
-            w->state = WALK_DONE;
+        end_chain(w, &f, here);
     }
 }
 
@@ -475,7 +494,7 @@ static bool older_chunk_from_spec(pi_walker *w)
     return false;
 }
 
-static void walker_reset(pi_walker *w, const pi_tstate *ts);
+static void walker_restart(pi_walker *w, const pi_tstate *ts);
 
 static void walker_take(pi_walker *w, const pi_read *read)
 {
@@ -484,7 +503,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
         if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
             w->state = WALK_FAILED;
         else
-            walker_reset(w, &ts);
+            walker_restart(w, &ts);
     } else if (w->current_chunk_pending) {
         take_current_chunk(w, read);
     } else if (w->chunk_pending) {
@@ -525,10 +544,22 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     }
 }
 
+/* Walks again from a fresh thread state; what was read ahead is older than it. */
+static void walker_restart(pi_walker *w, const pi_tstate *ts)
+{
+    w->spec_count = 0;
+    w->spec_chunk_count = 0;
+    walker_reset(w, ts);
+}
+
 /* Starts a walker on a thread; returns its first read. */
 static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
 {
-    spec_prepare(w, w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id);
+    bool same_thread = w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id;
+    spec_prepare(w, same_thread);
+    if (!same_thread)
+        w->bottom = 0;
+    w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
     walker_reset(w, ts);
