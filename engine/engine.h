@@ -59,6 +59,10 @@ typedef struct {
 
 extern pi_layout pi_runtime_layout;
 
+/* Upper bounds of the copies the walker keeps in fixed buffers. */
+#define PI_MAX_FRAME_READ 1024
+#define PI_MAX_CFRAME_READ 64
+
 /* Fills pi_runtime_layout; on 3.13+ checks it against _Py_DebugOffsets. GIL held. */
 int pi_layout_init(char *err, size_t errlen);
 
@@ -269,7 +273,6 @@ typedef struct {
     size_t walker_cap;
     pi_scratch *scratch; /* per-tick working buffers, kept between ticks */
     int64_t last_tick_ns;
-    unsigned long sampler_thread_id;
 } pi_state;
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);

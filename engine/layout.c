@@ -134,12 +134,13 @@ int pi_layout_init(char *err, size_t errlen)
 #endif
     l->tstate_read_size = sizeof(PyThreadState);
     l->code_type_addr = (uintptr_t)&PyCode_Type;
+    if (l->frame_read_size > PI_MAX_FRAME_READ || pi_cframe_read_size() > PI_MAX_CFRAME_READ) {
+        snprintf(err, errlen, "this Python's frames are larger than pyinstrument's engine expects");
+        return -1;
+    }
 #if PY_VERSION_HEX >= 0x030D0000
     if (check_debug_offsets(err, errlen) != 0)
         return -1;
-#else
-    (void)err;
-    (void)errlen;
 #endif
     return 0;
 }
@@ -247,6 +248,9 @@ int pi_parse_frame(const void *buf, pi_frame *out)
         out->kind = PI_FRAME_SKIP;
 #endif
     if (f.owner < 0 || f.owner > 4)
+        return -1;
+    /* a frame popped (and cleared) while we copied it */
+    if (out->kind == PI_FRAME_PYTHON && !out->code)
         return -1;
     /* a shim frame holds a known sentinel where code would be: else it is stale C stack */
     if (out->kind == PI_FRAME_SKIP && out->code != pi_runtime_layout.shim_code)

@@ -73,7 +73,6 @@ static void *sampler_main(void *arg)
     pi_sampler *s = arg;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* default 50 us slack would stretch 0.1 ms ticks */
     pi_native_id_discover();
-    s->state.sampler_thread_id = (unsigned long)pthread_self();
     int64_t deadline = monotonic_ns();
     s->state.last_tick_ns = deadline;
     while (!atomic_load(&s->stop_requested)) {
@@ -94,7 +93,6 @@ static void *sampler_main(void *arg)
         pi_tick(&s->state, start);
         s->state.stats.tick_ns_total += (uint64_t)(monotonic_ns() - start);
     }
-    /* the time since the last tick belongs to the samples taken: close the run there */
     return NULL;
 }
 

@@ -22,7 +22,6 @@
 #define PI_MAX_CHUNKS 64
 #define PI_CHUNK_READ (16 * 1024)        /* CPython's DATA_STACK_CHUNK_SIZE */
 #define PI_MAX_CHUNK_BYTES (8u << 20)    /* larger "used" sizes are corrupt */
-#define PI_SCRATCH 1024
 #define PI_RETRIES 3 /* fresh walks of a thread whose chain changed under the read */
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
@@ -72,11 +71,11 @@ struct pi_walker {
      * attempt of this tick ended */
     uintptr_t bottom, first_end;
     /* 3.11/3.12: the _PyCFrame, read ahead with the current chunk */
-    uint8_t cframe_buf[64];
+    uint8_t cframe_buf[PI_MAX_CFRAME_READ];
     bool cframe_read_ahead, cframe_ok;
     uint8_t *tstate_buf;
     size_t tstate_buf_cap;
-    uint8_t scratch[PI_SCRATCH];
+    uint8_t scratch[PI_MAX_FRAME_READ];
     /* frames found, leaf first */
     uintptr_t *codes, *instrs;
     int *lastis;
@@ -93,6 +92,7 @@ struct pi_walker {
     size_t spec_ok_cap;
     uint32_t *spec_slots;
     size_t spec_slot_count, spec_slots_cap, spec_hint;
+    bool respec; /* the next round reads the spec list again */
     /* older data-stack chunks copied last tick, read ahead the same way */
     uintptr_t solo_chunk[PI_MAX_CHUNKS], spec_chunk[PI_MAX_CHUNKS];
     size_t solo_chunk_len[PI_MAX_CHUNKS], spec_chunk_len[PI_MAX_CHUNKS];
@@ -234,28 +234,11 @@ static size_t spec_hash(uintptr_t addr, size_t slots)
     return (size_t)(((uint64_t)addr >> 3) * 0x9E3779B97F4A7C15ULL >> 17) & (slots - 1);
 }
 
-/* Makes last tick's solo frames this tick's speculative reads. */
-static int spec_prepare(pi_walker *w, bool same_thread)
+/* Sizes the read-ahead buffers for the spec list and indexes it by address. */
+static int spec_index(pi_walker *w)
 {
-    uintptr_t *t = w->spec;
-    size_t cap = w->spec_cap;
-    w->spec = w->solo;
-    w->spec_cap = w->solo_cap;
-    w->spec_count = same_thread ? w->solo_count : 0;
-    w->solo = t;
-    w->solo_cap = cap;
-    w->solo_count = 0;
     w->spec_hint = 0;
-    w->spec_chunk_count = 0;
-    for (size_t i = 0; same_thread && i < w->solo_chunk_count; i++) {
-        if (region_fill_prepare(&w->spec_chunks[i], w->solo_chunk[i], w->solo_chunk_len[i]) != 0)
-            break;
-        w->spec_chunk[i] = w->solo_chunk[i];
-        w->spec_chunk_len[i] = w->solo_chunk_len[i];
-        w->spec_chunk_ok[i] = false;
-        w->spec_chunk_count = i + 1;
-    }
-    w->solo_chunk_count = 0;
+    w->spec_slot_count = 0;
     if (w->spec_count == 0)
         return 0;
     size_t frame_size = pi_runtime_layout.frame_read_size;
@@ -279,12 +262,65 @@ static int spec_prepare(pi_walker *w, bool same_thread)
     return 0;
 }
 
+/* Makes last tick's solo frames and chunks this tick's speculative reads. */
+static int spec_prepare(pi_walker *w, bool same_thread)
+{
+    uintptr_t *t = w->spec;
+    size_t cap = w->spec_cap;
+    w->spec = w->solo;
+    w->spec_cap = w->solo_cap;
+    w->spec_count = same_thread ? w->solo_count : 0;
+    w->solo = t;
+    w->solo_cap = cap;
+    w->solo_count = 0;
+    w->spec_chunk_count = 0;
+    for (size_t i = 0; same_thread && i < w->solo_chunk_count; i++) {
+        if (region_fill_prepare(&w->spec_chunks[i], w->solo_chunk[i], w->solo_chunk_len[i]) != 0)
+            break;
+        w->spec_chunk[i] = w->solo_chunk[i];
+        w->spec_chunk_len[i] = w->solo_chunk_len[i];
+        w->spec_chunk_ok[i] = false;
+        w->spec_chunk_count = i + 1;
+    }
+    w->solo_chunk_count = 0;
+    return spec_index(w);
+}
+
+/* Whether addr is in the indexed part of the spec list. */
+static bool spec_has(const pi_walker *w, uintptr_t addr)
+{
+    if (!w->spec_slot_count)
+        return false;
+    for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
+         k = (k + 1) & (w->spec_slot_count - 1))
+        if (w->spec[w->spec_slots[k]] == addr)
+            return true;
+    return false;
+}
+
+/* Before a fresh walk: everything read ahead is older than the new thread state, so it
+ * is read again, in the same round as the thread state, with the frames the failed
+ * attempt found added. */
+static void spec_refresh(pi_walker *w)
+{
+    for (size_t i = 0; i < w->solo_count && w->spec_count < PI_MAX_DEPTH; i++) {
+        if (spec_has(w, w->solo[i]) || GROW(w->spec, w->spec_cap, w->spec_count + 1) != 0)
+            continue;
+        w->spec[w->spec_count++] = w->solo[i];
+    }
+    w->solo_count = 0;
+    spec_index(w);
+    for (size_t i = 0; i < w->spec_chunk_count; i++)
+        w->spec_chunk_ok[i] = false;
+    w->respec = true;
+}
+
 static const uint8_t *spec_find(pi_walker *w, uintptr_t addr)
 {
     size_t index = SIZE_MAX;
     if (w->spec_hint < w->spec_count && w->spec[w->spec_hint] == addr) {
         index = w->spec_hint; /* the usual case: the chain is walked in last tick's order */
-    } else if (w->spec_count) {
+    } else if (w->spec_slot_count) {
         for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
              k = (k + 1) & (w->spec_slot_count - 1)) {
             if (w->spec[w->spec_slots[k]] == addr) {
@@ -379,6 +415,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
     size_t frame_size = pi_runtime_layout.frame_read_size;
     if (w->state == WALK_RETRY) {
         size_t size = pi_runtime_layout.tstate_read_size;
+        spec_refresh(w);
         if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
             w->state = WALK_FAILED;
             return false;
@@ -544,11 +581,9 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     }
 }
 
-/* Walks again from a fresh thread state; what was read ahead is older than it. */
+/* Walks again from a fresh thread state (read with a fresh copy of the spec list). */
 static void walker_restart(pi_walker *w, const pi_tstate *ts)
 {
-    w->spec_count = 0;
-    w->spec_chunk_count = 0;
     walker_reset(w, ts);
 }
 
@@ -728,14 +763,43 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
 
 /* Adds a read to the round; `owner` is the walker index, with PI_SPEC_BIT for a
  * speculative frame read. */
-static int round_add(pi_scratch *x, size_t *count, const pi_read *read, size_t owner)
+typedef struct {
+    pi_read **reads;
+    size_t **owner;
+    size_t *reads_cap, *owner_cap;
+    size_t count;
+} round_list;
+
+static int round_add(round_list *round, const pi_read *read, size_t owner)
 {
-    if (GROW(x->reads, x->reads_cap, *count + 1) != 0 || GROW(x->owner, x->owner_cap, *count + 1) != 0)
+    if (grow((void **)round->reads, round->reads_cap, round->count + 1, sizeof **round->reads) != 0 ||
+        grow((void **)round->owner, round->owner_cap, round->count + 1, sizeof **round->owner) != 0)
         return -1;
-    x->reads[*count] = *read;
-    x->owner[*count] = owner;
-    (*count)++;
+    (*round->reads)[round->count] = *read;
+    (*round->owner)[round->count] = owner;
+    round->count++;
     return 0;
+}
+
+/* The walker's read-ahead: the spec frames and chunks, and the 3.11/3.12 _PyCFrame. */
+static void round_add_spec(round_list *round, pi_walker *w, size_t index)
+{
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    if (w->state == WALK_CFRAME && pi_cframe_read_size() <= sizeof w->cframe_buf) {
+        pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
+        w->cframe_read_ahead = round_add(round, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
+        w->cframe_ok = false;
+    }
+    for (size_t k = 0; k < w->spec_count; k++) {
+        pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
+        if (round_add(round, &spec, index | PI_SPEC_BIT) != 0)
+            break;
+    }
+    for (size_t k = 0; k < w->spec_chunk_count; k++) {
+        pi_read spec = {w->spec_chunk[k], w->spec_chunks[k].data, w->spec_chunk_len[k], false};
+        if (round_add(round, &spec, index | PI_SPEC_BIT | PI_CHUNK_BIT | (k << 16)) != 0)
+            break;
+    }
 }
 
 void pi_tick(pi_state *s, int64_t now_ns)
@@ -752,31 +816,19 @@ void pi_tick(pi_state *s, int64_t now_ns)
 
     /* the first round: each thread's first read, and last tick's solo frames */
     size_t frame_size = pi_runtime_layout.frame_read_size;
-    size_t walker_count = 0, pending = 0;
+    size_t walker_count = 0;
+    round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
     for (size_t i = 0; i < thread_count; i++) {
         if (s->only_thread && states[i].thread_id != s->only_thread)
             continue;
         size_t index = walker_count++;
         pi_walker *w = &s->walkers[index];
         pi_read read;
-        if (walker_start(w, addrs[i], &states[i], &read) && round_add(x, &pending, &read, index) != 0)
+        if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
             w->state = WALK_FAILED;
-        if (w->state == WALK_CFRAME && pi_cframe_read_size() <= sizeof w->cframe_buf) {
-            pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
-            w->cframe_read_ahead = round_add(x, &pending, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
-            w->cframe_ok = false;
-        }
-        for (size_t k = 0; k < w->spec_count; k++) {
-            pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
-            if (round_add(x, &pending, &spec, index | PI_SPEC_BIT) != 0)
-                break;
-        }
-        for (size_t k = 0; k < w->spec_chunk_count; k++) {
-            pi_read spec = {w->spec_chunk[k], w->spec_chunks[k].data, w->spec_chunk_len[k], false};
-            if (round_add(x, &pending, &spec, index | PI_SPEC_BIT | PI_CHUNK_BIT | (k << 16)) != 0)
-                break;
-        }
+        round_add_spec(&round, w, index);
     }
+    size_t pending = round.count;
 
     /* lock-step rounds: one vectored read per round serves every thread */
     while (pending > 0) {
@@ -793,23 +845,22 @@ void pi_tick(pi_state *s, int64_t now_ns)
                 w->spec_ok[((uint8_t *)x->reads[r].dst - w->spec_data) / frame_size] = x->reads[r].ok;
             }
         }
-        size_t next_pending = 0;
+        round_list next = {&x->next_reads, &x->next_owner, &x->next_reads_cap, &x->next_owner_cap, 0};
         for (size_t r = 0; r < pending; r++) {
             if (x->owner[r] & PI_SPEC_BIT)
                 continue;
-            pi_walker *w = &s->walkers[x->owner[r]];
+            size_t index = x->owner[r];
+            pi_walker *w = &s->walkers[index];
             walker_take(w, &x->reads[r]);
-            pi_read next;
-            if (walker_need(w, &next)) {
-                if (GROW(x->next_reads, x->next_reads_cap, next_pending + 1) != 0 ||
-                    GROW(x->next_owner, x->next_owner_cap, next_pending + 1) != 0) {
-                    w->state = WALK_FAILED;
-                    continue;
-                }
-                x->next_reads[next_pending] = next;
-                x->next_owner[next_pending++] = x->owner[r];
+            pi_read read;
+            if (walker_need(w, &read) && round_add(&next, &read, index) != 0)
+                w->state = WALK_FAILED;
+            if (w->respec) {
+                w->respec = false;
+                round_add_spec(&next, w, index);
             }
         }
+        size_t next_pending = next.count;
         /* swap the rounds' arrays */
         pi_read *reads = x->reads;
         size_t reads_cap = x->reads_cap;
