@@ -5,10 +5,15 @@ __version__ = "5.1.0.dev0+c"
 from pyinstrument.profiler import Profiler, profile  # noqa: E402
 
 
-def load_ipython_extension(ipython):  # pragma: no cover - the magic lands with the IPython issue
-    """`%load_ext pyinstrument`: the %pyinstrument magic (see docs)."""
-    from pyinstrument.magic import load_ipython_extension as load
-
+def load_ipython_extension(ipython):
+    """`%load_ext pyinstrument`: registers the %pyinstrument magic."""
+    try:
+        from pyinstrument.magic import load_ipython_extension as load
+    except ImportError:
+        raise ImportError(
+            "the %pyinstrument IPython magic is not in this version of pyinstrument yet; "
+            "use `with pyinstrument.Profiler() as p: ...` and `p.print()` in a cell meanwhile"
+        ) from None
     load(ipython)
 
 

@@ -423,11 +423,6 @@ class Profiler:
     def output(self, renderer: Any) -> str:
         return renderer.render(self._session_to_render())
 
-    def output_html(self, resample_interval: Optional[float] = None) -> str:
-        from pyinstrument.renderers import HTMLRenderer  # type: ignore[attr-defined]
-
-        return self.output(HTMLRenderer(resample_interval=resample_interval))
-
 
 def _file_supports_unicode(file: Any) -> bool:
     encoding = getattr(file, "encoding", None) or ""
