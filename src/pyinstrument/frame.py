@@ -555,14 +555,7 @@ class FrameGroup:
     @property
     def libraries(self) -> List[str]:
         """Libraries of the hidden frames, most time first."""
-        times: Dict[str, float] = {}
-        for frame in self.hidden_frames:
-            if frame.is_synthetic:
-                continue
-            lib = frame.library
-            if lib:
-                times[lib] = times.get(lib, 0.0) + frame.total_self_time
-        return sorted(times, key=lambda k: (-times[k], k))
+        return libraries_of(self.hidden_frames)
 
     def __repr__(self) -> str:
         return f"FrameGroup(root={self.root!r}, frames={len(self.frames)}, hidden={len(self.hidden_frames)})"
@@ -878,3 +871,15 @@ def is_path_in_package(path: Optional[str], package: str) -> bool:
     parts = re.split(r"[/\\]", path)
     return package in parts[:-1]
 
+
+
+def libraries_of(frames: List[Frame]) -> List[str]:
+    """The libraries the frames belong to, the one with most self time first."""
+    times: Dict[str, float] = {}
+    for frame in frames:
+        if frame.is_synthetic:
+            continue
+        lib = frame.library
+        if lib:
+            times[lib] = times.get(lib, 0.0) + frame.total_self_time
+    return sorted(times, key=lambda k: (-times[k], k))

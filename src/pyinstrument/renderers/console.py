@@ -9,7 +9,7 @@ from operator import attrgetter
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument import processors
-from pyinstrument.frame import Frame, dispose_tree, gc_paused
+from pyinstrument.frame import Frame, dispose_tree, gc_paused, libraries_of
 from pyinstrument.renderers.base import FrameRenderer
 from pyinstrument.session import Session
 
@@ -284,7 +284,7 @@ class ConsoleRenderer(FrameRenderer):
             if has_hidden:
                 surfaced, hidden = self._surface(frame)
                 count = sum(1 for f in hidden if not f.is_synthetic)
-                append(child_indent + space + self._hidden_line(count, _libraries_of(hidden)))
+                append(child_indent + space + self._hidden_line(count, libraries_of(hidden)))
                 hoisted_indent = child_indent + space + space
                 if not timeline and len(surfaced) > 1:
                     surfaced.sort(key=_by_time, reverse=True)
@@ -373,12 +373,3 @@ class ConsoleRenderer(FrameRenderer):
         return [self.frame_description(f, value=v) for v, f in rows]
 
 
-def _libraries_of(frames: List[Frame]) -> List[str]:
-    times: Dict[str, float] = {}
-    for frame in frames:
-        if frame.is_synthetic:
-            continue
-        lib = frame.library
-        if lib:
-            times[lib] = times.get(lib, 0.0) + frame.total_self_time
-    return sorted(times, key=lambda k: (-times[k], k))
