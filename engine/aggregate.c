@@ -98,8 +98,7 @@ static int64_t child_of(pi_tree *tree, uint32_t parent, uint32_t identity, int32
     return node;
 }
 
-pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id,
-                                 uintptr_t tstate)
+pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id)
 {
     /* pthread ids are reused at once by new threads; kernel tids much later */
     for (size_t i = 0; i < tree->thread_count; i++)
@@ -120,7 +119,6 @@ pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigne
     memset(t, 0, sizeof *t);
     t->thread_id = thread_id;
     t->native_id = native_id;
-    t->tstate = tstate;
     t->root = (uint32_t)root;
     t->last_cpu_ns = -1;
     return t;

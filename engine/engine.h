@@ -217,10 +217,8 @@ typedef struct {
 typedef struct {
     unsigned long thread_id;
     unsigned long native_id;
-    uintptr_t tstate;
     uint32_t root;
     int64_t last_cpu_ns; /* -1 when unknown */
-    bool seen_this_tick;
     pi_timeline_entry *timeline;
     size_t timeline_len, timeline_cap;
 } pi_thread_record;
@@ -239,8 +237,7 @@ typedef struct {
 int pi_tree_init(pi_tree *tree, size_t timeline_budget);
 void pi_tree_free(pi_tree *tree);
 /* The record of a thread, made on first sight; NULL when out of memory. */
-pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id,
-                                 uintptr_t tstate);
+pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id);
 /* Adds one sample; `identities` and `lines` are root-first. Returns 0, or -1 when out of memory. */
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns);

@@ -286,16 +286,16 @@ static int spec_prepare(pi_walker *w, bool same_thread)
     return spec_index(w);
 }
 
-/* Whether addr is in the indexed part of the spec list. */
-static bool spec_has(const pi_walker *w, uintptr_t addr)
+/* Where addr is in the indexed part of the spec list, or SIZE_MAX. */
+static size_t spec_lookup(const pi_walker *w, uintptr_t addr)
 {
     if (!w->spec_slot_count)
-        return false;
+        return SIZE_MAX;
     for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
          k = (k + 1) & (w->spec_slot_count - 1))
         if (w->spec[w->spec_slots[k]] == addr)
-            return true;
-    return false;
+            return w->spec_slots[k];
+    return SIZE_MAX;
 }
 
 /* Before a fresh walk: everything read ahead is older than the new thread state, so it
@@ -304,7 +304,7 @@ static bool spec_has(const pi_walker *w, uintptr_t addr)
 static void spec_refresh(pi_walker *w)
 {
     for (size_t i = 0; i < w->solo_count && w->spec_count < PI_MAX_DEPTH; i++) {
-        if (spec_has(w, w->solo[i]) || GROW(w->spec, w->spec_cap, w->spec_count + 1) != 0)
+        if (spec_lookup(w, w->solo[i]) != SIZE_MAX || GROW(w->spec, w->spec_cap, w->spec_count + 1) != 0)
             continue;
         w->spec[w->spec_count++] = w->solo[i];
     }
@@ -317,18 +317,9 @@ static void spec_refresh(pi_walker *w)
 
 static const uint8_t *spec_find(pi_walker *w, uintptr_t addr)
 {
-    size_t index = SIZE_MAX;
-    if (w->spec_hint < w->spec_count && w->spec[w->spec_hint] == addr) {
-        index = w->spec_hint; /* the usual case: the chain is walked in last tick's order */
-    } else if (w->spec_slot_count) {
-        for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
-             k = (k + 1) & (w->spec_slot_count - 1)) {
-            if (w->spec[w->spec_slots[k]] == addr) {
-                index = w->spec_slots[k];
-                break;
-            }
-        }
-    }
+    /* the usual case: the chain is walked in last tick's order */
+    size_t index = w->spec_hint < w->spec_count && w->spec[w->spec_hint] == addr ? w->spec_hint
+                                                                                 : spec_lookup(w, addr);
     if (index == SIZE_MAX || !w->spec_ok[index])
         return NULL;
     w->spec_hint = index + 1;
@@ -742,7 +733,7 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
     if (!pi_runtime_layout.has_native_thread_id)
         native_id = pi_native_id_of(w->ts.thread_id);
     size_t known_threads = s->tree.thread_count;
-    pi_thread_record *t = pi_tree_thread(&s->tree, w->ts.thread_id, native_id, w->tstate_addr);
+    pi_thread_record *t = pi_tree_thread(&s->tree, w->ts.thread_id, native_id);
     if (!t) {
         s->stats.dropped++;
         return;
