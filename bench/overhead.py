@@ -1,156 +1,285 @@
-"""Overhead of profiling a call-heavy program, ours vs upstream pyinstrument, and our cost per tick.
+"""Overhead: how much slower five workloads run under each profiler, as a ratio to the same
+program unprofiled in the same run.
 
-    python bench/overhead.py [--quick] [--python PATH ...] [--out docs/benchmarks.md]
+Only the workload is timed (start-up, imports, set-up and the profiler's start/stop are
+outside the clock). Profilers that can be switched on and off inside a program (ours,
+upstream, cProfile) are measured in chunks of about 0.1 s that alternate with unprofiled
+chunks in the same process (U P U P ... U): each profiled chunk is divided by the mean of
+the unprofiled chunks on either side, so the host's speed swings, which on this shared
+machine last longer than a chunk, cancel. Several fresh processes per configuration, in
+shuffled order, catch what differs between processes. py-spy attaches to a whole process,
+so it is paired process by process instead (U P U with whole runs). The A/A row applies the
+same arithmetic to unprofiled chunks only: the noise floor of the run.
 
-Run it with a python that has this project installed (`make bench` does, through
-tools/venv.sh); each `--python PATH` that lacks it gets one through tools/venv.sh.
-Upstream pyinstrument 5.x is pip-installed from PyPI into bench/.upstream-venv-X.Y,
-made with the same interpreter.
-
-Method: every measurement is a fresh subprocess (this file with --child) that times only
-the workload, recursive fib(25) repeated to take about 1 s, with time.perf_counter.
-Each profiled run is paired with an unprofiled run of the same python right beside it
-(the order alternates each round), and we report the median and interquartile range of
-the per-pair ratios. The cost per tick comes from the engine's own counters
-(tick_ns_total / ticks) with 1 or 16 threads sitting 30 Python frames deep.
+    python bench/overhead.py [--quick] [--python PATH]    (standalone; `make bench` runs it all)
 """
 
-import argparse
-import datetime
-import json
+from __future__ import annotations
+
+import gc
 import os
-import platform
+import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Any, Dict, List, Optional, Tuple
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
-GOAL = 1.02  # ours at 1 ms must slow the program by at most 2%
-TARGET_SECONDS = 1.0
+import common
+
+# (profiler, interval): the configurations compared with unprofiled runs; "none" is the A/A check
+FULL_CONFIGS = [("none", None), ("ours", 0.001), ("ours", 0.0001), ("upstream", 0.001), ("upstream", 0.0001),
+                ("cProfile", None), ("py-spy", 0.001), ("py-spy", 0.0001)]
+QUICK_CONFIGS = [("none", None), ("ours", 0.001), ("ours", 0.0001), ("upstream", 0.001), ("cProfile", None),
+                 ("py-spy", 0.001)]
+FULL_PLAN = dict(chunk=0.1, pairs=10, processes=3, process_seconds=0.5, process_rounds=4)
+QUICK_PLAN = dict(chunk=0.05, pairs=8, processes=1, process_seconds=0.25, process_rounds=1)
+GOAL_1MS_NEW, GOAL_1MS_OLD, GOAL_01MS = 1.02, 1.03, 1.08
 
 
-# -- child side: runs in the measured interpreter, prints one JSON line ----------------------
+def goal_for(version: str, interval: float) -> float:
+    if interval < 0.001:
+        return GOAL_01MS
+    minor = int(version.split(".")[1])
+    return GOAL_1MS_NEW if minor >= 12 else GOAL_1MS_OLD
 
 
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
+# -- child side --------------------------------------------------------------------------------
 
 
-def child_overhead(profiler, interval, reps):
-    fib(20)  # warm up (3.11+ specialises the bytecode) in every mode alike
-    p = None
-    if profiler != "none":
+def start_profiler(profiler: str, interval: float, all_threads: bool) -> Any:
+    if profiler in ("ours", "upstream"):
         from pyinstrument import Profiler
 
-        p = Profiler(interval=interval)
+        # upstream has no all_threads: it profiles the thread that starts it
+        p = Profiler(interval=interval, all_threads=True) if profiler == "ours" and all_threads \
+            else Profiler(interval=interval)
         p.start()
+        return p
+    if profiler == "cProfile":
+        import cProfile
+
+        p = cProfile.Profile()
+        p.enable()
+        return p
+    return None
+
+
+def stop_profiler(profiler: str, p: Any) -> Optional[int]:
+    """Stops it; the number of samples it took, where that means something."""
+    if profiler in ("ours", "upstream"):
+        return p.stop().sample_count
+    if profiler == "cProfile":
+        p.disable()
+    return None
+
+
+def timed(run: Any, reps: int) -> float:
+    gc.collect()  # so one chunk's garbage is not collected on the next one's clock
     t0 = time.perf_counter()
-    for _ in range(reps):
-        fib(25)
-    elapsed = time.perf_counter() - t0
-    result = {"seconds": elapsed}
-    if p is not None:
-        result["samples"] = p.stop().sample_count
-    return result
+    run(reps)
+    return time.perf_counter() - t0
 
 
-def child_ticks(threads, busy, depth, interval, duration):
-    import threading
+def child_calibrate(workload: str) -> Dict[str, Any]:
+    import workloads
 
-    from pyinstrument import Profiler
-
-    stop = threading.Event()
-    ready = threading.Barrier(threads)
-
-    def deep(n, leaf):  # each level is one Python frame
-        return deep(n - 1, leaf) if n > 1 else leaf()
-
-    def worker_leaf():
-        ready.wait()
-        if busy:
-            i = 0
-            while not stop.is_set():
-                i += 1
-        else:
-            stop.wait()
-
-    def main_leaf():
-        ready.wait()
-        p = Profiler(interval=interval, all_threads=True)
-        before = set(os.listdir("/proc/self/task"))
-        p.start()
-        sampler_tasks = set(os.listdir("/proc/self/task")) - before
-        end = time.perf_counter() + duration
-        if busy:
-            i = 0
-            while time.perf_counter() < end:
-                i += 1
-        else:
-            time.sleep(duration)
-        cpu_ns = 0  # the sampler thread's own CPU time (schedstat: ns on a CPU), preemption excluded
-        for task in sampler_tasks:
-            with open(f"/proc/self/task/{task}/schedstat") as f:
-                cpu_ns += int(f.read().split()[0])
-        p.stop()
-        stop.set()
-        return dict(p._sampler.snapshot(), cpu_ns=cpu_ns)
-
-    workers = [threading.Thread(target=deep, args=(depth, worker_leaf)) for _ in range(threads - 1)]
-    for w in workers:
-        w.start()
-    snap = deep(depth, main_leaf)
-    for w in workers:
-        w.join()
-    keys = ("ticks", "samples", "dropped", "missed_ticks", "tick_ns_total", "syscalls", "cpu_ns")
-    return {k: snap[k] for k in keys}
+    run = workloads.make(workload)
+    run(1)
+    best = min(timed(run, 3) for _ in range(3))
+    return {"seconds_per_rep": best / 3}
 
 
-# -- parent side ---------------------------------------------------------------------------
+def child_alternate(workload: str, profiler: str, interval: float, reps: int, pairs: int) -> Dict[str, Any]:
+    """U P U P ... U chunks of `reps` each; the ratio of each P to its two neighbours."""
+    import workloads
+
+    run = workloads.make(workload)
+    run(reps)  # warm-up (3.11+ specialises the bytecode)
+    ratios, profiled, samples = [], [], []
+    before = timed(run, reps)
+    unprofiled = [before]
+    for _ in range(pairs):
+        gc.collect()
+        p = start_profiler(profiler, interval, all_threads=workload == "threads")
+        t0 = time.perf_counter()
+        run(reps)
+        seconds = time.perf_counter() - t0
+        count = stop_profiler(profiler, p)
+        after = timed(run, reps)
+        ratios.append(seconds / ((before + after) / 2))
+        profiled.append(seconds)
+        unprofiled.append(after)
+        if count is not None:
+            samples.append(count / seconds)
+        before = after
+    return {"ratios": ratios, "profiled": profiled, "unprofiled": unprofiled, "samples_per_s": samples}
 
 
-def run_child(python, *args):
-    cmd = [python, "-I", os.path.abspath(__file__), "--child", *map(str, args)]
-    env = dict(os.environ, PYINSTRUMENT_IGNORE_OVERHEAD_WARNING="1")  # upstream's timer warning, when contended
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, cwd=HERE, env=env, universal_newlines=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def child_whole(workload: str, profiler: str, reps: int) -> Dict[str, Any]:
+    """One timed run of the workload; under py-spy, started once the parent says py-spy is sampling."""
+    import workloads
+
+    run = workloads.make(workload)
+    run(max(1, reps // 10))  # warm-up alike in both modes
+    if profiler == "py-spy":
+        sys.stdin.readline()
+    return {"seconds": timed(run, reps)}
 
 
-def probe(python, code):
-    proc = subprocess.run([python, "-I", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          cwd=HERE, universal_newlines=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+# -- parent side ------------------------------------------------------------------------------------
 
 
-def ours_python(python):
-    """A python with this project installed: the one given, or its venv from tools/venv.sh."""
-    if probe(python, "import pyinstrument._engine") is not None:
-        return python
-    print(f"installing this project for {python} (tools/venv.sh)...", flush=True)
-    out = subprocess.run([os.path.join(TOP, "tools", "venv.sh"), python], check=True,
-                         stdout=subprocess.PIPE, universal_newlines=True).stdout
-    return out.strip().splitlines()[-1]
+def run_under_pyspy(env: common.PythonEnv, workload: str, interval: float, reps: int) -> Dict[str, Any]:
+    """`py-spy record --pid` on a child that waits until py-spy reports it is sampling."""
+    with tempfile.TemporaryDirectory(prefix="pyi-bench-") as tmp:
+        result_file, raw = os.path.join(tmp, "result.json"), os.path.join(tmp, "py-spy.txt")
+        cmd = common.child_command(env.ours, "overhead.py", "whole", workload=workload, profiler="py-spy", reps=reps)
+        child = subprocess.Popen(cmd, cwd=tmp, env=common.child_env(result_file), stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+        spy = subprocess.Popen([env.pyspy, "record", "--rate", str(round(1 / interval)), "--format", "raw",
+                                "--output", raw, "--pid", str(child.pid)], cwd=tmp,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        assert spy.stdout is not None
+        spy_said = []
+        for line in spy.stdout:  # py-spy talks on stdout
+            spy_said.append(line)
+            if "Sampling process" in line:
+                break
+        attached = time.perf_counter()
+        _, child_err = child.communicate(input="go\n", timeout=600)
+        lifetime = time.perf_counter() - attached
+        spy_said += spy.communicate(timeout=60)[0].splitlines(keepends=True)
+        if spy.returncode != 0:
+            raise common.ChildFailed("py-spy failed: " + " ".join("".join(spy_said).split())[-300:])
+        result = common.read_result(child.returncode, child_err, result_file, f"overhead {workload} under py-spy")
+        # py-spy's summary counts the non-idle stacks it saw over the child's life after attaching
+        counts = [w for line in spy_said if "Samples:" in line for w in line.split("Samples:")[1].split()[:1]]
+        if counts and lifetime > 0:
+            result["samples_per_s"] = int(counts[0]) / lifetime
+        return result
 
 
-def upstream_python(python, version):
-    """bench/.upstream-venv-X.Y with pyinstrument 5.x from PyPI, made by the same interpreter."""
-    venv = os.path.join(HERE, f".upstream-venv-{version}")
-    py = os.path.join(venv, "bin", "python")
-    check = "import importlib.util as u, pyinstrument as p; assert not u.find_spec('pyinstrument._engine'); print(p.__version__)"
-    if not os.path.exists(py):
-        print(f"creating {venv} ...", flush=True)
-        subprocess.run([python, "-m", "venv", venv], check=True)
-    found = probe(py, check)
-    if found is None or not found.startswith("5."):
-        subprocess.run([py, "-m", "pip", "install", "-q", "pyinstrument>=5,<6"], check=True)
-        found = probe(py, check)
-        if found is None:
-            sys.exit(f"{py}: upstream pyinstrument did not install")
-    return py, found
+def calibrate(env: common.PythonEnv, workload: str, seconds: float) -> int:
+    per_rep = common.run_child(env.ours, "overhead.py", "calibrate", workload=workload)["seconds_per_rep"]
+    return max(1, round(seconds / per_rep))
 
 
-def busy_cpu_seconds():
+class Tally:
+    """What one configuration collected: ratios, the times behind them, sampling rates, or why it failed."""
+
+    def __init__(self) -> None:
+        self.ratios: List[float] = []
+        self.profiled: List[float] = []
+        self.unprofiled: List[float] = []
+        self.rates: List[float] = []
+        self.failed: Optional[str] = None
+
+    def row(self, profiler: str, interval: Optional[float], method: str) -> Dict[str, Any]:
+        if not self.ratios:
+            return dict(profiler=profiler, interval=interval, method=method, failed=self.failed or "not run")
+        return dict(profiler=profiler, interval=interval, method=method, ratio=common.spread(self.ratios),
+                    n=len(self.ratios), best=min(self.profiled) / min(self.unprofiled),
+                    samples_per_s=statistics.median(self.rates) if self.rates else None)
+
+
+def alternating(env: common.PythonEnv, workload: str, configs: List[Tuple[str, Optional[float]]],
+                plan: Dict[str, Any], rng: random.Random) -> List[Dict[str, Any]]:
+    """In-process U P U ... chunks, `processes` fresh processes per configuration in shuffled order."""
+    reps = calibrate(env, workload, plan["chunk"])
+    tallies = [Tally() for _ in configs]
+    for proc in range(plan["processes"]):
+        order = list(range(len(configs)))
+        rng.shuffle(order)
+        for i in order:
+            profiler, interval = configs[i]
+            if tallies[i].failed:
+                continue
+            python = env.upstream if profiler == "upstream" else env.ours
+            try:
+                res = common.run_child(python, "overhead.py", "alternate", workload=workload, profiler=profiler,
+                                       interval=interval or 0, reps=reps, pairs=plan["pairs"])
+            except common.ChildFailed as exc:
+                tallies[i].failed = str(exc).strip().splitlines()[-1][:200]
+                common.log(f"    {workload} {profiler} failed: {tallies[i].failed}")
+                continue
+            t = tallies[i]
+            t.ratios += res["ratios"]
+            t.profiled += res["profiled"]
+            t.unprofiled += res["unprofiled"]
+            t.rates += res["samples_per_s"]
+            common.log(f"    {workload:>8} process {proc + 1}/{plan['processes']} {profiler:>8} @ {ms(interval):>6}: "
+                       f"x{statistics.median(res['ratios']):.3f}")
+    return [t.row(p, i, "chunks") for t, (p, i) in zip(tallies, configs)]
+
+
+def whole_processes(env: common.PythonEnv, workload: str, intervals: List[float], plan: Dict[str, Any],
+                    rng: random.Random) -> List[Dict[str, Any]]:
+    """py-spy: whole runs, each between two unprofiled whole runs (U P U P ... U)."""
+    reps = calibrate(env, workload, plan["process_seconds"])
+    tallies = [Tally() for _ in intervals]
+    unprofiled: List[float] = []
+    whole = lambda: common.run_child(env.ours, "overhead.py", "whole", workload=workload, profiler="none",
+                                     reps=reps)["seconds"]
+    before = whole()
+    unprofiled.append(before)
+    for r in range(plan["process_rounds"]):
+        order = list(range(len(intervals)))
+        rng.shuffle(order)
+        for i in order:
+            t = tallies[i]
+            if t.failed:
+                continue
+            try:
+                res = run_under_pyspy(env, workload, intervals[i], reps)
+            except common.ChildFailed as exc:
+                t.failed = str(exc).strip().splitlines()[-1][:200]
+                common.log(f"    {workload} py-spy failed: {t.failed}")
+                continue
+            after = whole()
+            unprofiled.append(after)
+            t.ratios.append(res["seconds"] / ((before + after) / 2))
+            t.profiled.append(res["seconds"])
+            t.unprofiled += [before, after]
+            if res.get("samples_per_s"):
+                t.rates.append(res["samples_per_s"])
+            common.log(f"    {workload:>8} round {r + 1}/{plan['process_rounds']}   py-spy @ {ms(intervals[i]):>6}: "
+                       f"x{t.ratios[-1]:.3f}")
+            before = after
+    aa = Tally()
+    aa.ratios = [u / ((a + b) / 2) for a, u, b in zip(unprofiled, unprofiled[1:], unprofiled[2:])]
+    aa.profiled = aa.unprofiled = unprofiled
+    rows = [t.row("py-spy", interval, "processes") for t, interval in zip(tallies, intervals)]
+    return ([aa.row("none", None, "processes")] if aa.ratios else []) + rows
+
+
+def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
+    import workloads
+
+    plan = QUICK_PLAN if quick else FULL_PLAN
+    configs = [(p, i) for p, i in (QUICK_CONFIGS if quick else FULL_CONFIGS)
+               if not (p == "upstream" and env.upstream is None) and not (p == "py-spy" and env.pyspy is None)]
+    in_process = [(p, i) for p, i in configs if p != "py-spy"]
+    pyspy_intervals = [i for p, i in configs if p == "py-spy"]
+    rng = random.Random(3)
+    common.log(f"  overhead on Python {env.version}")
+    started = time.perf_counter()
+    cpu_before = busy_cpu_seconds()
+    results = {}
+    for workload in workloads.NAMES:
+        rows = alternating(env, workload, in_process, plan, rng)
+        if pyspy_intervals:
+            rows += whole_processes(env, workload, pyspy_intervals, plan, rng)
+        results[workload] = rows
+    wall = time.perf_counter() - started
+    cpu_after = busy_cpu_seconds()
+    others = max(0.0, (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])) / wall
+    return dict(version=env.version, upstream_version=env.upstream_version, plan=plan, workloads=results,
+                others=others, notes=list(env.notes), minutes=wall / 60)
+
+
+def busy_cpu_seconds() -> Tuple[float, float]:
     """(CPU seconds used by the whole machine, by this process and its children) so far."""
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
@@ -159,172 +288,128 @@ def busy_cpu_seconds():
             ours.user + ours.system + ours.children_user + ours.children_system)
 
 
-def ms(interval):
+# -- report -------------------------------------------------------------------------------------------
+
+
+def ms(interval: Optional[float]) -> str:
     return f"{interval * 1000:g} ms" if interval else "-"
 
 
-def spread(values):
-    """(median, first quartile, third quartile)"""
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return statistics.median(values), q1, q3
+def profiler_label(result: Dict[str, Any], profiler: str) -> str:
+    return f"upstream {result['upstream_version']}" if profiler == "upstream" else profiler
 
 
-def measure(python, repeats):
-    version = probe(python, "import sys; print(sys.version.split()[0])")
-    short = ".".join(version.split(".")[:2])
-    ours = ours_python(python)
-    upstream, upstream_version = upstream_python(python, short)
-    print(f"\n=== Python {version}: ours {ours}\n    upstream pyinstrument {upstream_version} {upstream}", flush=True)
-
-    cpu_before, wall_before = busy_cpu_seconds(), time.perf_counter()
-    one = min(run_child(ours, "overhead", "none", 0, 1)["seconds"] for _ in range(3))
-    reps = max(1, round(TARGET_SECONDS / one))
-    configs = [("unprofiled (A/A)", ours, 0), ("ours", ours, 0.001), ("ours", ours, 0.0001),
-               (f"upstream {upstream_version}", upstream, 0.001), (f"upstream {upstream_version}", upstream, 0.0001)]
-    ratios = {i: [] for i in range(len(configs))}
-    samples = {i: [] for i in range(len(configs))}
-    times = {i: ([], []) for i in range(len(configs))}  # (unprofiled, profiled) seconds
-    bases = []
-    for r in range(repeats):
-        for i, (name, py, interval) in enumerate(configs):
-            kind = name.split()[0] if interval else "none"
-            first, second = (kind, "none") if r % 2 else ("none", kind)  # A,B then B,A: neither always first
-            res = [run_child(py, "overhead", mode, interval, reps) for mode in (first, second)]
-            prof, base = (res[0], res[1]) if r % 2 else (res[1], res[0])
-            base, prof, count = base["seconds"], prof["seconds"], prof.get("samples", 0)
-            bases.append(base)
-            times[i][0].append(base)
-            times[i][1].append(prof)
-            ratios[i].append(prof / base)
-            samples[i].append(count / prof)
-            print(f"  round {r + 1}/{repeats} {name:>16} @ {ms(interval):>6}: "
-                  f"{base:.3f} s -> {prof:.3f} s  x{prof / base:.3f}", flush=True)
-    overhead = [dict(profiler=name, interval=interval, ratio=spread(ratios[i]), best=min(times[i][1]) / min(times[i][0]),
-                     samples_per_s=statistics.median(samples[i]))
-                for i, (name, _, interval) in enumerate(configs)]
-
-    ticks = []
-    for threads in (1, 16):
-        for busy in (False, True):
-            runs = [run_child(ours, "ticks", threads, int(busy), 30, 0.001, 1.0) for _ in range(repeats)]
-            per_tick = [x["tick_ns_total"] / x["ticks"] / 1000 for x in runs if x["ticks"]]
-            total = {k: sum(x[k] for x in runs) for k in runs[0]}
-            cpu_per_tick = [x["cpu_ns"] / x["ticks"] / 1000 for x in runs if x["ticks"]]
-            ticks.append(dict(threads=threads, state="busy" if busy else "sleeping", us=spread(per_tick),
-                              cpu_us=statistics.median(cpu_per_tick),
-                              samples_per_tick=total["samples"] / max(1, total["ticks"]),
-                              syscalls_per_tick=total["syscalls"] / max(1, total["ticks"]),
-                              missed=total["missed_ticks"] / max(1, total["ticks"] + total["missed_ticks"]),
-                              dropped=total["dropped"]))
-    (all_after, ours_after), wall = busy_cpu_seconds(), time.perf_counter() - wall_before
-    others = max(0.0, (all_after - cpu_before[0]) - (ours_after - cpu_before[1])) / wall
-    return dict(version=version, reps=reps, others=others, base=statistics.median(bases), base_range=(min(bases), max(bases)), overhead=overhead, ticks=ticks,
-                upstream_version=upstream_version)
+def median_ci(row: Dict[str, Any]) -> float:
+    """Half-width of an approximate 95% confidence interval of the median ratio (normal approximation:
+    standard deviation from the IQR, standard error of a median = 1.2533 sigma / sqrt(n))."""
+    _, q1, q3 = row["ratio"]
+    return 1.96 * 1.2533 * ((q3 - q1) / 1.349) / row["n"] ** 0.5
 
 
-def tables(result, repeats):
-    """Markdown tables for one interpreter (also readable as plain text)."""
-    lines = [f"### Python {result['version']}", "",
-             f"Workload: fib(25) x {result['reps']}, unprofiled median {result['base']:.3f} s "
-             f"(range {result['base_range'][0]:.3f}-{result['base_range'][1]:.3f} s); "
-             f"{repeats} interleaved pairs per row. Other processes kept {result['others']:.2f} of "
-             f"{os.cpu_count()} CPUs busy during these runs.", "",
-             "| profiler | interval | time ratio (median) | IQR | best / best | samples/s |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for o in result["overhead"]:
-        med, q1, q3 = o["ratio"]
-        lines.append(f"| {o['profiler']} | {ms(o['interval'])} | **{med:.3f}x** | {q1:.3f}-{q3:.3f} | {o['best']:.3f}x "
-                     f"| {o['samples_per_s']:.0f} |" if o["interval"] else f"| {o['profiler']} | - | {med:.3f}x "
-                     f"| {q1:.3f}-{q3:.3f} | {o['best']:.3f}x | - |")
-    lines += ["", "Our sampler's cost per tick (interval 1 ms, all_threads=True, each thread 30 frames deep, "
-              "1 s runs):", "",
-              "| threads | threads are | µs per tick (median) | IQR | sampler thread CPU µs/tick | samples/tick "
-              "| syscalls/tick | missed ticks | dropped |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for t in result["ticks"]:
-        med, q1, q3 = t["us"]
-        lines.append(f"| {t['threads']} | {t['state']} | **{med:.1f}** | {q1:.1f}-{q3:.1f} | {t['cpu_us']:.1f} | "
-                     f"{t['samples_per_tick']:.2f} | {t['syscalls_per_tick']:.1f} | {t['missed']:.1%} | {t['dropped']} |")
+def verdicts(result: Dict[str, Any]) -> List[str]:
+    """One line per workload and interval: our median ratio against its goal, and whether the
+    measurement is precise enough to tell."""
+    lines = []
+    for workload, rows in result["workloads"].items():
+        for row in rows:
+            if row["profiler"] != "ours":
+                continue
+            goal = goal_for(result["version"], row["interval"])
+            where = f"- overhead, Python {result['version']}, {workload} at {ms(row['interval'])}:"
+            if "failed" in row:
+                lines.append(f"{where} not measured ({row['failed']}): goal NOT met")
+                continue
+            median, ci = row["ratio"][0], median_ci(row)
+            verdict = "met" if median <= goal else "NOT met"
+            if abs(median - goal) < ci:
+                verdict += f" (inconclusive: the median is known to ±{ci:.3f})"
+            lines.append(f"{where} **{median:.3f}x** ±{ci:.3f} (goal ≤ {goal:.2f}x): goal {verdict}")
     return lines
 
 
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Linux {platform.release()}"
+def row_label(result: Dict[str, Any], row: Dict[str, Any]) -> str:
+    if row["profiler"] == "none":
+        return "unprofiled (A/A)"
+    return profiler_label(result, row["profiler"])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", action="append", help="interpreter to measure (repeatable; default: this one)")
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
-    parser.add_argument("--repeats", type=int, help="pairs per measurement (default 7, --quick 3)")
-    parser.add_argument("--out", default=os.path.join(TOP, "docs", "benchmarks.md"), help="markdown report ('' for none)")
+def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    import workloads
+
+    plan = result["plan"]
+    lines = [f"### Overhead on Python {result['version']}", "",
+             f"Chunks of about {plan['chunk']:g} s, {plan['pairs']} profiled chunks per process, {plan['processes']} "
+             f"processes per configuration; py-spy: {plan['process_rounds']} whole runs of about "
+             f"{plan['process_seconds']:g} s each. Other processes kept {result['others']:.2f} of {os.cpu_count()} "
+             f"CPUs busy during these runs ({result['minutes']:.1f} min).", ""]
+    lines += [f"- {note}" for note in result["notes"]] + ([""] if result["notes"] else [])
+    for workload, rows in result["workloads"].items():
+        lines += [f"**{workload}**: {workloads.DESCRIPTIONS[workload]}.", "",
+                  "| profiler | interval | measured in | time ratio (median) | IQR | ± (95% CI of median) | runs "
+                  "| best / best | samples/s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in rows:
+            label, interval = row_label(result, row), ms(row["interval"])
+            if "failed" in row:
+                lines.append(f"| {label} | {interval} | {row['method']} | failed: {row['failed']} | | | | | |")
+                continue
+            med, q1, q3 = row["ratio"]
+            rate = f"{row['samples_per_s']:.0f}" if row["samples_per_s"] else "-"
+            bold = "**" if row["profiler"] == "ours" else ""
+            lines.append(f"| {label} | {interval} | {row['method']} | {bold}{med:.3f}x{bold} | {q1:.3f}-{q3:.3f} "
+                         f"| {median_ci(row):.3f} | {row['n']} | {row['best']:.3f}x | {rate} |")
+        lines.append("")
+    return lines, verdicts(result)
+
+
+def chart(results: List[Dict[str, Any]], path: str) -> None:
+    """Median time ratio per workload, one panel per Python, one bar per profiler (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "bench"
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 3.2 * len(results)), squeeze=False)
+    for ax, result in zip(axes[:, 0], results):
+        names = list(result["workloads"])
+        series: Dict[str, List[float]] = {}
+        for workload in names:
+            for row in result["workloads"][workload]:
+                if row["profiler"] == "none":
+                    continue
+                key = f"{profiler_label(result, row['profiler'])} {ms(row['interval'])}".replace(" -", "")
+                series.setdefault(key, [float("nan")] * len(names))
+                if "ratio" in row:
+                    series[key][names.index(workload)] = row["ratio"][0]
+        width = 0.8 / max(1, len(series))
+        for k, (key, values) in enumerate(series.items()):
+            ax.bar([x + k * width for x in range(len(names))], values, width, label=key)
+        ax.axhline(goal_for(result["version"], 0.001), color="black", linewidth=0.8, linestyle="--")
+        ax.set_yscale("log")
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(names))])
+        ax.set_xticklabels(names)
+        ax.set_ylabel("time ratio to unprofiled")
+        ax.set_title(f"Python {result['version']} (dashed: our goal at 1 ms)")
+        ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None})
+    plt.close(fig)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="overhead benchmark alone")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 7)
-    started = time.time()
-    results = [measure(py, repeats) for py in (args.python or [sys.executable])]
-
-    verdicts = []
-    for r in results:
-        ours_1ms = next(o for o in r["overhead"] if o["profiler"] == "ours" and o["interval"] == 0.001)
-        med = ours_1ms["ratio"][0]
-        _, q1, q3 = r["overhead"][0]["ratio"]  # unprofiled vs unprofiled: the noise floor of this run
-        verdict = "met" if med <= GOAL else "NOT met"
-        if (q3 - q1) / 2 > GOAL - 1:
-            verdict += (f", but inconclusive: unprofiled-vs-unprofiled pairs spread ±{(q3 - q1) / 2:.1%}, wider "
-                        f"than the goal (other processes kept {r['others']:.2f} CPUs busy); fastest profiled run / "
-                        f"fastest unprofiled run: {ours_1ms['best']:.3f}x")
-        verdicts.append(f"- Python {r['version']}: ours at 1 ms **{med:.3f}x**: goal {verdict}")
-    body = []
-    for r in results:
-        body += tables(r, repeats) + [""]
-    print("\n" + "\n".join(body + verdicts))
-
-    if args.out:
-        doc = ["# Benchmarks: profiling overhead", "",
-               "Generated by `bench/overhead.py` (`make bench`); do not edit by hand.", "",
-               f"- Date: {datetime.date.today().isoformat()} ({(time.time() - started) / 60:.0f} min run, "
-               f"{repeats} repeats{', --quick' if args.quick else ''})",
-               f"- Machine: {machine()}",
-               f"- Python: {', '.join(r['version'] for r in results)}", "",
-               f"**Goal:** profiling at a 1 ms interval slows a call-heavy program by at most 2% "
-               f"(time ratio ≤ {GOAL:.2f}x).", ""] + verdicts + ["",
-               "## Method", "",
-               "The workload is recursive `fib(25)`, repeated to take about 1 s unprofiled. Every run is a fresh "
-               "subprocess that times only the workload with `time.perf_counter` (interpreter start-up, imports "
-               "and the profiler's start/stop are excluded). Each profiled run is paired with an unprofiled run "
-               "of the same interpreter right beside it, alternating which goes first; the tables give the "
-               "median and interquartile range of the per-pair ratios. Upstream is pyinstrument from PyPI in "
-               "its own virtualenv (`bench/.upstream-venv-X.Y`); it profiles through a hook on every call, so "
-               "fib is its worst case. The cost per tick is the engine's own count (`tick_ns_total / ticks` "
-               "from `Profiler._sampler.snapshot()`): the wall time the sampler thread spends reading every "
-               "thread's stack each tick, including any time it was preempted; the sampler thread's own CPU time "
-               "per tick (from `/proc/self/task/TID/schedstat`) excludes that but includes its sleep and wake-up. "
-               "`best / best` is the fastest profiled run over the fastest unprofiled one, an estimate less "
-               "disturbed by other processes (they only ever add time), though a single lucky run sways it. The machine is a shared 2-core VM whose speed swings from run to run (see the range of the "
-               "unprofiled runs; their thread CPU time equals their wall time, so the swings come from the host, "
-               "not from preemption): the `unprofiled (A/A)` row pairs two unprofiled runs and shows this run's "
-               "noise floor, and the goal can only be judged where that spread is well under 2%.",
-               "", "## Results", ""] + body
-        with open(args.out, "w") as f:
-            f.write("\n".join(doc).rstrip() + "\n")
-        print(f"\nwrote {os.path.relpath(args.out)}")
+    lines, verdict_lines = report(measure(common.prepare(args.python), args.quick))
+    print("\n".join(lines + verdict_lines))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        kind, rest = sys.argv[2], sys.argv[3:]
-        if kind == "overhead":
-            out = child_overhead(rest[0], float(rest[1]), int(rest[2]))
-        else:
-            out = child_ticks(int(rest[0]), rest[1] == "1", int(rest[2]), float(rest[3]), float(rest[4]))
-        print(json.dumps(out))
+    if common.is_child():
+        common.child_main({"alternate": child_alternate, "whole": child_whole, "calibrate": child_calibrate})
     else:
         main()

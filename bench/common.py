@@ -1,0 +1,205 @@
+"""What every benchmark shares: running a measurement in a fresh child interpreter,
+statistics over repeated runs, and the interpreters to measure (with their virtualenvs).
+
+Each benchmark module (overhead, memory, accuracy, sampler_cost, render_speed) has two
+sides. Its child side runs inside the measured interpreter, started as
+``python bench/<module>.py --child NAME JSON_ARGS``, and hands back one JSON object
+through the file named by $BENCH_RESULT_FILE (stdout belongs to the program under test).
+Its parent side runs in `make bench`'s own interpreter and calls ``run_child``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+
+# Packages the workloads need in every measured interpreter; pip picks the newest release
+# that supports each interpreter (Django 4.2 on 3.9, 6.x on 3.12+).
+WORKLOAD_PACKAGES = ["django"]
+UPSTREAM_REQUIREMENT = "pyinstrument>=5,<6"
+PYSPY_REQUIREMENT = "py-spy"
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+# -- child side ---------------------------------------------------------------------------
+
+
+def child_main(handlers: Dict[str, Callable[..., Any]]) -> None:
+    """Entry point of a benchmark module run as a child: --child NAME JSON_ARGS."""
+    name, args = sys.argv[2], json.loads(sys.argv[3])
+    result = handlers[name](**args)
+    with open(os.environ["BENCH_RESULT_FILE"], "w") as f:
+        json.dump(result, f)
+
+
+def is_child() -> bool:
+    return len(sys.argv) > 3 and sys.argv[1] == "--child"
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- parent side ------------------------------------------------------------------------------
+
+
+def child_command(python: str, script: str, name: str, **args: Any) -> List[str]:
+    # -E -s: no PYTHONPATH or user site-packages, so each venv sees only what it installed
+    return [python, "-E", "-s", os.path.join(HERE, script), "--child", name, json.dumps(args)]
+
+
+def child_env(result_file: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["BENCH_RESULT_FILE"] = result_file
+    env["PYINSTRUMENT_IGNORE_OVERHEAD_WARNING"] = "1"  # upstream's warning on a contended timer
+    return env
+
+
+def run_child(python: str, script: str, name: str, timeout: float = 900, **args: Any) -> Dict[str, Any]:
+    """Runs one measurement in a fresh interpreter and returns its JSON result."""
+    with tempfile.TemporaryDirectory(prefix="pyi-bench-") as tmp:
+        result_file = os.path.join(tmp, "result.json")
+        proc = subprocess.run(child_command(python, script, name, **args), cwd=tmp, env=child_env(result_file),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                              universal_newlines=True)
+        return read_result(proc.returncode, proc.stderr, result_file, f"{script} {name} {args}")
+
+
+def read_result(returncode: int, stderr: str, result_file: str, what: str) -> Dict[str, Any]:
+    if returncode != 0 or not os.path.exists(result_file):
+        tail = "\n".join(stderr.strip().splitlines()[-8:])
+        raise ChildFailed(f"{what} failed (exit code {returncode}):\n{tail}")
+    with open(result_file) as f:
+        return json.load(f)
+
+
+def spread(values: Sequence[float]) -> Tuple[float, float, float]:
+    """(median, first quartile, third quartile)"""
+    values = list(values)
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), q1, q3
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- the interpreters and their virtualenvs --------------------------------------------------
+
+
+@dataclass
+class PythonEnv:
+    """One CPython to measure: a venv with this project, one with upstream, and py-spy."""
+
+    base: str                       # the interpreter itself
+    version: str                    # e.g. "3.12.1"
+    ours: str = ""                  # python of .venvs/X.Y (this project + workload packages + py-spy)
+    upstream: Optional[str] = None  # python of bench/.upstream-venv-X.Y, or None (see notes)
+    upstream_version: str = ""
+    pyspy: Optional[str] = None     # the py-spy executable, or None (see notes)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def short(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+
+def probe(python: str, code: str) -> Optional[str]:
+    proc = subprocess.run([python, "-E", "-s", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          cwd=tempfile.gettempdir(), universal_newlines=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def pip_install(python: str, *requirements: str) -> bool:
+    proc = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if proc.returncode != 0:
+        log(f"    pip install {' '.join(requirements)} into {python} failed:\n      "
+            + "\n      ".join(proc.stdout.strip().splitlines()[-3:]))
+    return proc.returncode == 0
+
+
+def missing_modules(python: str, names: Sequence[str]) -> List[str]:
+    code = f"import importlib.util as u; print(' '.join(m for m in {list(names)!r} if not u.find_spec(m)))"
+    out = probe(python, code)
+    return list(names) if out is None else out.split()
+
+
+def ensure_modules(python: str, modules: Dict[str, str]) -> List[str]:
+    """Installs what is missing ({import name: requirement}); returns the import names still missing."""
+    wanted = missing_modules(python, list(modules))
+    if wanted:
+        log(f"    installing {', '.join(modules[m] for m in wanted)} for {python}")
+        pip_install(python, *(modules[m] for m in wanted))
+    return missing_modules(python, list(modules))
+
+
+def ours_python(python: str) -> str:
+    """.venvs/X.Y from tools/venv.sh (this project built from this checkout)."""
+    out = subprocess.run([os.path.join(TOP, "tools", "venv.sh"), python], check=True,
+                         stdout=subprocess.PIPE, universal_newlines=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def upstream_python(python: str, short: str) -> Tuple[Optional[str], str]:
+    """bench/.upstream-venv-X.Y with pyinstrument 5.x from PyPI, made by the same interpreter."""
+    venv = os.path.join(HERE, f".upstream-venv-{short}")
+    py = os.path.join(venv, "bin", "python")
+    check = ("import importlib.util as u, pyinstrument as p; "
+             "assert not u.find_spec('pyinstrument._engine'); print(p.__version__)")
+    if not os.path.exists(py):
+        log(f"    creating {os.path.relpath(venv)}")
+        subprocess.run([python, "-m", "venv", venv], check=True)
+    found = probe(py, check)
+    if found is None or not found.startswith("5."):
+        pip_install(py, UPSTREAM_REQUIREMENT)
+        found = probe(py, check)
+    return (py, found) if found else (None, "")
+
+
+def prepare(python: str) -> PythonEnv:
+    """Installs what measuring `python` needs (idempotent, so a fresh machine works too)."""
+    version = probe(python, "import sys; print(sys.version.split()[0])")
+    if version is None:
+        raise ChildFailed(f"{python} does not run")
+    env = PythonEnv(base=python, version=version)
+    log(f"=== preparing Python {version} ({python})")
+    env.ours = ours_python(python)
+    for name in ensure_modules(env.ours, {"django": "django"}):
+        env.notes.append(f"{name} would not install for Python {env.short}")
+    if not os.path.exists(os.path.join(os.path.dirname(env.ours), "py-spy")):
+        pip_install(env.ours, PYSPY_REQUIREMENT)
+    pyspy = os.path.join(os.path.dirname(env.ours), "py-spy")
+    if os.path.exists(pyspy):
+        env.pyspy = pyspy
+    else:
+        env.notes.append(f"py-spy would not install for Python {env.short}")
+    env.upstream, env.upstream_version = upstream_python(python, env.short)
+    if env.upstream is None:
+        env.notes.append(f"upstream pyinstrument 5.x would not install on Python {env.short}")
+    else:
+        for name in ensure_modules(env.upstream, {"django": "django"}):
+            env.notes.append(f"{name} would not install in the upstream venv for Python {env.short}")
+    return env
+
+
+def pythons_present() -> List[str]:
+    out = subprocess.run([os.path.join(TOP, "tools", "pythons.sh")], stdout=subprocess.PIPE,
+                         universal_newlines=True).stdout
+    return out.split()
