@@ -6,7 +6,7 @@ DEMO_PYTHON ?= $(firstword $(filter %python3.12,$(PYTHONS)) $(PYTHONS))
 SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(PYTHONS))
 PYTEST_ARGS ?= -q
 
-.PHONY: demo test test-one test-sanitize bench clean
+.PHONY: demo test test-one test-sanitize bench bench-quick clean
 
 demo:
 	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py -m pyinstrument examples/demo.py
@@ -30,8 +30,13 @@ test-sanitize:
 	    $$venv -m pytest $(PYTEST_ARGS) -m engine tests || exit 1; \
 	done
 
+# benchmarks against upstream pyinstrument, cProfile and py-spy: docs/benchmarks.md (about 45 min)
 bench:
-	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py bench/overhead.py
+	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py bench/run.py $(BENCH_ARGS)
+
+# the same, shorter, on one interpreter (under 3 minutes): bench/out/quick.md
+bench-quick:
+	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venvs src/*.egg-info src/pyinstrument/*.so

@@ -575,6 +575,22 @@ def test_session_survives_a_save_and_load(tmp_path):
     assert loaded.frame_records_cpu == [0.3, 0.0, 0.1, 0.2]
 
 
+def test_combined_sessions_keep_both_timelines_in_order():
+    first = simple_session(timeline=[(0, 0.3), (1, 0.4)])
+    second = simple_session(timeline=[(2, 0.1), (3, 0.2)])
+    second.start_time = first.start_time + 10
+    combined = Session.combine(second, first)
+    n = len(first.frame_records)
+    assert list(combined.timeline) == [(0, 0.3), (1, 0.4), (2 + n, 0.1), (3 + n, 0.2)]
+    assert combined.root_frame(timeline=True).time == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("index", [-1, 4, 10**12])
+def test_timeline_naming_a_missing_record_is_refused(index):
+    with pytest.raises(ValueError, match=f"frame record {index}, which does not exist"):
+        simple_session(timeline=[(0, 0.3), (index, 0.4)])
+
+
 def test_big_tree_renders_quickly():
     # 100k distinct nodes: catches any quadratic step in building, processing or
     # rendering (the bound is generous for slow machines; it is ~0.5s normally)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _engine
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.session import Session
+from pyinstrument.session import Session, Timeline
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
@@ -184,14 +184,14 @@ def session_from_snapshot(
             records.append((stacks[index], wall))
             records_cpu.append(cpu)
 
-    timeline: List[Tuple[int, float]] = []
+    timeline_records, timeline_seconds = array("I"), array("d")
     for _, _, _, raw in threads:
-        entries = array("I")
-        entries.frombytes(raw)
-        for k in range(0, len(entries) - 1, 2):
-            record = record_of_node.get(entries[k])
+        entries = iter(memoryview(raw).cast("I"))  # (node, wall ns) pairs, read in place
+        for node, wall_ns in zip(entries, entries):
+            record = record_of_node.get(node)
             if record is not None:
-                timeline.append((record, entries[k + 1] / 1e9))
+                timeline_records.append(record)
+                timeline_seconds.append(wall_ns / 1e9)
 
     sample_count = sum(n[6] for n, stack in zip(nodes, stacks) if n[0] >= 0)
     return Session(
@@ -207,7 +207,7 @@ def session_from_snapshot(
         sys_path=list(sys.path),
         sys_prefixes=Session.current_sys_prefixes(),
         frame_records_cpu=records_cpu,
-        timeline=None if snapshot["timeline_truncated"] else timeline,
+        timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
         thread_names={str(ident): name for ident, name in names.items()} if all_threads else None,
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from array import array
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 from pyinstrument.frame import (
     ROOT_FRAME_IDENTIFIER,
@@ -25,6 +26,67 @@ FrameRecordType = Tuple[List[str], float]
 # version of our extensions to the file format (stored under "pyinstrument_c")
 _FORMAT_EXTRA_KEY = "pyinstrument_c"
 _FORMAT_VERSION = 1
+
+
+class Timeline(Sequence[Tuple[int, float]]):
+    """The chronological order of the samples: ``(frame record index, seconds)`` pairs,
+    consecutive samples of one record merged.
+
+    Kept in two flat arrays: an hour at 1 ms can hold millions of entries, which cost
+    12 bytes each here against about 100 in a list of tuples.
+    """
+
+    __slots__ = ("records", "seconds")
+
+    def __init__(self, pairs: Iterable[Tuple[int, float]] = ()):
+        self.records = array("I")
+        self.seconds = array("d")
+        for index, seconds in pairs:
+            self.append(index, seconds)
+
+    @classmethod
+    def from_arrays(cls, records: "array[int]", seconds: "array[float]") -> "Timeline":
+        if len(records) != len(seconds):
+            raise ValueError("a timeline needs as many seconds as record indices")
+        timeline = cls()
+        timeline.records, timeline.seconds = records, seconds
+        return timeline
+
+    def append(self, index: int, seconds: float) -> None:
+        try:
+            self.records.append(int(index))
+        except OverflowError:
+            raise ValueError(f"timeline refers to frame record {index}, which does not exist") from None
+        self.seconds.append(float(seconds))
+
+    def shifted(self, offset: int) -> "Timeline":
+        """The same timeline with every record index moved by ``offset``."""
+        return Timeline.from_arrays(array("I", (r + offset for r in self.records)), array("d", self.seconds))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Tuple[int, float]]:
+        return zip(self.records, self.seconds)
+
+    @overload
+    def __getitem__(self, i: int) -> Tuple[int, float]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "Timeline": ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Any:
+        if isinstance(i, slice):
+            return Timeline.from_arrays(self.records[i], self.seconds[i])
+        return self.records[i], self.seconds[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Timeline):
+            return self.records == other.records and self.seconds == other.seconds
+        return isinstance(other, Sequence) and list(self) == [tuple(x) for x in other]
+
+    def __repr__(self) -> str:
+        return f"<Timeline of {len(self)} entries>"
 
 
 class Session:
@@ -45,7 +107,7 @@ class Session:
         sys_prefixes: Sequence[str],
         *,
         frame_records_cpu: Optional[Sequence[float]] = None,
-        timeline: Optional[Sequence[Tuple[int, float]]] = None,
+        timeline: Optional[Iterable[Tuple[int, float]]] = None,
         dropped_samples: int = 0,
         thread_names: Any = None,
     ):
@@ -65,16 +127,11 @@ class Session:
             if len(frame_records_cpu) != len(self.frame_records):
                 raise ValueError("frame_records_cpu must be parallel to frame_records")
         self.frame_records_cpu: Optional[List[float]] = frame_records_cpu
-        if timeline is not None:
-            n = len(self.frame_records)
-            checked = []
-            for index, seconds in timeline:
-                index = int(index)
-                if not 0 <= index < n:
-                    raise ValueError(f"timeline refers to frame record {index}, which does not exist")
-                checked.append((index, float(seconds)))
-            timeline = checked
-        self.timeline: Optional[List[Tuple[int, float]]] = timeline
+        if timeline is not None and not isinstance(timeline, Timeline):
+            timeline = Timeline(timeline)
+        if timeline is not None and len(timeline) and max(timeline.records) >= len(self.frame_records):
+            raise ValueError(f"timeline refers to frame record {max(timeline.records)}, which does not exist")
+        self.timeline: Optional[Timeline] = timeline
         self.dropped_samples = int(dropped_samples or 0)
         self.thread_names = thread_names
 
@@ -181,7 +238,8 @@ class Session:
         else:
             t1 = session1.timeline if session1.timeline is not None else _records_order(session1)
             t2 = session2.timeline if session2.timeline is not None else _records_order(session2)
-            timeline = list(t1) + [(i + n1, s) for i, s in t2]
+            t2 = t2.shifted(n1)
+            timeline = Timeline.from_arrays(t1.records + t2.records, t1.seconds + t2.seconds)
         thread_names = _merge_thread_names(session1.thread_names, session2.thread_names)
         return Session(
             frame_records=records,
@@ -280,8 +338,8 @@ def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:
     return frame
 
 
-def _records_order(session: Session) -> List[Tuple[int, float]]:
-    return [(i, t) for i, (_, t) in enumerate(session.frame_records)]
+def _records_order(session: Session) -> Timeline:
+    return Timeline((i, t) for i, (_, t) in enumerate(session.frame_records))
 
 
 def _union(a: Sequence[str], b: Sequence[str]) -> List[str]:

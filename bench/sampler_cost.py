@@ -1,0 +1,263 @@
+"""Sampler cost: what one tick of our engine costs with 1 to 64 threads at depths 10 and 50,
+and how many samples it drops while the program churns (threads, generators, recursion,
+functions being created and freed).
+
+The cost per tick is the engine's own count (`tick_ns_total / ticks` from the sampler's
+snapshot): the wall time the sampler thread spends reading every thread's stack, including
+time it was preempted. The sampler thread's CPU time per tick (from
+/proc/self/task/TID/schedstat) excludes that but includes its sleep and wake-up.
+
+    python bench/sampler_cost.py [--quick] [--python PATH]    (standalone; `make bench` runs it all)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+import common
+
+THREADS = (1, 4, 16, 64)
+DEPTHS = (10, 50)
+CHURNS = {
+    "threads": "a thread started every ~0.5 ms, each living 1-3 ms, 5 deep",
+    "generators": "generator pipelines created and exhausted continuously",
+    "recursion": "recursion rising and falling between 1 and 300 frames",
+    "functions": "new functions compiled, called and freed continuously (code objects die)",
+}
+SNAPSHOT_COUNTS = ("ticks", "samples", "dropped", "dropped_walk", "dropped_code", "missed_ticks", "tick_ns_total",
+                   "syscalls")
+
+
+# -- child side ---------------------------------------------------------------------------------
+
+
+def deep(n: int, leaf: Any) -> Any:
+    """Adds n - 1 Python frames above `leaf`."""
+    return deep(n - 1, leaf) if n > 1 else leaf()
+
+
+class SamplerWatch:
+    """Our all-threads profiler, plus the CPU time its sampler thread used."""
+
+    def __init__(self, interval: float):
+        from pyinstrument import Profiler
+
+        self.profiler = Profiler(interval=interval, all_threads=True)
+
+    def __enter__(self) -> "SamplerWatch":
+        before = set(os.listdir("/proc/self/task"))
+        self.profiler.start()
+        self.sampler_tasks = set(os.listdir("/proc/self/task")) - before
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cpu_ns = 0
+        for task in self.sampler_tasks:
+            with open(f"/proc/self/task/{task}/schedstat") as f:  # first field: ns on a CPU
+                self.cpu_ns += int(f.read().split()[0])
+        self.profiler.stop()
+        snapshot = self.profiler._sampler.snapshot()  # the engine's counters stay readable after stop
+        self.counts = {k: snapshot[k] for k in SNAPSHOT_COUNTS}
+        self.counts["cpu_ns"] = self.cpu_ns
+
+
+def child_ticks(threads: int, depth: int, interval: float, seconds: float) -> Dict[str, Any]:
+    """The main thread busy `depth` frames deep; threads - 1 others waiting at the same depth."""
+    import threading
+
+    stop = threading.Event()
+    ready = threading.Barrier(threads)
+    result: Dict[str, Any] = {}
+
+    def waiting_leaf() -> None:
+        ready.wait()
+        stop.wait()
+
+    def busy_leaf() -> None:
+        ready.wait()
+        with SamplerWatch(interval) as watch:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        result.update(watch.counts)
+
+    workers = [threading.Thread(target=deep, args=(depth, waiting_leaf)) for _ in range(threads - 1)]
+    for w in workers:
+        w.start()
+    deep(depth, busy_leaf)
+    stop.set()
+    for w in workers:
+        w.join()
+    return result
+
+
+def churn_threads(end: float) -> None:
+    import threading
+
+    def short_life() -> None:
+        deep(5, lambda: time.sleep(0.001 + (threading.get_ident() % 3) * 0.001))
+
+    live: List[threading.Thread] = []
+    while time.perf_counter() < end:
+        t = threading.Thread(target=short_life)
+        t.start()
+        live.append(t)
+        time.sleep(0.0005)
+        live = [t for t in live if t.is_alive()]
+    for t in live:
+        t.join()
+
+
+def churn_generators(end: float) -> None:
+    def numbers(n: int) -> Any:
+        yield from range(n)
+
+    def squares(source: Any) -> Any:
+        for x in source:
+            yield x * x
+
+    def evens(source: Any) -> Any:
+        return (x for x in source if x % 2 == 0)
+
+    while time.perf_counter() < end:
+        sum(evens(squares(numbers(50))))
+
+
+def churn_recursion(end: float) -> None:
+    def down(n: int) -> int:
+        return 0 if n == 0 else 1 + down(n - 1)
+
+    depth = 1
+    while time.perf_counter() < end:
+        down(depth)
+        depth = depth % 300 + 7
+
+
+def churn_functions(end: float) -> None:
+    n = 0
+    while time.perf_counter() < end:
+        namespace: Dict[str, Any] = {}
+        exec(f"def made_{n % 1000}(x):\n    return sum(i * x for i in range(200))\n", namespace)
+        namespace[f"made_{n % 1000}"](n)
+        n += 1
+
+
+def child_churn(kind: str, interval: float, seconds: float) -> Dict[str, Any]:
+    churn = {"threads": churn_threads, "generators": churn_generators, "recursion": churn_recursion,
+             "functions": churn_functions}[kind]
+    with SamplerWatch(interval) as watch:
+        churn(time.perf_counter() + seconds)
+    return watch.counts
+
+
+# -- parent side ----------------------------------------------------------------------------------
+
+
+def summed(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {k: sum(r[k] for r in runs) for k in runs[0]}
+
+
+def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
+    repeats, seconds = (1, 0.3) if quick else (3, 1.0)
+    common.log(f"  sampler cost on Python {env.version}")
+    ticks = []
+    for threads in THREADS:
+        for depth in DEPTHS:
+            runs = [common.run_child(env.ours, "sampler_cost.py", "ticks", threads=threads, depth=depth,
+                                     interval=0.001, seconds=seconds) for _ in range(repeats)]
+            per_tick = [r["tick_ns_total"] / r["ticks"] / 1000 for r in runs if r["ticks"]]
+            cpu_per_tick = [r["cpu_ns"] / r["ticks"] / 1000 for r in runs if r["ticks"]]
+            total = summed(runs)
+            ticks.append(dict(threads=threads, depth=depth, us=common.spread(per_tick),
+                              cpu_us=common.spread(cpu_per_tick)[0], counts=total))
+            common.log(f"    {threads:>2} threads x {depth} frames: {ticks[-1]['us'][0]:.1f} µs per tick")
+    churn = []
+    for kind in CHURNS:
+        for interval in (0.001, 0.0001):
+            total = summed([common.run_child(env.ours, "sampler_cost.py", "churn", kind=kind, interval=interval,
+                                             seconds=seconds) for _ in range(repeats)])
+            churn.append(dict(kind=kind, interval=interval, counts=total))
+            common.log(f"    churn {kind} @ {interval * 1000:g} ms: {total['dropped']} of "
+                       f"{total['samples'] + total['dropped']} dropped")
+    return dict(version=env.version, repeats=repeats, seconds=seconds, ticks=ticks, churn=churn)
+
+
+def share(part: int, whole: int) -> str:
+    return f"{part / whole:.2%}" if whole else "-"
+
+
+def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    lines = [f"### Sampler cost on Python {result['version']}", "",
+             f"Interval 1 ms, `all_threads=True`; the main thread is busy and the others wait, every thread the "
+             f"given number of Python frames deep; {result['repeats']} runs of {result['seconds']:g} s each.", "",
+             "| threads | depth | µs per tick (median) | IQR | sampler thread CPU µs/tick | samples/tick | "
+             "syscalls/tick | missed ticks | dropped |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in result["ticks"]:
+        med, q1, q3 = t["us"]
+        c = t["counts"]
+        ticks = max(1, c["ticks"])
+        lines.append(f"| {t['threads']} | {t['depth']} | **{med:.1f}** | {q1:.1f}-{q3:.1f} | {t['cpu_us']:.1f} | "
+                     f"{c['samples'] / ticks:.2f} | {c['syscalls'] / ticks:.1f} | "
+                     f"{share(c['missed_ticks'], c['ticks'] + c['missed_ticks'])} | "
+                     f"{share(c['dropped'], c['samples'] + c['dropped'])} |")
+    lines += ["", "Samples dropped while the program churns (a sample is dropped when a stack read torn by "
+              "the running program cannot be confirmed after retries; the report counts them):", "",
+              "| churn | interval | samples kept | dropped | of which: walk / code identity | missed ticks |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for ch in result["churn"]:
+        c = ch["counts"]
+        lines.append(f"| {ch['kind']}: {CHURNS[ch['kind']]} | {ch['interval'] * 1000:g} ms | {c['samples']} | "
+                     f"**{share(c['dropped'], c['samples'] + c['dropped'])}** | {c['dropped_walk']} / "
+                     f"{c['dropped_code']} | {share(c['missed_ticks'], c['ticks'] + c['missed_ticks'])} |")
+    lines.append("")
+    return lines, []
+
+
+def chart(results: List[Dict[str, Any]], path: str) -> None:
+    """µs per tick against the number of threads, one line per Python and depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "bench"
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for result in results:
+        for depth, style in zip(DEPTHS, ("-", "--")):
+            points = [(t["threads"], t["us"][0]) for t in result["ticks"] if t["depth"] == depth]
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o",
+                    label=f"Python {result['version']}, depth {depth}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(list(THREADS))
+    ax.set_xticklabels([str(t) for t in THREADS])
+    ax.set_xlabel("threads")
+    ax.set_ylabel("µs per tick (median)")
+    ax.set_title("Our sampler's cost per tick")
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None})
+    plt.close(fig)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="sampler cost benchmark alone")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    lines, _ = report(measure(common.prepare(args.python), args.quick))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if common.is_child():
+        common.child_main({"ticks": child_ticks, "churn": child_churn})
+    else:
+        main()
