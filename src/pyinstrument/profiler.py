@@ -184,7 +184,7 @@ def session_from_snapshot(
             records.append((stacks[index], wall))
             records_cpu.append(cpu)
 
-    timeline_records, timeline_seconds = array("I"), array("d")
+    timeline_records, timeline_seconds = array("I"), array("f")
     for _, _, _, raw in threads:
         entries = iter(memoryview(raw).cast("I"))  # (node, wall ns) pairs, read in place
         for node, wall_ns in zip(entries, entries):

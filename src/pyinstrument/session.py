@@ -33,14 +33,15 @@ class Timeline(Sequence[Tuple[int, float]]):
     consecutive samples of one record merged.
 
     Kept in two flat arrays: an hour at 1 ms can hold millions of entries, which cost
-    12 bytes each here against about 100 in a list of tuples.
+    8 bytes each here against about 100 in a list of tuples. Seconds are single
+    precision: a run of samples is at most 4.3 s long, so that is exact to 0.3 µs.
     """
 
     __slots__ = ("records", "seconds")
 
     def __init__(self, pairs: Iterable[Tuple[int, float]] = ()):
         self.records = array("I")
-        self.seconds = array("d")
+        self.seconds = array("f")
         for index, seconds in pairs:
             self.append(index, seconds)
 
@@ -61,7 +62,7 @@ class Timeline(Sequence[Tuple[int, float]]):
 
     def shifted(self, offset: int) -> "Timeline":
         """The same timeline with every record index moved by ``offset``."""
-        return Timeline.from_arrays(array("I", (r + offset for r in self.records)), array("d", self.seconds))
+        return Timeline.from_arrays(array("I", (r + offset for r in self.records)), array("f", self.seconds))
 
     def __len__(self) -> int:
         return len(self.records)
