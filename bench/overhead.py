@@ -8,7 +8,8 @@ chunks in the same process (U P U P ... U): each profiled chunk is divided by th
 the unprofiled chunks on either side, so the host's speed swings, which on this shared
 machine last longer than a chunk, cancel. Several fresh processes per configuration, in
 shuffled order, catch what differs between processes. py-spy attaches to a whole process,
-so it is paired process by process instead (U P U with whole runs). The A/A row applies the
+so it is paired process by process instead (U P U with whole runs; a configuration more than
+5x slower is run once). The A/A row applies the
 same arithmetic to unprofiled chunks only: the noise floor of the run.
 
     python bench/overhead.py [--quick] [--python PATH]    (standalone; `make bench` runs it all)
@@ -33,9 +34,10 @@ FULL_CONFIGS = [("none", None), ("ours", 0.001), ("ours", 0.0001), ("upstream", 
                 ("cProfile", None), ("py-spy", 0.001), ("py-spy", 0.0001)]
 QUICK_CONFIGS = [("none", None), ("ours", 0.001), ("ours", 0.0001), ("upstream", 0.001), ("cProfile", None),
                  ("py-spy", 0.001)]
-FULL_PLAN = dict(chunk=0.1, pairs=10, processes=3, process_seconds=0.5, process_rounds=4)
+FULL_PLAN = dict(chunk=0.1, pairs=10, processes=2, process_seconds=0.25, process_rounds=3)
 QUICK_PLAN = dict(chunk=0.05, pairs=8, processes=1, process_seconds=0.25, process_rounds=1)
 GOAL_1MS_NEW, GOAL_1MS_OLD, GOAL_01MS = 1.02, 1.03, 1.08
+ONE_RUN_ENOUGH = 5.0  # a whole run this many times slower needs no repeat (py-spy at 10 kHz: up to 250x)
 
 
 def goal_for(version: str, interval: float) -> float:
@@ -229,7 +231,7 @@ def whole_processes(env: common.PythonEnv, workload: str, intervals: List[float]
         rng.shuffle(order)
         for i in order:
             t = tallies[i]
-            if t.failed:
+            if t.failed or (t.ratios and t.ratios[0] > ONE_RUN_ENOUGH):
                 continue
             try:
                 res = run_under_pyspy(env, workload, intervals[i], reps)

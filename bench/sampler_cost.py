@@ -59,8 +59,7 @@ class SamplerWatch:
             with open(f"/proc/self/task/{task}/schedstat") as f:  # first field: ns on a CPU
                 self.cpu_ns += int(f.read().split()[0])
         self.profiler.stop()
-        snapshot = self.profiler._sampler.snapshot()  # the engine's counters stay readable after stop
-        self.counts = {k: snapshot[k] for k in SNAPSHOT_COUNTS}
+        self.counts = {k: self.profiler._engine_counts[k] for k in SNAPSHOT_COUNTS}
         self.counts["cpu_ns"] = self.cpu_ns
 
 

@@ -30,6 +30,14 @@ def _notice(message: str) -> None:
     print(f"pyinstrument: {message}", file=sys.stderr)
 
 
+def _counts_of(snapshot: Dict[str, Any]) -> Dict[str, Any]:
+    """The engine's counters and table sizes, kept after its tables are released."""
+    counts = {key: value for key, value in snapshot.items() if isinstance(value, (int, float, bool))}
+    counts["nodes"] = len(snapshot["nodes"])
+    counts["timeline_entries"] = sum(len(thread[3]) for thread in snapshot["threads"]) // 8
+    return counts
+
+
 def frame_string(function: str, filename: str, line_no: int, *, hides: bool = False, line: int = 0) -> str:
     """A frame in the session format: function NUL file NUL first line, then attributes."""
     text = f"{function}\x00{filename}\x00{line_no}"
@@ -236,12 +244,11 @@ class Profiler:
         self._async_mode = async_mode
         self.use_timing_thread = use_timing_thread
         self.all_threads = bool(all_threads)
-        self._sampler: Optional[Any] = None
+        self._sampler: Optional[Any] = None  # the engine, from start() to stop() only
+        self._engine_counts: Dict[str, Any] = {}  # its counters at the last stop()
         self._last_session: Optional[Session] = None
         self._active_since: Optional[float] = None
         self._start_wall = 0.0
-        self._duration = 0.0
-        self._cpu_time = 0.0
         self._cpu_start = 0.0
         self._start_call_stack: List[str] = []
         self._target_description = ""
@@ -268,12 +275,8 @@ class Profiler:
             raise ValueError("Profiler is already running.")
         if caller_frame is None:
             caller_frame = inspect.currentframe().f_back  # type: ignore[union-attr]
-        if self._sampler is None:
-            thread = 0 if self.all_threads else threading.get_ident()
-            self._sampler = _engine.Sampler(self._interval, thread)
-            self._start_wall = time.time()
-            self._duration = 0.0
-            self._cpu_time = 0.0
+        # a start() after stop() adds to the same session (stop() combines them)
+        if self._last_session is None:
             self._start_call_stack = _caller_stack(caller_frame)
             if target_description is None and caller_frame is not None:
                 code = caller_frame.f_code
@@ -284,12 +287,15 @@ class Profiler:
         self._remember_thread_names()
         if self.all_threads:
             _thread_name_watch.acquire()
+        self._sampler = _engine.Sampler(self._interval, 0 if self.all_threads else threading.get_ident())
+        self._start_wall = time.time()
         self._cpu_start = time.process_time()
         self._active_since = time.perf_counter()
         try:
             self._start_sampler()
         except RuntimeError as error:
             self._active_since = None
+            self._sampler = None
             if self.all_threads:
                 _thread_name_watch.release()
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
@@ -313,24 +319,33 @@ class Profiler:
             raise RuntimeError("This profiler is not currently running.")
         assert self._sampler is not None and self._active_since is not None
         self._sampler.stop()
-        self._duration += time.perf_counter() - self._active_since
-        self._cpu_time += time.process_time() - self._cpu_start
+        duration = time.perf_counter() - self._active_since
+        cpu_time = time.process_time() - self._cpu_start
         self._active_since = None
         if self.all_threads:
             _thread_name_watch.release()
         self._remember_thread_names()
-        self._last_session = session_from_snapshot(
-            self._sampler.snapshot(),
+        snapshot = self._sampler.snapshot()
+        # the engine's tables are released here: the session holds everything they said
+        self._sampler = None
+        self._engine_counts = _counts_of(snapshot)
+        session = session_from_snapshot(
+            snapshot,
             all_threads=self.all_threads,
             thread_names=self._thread_names,
             start_time=self._start_wall,
-            duration=self._duration,
+            duration=duration,
             interval=self._interval,
-            cpu_time=self._cpu_time,
+            cpu_time=cpu_time,
             start_call_stack=self._start_call_stack,
             target_description=self._target_description,
         )
-        return self._last_session
+        del snapshot
+        if self._last_session is not None:
+            session = Session.combine(self._last_session, session)
+            session.target_description = self._target_description
+        self._last_session = session
+        return session
 
     def reset(self) -> None:
         if self.is_running:
