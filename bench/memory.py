@@ -1,13 +1,15 @@
-"""Memory: how much resident memory a profiler adds over a long run at 1 ms, scaled to an hour.
+"""Memory: how much resident memory a profiler adds over an hour's worth of 1 ms samples.
 
     python bench/memory.py [--quick] [--python PATH] [--chart FILE.svg]
 
 One program runs unprofiled, under ours and under upstream pyinstrument, each in a fresh
 interpreter, and reads its own RSS every half second between units of work. The growth
 rate is the least-squares slope of RSS over the second half of the run (allocators grow
-in steps, so the end minus the start would mostly measure where a step fell), times
-3600. The RSS after stop(), with the Session it returns still held, is reported apart:
-building the Session is memory the user pays too.
+in steps, so the end minus the start would mostly measure where a step fell). A profiler's
+memory follows its samples, not the clock, so the run samples every 0.1 ms to gather in 90 s
+what 25 minutes at 1 ms would, and the growth per sample times 3.6 million samples is the
+hour at 1 ms. The RSS after stop(), with the Session it returns still held, is reported
+apart: building the Session is memory the user pays too.
 
 The program is a worst case for our engine, which keeps an aggregated call tree (it grows
 with distinct stacks, then saturates) and a timeline with one 8-byte entry per sample whose
@@ -30,8 +32,9 @@ import common
 
 GOAL_MB_PER_HOUR = 50.0
 MB = 1e6
-INTERVAL = 0.001
-SECONDS = {"quick": 8.0, "full": 60.0}
+INTERVAL = 0.0001  # ten samples for every one at 1 ms: less extrapolation to an hour
+HOUR_SAMPLES = 3_600_000  # an hour at 1 ms
+SECONDS = {"quick": 8.0, "full": 90.0}
 WARMUP_SECONDS = {"quick": 0.5, "full": 3.0}  # unprofiled, before the start RSS: 3.11+ specialises bytecode
 READING_EVERY = 0.5
 FIT_FROM = 0.5  # the slope is fitted to the readings after this fraction of the run
@@ -157,16 +160,19 @@ def fit_slope(times: Sequence[float], values: Sequence[float]) -> Tuple[float, f
 
 
 def growth(run: Dict[str, Any]) -> Dict[str, Any]:
-    """Per-hour growth while profiling (fitted to the later readings) and the other RSS figures."""
+    """Growth while profiling (fitted to the later readings) per hour of 1 ms samples, and the
+    other RSS figures."""
     later = [(t, r) for t, r in zip(run["times"], run["rss"]) if t >= FIT_FROM * run["seconds"]]
     slope, ci = fit_slope([t for t, _ in later], [r for _, r in later])
-    hour = 3600 / MB
+    samples_per_s = run["samples"] / run["seconds"] if run["samples"] else 1 / INTERVAL
+    hour = HOUR_SAMPLES / samples_per_s / MB  # MB per hour of samples, per byte per second
     last_rss = run["rss"][-1]
-    return {"mb_per_hour": slope * hour, "ci_mb_per_hour": ci * hour,
+    return {"mb_per_hour": slope * hour, "ci_mb_per_hour": ci * hour, "samples_per_s": samples_per_s,
             "run_mb": (last_rss - run["start_rss"]) / MB,
             "after_stop_mb": (run["after_stop_rss"] - run["start_rss"]) / MB,
-            # what stop() added, as if the run had lasted an hour (it grows with the timeline)
-            "stop_mb_per_hour": (run["after_stop_rss"] - last_rss) / run["seconds"] * 3600 / MB}
+            # what stop() added, as if the run had an hour of samples (an upper bound: the timeline
+            # grows with the samples, the frame records only with the distinct stacks)
+            "stop_mb_per_hour": (run["after_stop_rss"] - last_rss) / run["seconds"] * hour}
 
 
 def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
@@ -223,15 +229,15 @@ def where_ours_goes(result: Dict[str, Any]) -> List[str]:
     tables, session = run.get("engine"), run.get("session")
     if not tables or not session:
         return []
-    seconds, entries = result["seconds"], tables["timeline_bytes"] // 8
-    per_hour = min(entries / seconds * 3600, TIMELINE_CAP_ENTRIES)
+    entries = tables["timeline_bytes"] // 8
     changed = entries / tables["samples"] if tables["samples"] else 0.0
+    per_hour = min(changed * HOUR_SAMPLES, TIMELINE_CAP_ENTRIES)
     stop_bytes = run["after_stop_rss"] - run["rss"][-1]
     lines = [f"Where ours goes. While profiling: the engine took {tables['samples']:,} samples "
              f"in {tables['ticks']:,} ticks; its call tree has {tables['nodes']:,} nodes (40 bytes each, plus "
              "8-16 bytes of hash slots; it stops growing once the program's distinct stacks have all been seen) "
              f"and its timeline {entries:,} entries ({tables['timeline_bytes'] / MB:.2f} MB: the stack changed "
-             f"at {100 * changed:.0f}% of samples). An hour at this pace is {per_hour:,.0f} timeline entries, "
+             f"at {100 * changed:.0f}% of samples). An hour of 1 ms samples at this pace is {per_hour:,.0f} timeline entries, "
              f"{per_hour * 8 / MB:.1f} MB (the budget, for all threads together, is {TIMELINE_CAP_ENTRIES:,} "
              f"entries, {TIMELINE_CAP_ENTRIES * 8 / MB:.0f} MB"
              + (", reached in this run" if tables["timeline_truncated"] else "") + ")."]
@@ -250,17 +256,20 @@ def where_ours_goes(result: Dict[str, Any]) -> List[str]:
 def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     upstream = profiler_label(result, "upstream")
     lines = [f"### Memory on Python {result['version']}", "",
-             f"Each profiler runs the same program for {result['seconds']:g} s at {result['interval'] * 1000:g} ms "
-             f"in a fresh interpreter (after {result['warmup']:g} s unprofiled to warm up); the program reads its "
-             f"RSS every {READING_EVERY:g} s between units of work. **While profiling**: the least-squares slope "
-             f"of RSS over the last {100 * (1 - FIT_FROM):.0f}% of the run, scaled to an hour (± its 95% interval; "
-             "MB = 10^6 bytes). **Over the run**: the last reading minus the RSS just before start() (after the "
+             f"Each profiler runs the same program for {result['seconds']:g} s, sampling every "
+             f"{result['interval'] * 1000:g} ms, in a fresh interpreter (after {result['warmup']:g} s unprofiled "
+             f"to warm up); the program reads its RSS every {READING_EVERY:g} s between units of work. A "
+             "profiler's memory follows its samples, not the clock, so the fast interval gathers in one run "
+             "many minutes' worth of 1 ms samples. **While profiling**: the least-squares slope of RSS over the "
+             f"last {100 * (1 - FIT_FROM):.0f}% of the run, per sample, times {HOUR_SAMPLES:,} samples (an hour "
+             "at 1 ms; ± its 95% interval; MB = 10^6 bytes). **Over the run**: the last reading minus the RSS just before start() (after the "
              "imports). **After stop**: the RSS with the Profiler and the Session that stop() returned still held, "
-             "over the start RSS. **stop() per hour**: what stop() itself added, scaled to an hour's run.", "",
+             "over the start RSS. **stop() per hour**: what stop() itself added, scaled to an hour of samples.", "",
              f"The program: {WORKLOAD}. It is a worst case for our engine, whose timeline takes 8 bytes for every "
              "sample whose stack differs from the one before; a program that stays in one place between samples "
              "costs far less.", "",
-             "Scaling to an hour is linear, so for ours it is an upper bound: the call tree stops growing once "
+             "Scaling to an hour is linear, so for ours it is an upper bound: the call tree and the frame records "
+             "stop growing once "
              "every distinct stack has been seen (in a short run it is still growing, so quick runs read higher) "
              "and the timeline stops at its budget. Upstream keeps a record of every sample, so for "
              f"{upstream} it is not.", ""]
@@ -274,7 +283,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 def verdicts(result: Dict[str, Any]) -> List[str]:
     goal, run = result["goal_mb_per_hour"], result["runs"]["ours"]
-    where = f"- memory, Python {result['version']}, ours at {result['interval'] * 1000:g} ms:"
+    where = f"- memory, Python {result['version']}, ours, an hour of 1 ms samples:"
     if "skipped" in run:
         return [f"{where} not measured ({run['skipped']}): goal NOT met"]
     lines = []
@@ -303,16 +312,16 @@ def chart(result: Dict[str, Any], path: str) -> None:
                 continue
             mb = [(r - run["start_rss"]) / MB for r in run["rss"]]
             ax.plot(run["times"], mb, color=colors[profiler], linewidth=1.2,
-                    label=f"{profiler_label(result, profiler)}: {run['mb_per_hour']:.1f} MB/hour")
+                    label=f"{profiler_label(result, profiler)}: {run['mb_per_hour']:.1f} MB per hour at 1 ms")
             t0, t1 = FIT_FROM * run["seconds"], run["times"][-1]
-            slope = run["mb_per_hour"] / 3600
+            slope = run["mb_per_hour"] * run["samples_per_s"] / HOUR_SAMPLES  # MB per second
             ax.plot([t0, t1], [mb[-1] - slope * (t1 - t0), mb[-1]], color=colors[profiler], linestyle="--",
                     linewidth=0.8)
             ax.plot([t1], [run["after_stop_mb"]], color=colors[profiler], marker="x")
         ax.set_xlabel("seconds profiled")
         ax.set_ylabel("RSS over the start (MB)")
         ax.legend(fontsize=8)
-    axes[0].set_title(f"RSS while profiling at {result['interval'] * 1000:g} ms, Python {result['version']}",
+    axes[0].set_title(f"RSS while sampling every {result['interval'] * 1000:g} ms, Python {result['version']}",
                       fontsize=9)
     axes[1].set_title("ours and unprofiled only (dashed: fitted slope; x: after stop())", fontsize=9)
     fig.tight_layout()

@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
-Full run (about 40 minutes): overhead and sampler cost on each CPython 3.11-3.14 present (or
+Full run (about 45 minutes): overhead and sampler cost on each CPython 3.11-3.14 present (or
 each --python), memory, accuracy and render speed on the first of them; writes
 docs/benchmarks.md, its charts under docs/benchmarks/ and the raw numbers as
 docs/benchmarks/results.json. --quick (under 3 minutes): everything shorter, on this
