@@ -384,12 +384,7 @@ def verdicts(result: Dict[str, Any]) -> List[str]:
 
 def chart(result: Dict[str, Any], path: str) -> None:
     """Grouped bars: each function's error in points, ours beside upstream, over the goal band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "bench"
+    plt = common.pyplot()
     labels: List[str] = []
     groups: List[Tuple[str, int]] = []  # (program title, index of its first function)
     errors: Dict[str, List[Optional[float]]] = {"ours": [], "upstream": []}
@@ -423,28 +418,9 @@ def chart(result: Dict[str, Any], path: str) -> None:
     ax.set_title(f"Accuracy per function, Python {result['python']}, {result['interval'] * 1000:g} ms interval",
                  pad=18)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    common.save_chart(fig, path)
 
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{SECONDS['quick']:g} s runs, {REPEATS['quick']} each")
-    parser.add_argument("--python", help="interpreter to measure (default: this one)")
-    parser.add_argument("--chart", help="also write the chart to this SVG file")
-    args = parser.parse_args()
-    result = measure(common.prepare(args.python or sys.executable), args.quick)
-    lines, verdict_lines = report(result)
-    print("\n".join(lines + [""] + verdict_lines))
-    if args.chart:
-        chart(result, args.chart)
 
 
 if __name__ == "__main__":
-    if common.is_child():
-        common.child_main({"accuracy": child_accuracy})
-    else:
-        main()
+    common.module_main(__doc__.split("\n\n")[0], {"accuracy": child_accuracy}, measure, report, chart)

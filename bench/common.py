@@ -22,9 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 
-# Packages the workloads need in every measured interpreter; pip picks the newest release
-# that supports each interpreter (Django 4.2 on 3.9, 6.x on 3.12+).
-WORKLOAD_PACKAGES = ["django"]
+# pip picks the newest release supporting each interpreter (e.g. Django 4.2 on 3.9, 6.x on 3.12+)
+WORKLOAD_MODULES = {"django": "django"}  # {import name: requirement} the workloads need everywhere
 UPSTREAM_REQUIREMENT = "pyinstrument>=5,<6"
 PYSPY_REQUIREMENT = "py-spy"
 
@@ -98,6 +97,43 @@ def spread(values: Sequence[float]) -> Tuple[float, float, float]:
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot for files (no display), with SVG ids that do not change between runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "bench"
+    return plt
+
+
+def save_chart(fig: Any, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})  # no date: a rerun changes only the numbers
+    pyplot().close(fig)
+
+
+def module_main(description: str, handlers: Dict[str, Callable[..., Any]], measure: Callable[..., Any],
+                report: Callable[..., Any], chart: Callable[[Any, str], None]) -> None:
+    """`python bench/<module>.py`: a measurement child (--child), or that benchmark alone."""
+    if is_child():
+        child_main(handlers)
+        return
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--python", help="interpreter to measure (default: this one)")
+    parser.add_argument("--chart", help="also write the chart to this SVG file")
+    args = parser.parse_args()
+    result = measure(prepare(args.python or sys.executable), args.quick)
+    lines, verdicts = report(result)
+    print("\n".join(lines + [""] + verdicts))
+    if args.chart:
+        chart(result, args.chart)
 
 
 # -- the interpreters and their virtualenvs --------------------------------------------------
@@ -181,7 +217,7 @@ def prepare(python: str) -> PythonEnv:
     env = PythonEnv(base=python, version=version)
     log(f"=== preparing Python {version} ({python})")
     env.ours = ours_python(python)
-    for name in ensure_modules(env.ours, {"django": "django"}):
+    for name in ensure_modules(env.ours, WORKLOAD_MODULES):
         env.notes.append(f"{name} would not install for Python {env.short}")
     if not os.path.exists(os.path.join(os.path.dirname(env.ours), "py-spy")):
         pip_install(env.ours, PYSPY_REQUIREMENT)
@@ -194,7 +230,7 @@ def prepare(python: str) -> PythonEnv:
     if env.upstream is None:
         env.notes.append(f"upstream pyinstrument 5.x would not install on Python {env.short}")
     else:
-        for name in ensure_modules(env.upstream, {"django": "django"}):
+        for name in ensure_modules(env.upstream, WORKLOAD_MODULES):
             env.notes.append(f"{name} would not install in the upstream venv for Python {env.short}")
     return env
 

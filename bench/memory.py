@@ -26,7 +26,7 @@ import random
 import sys
 from array import array
 from time import perf_counter
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import common
 
@@ -297,12 +297,7 @@ def verdicts(result: Dict[str, Any]) -> List[str]:
 def chart(result: Dict[str, Any], path: str) -> None:
     """RSS over the start RSS against time, one line per profiler, with the fitted slopes;
     the right panel leaves upstream out to show ours and unprofiled at their own scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "bench"
+    plt = common.pyplot()
     colors = {"none": "#7f7f7f", "ours": "#1f77b4", "upstream": "#ff7f0e"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, shown in zip(axes, (PROFILERS, ("none", "ours"))):
@@ -324,28 +319,9 @@ def chart(result: Dict[str, Any], path: str) -> None:
     axes[0].set_title(f"RSS while sampling every {result['interval'] * 1000:g} ms, Python {result['version']}",
                       fontsize=9)
     axes[1].set_title("ours and unprofiled only (dashed: fitted slope; x: after stop())", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    common.save_chart(fig, path)
 
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{SECONDS['quick']:g} s runs")
-    parser.add_argument("--python", help="interpreter to measure (default: this one)")
-    parser.add_argument("--chart", help="also write the chart to this SVG file")
-    args = parser.parse_args()
-    result = measure(common.prepare(args.python or sys.executable), args.quick)
-    lines, verdict_lines = report(result)
-    print("\n".join(lines + [""] + verdict_lines))
-    if args.chart:
-        chart(result, args.chart)
 
 
 if __name__ == "__main__":
-    if common.is_child():
-        common.child_main({"memory": child_memory})
-    else:
-        main()
+    common.module_main(__doc__.split("\n\n")[0], {"memory": child_memory}, measure, report, chart)

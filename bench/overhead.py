@@ -366,12 +366,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 def chart(results: List[Dict[str, Any]], path: str) -> None:
     """Median time ratio per workload, one panel per Python, one bar per profiler (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "bench"
+    plt = common.pyplot()
     fig, axes = plt.subplots(len(results), 1, figsize=(10, 3.2 * len(results)), squeeze=False)
     for ax, result in zip(axes[:, 0], results):
         names = list(result["workloads"])
@@ -394,24 +389,11 @@ def chart(results: List[Dict[str, Any]], path: str) -> None:
         ax.set_ylabel("time ratio to unprofiled")
         ax.set_title(f"Python {result['version']} (dashed: our goal at 1 ms)")
         ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Date": None})
-    plt.close(fig)
+    common.save_chart(fig, path)
 
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="overhead benchmark alone")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--python", default=sys.executable)
-    args = parser.parse_args()
-    lines, verdict_lines = report(measure(common.prepare(args.python), args.quick))
-    print("\n".join(lines + verdict_lines))
 
 
 if __name__ == "__main__":
-    if common.is_child():
-        common.child_main({"alternate": child_alternate, "whole": child_whole, "calibrate": child_calibrate})
-    else:
-        main()
+    common.module_main(__doc__.split("\n\n")[0],
+                       {"alternate": child_alternate, "whole": child_whole, "calibrate": child_calibrate},
+                       measure, report, lambda result, path: chart([result], path))

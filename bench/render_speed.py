@@ -17,11 +17,9 @@ The goal (issue 3): the console report of an hour-long session renders in at mos
 
 from __future__ import annotations
 
-import argparse
 import random
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -478,7 +476,7 @@ def child_render(minutes: int, threads: int, repeats: int) -> Dict[str, Any]:
     result: Dict[str, Any] = describe_session(arguments)
     result["generate_seconds"] = time.perf_counter() - start
     result["session_init"], session = time_runs(lambda: Session(**arguments), repeats)
-    del arguments  # the session holds its own copies
+    arguments.clear()  # the session holds its own copies
     result["rss_with_session"] = common.rss_bytes()
 
     def tree_size() -> int:
@@ -622,12 +620,7 @@ def _verdicts(result: Dict[str, Any], session: Dict[str, Any]) -> List[str]:
 
 
 def chart(result: Dict[str, Any], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "bench"
+    plt = common.pyplot()
     sessions = [s for s in result["sessions"] if "error" not in s]
     if not sessions:
         return
@@ -651,23 +644,9 @@ def chart(result: Dict[str, Any], path: str) -> None:
     ax.set_xlabel("seconds (median; whiskers: best to worst run)")
     ax.set_title(f"Render speed, {_duration_text(result['minutes'])} at 1 ms, Python {result['python']}")
     ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    common.save_chart(fig, path)
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Render speed of every report format on a large session.")
-    parser.add_argument("--quick", action="store_true", help=f"a {QUICK_MINUTES}-minute session, fewer runs")
-    parser.add_argument("--python", help="the interpreter to measure (default: this one)")
-    args = parser.parse_args()
-    env = common.prepare(args.python or sys.executable)
-    lines, verdicts = report(measure(env, args.quick))
-    print("\n".join(lines + [""] + verdicts))
 
 
 if __name__ == "__main__":
-    if common.is_child():
-        common.child_main({"render": child_render})
-    else:
-        main()
+    common.module_main(__doc__.split("\n\n")[0], {"render": child_render}, measure, report, chart)

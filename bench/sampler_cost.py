@@ -13,7 +13,6 @@ time it was preempted. The sampler thread's CPU time per tick (from
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -218,12 +217,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 def chart(results: List[Dict[str, Any]], path: str) -> None:
     """µs per tick against the number of threads, one line per Python and depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "bench"
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for result in results:
         for depth, style in zip(DEPTHS, ("-", "--")):
@@ -239,24 +233,10 @@ def chart(results: List[Dict[str, Any]], path: str) -> None:
     ax.set_title("Our sampler's cost per tick")
     ax.grid(True, which="both", linewidth=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Date": None})
-    plt.close(fig)
+    common.save_chart(fig, path)
 
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="sampler cost benchmark alone")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--python", default=sys.executable)
-    args = parser.parse_args()
-    lines, _ = report(measure(common.prepare(args.python), args.quick))
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    if common.is_child():
-        common.child_main({"ticks": child_ticks, "churn": child_churn})
-    else:
-        main()
+    common.module_main(__doc__.split("\n\n")[0], {"ticks": child_ticks, "churn": child_churn},
+                       measure, report, lambda result, path: chart([result], path))
