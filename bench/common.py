@@ -157,8 +157,12 @@ class PythonEnv:
 
 
 def probe(python: str, code: str) -> Optional[str]:
-    proc = subprocess.run([python, "-E", "-s", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          cwd=tempfile.gettempdir(), universal_newlines=True)
+    """What `code` prints in that interpreter, or None when it fails (or does not run at all)."""
+    try:
+        proc = subprocess.run([python, "-E", "-s", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              cwd=tempfile.gettempdir(), universal_newlines=True)
+    except OSError:
+        return None
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
@@ -188,9 +192,11 @@ def ensure_modules(python: str, modules: Dict[str, str]) -> List[str]:
 
 def ours_python(python: str) -> str:
     """.venvs/X.Y from tools/venv.sh (this project built from this checkout)."""
-    out = subprocess.run([os.path.join(TOP, "tools", "venv.sh"), python], check=True,
-                         stdout=subprocess.PIPE, universal_newlines=True).stdout
-    return out.strip().splitlines()[-1]
+    proc = subprocess.run([os.path.join(TOP, "tools", "venv.sh"), python], stdout=subprocess.PIPE,
+                          universal_newlines=True)
+    if proc.returncode != 0:
+        raise ChildFailed(f"tools/venv.sh could not build this project for {python} (its output is above)")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def upstream_python(python: str, short: str) -> Tuple[Optional[str], str]:
@@ -213,7 +219,7 @@ def prepare(python: str) -> PythonEnv:
     """Installs what measuring `python` needs (idempotent, so a fresh machine works too)."""
     version = probe(python, "import sys; print(sys.version.split()[0])")
     if version is None:
-        raise ChildFailed(f"{python} does not run")
+        raise ChildFailed(f"{python} does not run: give the path of a CPython 3.9 or newer")
     env = PythonEnv(base=python, version=version)
     log(f"=== preparing Python {version} ({python})")
     env.ours = ours_python(python)

@@ -65,15 +65,28 @@ def charts_available() -> bool:
     return not missing
 
 
-def run_sections(envs: List[common.PythonEnv], sections: List[str], quick: bool) -> Dict[str, Any]:
+def run_sections(envs: List[common.PythonEnv], sections: List[str], quick: bool) -> Tuple[Dict[str, Any], List[str]]:
+    """The results of each part, and one line for each part that could not be measured
+    (a failed part costs its own numbers, not the rest of a long run)."""
     results: Dict[str, Any] = {}
+    failures: List[str] = []
     for name in sections:
         common.log(f"\n### {TITLES[name]}")
-        if name in PER_PYTHON:
-            results[name] = [PER_PYTHON[name].measure(env, quick) for env in envs]
-        else:
-            results[name] = ON_FIRST[name].measure(envs[0], quick)
-    return results
+        for env in envs if name in PER_PYTHON else envs[:1]:
+            module = PER_PYTHON.get(name) or ON_FIRST[name]
+            try:
+                result = module.measure(env, quick)
+            except common.ChildFailed as exc:
+                reason = " ".join(str(exc).split())[:300]
+                failures.append(f"- {TITLES[name].lower()}, Python {env.version}: not measured ({reason}): "
+                                "goal NOT met")
+                common.log(failures[-1])
+                continue
+            if name in PER_PYTHON:
+                results.setdefault(name, []).append(result)
+            else:
+                results[name] = result
+    return results, failures
 
 
 def draw_charts(results: Dict[str, Any], folder: str) -> Dict[str, str]:
@@ -108,10 +121,11 @@ def describe_run(envs: List[common.PythonEnv], quick: bool, minutes: float) -> D
                 upstream=sorted({env.upstream_version for env in envs if env.upstream_version}))
 
 
-def document(results: Dict[str, Any], run: Dict[str, Any], charts: Dict[str, str], out: str) -> List[str]:
+def document(results: Dict[str, Any], failures: List[str], run: Dict[str, Any], charts: Dict[str, str],
+             out: str) -> List[str]:
     """Writes the markdown report; returns the verdict lines."""
     body: List[str] = []
-    verdicts: List[str] = []
+    verdicts: List[str] = list(failures)
     for name in [s for s in SECTIONS if s in results]:
         lines, found = section_markdown(name, results[name])
         verdicts += found
@@ -183,9 +197,13 @@ def main() -> int:
     if not pythons:
         common.log(f"no CPython {', '.join(FULL_VERSIONS)} found (tools/pythons.sh); give --python PATH")
         return 1
-    envs = [common.prepare(p) for p in pythons]
+    try:
+        envs = [common.prepare(p) for p in pythons]
+    except common.ChildFailed as exc:
+        common.log(f"bench: {exc}")
+        return 1
     can_chart = charts_available()
-    results = run_sections(envs, list(args.only or SECTIONS), args.quick)
+    results, failures = run_sections(envs, list(args.only or SECTIONS), args.quick)
     run = describe_run(envs, args.quick, (time.perf_counter() - started) / 60)
     if args.only:
         results, run = merge_with_previous(raw_file, results, run)
@@ -193,7 +211,7 @@ def main() -> int:
     os.makedirs(chart_folder, exist_ok=True)
     with open(raw_file, "w") as f:
         json.dump({"run": run, "sections": results}, f, indent=1)
-    verdicts = document(results, run, charts, out)
+    verdicts = document(results, failures, run, charts, out)
     common.log("\n" + "\n".join(verdicts))
     common.log(f"\nwrote {os.path.relpath(out)} and {os.path.relpath(chart_folder)}/ "
                f"in {(time.perf_counter() - started) / 60:.1f} min")

@@ -411,13 +411,7 @@ class Frame:
     def total_self_time(self) -> float:
         """Time spent in this function itself: its ``[self]``/``[await]`` children plus
         any time not accounted for by its code children (e.g. absorbed small calls)."""
-        if self.is_synthetic_leaf:
-            return self.time
-        t = self.time
-        for child in self._children:
-            if not child.is_synthetic_leaf:
-                t -= child.time
-        return max(t, 0.0)
+        return self._beyond_code_children("time")
 
     @property
     def self_time(self) -> float:
@@ -429,13 +423,18 @@ class Frame:
 
     @property
     def total_self_cpu_time(self) -> float:
+        """CPU time counterpart of :attr:`total_self_time`."""
+        return self._beyond_code_children("cpu_time")
+
+    def _beyond_code_children(self, attribute: str) -> float:
+        """This frame's ``time`` or ``cpu_time`` less that of its code (non-synthetic) children."""
+        own = getattr(self, attribute)
         if self.is_synthetic_leaf:
-            return self.cpu_time
-        t = self.cpu_time
+            return own
         for child in self._children:
             if not child.is_synthetic_leaf:
-                t -= child.cpu_time
-        return max(t, 0.0)
+                own -= getattr(child, attribute)
+        return max(own, 0.0)
 
     @property
     def await_time(self) -> float:

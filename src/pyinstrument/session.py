@@ -81,11 +81,6 @@ class Timeline(Sequence[Tuple[int, float]]):
             return Timeline.from_arrays(self.records[i], self.seconds[i])
         return self.records[i], self.seconds[i]
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Timeline):
-            return self.records == other.records and self.seconds == other.seconds
-        return isinstance(other, Sequence) and list(self) == [tuple(x) for x in other]
-
     def __repr__(self) -> str:
         return f"<Timeline of {len(self)} entries>"
 
