@@ -243,8 +243,9 @@ class Frame:
     def _identifier_parts(self) -> Tuple[str, Optional[str], Optional[int]]:
         parts = self._parts
         if parts is None:
-            pieces = self.identifier.split(IDENTIFIER_SEP)
-            if len(pieces) >= 3:
+            # split from the right: a function name may itself contain NUL
+            pieces = self.identifier.rsplit(IDENTIFIER_SEP, 2)
+            if len(pieces) == 3:
                 try:
                     line: Optional[int] = int(pieces[2])
                 except ValueError:
