@@ -46,6 +46,11 @@ RENDERER_NAMES: Dict[str, str] = {
     "session": "SessionRenderer",
     "pyisession": "SessionRenderer",
     "pstats": "PstatsRenderer",
+    "collapsed": "CollapsedRenderer",
+    "flamegraph": "FlamegraphRenderer",
+    "firefox": "FirefoxRenderer",
+    "chrometrace": "ChromeTraceRenderer",
+    "pprof": "PprofRenderer",
 }
 
 # Output file suffixes that select a renderer when -r is absent; the first match wins,
@@ -54,17 +59,22 @@ _RENDERER_FOR_SUFFIX: Tuple[Tuple[str, str], ...] = (
     (".html", "html"),
     (".htm", "html"),
     (".speedscope.json", "speedscope"),
+    (".firefox.json", "firefox"),
+    (".trace.json", "chrometrace"),
     (".json", "json"),
     (".pyisession", "session"),
     (".pstats", "pstats"),
+    (".collapsed", "collapsed"),
+    (".svg", "flamegraph"),
+    (".pb.gz", "pprof"),
 )
-
-# The optional module that keeps recent sessions for --load-prev (not built yet).
-_SESSION_HISTORY_MODULE = "pyinstrument.session_history"
-
 
 class UsageError(Exception):
     """A problem with the command line: reported as one line on stderr, exit status 2."""
+
+
+class ReportNotWritten(Exception):
+    """The report could not be written: reported as one line on stderr, exit status 1."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,9 +162,10 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
         help="write the report to FILE instead of standard output")
     add(output, "-r", "--renderer", metavar="RENDERER",
         help="report format: text, html, json, speedscope, session (or pyisession), "
-             "pstats, or the dotted import path of a Renderer class. Without it the "
-             "format follows the -o extension (.html/.htm, .speedscope.json, .json, "
-             ".pyisession, .pstats), and is text otherwise")
+             "pstats, collapsed, flamegraph, firefox, chrometrace, pprof, or the dotted "
+             "import path of a Renderer class. Without it the format follows the -o "
+             "extension (.html/.htm, .speedscope.json, .firefox.json, .trace.json, .json, "
+             ".pyisession, .pstats, .collapsed, .svg, .pb.gz), and is text otherwise")
     add(output, "-p", "--render-option", dest="render_options", action="append", default=[],
         metavar="KEY[=VALUE]",
         help="pass an option to the renderer; VALUE is read as JSON when it parses, "
@@ -909,51 +920,38 @@ class _ProfilerFailed(Exception):
 # ---------------------------------------------------------------------------------------
 
 
-def _session_history() -> Any:
-    """The module keeping recent sessions, or None while it does not exist."""
-    try:
-        spec = importlib.util.find_spec(_SESSION_HISTORY_MODULE)
-    except ImportError:  # the package itself cannot be imported
-        return None
-    if spec is None:
-        return None
-    return importlib.import_module(_SESSION_HISTORY_MODULE)
-
-
 def remember_session_for_load_prev(session: Any) -> Optional[str]:
-    """Hook: keep *session* so that ``pyinstrument --load-prev ID`` can render it again,
-    and return ID. The store itself (``pyinstrument.session_history``, with
-    ``save(session) -> str`` and ``load(identifier) -> Session``) is not part of this
-    version; without it this does nothing and returns None."""
-    history = _session_history()
-    if history is None:
+    """Keep *session* so that ``pyinstrument --load-prev ID`` can render it again, and
+    return ID; None (with a note) when it cannot be kept."""
+    from pyinstrument import session_history
+
+    try:
+        return session_history.save(session)
+    except OSError as exc:
+        print(f"{PROG}: note: this session was not kept for --load-prev: {exc}", file=sys.stderr)
         return None
-    return history.save(session)
 
 
 def load_previous_session(identifier: str) -> Any:
-    history = _session_history()
-    if history is None:
-        raise UsageError("--load-prev is not available yet in this version of pyinstrument")
+    from pyinstrument import session_history
+
     try:
-        return history.load(identifier)
-    except (KeyError, LookupError, FileNotFoundError) as exc:
-        raise UsageError(f"no previous session {identifier!r}: {exc}")
+        return session_history.load(identifier)
+    except LookupError as exc:
+        raise UsageError(str(exc))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"can't load previous session {identifier!r}: {exc}")
 
 
 def load_session_file(path: str) -> Any:
-    try:
-        from pyinstrument.session import Session
-    except ImportError as exc:
-        raise UsageError(f"--load is not available: {exc}")
-    if not callable(getattr(Session, "load", None)):
-        raise UsageError("--load is not available yet in this version of pyinstrument")
-    if not os.path.isfile(path):
-        raise UsageError(f"can't open session file {path!r}: no such file")
+    from pyinstrument.session import Session
+
     try:
         return Session.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"can't load session file {path!r}: {exc}")
+    except FileNotFoundError:
+        raise UsageError(f"can't open session file {path!r}: no such file")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"can't load session file {path!r}: {getattr(exc, 'strerror', None) or exc}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1025,12 +1023,15 @@ def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, fro
     binary = bool(getattr(renderer, "output_is_binary", False))
     outfile = cli.options.outfile
     if outfile:
-        if binary:
-            with open(outfile, "wb") as f:
-                f.write(_as_bytes(report))
-        else:
-            with open(outfile, "w", encoding="utf-8") as f:
-                f.write(report)
+        from pyinstrument.session import write_file_atomically
+
+        try:
+            write_file_atomically(outfile, _as_bytes(report))
+        except OSError as exc:
+            identifier = remember_session_for_load_prev(session) if from_run else None
+            kept = (f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE"
+                    if identifier else "")
+            raise ReportNotWritten(f"can't write {outfile!r}: {exc.strerror or exc}{kept}") from None
         return
     if getattr(renderer, "output_file_extension", None) == "html" and _stream_is_terminal(stdout):
         _open_in_browser(renderer, session, report)
@@ -1132,7 +1133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         session, outcome = _run_profiled(cli, target)
     except UsageError as exc:
         return _error(str(exc))
-    except (_EngineMissing, _ProfilerFailed) as exc:
+    except (_EngineMissing, _ProfilerFailed, ReportNotWritten) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
 
@@ -1140,7 +1141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    write_report(cli, renderer, session, stdout, from_run=True)
+    try:
+        write_report(cli, renderer, session, stdout, from_run=True)
+    except ReportNotWritten as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        if outcome is None:
+            return 1
 
     if outcome is None:
         return 0

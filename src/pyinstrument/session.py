@@ -7,8 +7,10 @@ demand with :meth:`Session.root_frame`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import sys
 from array import array
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
@@ -25,7 +27,14 @@ FrameRecordType = Tuple[List[str], float]
 
 # version of our extensions to the file format (stored under "pyinstrument_c")
 _FORMAT_EXTRA_KEY = "pyinstrument_c"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the timeline is {"records": [...], "seconds": [...]}
+
+
+_NO_START_STACK = "[unknown start]"
+
+
+class SessionFileError(ValueError):
+    """A session file (or document) that cannot be read as a session."""
 
 
 class Timeline(Sequence[Tuple[int, float]]):
@@ -270,7 +279,8 @@ class Session:
             "min_interval": self.min_interval,
             "max_interval": self.max_interval,
             "sample_count": self.sample_count,
-            "start_call_stack": list(self.start_call_stack),
+            # upstream's reader needs at least one entry; this one matches no frame
+            "start_call_stack": list(self.start_call_stack) or [_NO_START_STACK],
             "target_description": self.target_description,
             "cpu_time": self.cpu_time,
             "sys_path": list(self.sys_path),
@@ -279,7 +289,10 @@ class Session:
         if include_frame_records:
             result["frame_records"] = [[list(stack), t] for stack, t in self.frame_records]
             result["frame_records_cpu"] = self.frame_records_cpu
-            result["timeline"] = [[i, s] for i, s in self.timeline] if self.timeline is not None else None
+            timeline = self.timeline
+            result["timeline"] = (
+                None if timeline is None else {"records": timeline.records.tolist(), "seconds": timeline.seconds.tolist()}
+            )
         result["dropped_samples"] = self.dropped_samples
         result["thread_names"] = self.thread_names
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
@@ -287,39 +300,126 @@ class Session:
 
     @staticmethod
     def from_json(json_dict: Dict[str, Any]) -> "Session":
-        records = json_dict.get("frame_records") or []
-        return Session(
-            frame_records=[(list(stack), float(t)) for stack, t in records],
-            start_time=json_dict["start_time"],
-            duration=json_dict["duration"],
-            min_interval=json_dict.get("min_interval", 0.001),
-            max_interval=json_dict.get("max_interval", 0.001),
-            sample_count=json_dict["sample_count"],
-            start_call_stack=json_dict.get("start_call_stack") or [],
-            target_description=json_dict.get("target_description", ""),
-            cpu_time=json_dict.get("cpu_time") or 0.0,
-            sys_path=json_dict.get("sys_path") or [],
-            sys_prefixes=json_dict.get("sys_prefixes") or [],
-            frame_records_cpu=json_dict.get("frame_records_cpu"),
-            timeline=json_dict.get("timeline"),
-            dropped_samples=json_dict.get("dropped_samples") or 0,
-            thread_names=json_dict.get("thread_names"),
-        )
+        """The session in a ``.pyisession`` document (ours or upstream's). Raises
+        :class:`SessionFileError` (a ValueError) saying what is wrong with it."""
+        if not isinstance(json_dict, dict):
+            raise SessionFileError("not a pyinstrument session (expected a JSON object)")
+        missing = [key for key in ("start_time", "duration", "sample_count") if key not in json_dict]
+        if missing:
+            raise SessionFileError(f"not a pyinstrument session (no {', '.join(map(repr, missing))})")
+        try:
+            return Session(
+                frame_records=_read_frame_records(json_dict.get("frame_records") or []),
+                start_time=json_dict["start_time"],
+                duration=json_dict["duration"],
+                min_interval=json_dict.get("min_interval", 0.001),
+                max_interval=json_dict.get("max_interval", 0.001),
+                sample_count=json_dict["sample_count"],
+                start_call_stack=_read_strings(json_dict.get("start_call_stack"), "start_call_stack"),
+                target_description=str(json_dict.get("target_description", "")),
+                cpu_time=json_dict.get("cpu_time") or 0.0,
+                sys_path=_read_strings(json_dict.get("sys_path"), "sys_path"),
+                sys_prefixes=_read_strings(json_dict.get("sys_prefixes"), "sys_prefixes"),
+                frame_records_cpu=json_dict.get("frame_records_cpu"),
+                timeline=_read_timeline(json_dict.get("timeline")),
+                dropped_samples=json_dict.get("dropped_samples") or 0,
+                thread_names=json_dict.get("thread_names"),
+            )
+        except SessionFileError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
 
     def save(self, filename: "str | os.PathLike[str]") -> None:
-        with open(filename, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f)
+        """Write the session as a ``.pyisession`` file. An existing file is replaced
+        only once the new one is completely written."""
+        write_file_atomically(filename, json.dumps(self.to_json()).encode("ascii"))
 
     @staticmethod
     def load(filename: "str | os.PathLike[str]") -> "Session":
-        with open(filename, encoding="utf-8") as f:
-            return Session.from_json(json.load(f))
+        """Read a ``.pyisession`` file. Raises OSError when it cannot be read and
+        :class:`SessionFileError` (a ValueError) when it is not a usable session."""
+        with open(filename, "rb") as f:
+            data = f.read()
+        try:
+            document = json.loads(data)
+        except UnicodeDecodeError:
+            raise SessionFileError("not a pyinstrument session (not JSON text)") from None
+        except json.JSONDecodeError as exc:
+            if exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string"):
+                raise SessionFileError("truncated pyinstrument session (the file ends too early)") from None
+            raise SessionFileError(f"not a pyinstrument session (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+        return Session.from_json(document)
 
     def __repr__(self) -> str:
         return (
             f"<Session {self.target_description!r}: {self.sample_count} samples, "
             f"{self.duration:.3f}s, {len(self.frame_records)} records>"
         )
+
+
+def _read_frame_records(value: Any) -> List[FrameRecordType]:
+    if not isinstance(value, list):
+        raise SessionFileError("damaged pyinstrument session: 'frame_records' is not a list")
+    records: List[FrameRecordType] = []
+    for i, item in enumerate(value):
+        if not (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            and isinstance(item[0], list)
+            and all(isinstance(frame, str) for frame in item[0])
+            and isinstance(item[1], (int, float))
+            and not isinstance(item[1], bool)
+        ):
+            raise SessionFileError(f"damaged pyinstrument session: frame record {i} is not a [stack, seconds] pair")
+        records.append((item[0], float(item[1])))
+    return records
+
+
+def _read_strings(value: Any, key: str) -> List[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SessionFileError(f"damaged pyinstrument session: {key!r} is not a list of strings")
+    return value
+
+
+def _read_timeline(value: Any) -> Optional[Timeline]:
+    """The timeline in either of our layouts: {"records", "seconds"} (version 2) or a
+    list of [record, seconds] pairs (version 1)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        records, seconds = value.get("records"), value.get("seconds")
+        if not isinstance(records, list) or not isinstance(seconds, list):
+            raise SessionFileError("damaged pyinstrument session: the timeline has no records or seconds")
+        try:
+            return Timeline.from_arrays(array("I", records), array("f", seconds))
+        except (TypeError, OverflowError):
+            raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
+                                   "record indices and seconds") from None
+    if isinstance(value, list):
+        return Timeline(value)
+    raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
+
+
+def write_file_atomically(filename: "str | os.PathLike[str]", data: bytes) -> None:
+    """Write ``data`` to ``filename`` through a temporary file beside it, so that a
+    failure (a full disk, an interrupted run) never leaves a half-written file in
+    place of a good one. A new file gets the usual permissions (0666 less the umask)."""
+    directory, name = os.path.split(os.path.abspath(filename))
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+        with contextlib.suppress(OSError):
+            os.chmod(temporary, os.stat(filename).st_mode & 0o7777)  # keep an existing file's mode
+        os.replace(temporary, filename)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:
@@ -362,4 +462,4 @@ def _merge_thread_names(a: Any, b: Any) -> Any:
     return a
 
 
-__all__ = ["Session", "FrameRecordType", "ROOT_FRAME_IDENTIFIER"]
+__all__ = ["Session", "SessionFileError", "Timeline", "FrameRecordType", "ROOT_FRAME_IDENTIFIER", "write_file_atomically"]

@@ -17,7 +17,7 @@ stay, because the tools that read these files do their own filtering.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Sequence, Tuple
 
 from pyinstrument.frame import (
     ATTRIBUTE_MARKER_CLASS_NAME,

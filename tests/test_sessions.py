@@ -1,0 +1,382 @@
+"""Session files: round trips, damaged files, --load and --load-prev, and files
+exchanged with upstream pyinstrument (installed from PyPI in its own virtualenv)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from sessions import HOSTILE_NAMES, HOSTILE_PATHS, hostile_session, simple_session, threaded_session
+
+from pyinstrument.renderers import ConsoleRenderer
+from pyinstrument.session import Session, SessionFileError
+
+REPO = Path(__file__).resolve().parent.parent
+SRC = REPO / "src"
+
+
+def render_all_ways(session):
+    """The console report in the aggregated, timeline and flat forms, everything shown."""
+    return [
+        ConsoleRenderer(show_all=True).render(session),
+        ConsoleRenderer(show_all=True, timeline=True).render(session),
+        ConsoleRenderer(show_all=True, flat=True).render(session),
+    ]
+
+
+# --- round trips -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [simple_session, threaded_session, hostile_session])
+def test_save_and_load_render_identically(tmp_path, make):
+    session = make()
+    path = tmp_path / "s.pyisession"
+    session.save(path)
+    loaded = Session.load(path)
+    assert render_all_ways(loaded) == render_all_ways(session)
+    assert loaded.frame_records == session.frame_records
+    assert loaded.frame_records_cpu == session.frame_records_cpu
+    assert list(loaded.timeline) == list(session.timeline)
+    # and again: what we load, we save the same way
+    loaded.save(tmp_path / "again.pyisession")
+    assert (tmp_path / "again.pyisession").read_bytes() == path.read_bytes()
+
+
+def test_hostile_names_survive_a_file(tmp_path):
+    session = hostile_session()
+    session.save(tmp_path / "h.pyisession")
+    stacks = [stack for stack, _ in Session.load(tmp_path / "h.pyisession").frame_records]
+    text = "".join(frame for stack in stacks for frame in stack)
+    for name in HOSTILE_NAMES + HOSTILE_PATHS:
+        assert name in text
+
+
+def test_first_timeline_layout_still_loads(tmp_path):
+    session = simple_session()
+    document = session.to_json()
+    document["timeline"] = [[i, s] for i, s in session.timeline]  # as version 1 wrote it
+    path = tmp_path / "v1.pyisession"
+    path.write_text(json.dumps(document))
+    assert list(Session.load(path).timeline) == list(session.timeline)
+
+
+def test_combined_session_holds_both_runs(tmp_path):
+    first, second = simple_session(), threaded_session()
+    second.start_time = first.start_time + 60
+    combined = Session.combine(second, first)
+    assert combined.start_time == first.start_time
+    assert combined.duration == pytest.approx(first.duration + second.duration)
+    assert combined.sample_count == first.sample_count + second.sample_count
+    assert combined.cpu_time == pytest.approx(first.cpu_time + second.cpu_time)
+    root = combined.root_frame()
+    assert root.time == pytest.approx(first.duration + second.duration)
+    names = {f.function for f in root.iter_subtree()}
+    assert {"slow", "Worker.fast", "work", "Thread.join"} <= names
+    combined.save(tmp_path / "c.pyisession")
+    assert render_all_ways(Session.load(tmp_path / "c.pyisession")) == render_all_ways(combined)
+
+
+# --- damaged and foreign files -----------------------------------------------------------
+
+
+def good_document():
+    return json.dumps(simple_session().to_json())
+
+
+DAMAGED = {
+    "truncated": (lambda: good_document()[:200].encode(), "truncated"),
+    "empty": (lambda: b"", "truncated"),
+    "not JSON": (lambda: b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a pyinstrument session"),
+    "not UTF-8": (lambda: b'{"start_time": "\xff"}', "not a pyinstrument session"),
+    "a list": (lambda: b"[1, 2, 3]", "expected a JSON object"),
+    "a speedscope file": (lambda: json.dumps({"$schema": "https://www.speedscope.app/file-format-schema.json",
+                                              "profiles": [], "shared": {"frames": []}}).encode(),
+                          "no 'start_time', 'duration', 'sample_count'"),
+    "records not pairs": (lambda: good_document().replace('"frame_records": [[', '"frame_records": [7, [', 1).encode(),
+                          "frame record 0 is not a [stack, seconds] pair"),
+    "a number as text": (lambda: good_document().replace('"duration": ', '"duration": "x', 1)
+                         .replace('"x1.0', '"x"', 1).encode(), "damaged pyinstrument session"),
+    "a timeline index out of range": (
+        lambda: good_document().replace('"records": [0, 1,', '"records": [0, 99,', 1).encode(),
+        "frame record 99, which does not exist"),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_damaged_file_gives_one_clear_error(tmp_path, kind):
+    make, message = DAMAGED[kind]
+    path = tmp_path / "bad.pyisession"
+    path.write_bytes(make())
+    with pytest.raises(SessionFileError, match=re.escape(message)):
+        Session.load(path)
+    result = pyinstrument("--load", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"pyinstrument: error: can't load session file {str(path)!r}: ")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert path.read_bytes() == make()  # untouched
+
+
+def test_failed_save_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "keep.pyisession"
+    simple_session().save(path)
+    before = path.read_bytes()
+    broken = simple_session()
+    broken.thread_names = {"1": object()}  # cannot be written as JSON
+    with pytest.raises(TypeError):
+        broken.save(path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["keep.pyisession"]  # no temporary left behind
+
+
+def test_saving_keeps_an_existing_files_permissions(tmp_path):
+    path = tmp_path / "shared.pyisession"
+    path.write_text("old")
+    path.chmod(0o640)
+    simple_session().save(path)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert Session.load(path).sample_count == simple_session().sample_count
+
+
+# --- the command line: --load and --load-prev ---------------------------------------------
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def pyinstrument(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def history_directory(data_directory):
+    return Path(data_directory) / "pyinstrument" / "reports"
+
+
+PROGRAM = textwrap.dedent("""
+    import sys, time
+    def spin_{n}():
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            pass
+    spin_{n}()
+""")
+
+
+def run_program(tmp_path, n, *options):
+    script = tmp_path / f"p{n}.py"
+    script.write_text(PROGRAM.format(n=n))
+    result = pyinstrument(*options, script.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def load_prev_hint(output):
+    lines = output.splitlines()
+    index = lines.index("To view this report with different options, run:")
+    command = lines[index + 1].split()
+    assert command[:2] == ["pyinstrument", "--load-prev"] and command[3] == "[options]"
+    return command[2]
+
+
+def test_text_report_is_kept_for_load_prev(tmp_path, private_data_directory):
+    result = run_program(tmp_path, 1)
+    identifier = load_prev_hint(result.stdout)
+    assert (history_directory(private_data_directory) / f"{identifier}.pyisession").is_file()
+    again = pyinstrument("--load-prev", identifier, "-r", "json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "spin_1" in again.stdout
+    assert json.loads(again.stdout)["root_frame"]["function"] == "<module>"
+
+
+def test_only_text_reports_to_the_terminal_are_kept(tmp_path, private_data_directory):
+    run_program(tmp_path, 1, "-o", "report.txt")
+    run_program(tmp_path, 2, "-r", "json")
+    assert not history_directory(private_data_directory).exists()
+
+
+def test_the_ten_most_recent_are_kept(tmp_path, private_data_directory):
+    identifiers = [load_prev_hint(run_program(tmp_path, n).stdout) for n in range(12)]
+    assert len(set(identifiers)) == 12  # unique even within one second
+    kept = sorted(p.stem for p in history_directory(private_data_directory).iterdir())
+    assert kept == sorted(identifiers[2:])
+    gone = pyinstrument("--load-prev", identifiers[0], cwd=tmp_path)
+    assert gone.returncode == 2
+    assert gone.stderr.startswith(f"pyinstrument: error: no recent session {identifiers[0]!r} (the recent ones are ")
+    assert identifiers[-1] in gone.stderr
+    newest = pyinstrument("--load-prev", identifiers[-1], cwd=tmp_path)
+    assert "spin_11" in newest.stdout
+
+
+@pytest.mark.parametrize("identifier", ["nothing-like-this", "../../etc/passwd", "2024-01-01T00-00-00"])
+def test_unknown_previous_session_is_one_clear_error(tmp_path, identifier):
+    result = pyinstrument("--load-prev", identifier, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"pyinstrument: error: no recent session {identifier!r} (none are kept yet)\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
+                    reason="needs a user that file permissions apply to (not root)")
+def test_unwritable_data_directory_does_not_fail_the_run(tmp_path, private_data_directory):
+    private_data_directory.chmod(0o500)
+    try:
+        result = run_program(tmp_path, 1)
+    finally:
+        private_data_directory.chmod(0o700)
+    assert "spin_1" in result.stdout
+    assert "--load-prev" not in result.stdout
+    assert "this session was not kept for --load-prev" in result.stderr
+
+
+def test_data_directory_that_is_a_file_does_not_fail_the_run(tmp_path, private_data_directory):
+    (private_data_directory / "pyinstrument").write_text("in the way")
+    result = run_program(tmp_path, 1)
+    assert "spin_1" in result.stdout
+    assert "--load-prev" not in result.stdout
+    assert result.stderr.count("\n") == 1
+    assert "pyinstrument: note: this session was not kept for --load-prev" in result.stderr
+
+
+def test_report_that_cannot_be_written_keeps_the_profile(tmp_path, private_data_directory):
+    script = tmp_path / "p.py"
+    # the program puts a directory where the report should go
+    script.write_text(PROGRAM.format(n=1) + "import os; os.mkdir('report.txt')\n")
+    result = pyinstrument("-o", "report.txt", "p.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"pyinstrument: error: can't write {str(tmp_path / 'report.txt')!r}: ")
+    identifier = result.stderr.split("--load-prev ")[1].split()[0]
+    again = pyinstrument("--load-prev", identifier, cwd=tmp_path)
+    assert "spin_1" in again.stdout
+
+
+# --- upstream pyinstrument ----------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _upstream_python():
+    result = subprocess.run([str(REPO / "tools" / "upstream-venv.sh"), sys.executable],
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        return None, result.stderr.strip().splitlines()[-1:] or ["no output"]
+    return result.stdout.strip().splitlines()[-1], None
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    """Runs code in upstream pyinstrument 5.x's interpreter; returns its stdout."""
+    python, problem = _upstream_python()
+    if python is None:
+        pytest.skip(f"upstream pyinstrument 5.x does not install on this Python: {problem[0]}")
+
+    def run(*args):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run([python, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    return run
+
+
+WORKLOAD = textwrap.dedent("""
+    import threading, time
+
+    class Shape:
+        def area(self):
+            end = time.perf_counter() + 0.15
+            while time.perf_counter() < end:
+                pass
+
+    def wait_a_bit():
+        time.sleep(0.1)
+
+    Shape().area()
+    wait_a_bit()
+""")
+
+
+def test_sessions_we_save_load_in_upstream(tmp_path, upstream):
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    result = pyinstrument("-r", "session", "-o", "ours.pyisession", "work.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ours = Session.load(tmp_path / "ours.pyisession")
+    report = upstream("-c", textwrap.dedent("""
+        import json, sys
+        from pyinstrument.session import Session
+        from pyinstrument.renderers import ConsoleRenderer, JSONRenderer
+        session = Session.load("ours.pyisession")
+        print(ConsoleRenderer(unicode=True).render(session))
+        print("JSON:" + JSONRenderer().render(session).replace("\\n", " "))
+    """))
+    text, _, json_text = report.partition("JSON:")
+    assert "Shape.area" in text or "area" in text
+    assert "wait_a_bit" in text and "sleep" in text
+    root = json.loads(json_text)["root_frame"]
+    assert root["time"] == pytest.approx(ours.root_frame().time, rel=0.01)
+
+
+def test_hostile_session_loads_in_upstream(tmp_path, upstream):
+    hostile_session().save(tmp_path / "h.pyisession")
+    names = upstream("-c", textwrap.dedent("""
+        import json
+        from pyinstrument.session import Session
+        session = Session.load("h.pyisession")
+        frames, stack = [], [session.root_frame()]
+        while stack:
+            frame = stack.pop()
+            frames.append([frame.function, frame.file_path])
+            stack.extend(frame.children)
+        print(json.dumps(frames))
+    """))
+    seen = json.loads(names)
+    functions = {f for f, _ in seen}
+    paths = {p for _, p in seen}
+    for name in HOSTILE_NAMES:
+        if "\x00" not in name:  # upstream splits frame strings at every NUL
+            assert name in functions
+    assert set(HOSTILE_PATHS) <= paths
+
+
+def test_sessions_upstream_saves_load_here(tmp_path, upstream):
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    upstream("-m", "pyinstrument", "-r", "session", "-o", "upstream.pyisession", "work.py")
+    session = Session.load(tmp_path / "upstream.pyisession")
+    assert session.frame_records_cpu is None and session.timeline is None  # what upstream does not write
+    text = ConsoleRenderer().render(session)
+    assert "area" in text and "wait_a_bit" in text and "sleep" in text
+    # every renderer reads it: through the command line, with the extension choosing
+    for outfile in ["r.json", "r.speedscope.json", "r.pstats", "r.collapsed", "r.svg", "r.firefox.json",
+                    "r.trace.json", "r.pb.gz", "r.pyisession"]:
+        result = pyinstrument("--load", "upstream.pyisession", "-o", outfile, cwd=tmp_path)
+        assert result.returncode == 0, (outfile, result.stderr)
+        assert (tmp_path / outfile).stat().st_size > 0
+
+
+def test_upstream_async_session_loads_here(tmp_path, upstream):
+    (tmp_path / "aio.py").write_text(textwrap.dedent("""
+        import asyncio
+        from pyinstrument import Profiler
+
+        async def nap():
+            await asyncio.sleep(0.1)
+
+        async def main():
+            with Profiler(async_mode="enabled") as profiler:
+                await nap()
+            profiler.last_session.save("async.pyisession")
+
+        asyncio.run(main())
+    """))
+    upstream("aio.py")
+    text = ConsoleRenderer(show_all=True).render(Session.load(tmp_path / "async.pyisession"))
+    assert "[await]" in text and "nap" in text
