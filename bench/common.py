@@ -24,7 +24,6 @@ TOP = os.path.dirname(HERE)
 
 # pip picks the newest release supporting each interpreter (e.g. Django 4.2 on 3.9, 6.x on 3.12+)
 WORKLOAD_MODULES = {"django": "django"}  # {import name: requirement} the workloads need everywhere
-UPSTREAM_REQUIREMENT = "pyinstrument>=5,<6"
 PYSPY_REQUIREMENT = "py-spy"
 
 
@@ -146,7 +145,7 @@ class PythonEnv:
     base: str                       # the interpreter itself
     version: str                    # e.g. "3.12.1"
     ours: str = ""                  # python of .venvs/X.Y (this project + workload packages + py-spy)
-    upstream: Optional[str] = None  # python of bench/.upstream-venv-X.Y, or None (see notes)
+    upstream: Optional[str] = None  # python of .venvs/upstream-X.Y, or None (see notes)
     upstream_version: str = ""
     pyspy: Optional[str] = None     # the py-spy executable, or None (see notes)
     notes: List[str] = field(default_factory=list)
@@ -199,19 +198,15 @@ def ours_python(python: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def upstream_python(python: str, short: str) -> Tuple[Optional[str], str]:
-    """bench/.upstream-venv-X.Y with pyinstrument 5.x from PyPI, made by the same interpreter."""
-    venv = os.path.join(HERE, f".upstream-venv-{short}")
-    py = os.path.join(venv, "bin", "python")
-    check = ("import importlib.util as u, pyinstrument as p; "
-             "assert not u.find_spec('pyinstrument._engine'); print(p.__version__)")
-    if not os.path.exists(py):
-        log(f"    creating {os.path.relpath(venv)}")
-        subprocess.run([python, "-m", "venv", venv], check=True)
-    found = probe(py, check)
-    if found is None or not found.startswith("5."):
-        pip_install(py, UPSTREAM_REQUIREMENT)
-        found = probe(py, check)
+def upstream_python(python: str) -> Tuple[Optional[str], str]:
+    """.venvs/upstream-X.Y from tools/upstream-venv.sh (pyinstrument 5.x from PyPI, made
+    by the same interpreter) and its version; (None, "") when it will not install."""
+    proc = subprocess.run([os.path.join(TOP, "tools", "upstream-venv.sh"), python], stdout=subprocess.PIPE,
+                          universal_newlines=True)
+    if proc.returncode != 0:
+        return None, ""
+    py = proc.stdout.strip().splitlines()[-1]
+    found = probe(py, "import pyinstrument; print(pyinstrument.__version__)")
     return (py, found) if found else (None, "")
 
 
@@ -232,7 +227,7 @@ def prepare(python: str) -> PythonEnv:
         env.pyspy = pyspy
     else:
         env.notes.append(f"py-spy would not install for Python {env.short}")
-    env.upstream, env.upstream_version = upstream_python(python, env.short)
+    env.upstream, env.upstream_version = upstream_python(python)
     if env.upstream is None:
         env.notes.append(f"upstream pyinstrument 5.x would not install on Python {env.short}")
     else:
