@@ -173,6 +173,8 @@ def session_from_snapshot(
     records_cpu: List[float] = []
     record_of_node: Dict[int, int] = {}
     inside_profiler = [False] * len(nodes)
+    # one string object per (code, line), shared by every stack it appears in
+    frame_strings: Dict[Tuple[int, int], str] = {}
     # nodes come parent-before-child, so each stack extends its parent's
     for index, (parent, identity, line, thread, wall, cpu, samples) in enumerate(nodes):
         if parent < 0:
@@ -183,7 +185,11 @@ def session_from_snapshot(
         if not_in_c[identity]:
             stacks[index] = parent_stack  # its time stays with the caller
         else:
-            stacks[index] = parent_stack + [base[identity] + (f"\x01l{line}" if line > 0 else "")]
+            key = (identity, line)
+            text = frame_strings.get(key)
+            if text is None:
+                text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
+            stacks[index] = parent_stack + [text]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
             if inside_profiler[index]:
