@@ -67,17 +67,23 @@ class SampleStacks:
         self.cpu: List[float] = []
         self._session = session
         self._context = session.frame_context()
+        self._entries: Dict[str, _Entry] = {}  # frame string -> what it stands for
         self._frame_index: Dict[Tuple[str, str], int] = {}
-        self._thread_index: Dict[str, int] = {}
         self._start = [frame_info_get_identifier(f) for f in session.start_call_stack]
+        thread_index: Dict[str, int] = {}
         cpu_times = session.frame_records_cpu
         for i, (stack, wall) in enumerate(session.frame_records):
             thread, frames, lines = self._clean(stack)
             self.stacks.append(frames)
             self.lines.append(lines)
-            self.thread_of.append(self._thread(thread))
+            self.thread_of.append(thread_index.setdefault(thread, len(thread_index)))
             self.wall.append(wall if frames else 0.0)
             self.cpu.append(cpu_times[i] if cpu_times is not None and frames else 0.0)
+        # threads in order of first appearance, the main thread first
+        order = sorted(thread_index, key=lambda name: (name != MAIN_THREAD_NAME, thread_index[name]))
+        self.threads = order
+        renumber = {thread_index[name]: position for position, name in enumerate(order)}
+        self.thread_of = [renumber[t] for t in self.thread_of]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -98,36 +104,48 @@ class SampleStacks:
 
     # -- building -------------------------------------------------------------------------
 
-    def _thread(self, name: str) -> int:
-        index = self._thread_index.get(name)
-        if index is None:
-            index = self._thread_index[name] = len(self.threads)
-            self.threads.append(name)
-        return index
-
     def _clean(self, stack: Sequence[str]) -> Tuple[str, Tuple[int, ...], Tuple[int, ...]]:
+        entries = [self._entry(f) for f in stack]
         thread = MAIN_THREAD_NAME
-        parsed = [_parse(f) for f in stack]
-        if parsed and parsed[0][1] == THREAD_FILE:
-            thread = parsed[0][0] or MAIN_THREAD_NAME
-            parsed = parsed[1:]
-        parsed = parsed[_stem_length(parsed, self._start):]
-        parsed = parsed[_launcher_length(parsed):]
-        kept = []
-        for entry in parsed:
-            function, path, _, class_name, _ = entry
-            if _is_profiler_file(path):
-                if function.startswith("Profiler.") or class_name == "Profiler":
-                    return thread, (), ()  # the profiler starting or stopping
+        if entries and entries[0].kind == _THREAD:
+            thread = entries[0].name or MAIN_THREAD_NAME
+            entries = entries[1:]
+        skip = _stem_length(entries, self._start)
+        skip += _launcher_length(entries[skip:])
+        frames: List[int] = []
+        lines: List[int] = []
+        for entry in entries[skip:]:
+            if entry.kind == _PROFILER_MACHINERY:
+                return thread, (), ()  # the profiler starting or stopping
+            if entry.kind == _PROFILER_WRAPPER:
                 continue  # a wrapper of the profile decorator: keep what it called
-            kept.append(entry)
-        frames = tuple(self._frame(e) for e in kept)
-        lines = tuple(e[4] for e in kept)
-        return thread, frames, lines
+            frames.append(entry.frame)
+            lines.append(entry.line)
+        return thread, tuple(frames), tuple(lines)
 
-    def _frame(self, entry: "_Parsed") -> int:
-        function, path, first_line, class_name, _ = entry
-        key = (function + IDENTIFIER_SEP + path + IDENTIFIER_SEP + str(first_line), class_name)
+    def _entry(self, frame_info: str) -> "_Entry":
+        """What a frame string stands for, worked out once per distinct string (an hour
+        of samples has thousands of them, repeated in hundreds of thousands of stack
+        positions)."""
+        entry = self._entries.get(frame_info)
+        if entry is not None:
+            return entry
+        function, path, first_line, class_name, line = _parse(frame_info)
+        identifier = function + IDENTIFIER_SEP + path + IDENTIFIER_SEP + str(first_line)
+        frame = -1
+        if path == THREAD_FILE:
+            kind = _THREAD
+        elif _is_profiler_file(path):
+            is_machinery = function.startswith("Profiler.") or class_name == "Profiler"
+            kind = _PROFILER_MACHINERY if is_machinery else _PROFILER_WRAPPER
+        else:
+            kind = _ORDINARY
+            frame = self._frame(identifier, function, path, first_line, class_name)
+        entry = self._entries[frame_info] = _Entry(identifier, function, path, line, frame, kind)
+        return entry
+
+    def _frame(self, identifier: str, function: str, path: str, first_line: int, class_name: str) -> int:
+        key = (identifier, class_name)
         index = self._frame_index.get(key)
         if index is None:
             name = function
@@ -139,6 +157,19 @@ class SampleStacks:
             index = self._frame_index[key] = len(self.frames)
             self.frames.append(StackFrame(name, path, short, first_line, application, builtin))
         return index
+
+
+# kinds of frame strings
+_ORDINARY, _THREAD, _PROFILER_MACHINERY, _PROFILER_WRAPPER = range(4)
+
+
+class _Entry(NamedTuple):
+    identifier: str
+    name: str  # the function, or the thread's name
+    path: str
+    line: int  # the line being executed, 0 when unknown
+    frame: int  # index into SampleStacks.frames; -1 for threads and profiler frames
+    kind: int
 
 
 # (function, file, first line, class name, current line)
@@ -169,15 +200,11 @@ def _to_int(text: str) -> int:
         return 0
 
 
-def _identifier(entry: _Parsed) -> str:
-    return entry[0] + IDENTIFIER_SEP + entry[1] + IDENTIFIER_SEP + str(entry[2])
-
-
-def _stem_length(parsed: Sequence[_Parsed], start: Sequence[str]) -> int:
+def _stem_length(entries: Sequence[_Entry], start: Sequence[str]) -> int:
     """How many leading frames lead to where the profiler was started: all those that
     match the start stack except the last (the caller of ``Profiler.start``)."""
     matched = 0
-    while matched < len(start) and matched < len(parsed) and _identifier(parsed[matched]) == start[matched]:
+    while matched < len(start) and matched < len(entries) and entries[matched].identifier == start[matched]:
         matched += 1
     return max(matched - 1, 0)
 
@@ -190,17 +217,17 @@ def _is_launcher_file(path: str) -> bool:
     )
 
 
-def _launcher_length(parsed: Sequence[_Parsed]) -> int:
+def _launcher_length(entries: Sequence[_Entry]) -> int:
     """How many leading frames belong to the command line (pyinstrument's ``__main__``,
     runpy, and the ``exec`` of a ``<string>`` between them)."""
-    if not parsed or not is_path_in_package(parsed[0][1], "pyinstrument") or _is_profiler_file(parsed[0][1]):
+    if not entries or not is_path_in_package(entries[0].path, "pyinstrument") or entries[0].kind != _ORDINARY:
         return 0
     n = 0
-    while n < len(parsed):
-        path = parsed[n][1]
+    while n < len(entries):
+        path = entries[n].path
         if _is_launcher_file(path):
             n += 1
-        elif path.startswith("<string>") and n + 1 < len(parsed) and _is_launcher_file(parsed[n + 1][1]):
+        elif path.startswith("<string>") and n + 1 < len(entries) and _is_launcher_file(entries[n + 1].path):
             n += 1
         else:
             break
