@@ -13,6 +13,7 @@ demo:
 
 test:
 	@test -n "$(PYTHONS)" || { echo "no CPython 3.9-3.15 found (see tools/pythons.sh)"; exit 1; }
+	@tools/test-tools.sh
 	@failed=""; for py in $(PYTHONS); do \
 	    echo "=== $$($$py -c 'import sys; print(sys.version.split()[0])') ($$py)"; \
 	    venv=$$(tools/venv.sh $$py) && $$venv -m pytest $(PYTEST_ARGS) tests || failed="$$failed $$py"; \

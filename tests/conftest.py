@@ -1,4 +1,11 @@
+import os
+from pathlib import Path
+
 import pytest
+
+# programs that read our output formats, installed by tools/test-tools.sh
+_TOOLS = Path(__file__).resolve().parent.parent / ".cache" / "tools" / "bin"
+os.environ["PATH"] = os.pathsep.join([str(_TOOLS), os.environ.get("PATH", "")])
 
 
 @pytest.fixture(autouse=True)

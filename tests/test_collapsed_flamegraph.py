@@ -153,7 +153,7 @@ def flame_graph_tools() -> List[List[str]]:
 
 @pytest.mark.skipif(
     not flame_graph_tools(),
-    reason="neither inferno-flamegraph nor flamegraph.pl is installed (cargo install inferno)",
+    reason="neither inferno-flamegraph nor flamegraph.pl is installed (tools/test-tools.sh installs inferno where cargo is)",
 )
 @pytest.mark.parametrize("make", [threaded_session, hostile_session])
 def test_collapsed_is_read_by_flame_graph_tools(tmp_path, make):
@@ -328,10 +328,6 @@ def test_file_extensions():
     assert CollapsedRenderer.output_file_extension == "collapsed"
     assert FlamegraphRenderer.output_file_extension == "svg"
     assert not CollapsedRenderer.output_is_binary and not FlamegraphRenderer.output_is_binary
-
-
-def test_svg_in_a_browser():
-    pytest.skip("browser checks of the SVG's script come with the HTML report's browser tests")
 
 
 def test_collapsed_escaping_is_reversible():
