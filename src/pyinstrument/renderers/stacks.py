@@ -17,7 +17,7 @@ stay, because the tools that read these files do their own filtering.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from pyinstrument.frame import (
     ATTRIBUTE_MARKER_CLASS_NAME,
@@ -49,8 +49,9 @@ class StackFrame(NamedTuple):
 class SampleStacks:
     """The session's frame records as stacks of frame-table indices.
 
-    ``frames``: unique :class:`StackFrame` entries. ``threads``: thread names, in order
-    of first appearance. For record ``i``: ``stacks[i]`` (root first; empty when the
+    ``frames``: unique :class:`StackFrame` entries. ``threads``: thread names, the main
+    thread first, then in order of first appearance (two threads may share a name);
+    ``thread_idents``: their idents (None when unknown). For record ``i``: ``stacks[i]`` (root first; empty when the
     record was the profiler's own work and is left out), ``lines[i]`` (the line each
     frame was executing, 0 when unknown), ``thread_of[i]``, ``wall[i]``, ``cpu[i]``
     (seconds; CPU is 0.0 when the session has none, see ``has_cpu``).
@@ -70,7 +71,7 @@ class SampleStacks:
         self._entries: Dict[str, _Entry] = {}  # frame string -> what it stands for
         self._frame_index: Dict[Tuple[str, str], int] = {}
         self._start = [frame_info_get_identifier(f) for f in session.start_call_stack]
-        thread_index: Dict[str, int] = {}
+        thread_index: Dict[_Entry, int] = {}  # thread root -> index in order of appearance
         cpu_times = session.frame_records_cpu
         for i, (stack, wall) in enumerate(session.frame_records):
             thread, frames, lines = self._clean(stack)
@@ -80,9 +81,10 @@ class SampleStacks:
             self.wall.append(wall if frames else 0.0)
             self.cpu.append(cpu_times[i] if cpu_times is not None and frames else 0.0)
         # threads in order of first appearance, the main thread first
-        order = sorted(thread_index, key=lambda name: (name != MAIN_THREAD_NAME, thread_index[name]))
-        self.threads = order
-        renumber = {thread_index[name]: position for position, name in enumerate(order)}
+        order = sorted(thread_index, key=lambda root: (root.name != MAIN_THREAD_NAME, thread_index[root]))
+        self.threads = [root.name for root in order]
+        self.thread_idents = [root.ident for root in order]
+        renumber = {thread_index[root]: position for position, root in enumerate(order)}
         self.thread_of = [renumber[t] for t in self.thread_of]
 
     # -- reading --------------------------------------------------------------------------
@@ -104,11 +106,12 @@ class SampleStacks:
 
     # -- building -------------------------------------------------------------------------
 
-    def _clean(self, stack: Sequence[str]) -> Tuple[str, Tuple[int, ...], Tuple[int, ...]]:
+    def _clean(self, stack: Sequence[str]) -> Tuple["_Entry", Tuple[int, ...], Tuple[int, ...]]:
+        """The record's thread root (an _Entry), and its cleaned frames and lines."""
         entries = [self._entry(f) for f in stack]
-        thread = MAIN_THREAD_NAME
+        thread = _NO_THREAD_ROOT
         if entries and entries[0].kind == _THREAD:
-            thread = entries[0].name or MAIN_THREAD_NAME
+            thread = entries[0]
             entries = entries[1:]
         skip = _stem_length(entries, self._start)
         skip += _launcher_length(entries[skip:])
@@ -134,7 +137,9 @@ class SampleStacks:
         identifier = function + IDENTIFIER_SEP + path + IDENTIFIER_SEP + str(first_line)
         frame = -1
         if path == THREAD_FILE:
+            # a thread root: the thread's name, its ident where the first line would be
             kind = _THREAD
+            function = function or MAIN_THREAD_NAME
         elif _is_profiler_file(path):
             is_machinery = function.startswith("Profiler.") or class_name == "Profiler"
             kind = _PROFILER_MACHINERY if is_machinery else _PROFILER_WRAPPER
@@ -170,6 +175,16 @@ class _Entry(NamedTuple):
     line: int  # the line being executed, 0 when unknown
     frame: int  # index into SampleStacks.frames; -1 for threads and profiler frames
     kind: int
+
+    @property
+    def ident(self) -> Optional[int]:
+        """A thread root's thread ident (None when unknown)."""
+        text = self.identifier.rpartition(IDENTIFIER_SEP)[2]
+        return int(text) if self.kind == _THREAD and text.isdigit() else None
+
+
+# the "thread" of records without a thread root (the profiler followed one thread)
+_NO_THREAD_ROOT = _Entry(MAIN_THREAD_NAME, MAIN_THREAD_NAME, THREAD_FILE, 0, -1, _THREAD)
 
 
 # (function, file, first line, class name, current line)
