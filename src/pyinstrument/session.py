@@ -27,7 +27,7 @@ FrameRecordType = Tuple[List[str], float]
 
 # version of our extensions to the file format (stored under "pyinstrument_c")
 _FORMAT_EXTRA_KEY = "pyinstrument_c"
-_FORMAT_VERSION = 2  # 2: the timeline is {"records": [...], "seconds": [...]}
+_FORMAT_VERSION = 2  # 2: the timeline is {"records": [...], "nanoseconds": [...]}
 
 
 _NO_START_STACK = "[unknown start]"
@@ -291,7 +291,10 @@ class Session:
             result["frame_records_cpu"] = self.frame_records_cpu
             timeline = self.timeline
             result["timeline"] = (
-                None if timeline is None else {"records": timeline.records.tolist(), "seconds": timeline.seconds.tolist()}
+                None
+                if timeline is None
+                # whole nanoseconds: short in JSON, and they give back the same single-precision seconds
+                else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
             )
         result["dropped_samples"] = self.dropped_samples
         result["thread_names"] = self.thread_names
@@ -385,19 +388,19 @@ def _read_strings(value: Any, key: str) -> List[str]:
 
 
 def _read_timeline(value: Any) -> Optional[Timeline]:
-    """The timeline in either of our layouts: {"records", "seconds"} (version 2) or a
-    list of [record, seconds] pairs (version 1)."""
+    """The timeline in either of our layouts: {"records", "nanoseconds"} (version 2) or
+    a list of [record, seconds] pairs (version 1)."""
     if value is None:
         return None
     if isinstance(value, dict):
-        records, seconds = value.get("records"), value.get("seconds")
-        if not isinstance(records, list) or not isinstance(seconds, list):
-            raise SessionFileError("damaged pyinstrument session: the timeline has no records or seconds")
+        records, nanoseconds = value.get("records"), value.get("nanoseconds")
+        if not isinstance(records, list) or not isinstance(nanoseconds, list):
+            raise SessionFileError("damaged pyinstrument session: the timeline has no records or nanoseconds")
         try:
-            return Timeline.from_arrays(array("I", records), array("f", seconds))
+            return Timeline.from_arrays(array("I", records), array("f", [n / 1e9 for n in nanoseconds]))
         except (TypeError, OverflowError):
             raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
-                                   "record indices and seconds") from None
+                                   "record indices and nanoseconds") from None
     if isinstance(value, list):
         return Timeline(value)
     raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")

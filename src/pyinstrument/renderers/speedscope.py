@@ -1,0 +1,445 @@
+"""The profile as a speedscope file (``.speedscope.json``), for https://www.speedscope.app.
+
+speedscope's file format (https://www.speedscope.app/file-format-schema.json) holds a
+table of frames shared by all profiles (``shared.frames``: name, file, line) and a
+list of profiles. We write one *evented* profile per profiled thread: a list of
+``{"type": "O"|"C", "frame": index, "at": seconds}`` events, a frame opening when a
+function is entered and closing when it returns, properly nested. speedscope's
+"Time Order" view draws them as they happened; "Left Heavy" and "Sandwich" aggregate
+them.
+
+The events follow the session's timeline, so the order is the real one: consecutive
+samples that share the start of their stack are one ongoing call of each shared
+function. Each thread's clock counts the time of its own samples and starts when the
+thread was first seen. The stacks are those of the other stack formats
+(:class:`~pyinstrument.renderers.stacks.SampleStacks`): everything the program ran,
+library code included, without the profiler's own frames.
+
+An hour of samples at 1 ms holds tens of millions of calls, far more than a flame
+chart can show or a browser can load, so calls shorter than ``filter_threshold``
+(a fraction of the thread's profile, default 1/100,000: 36 ms of an hour, 0.6 ms of a
+minute) are not written: their time shows as time in their caller. ``show_all`` or a
+threshold of 0 keeps every call. With ``cpu_profiles``, each thread also gets a
+profile named "<thread> (CPU time)" whose clock advances by CPU time instead of wall
+time, in the same order: waiting disappears and computing stands out.
+
+Strings are written as ASCII JSON (``\\uXXXX`` escapes), so every name survives
+exactly, including a lone surrogate standing for bytes of a file path that are not
+UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from array import array
+from itertools import chain, compress, islice
+from operator import mul, xor
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE, frame_info_get_identifier, gc_paused
+from pyinstrument.renderers.base import FrameRenderer
+from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks
+from pyinstrument.session import Session
+
+SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
+#: calls shorter than this fraction of their thread's profile are left out (drawn as
+#: time in their caller), unless processor_options["filter_threshold"] says otherwise
+DEFAULT_FILTER_THRESHOLD = 1e-5
+
+_THREAD_MARKER = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
+_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _seconds(value: float) -> str:
+    # to the microsecond: samples are milliseconds apart, and rounding keeps the order
+    return repr(round(value, 6))
+
+
+#: a call written to the file: (open time, depth, close time, frame index)
+Call = Tuple[float, int, float, int]
+
+
+class SpeedscopeRenderer(FrameRenderer):
+    """The profile as a speedscope file: one evented, chronological profile per thread.
+
+    :param show_all: write every call, however short (same as a ``filter_threshold``
+        of 0).
+    :param timeline: accepted for compatibility; the file is always chronological
+        (speedscope aggregates it itself in its "Left Heavy" view).
+    :param processor_options: ``filter_threshold``: calls shorter than this fraction
+        of their thread's profile are drawn as time in their caller (default
+        ``1e-5``). The other processor options do not apply: nothing is folded.
+    :param cpu_profiles: add, for each thread, a profile whose clock is CPU time
+        (when the session recorded CPU time).
+    """
+
+    output_file_extension = "speedscope.json"
+    output_is_binary = False
+
+    def __init__(
+        self,
+        show_all: bool = False,
+        timeline: bool = False,
+        processor_options: Optional[Dict[str, Any]] = None,
+        cpu_profiles: bool = False,
+    ) -> None:
+        super().__init__(show_all=show_all, timeline=timeline, processor_options=processor_options)
+        threshold = self.processor_options.get("filter_threshold")
+        if show_all:
+            threshold = 0.0
+        elif threshold is None:
+            threshold = DEFAULT_FILTER_THRESHOLD
+        threshold = float(threshold)
+        if not threshold >= 0:
+            raise ValueError(f"filter_threshold must be a fraction >= 0, not {threshold!r}")
+        self.filter_threshold = threshold
+        self.cpu_profiles = cpu_profiles
+
+    def render(self, session: Session) -> str:
+        with gc_paused():
+            return self._render(session)
+
+    def _render(self, session: Session) -> str:
+        stacks = SampleStacks(session)
+        lanes = _Lanes(session, stacks)
+        profiles: List[str] = []
+        order = lanes.display_order()
+        for lane in order:
+            profiles.append(self._profile(lanes.names[lane], lanes, lane, cpu=False))
+        if self.cpu_profiles and stacks.has_cpu:
+            for lane in order:
+                profiles.append(self._profile(f"{lanes.names[lane]} (CPU time)", lanes, lane, cpu=True))
+        if not profiles:
+            # nothing recorded: one empty profile, so that speedscope still opens the file
+            profiles.append(_profile_json("MainThread", 0.0, 0.0, []))
+
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session.start_time))
+        description = session.target_description or "pyinstrument profile"
+        frames = ",".join(_frame_json(f.name, f.file_path, f.line_no) for f in stacks.frames)
+        return "".join(
+            [
+                '{"$schema": ', _encode_string(SCHEMA_URL),
+                ', "exporter": ', _encode_string(f"pyinstrument {_version()}"),
+                ', "name": ', _encode_string(f"{description} ({when})"),
+                ', "activeProfileIndex": 0',
+                ', "shared": {"frames": [', frames, "]}",
+                ', "profiles": [', ",".join(profiles), "]}\n",
+            ]
+        )
+
+    def _profile(self, name: str, lanes: "_Lanes", lane: int, cpu: bool) -> str:
+        # all lanes are swept on the first call (they share the split of the timeline)
+        start, end, calls = lanes.calls(self.filter_threshold, cpu)[lane]
+        return _profile_json(name, start, end, _events(calls))
+
+
+class _Lanes:
+    """The session's samples split by thread, and the sweep that turns each thread's
+    chronological samples into calls.
+
+    A lane is one thread: the records whose stack starts with the same thread root
+    (its full identifier, so two threads with the same name stay apart), or the
+    records without a thread root.
+    """
+
+    def __init__(self, session: Session, stacks: SampleStacks):
+        self._session = session
+        self._frame_count = len(stacks.frames)
+        lane_of_key: Dict[str, int] = {}
+        self.lane_of: List[int] = []
+        keys: List[str] = []
+        names: List[str] = []
+        for i, (stack, _) in enumerate(session.frame_records):
+            key = ""
+            if stack:
+                first = frame_info_get_identifier(stack[0])
+                if _THREAD_MARKER in first:
+                    key = first
+            lane = lane_of_key.get(key)
+            if lane is None:
+                lane = lane_of_key[key] = len(keys)
+                keys.append(key)
+                names.append(stacks.threads[stacks.thread_of[i]])
+            self.lane_of.append(lane)
+        # a name shared by several threads gets the thread id, to tell them apart
+        shared = {name for name in names if names.count(name) > 1}
+        self.names = [
+            f"{name} ({key.rsplit(IDENTIFIER_SEP, 1)[-1]})" if key and name in shared else name
+            for key, name in zip(keys, names)
+        ]
+
+        # each distinct cleaned stack once: records differing only by current lines share one
+        unique_index: Dict[Tuple[int, ...], int] = {}
+        self.unique_stacks: List[Tuple[int, ...]] = []
+        self.unique_of: List[int] = []
+        for stack in stacks.stacks:
+            u = unique_index.get(stack)
+            if u is None:
+                u = unique_index[stack] = len(self.unique_stacks)
+                self.unique_stacks.append(stack)
+            self.unique_of.append(u)
+        self.lengths = [len(stack) for stack in self.unique_stacks]
+
+        # Each distinct stack packed, root first, into an integer with a fixed number of
+        # bits per frame and padded on the right to the deepest stack's length: the
+        # highest bit where two of them differ tells how many leading frames they share.
+        # Packed through an array, in C: stacks can be thousands of frames deep.
+        typecode = "H" if len(stacks.frames) < 0xFFFF else "I"
+        self.frame_bits = 8 * array(typecode).itemsize  # frame i is packed as i + 1
+        depth = max(self.lengths, default=0)
+        self.packed_bits = depth * self.frame_bits
+        self.packed: List[int] = []
+        for stack in self.unique_stacks:
+            # little-endian: the last item is the most significant, so the leaf first,
+            # after the padding
+            items = array(typecode, bytes(array(typecode).itemsize * (depth - len(stack))))
+            items.extend(map((1).__add__, reversed(stack)))
+            if sys.byteorder == "big":
+                items.byteswap()
+            self.packed.append(int.from_bytes(items.tobytes(), "little"))
+
+        self._split: Optional[List[Tuple[Any, List[int], List[int]]]] = None
+        self._cache: Dict[Tuple[float, bool], List[Tuple[float, float, List[Call]]]] = {}
+
+    def calls(self, threshold: float, cpu: bool) -> List[Tuple[float, float, List[Call]]]:
+        """Per lane: (start, end, calls kept), times on the lane's wall or CPU clock."""
+        key = (threshold, cpu)
+        result = self._cache.get(key)
+        if result is None:
+            result = self._cache[key] = self._sweep_lanes(threshold, cpu)
+        return result
+
+    def display_order(self) -> List[int]:
+        """The lanes in the order of their profiles: the main thread first (speedscope
+        opens the first profile), then as they were first sampled."""
+        lanes = self._lane_stacks()
+        records, _ = self._timeline()
+        firsts = [_first_selected(selector, len(records)) for selector, _, _ in lanes]
+        return sorted(
+            range(len(lanes)),
+            key=lambda lane: (self.names[lane] != MAIN_THREAD_NAME, firsts[lane] < 0, firsts[lane]),
+        )
+
+    def _timeline(self) -> Tuple[Sequence[int], Sequence[float]]:
+        """The timeline as (record indices, seconds); the records in their stored order
+        when the session has none."""
+        timeline = self._session.timeline
+        if timeline is not None:
+            return timeline.records, timeline.seconds
+        records = self._session.frame_records
+        return range(len(records)), [t for _, t in records]
+
+    def _selectors(self, records: Sequence[int]) -> List[Any]:
+        """Per lane, what picks its entries out of the timeline (see ``_pick``): None
+        when there is only one lane, else one byte per entry, 1 for the lane's own
+        (so ``itertools.compress`` does the picking in C), or, with 256 lanes or more,
+        the positions of the lane's entries."""
+        lane_count = len(self.names)
+        if lane_count == 1:
+            return [None]
+        if lane_count < 256:
+            lane_bytes = bytes(map(self.lane_of.__getitem__, records))
+            selectors = []
+            for lane in range(lane_count):
+                table = bytearray(256)
+                table[lane] = 1
+                selectors.append(lane_bytes.translate(table))
+            return selectors
+        positions: List[List[int]] = [[] for _ in range(lane_count)]
+        for position, lane in enumerate(map(self.lane_of.__getitem__, records)):
+            positions[lane].append(position)
+        return positions
+
+    def _lane_stacks(self) -> List[Tuple[Any, List[int], List[int]]]:
+        """Per lane: its selector, and the unique stack and packed value of each of its
+        entries (shared by the wall and CPU sweeps)."""
+        if self._split is None:
+            records, _ = self._timeline()
+            uniques = list(map(self.unique_of.__getitem__, records))
+            split = []
+            for selector in self._selectors(records):
+                lane_uniques = _pick(uniques, selector)
+                split.append((selector, lane_uniques, list(map(self.packed.__getitem__, lane_uniques))))
+            self._split = split
+        return self._split
+
+    def _sweep_lanes(self, threshold: float, cpu: bool) -> List[Tuple[float, float, List[Call]]]:
+        records, timeline_seconds = self._timeline()
+        lanes = self._lane_stacks()
+        session = self._session
+        if cpu:
+            cpu_times = session.frame_records_cpu or [0.0] * len(session.frame_records)
+            scale = [c / wall if wall > 0 else 0.0 for (_, wall), c in zip(session.frame_records, cpu_times)]
+            seconds = list(map(mul, timeline_seconds, map(scale.__getitem__, records)))
+        else:
+            seconds = list(timeline_seconds)
+
+        starts = [0.0] * len(lanes)
+        if not cpu and len(lanes) > 1:
+            # A thread first seen later starts at the time reached by then: the seconds
+            # sampled before its first entry shared among the threads seen so far (every
+            # thread is sampled at every tick, so their clocks keep together).
+            firsts = sorted(
+                (_first_selected(selector, len(records)), lane) for lane, (selector, _, _) in enumerate(lanes)
+            )
+            elapsed = 0.0
+            previous = 0
+            seen = 0
+            for first, lane in firsts:
+                if first < 0:
+                    continue
+                elapsed += sum(islice(seconds, previous, first))
+                previous = first
+                starts[lane] = elapsed / seen if seen else 0.0
+                seen += 1
+
+        result = []
+        for (selector, uniques, values), start in zip(lanes, starts):
+            lane_seconds = _pick(seconds, selector)
+            result.append(self._sweep(uniques, values, lane_seconds, start, threshold))
+        return result
+
+    def _sweep(
+        self, uniques: List[int], values: List[int], seconds: List[float], start: float, threshold: float
+    ) -> Tuple[float, float, List[Call]]:
+        """One thread's calls, from its entries in time order (unique stack, packed
+        stack, seconds).
+
+        When an entry's stack differs from the previous one, the frames below the part
+        they share close and the entry's deeper frames open, at the thread's clock. Open
+        times grow with depth in steps, kept as a stack of (depth, time) pairs: the
+        frames from that depth down (re)opened at that time. So a sample costs a few
+        operations, however many frames change, unless a call long enough to keep
+        closes (rare: a call is kept only when it lasts ``minimum``).
+        """
+        unique_stacks = self.unique_stacks
+        lengths = self.lengths
+        packed_bits = self.packed_bits
+        frame_bits = self.frame_bits
+        # calls shorter than this are not kept; never calls of no length at all
+        minimum = max(threshold * sum(seconds), 1e-9)
+        # bit length of (this stack XOR the previous one): 0 when nothing changed
+        changes = map(int.bit_length, map(xor, values, chain((0,), values)))
+
+        now = start
+        current = 0  # the unique stack open now
+        open_count = 0
+        # the step function of open times: frames from depth step_depths[i] on were
+        # opened at step_times[i]; the first step (depth 0) never goes away
+        step_depths = [0]
+        step_times = [start]
+        calls: List[Call] = []
+        for u, change, t in zip(uniques, changes, seconds):
+            if change:
+                common = (packed_bits - change) // frame_bits
+                j = -1
+                while step_depths[j] > common:
+                    j -= 1
+                if common < open_count and step_times[j] <= now - minimum:
+                    _keep(calls, unique_stacks[current], common, open_count, step_depths, step_times, j, now, minimum)
+                if j < -1:
+                    del step_depths[j + 1 :]
+                    del step_times[j + 1 :]
+                if step_depths[-1] == common:
+                    step_times[-1] = now
+                else:
+                    step_depths.append(common)
+                    step_times.append(now)
+                current = u
+                open_count = lengths[u]
+            now += t
+        if open_count:
+            first_step = -len(step_depths)
+            _keep(calls, unique_stacks[current], 0, open_count, step_depths, step_times, first_step, now, minimum)
+        # open time, then depth: callers before their callees
+        calls.sort()
+        return start, now, calls
+
+
+def _pick(entries: List[Any], selector: Any) -> List[Any]:
+    """The entries of one lane (see ``_Lanes._selectors``)."""
+    if selector is None:
+        return entries
+    if isinstance(selector, bytes):
+        return list(compress(entries, selector))
+    return list(map(entries.__getitem__, selector))
+
+
+def _first_selected(selector: Any, length: int) -> int:
+    """Position in the timeline of a lane's first entry, -1 for none."""
+    if selector is None:
+        return 0 if length else -1
+    if isinstance(selector, bytes):
+        return selector.find(1)
+    return selector[0] if selector else -1
+
+
+def _keep(
+    calls: List[Call],
+    stack: Tuple[int, ...],
+    first_depth: int,
+    end_depth: int,
+    step_depths: List[int],
+    step_times: List[float],
+    step: int,
+    now: float,
+    minimum: float,
+) -> None:
+    """Add to ``calls`` the frames of ``stack`` from ``first_depth`` to ``end_depth``
+    that close at ``now`` after being open at least ``minimum``. ``step`` indexes (from
+    the end) the step that holds the open time of ``first_depth``."""
+    limit = now - minimum
+    for depth in range(first_depth, end_depth):
+        while step < -1 and step_depths[step + 1] <= depth:
+            step += 1
+        opened_at = step_times[step]
+        if opened_at > limit:
+            break  # deeper frames opened later still
+        calls.append((opened_at, depth, now, stack[depth]))
+
+
+def _events(calls: Sequence[Call]) -> List[str]:
+    """The O/C events of calls sorted by (open time, depth)."""
+    events: List[str] = []
+    append = events.append
+    open_calls: List[Tuple[int, float, int]] = []  # (depth, close time, frame)
+    for opened_at, depth, closed_at, frame in calls:
+        while open_calls and open_calls[-1][0] >= depth:
+            _, end, closing = open_calls.pop()
+            append('{"type":"C","frame":%d,"at":%s}' % (closing, _seconds(end)))
+        append('{"type":"O","frame":%d,"at":%s}' % (frame, _seconds(opened_at)))
+        open_calls.append((depth, closed_at, frame))
+    while open_calls:
+        _, end, closing = open_calls.pop()
+        append('{"type":"C","frame":%d,"at":%s}' % (closing, _seconds(end)))
+    return events
+
+
+def _profile_json(name: str, start: float, end: float, events: List[str]) -> str:
+    return "".join(
+        [
+            '{"type": "evented", "name": ', _encode_string(name),
+            ', "unit": "seconds", "startValue": ', _seconds(start),
+            ', "endValue": ', _seconds(end),
+            ', "events": [', ",".join(events), "]}",
+        ]
+    )
+
+
+def _frame_json(name: str, file_path: str, line: int) -> str:
+    text = '{"name": ' + _encode_string(name)
+    if file_path:
+        text += ', "file": ' + _encode_string(file_path)
+    if line:
+        text += ', "line": ' + str(int(line))
+    return text + "}"
+
+
+def _version() -> str:
+    try:
+        from pyinstrument import __version__
+    except ImportError:  # pragma: no cover
+        return "?"
+    return str(__version__)
