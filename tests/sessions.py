@@ -5,8 +5,13 @@ Frame strings are written the way the engine writes them (see pyinstrument.frame
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from array import array
+from pathlib import Path
 
 from pyinstrument.session import Session, Timeline
 
@@ -119,3 +124,43 @@ def hostile_session():
     cpu = [t / 2 for _, t in records]
     return make_session(records, cpu=cpu, timeline=[(i, t) for i, (_, t) in enumerate(records)],
                         sys_path=[], sys_prefixes=[])
+
+
+# --- real programs through the command line ----------------------------------------------
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+#: a program whose main thread and a thread named "helper" both run spin()
+THREADED_PROGRAM = textwrap.dedent("""
+    import threading
+
+    def spin(n):
+        total = 0
+        for i in range(n):
+            total += i * i
+        return total
+
+    def in_thread():
+        spin(300_000)
+
+    def main():
+        worker = threading.Thread(target=in_thread, name="helper")
+        worker.start()
+        spin(300_000)
+        worker.join()
+
+    main()
+""")
+
+
+def run_pyinstrument(*args, cwd, check=True):
+    """``python -m pyinstrument ARGS`` in ``cwd`` with this checkout's package; with
+    ``check``, asserts it succeeded."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.pop("NO_COLOR", None)
+    result = subprocess.run([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

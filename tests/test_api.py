@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pyinstrument import Profiler, profile
+from pyinstrument import Profiler
 
 
 def spin(seconds: float) -> None:

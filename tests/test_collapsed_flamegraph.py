@@ -4,20 +4,16 @@ SVG parsed as XML."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import urllib.parse
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Tuple
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from sessions import (  # noqa: E402
+from sessions import (
     HOSTILE_FUNCTION,
     HOSTILE_NAMES,
     HOSTILE_PATHS,
@@ -27,8 +23,8 @@ from sessions import (  # noqa: E402
     threaded_session,
 )
 
-from pyinstrument.renderers import CollapsedRenderer, FlamegraphRenderer  # noqa: E402
-from pyinstrument.renderers.collapsed import escape_frame_text  # noqa: E402
+from pyinstrument.renderers import CollapsedRenderer, FlamegraphRenderer
+from pyinstrument.renderers.collapsed import escape_frame_text
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -8,7 +8,6 @@ shares are checked against what the program itself measured, within a tolerance.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys

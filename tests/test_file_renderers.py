@@ -18,9 +18,7 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
-import textwrap
 from collections import defaultdict
 from typing import Any, Dict, List, Tuple
 
@@ -31,9 +29,7 @@ try:
 except ImportError:  # a test dependency; the schema test says when it is missing
     jsonschema = None
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from sessions import (  # noqa: E402
+from sessions import (
     APP,
     FAST,
     HOSTILE_NAMES,
@@ -44,22 +40,24 @@ from sessions import (  # noqa: E402
     RUN,
     SLEEP,
     SLOW,
+    THREADED_PROGRAM,
     frame_string,
     hostile_session,
     make_session,
+    run_pyinstrument,
     simple_session,
     thread_root,
     threaded_session,
 )
 
-from pyinstrument.renderers import (  # noqa: E402
+from pyinstrument.renderers import (
     ConsoleRenderer,
     JSONRenderer,
     PstatsRenderer,
     SessionRenderer,
     SpeedscopeRenderer,
 )
-from pyinstrument.session import Session, Timeline  # noqa: E402
+from pyinstrument.session import Session, Timeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEEDSCOPE_VERSION = "1.25.0"
@@ -706,33 +704,10 @@ def test_session_file_keeps_hostile_names_exactly(tmp_path):
 
 
 def test_a_real_program_in_every_format(tmp_path):
-    (tmp_path / "busy.py").write_text(textwrap.dedent("""
-        import threading
-
-        def spin(n):
-            total = 0
-            for i in range(n):
-                total += i * i
-            return total
-
-        def in_thread():
-            spin(200_000)
-
-        def main():
-            worker = threading.Thread(target=in_thread, name="helper")
-            worker.start()
-            spin(200_000)
-            worker.join()
-
-        main()
-    """))
-    paths = [os.path.join(REPO, "src"), os.environ.get("PYTHONPATH")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    (tmp_path / "busy.py").write_text(THREADED_PROGRAM)
 
     def pyinstrument(*args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "pyinstrument", *args], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert result.returncode == 0, result.stderr
+        run_pyinstrument(*args, cwd=tmp_path)
 
     pyinstrument("--all-threads", "-r", "session", "-o", "run.pyisession", "busy.py")
     session = Session.load(str(tmp_path / "run.pyisession"))

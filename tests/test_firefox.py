@@ -17,34 +17,30 @@ session.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-import textwrap
 from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from sessions import (  # noqa: E402
+from sessions import (
     APP,
     HOSTILE_NAMES,
     HOSTILE_PATHS,
     PREFIX,
+    THREADED_PROGRAM,
     frame_string,
     hostile_session,
     make_session,
+    run_pyinstrument,
     simple_session,
     thread_root,
     threaded_session,
 )
 
-from pyinstrument.renderers import FirefoxRenderer  # noqa: E402
-from pyinstrument.session import Session, Timeline  # noqa: E402
+from pyinstrument.renderers import FirefoxRenderer
+from pyinstrument.session import Session, Timeline
 
 CATEGORY_COLORS = {
     "transparent", "purple", "green", "orange", "yellow", "lightblue", "blue", "brown",
@@ -454,33 +450,8 @@ def test_many_samples_keep_their_totals():
 
 
 def test_a_real_program_through_the_command_line(tmp_path):
-    (tmp_path / "busy.py").write_text(textwrap.dedent("""
-        import threading
-
-        def spin(n):
-            total = 0
-            for i in range(n):
-                total += i * i
-            return total
-
-        def in_thread():
-            spin(300_000)
-
-        def main():
-            worker = threading.Thread(target=in_thread, name="helper")
-            worker.start()
-            spin(300_000)
-            worker.join()
-
-        main()
-    """))
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run(
-        [sys.executable, "-m", "pyinstrument", "--all-threads", "-r", "firefox", "-o", "out.firefox.json", "busy.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    (tmp_path / "busy.py").write_text(THREADED_PROGRAM)
+    run_pyinstrument("--all-threads", "-r", "firefox", "-o", "out.firefox.json", "busy.py", cwd=tmp_path)
     profile = json.loads((tmp_path / "out.firefox.json").read_text(encoding="ascii"))
     validate(profile)
     assert [t["name"] for t in profile["threads"]][0] == "MainThread"

@@ -11,13 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from sessions import HOSTILE_NAMES, HOSTILE_PATHS, hostile_session, simple_session, threaded_session
+from sessions import HOSTILE_NAMES, HOSTILE_PATHS, hostile_session, run_pyinstrument, simple_session, threaded_session
 
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, SessionFileError
 
 REPO = Path(__file__).resolve().parent.parent
-SRC = REPO / "src"
 
 
 def render_all_ways(session):
@@ -146,16 +145,8 @@ def test_saving_keeps_an_existing_files_permissions(tmp_path):
 # --- the command line: --load and --load-prev ---------------------------------------------
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    env.pop("NO_COLOR", None)
-    return env
-
-
 def pyinstrument(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    return run_pyinstrument(*args, cwd=cwd, check=False)
 
 
 def history_directory(data_directory):

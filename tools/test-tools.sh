@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # tools/test-tools.sh: installs, into .cache/tools, the programs the tests feed our
-# output formats to, where they can be built here: inferno's flame graph tool (for the
-# collapsed stacks; needs cargo, about two minutes the first time). The tests look for
-# them in .cache/tools/bin and say why they skip a check when one is missing.
+# output formats to: inferno's flame graph tool (for the collapsed stacks; needs cargo,
+# about two minutes the first time) and Chrome DevTools' trace engine (for the Chrome
+# traces; needs npm). The tests look for them there and say why they skip a check
+# when one is missing. (go tool pprof comes with Go; the speedscope schema is fetched
+# by its test.)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 root="$top/.cache/tools"
@@ -15,6 +17,17 @@ if [ ! -x "$root/bin/inferno-flamegraph" ]; then
             || echo "tools/test-tools.sh: inferno did not install; its checks will be skipped" >&2
     else
         echo "tools/test-tools.sh: no cargo; the checks that use inferno will be skipped" >&2
+    fi
+fi
+trace_engine_version=0.0.65
+if [ ! -d "$root/trace_engine/node_modules/@paulirish/trace_engine" ]; then
+    if command -v npm >/dev/null; then
+        echo "=== installing @paulirish/trace_engine $trace_engine_version into .cache/tools (npm)"
+        npm install --silent --prefix "$root/trace_engine" --no-audit --no-fund \
+            "@paulirish/trace_engine@$trace_engine_version" >&2 \
+            || echo "tools/test-tools.sh: the trace engine did not install; its checks will be skipped" >&2
+    else
+        echo "tools/test-tools.sh: no npm; the checks that use Chrome's trace engine will be skipped" >&2
     fi
 fi
 exit 0

@@ -28,6 +28,10 @@ class SessionRenderer(Renderer):
     output_file_extension = "pyisession"
     output_is_binary = False
 
+    def __init__(self, tree_format: bool = False) -> None:
+        super().__init__()
+        self.tree_format = tree_format  # accepted as upstream does, which also ignores it
+
     def render(self, session: Session) -> str:
         # ensure_ascii (the default) is what keeps lone surrogates writable as UTF-8
         return json.dumps(session.to_json(), ensure_ascii=True)

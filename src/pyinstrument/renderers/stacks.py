@@ -27,6 +27,7 @@ from pyinstrument.frame import (
     IDENTIFIER_SEP,
     THREAD_FILE,
     frame_info_get_identifier,
+    gc_paused,
     is_path_in_package,
 )
 from pyinstrument.session import Session
@@ -73,13 +74,14 @@ class SampleStacks:
         self._start = [frame_info_get_identifier(f) for f in session.start_call_stack]
         thread_index: Dict[_Entry, int] = {}  # thread root -> index in order of appearance
         cpu_times = session.frame_records_cpu
-        for i, (stack, wall) in enumerate(session.frame_records):
-            thread, frames, lines = self._clean(stack)
-            self.stacks.append(frames)
-            self.lines.append(lines)
-            self.thread_of.append(thread_index.setdefault(thread, len(thread_index)))
-            self.wall.append(wall if frames else 0.0)
-            self.cpu.append(cpu_times[i] if cpu_times is not None and frames else 0.0)
+        with gc_paused():  # many small tuples, none of them garbage: collections would only cost
+            for i, (stack, wall) in enumerate(session.frame_records):
+                thread, frames, lines = self._clean(stack)
+                self.stacks.append(frames)
+                self.lines.append(lines)
+                self.thread_of.append(thread_index.setdefault(thread, len(thread_index)))
+                self.wall.append(wall if frames else 0.0)
+                self.cpu.append(cpu_times[i] if cpu_times is not None and frames else 0.0)
         # threads in order of first appearance, the main thread first
         order = sorted(thread_index, key=lambda root: (root.name != MAIN_THREAD_NAME, thread_index[root]))
         self.threads = [root.name for root in order]
