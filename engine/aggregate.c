@@ -124,9 +124,8 @@ pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigne
     return t;
 }
 
-static void timeline_add(pi_tree *tree, pi_thread_record *t, uint32_t node, int64_t wall_ns)
+static void timeline_append(pi_tree *tree, pi_thread_record *t, uint32_t node, uint32_t wall)
 {
-    uint32_t wall = wall_ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)(wall_ns < 0 ? 0 : wall_ns);
     if (t->timeline_len > 0) {
         pi_timeline_entry *last = &t->timeline[t->timeline_len - 1];
         if (last->node == node && (uint64_t)last->wall_ns + wall <= UINT32_MAX) {
@@ -150,6 +149,25 @@ static void timeline_add(pi_tree *tree, pi_thread_record *t, uint32_t node, int6
     }
     t->timeline[t->timeline_len++] = (pi_timeline_entry){node, wall};
     tree->timeline_budget--;
+}
+
+/* An entry holds at most UINT32_MAX ns (4.3 s): longer spans take several. */
+static void timeline_add(pi_tree *tree, pi_thread_record *t, uint32_t node, int64_t wall_ns)
+{
+    if (wall_ns <= 0)
+        return;
+    t->clock_ns += wall_ns;
+    while (wall_ns > (int64_t)UINT32_MAX && !tree->timeline_truncated) {
+        timeline_append(tree, t, node, UINT32_MAX);
+        wall_ns -= (int64_t)UINT32_MAX;
+    }
+    timeline_append(tree, t, node, (uint32_t)wall_ns);
+}
+
+void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns)
+{
+    if (clock_ns > thread->clock_ns)
+        timeline_add(tree, thread, PI_NO_NODE, clock_ns - thread->clock_ns);
 }
 
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,

@@ -209,9 +209,13 @@ typedef struct {
     uint64_t self_samples;
 } pi_node;
 
+/* A timeline entry: `wall_ns` of consecutive samples of `node`, or, with node
+ * PI_NO_NODE, wall time the thread spent without a recorded sample (it did not exist
+ * yet, or its stack could not be read), so that each thread's entries add up to the
+ * time since the first tick. */
 typedef struct {
     uint32_t node;
-    uint32_t wall_ns; /* consecutive samples of the same node merged, saturating */
+    uint32_t wall_ns;
 } pi_timeline_entry;
 
 typedef struct {
@@ -219,6 +223,7 @@ typedef struct {
     unsigned long native_id;
     uint32_t root;
     int64_t last_cpu_ns; /* -1 when unknown */
+    int64_t clock_ns;    /* wall time its timeline covers, gaps included */
     pi_timeline_entry *timeline;
     size_t timeline_len, timeline_cap;
 } pi_thread_record;
@@ -241,6 +246,8 @@ pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigne
 /* Adds one sample; `identities` and `lines` are root-first. Returns 0, or -1 when out of memory. */
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns);
+/* Brings the thread's timeline up to `clock_ns` (time since the first tick) with a gap. */
+void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns);
 
 /* ----------------------------------------------------------------- stacks.c */
 
@@ -270,6 +277,7 @@ typedef struct {
     size_t walker_cap;
     pi_scratch *scratch; /* per-tick working buffers, kept between ticks */
     int64_t last_tick_ns;
+    int64_t first_tick_ns; /* zero of the threads' timeline clocks */
 } pi_state;
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);

@@ -702,7 +702,7 @@ static pi_code_entry *code_entry(const code_set *set, uintptr_t code)
 
 /* ---- the tick ---- */
 
-static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
+static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
 {
     pi_scratch *x = s->scratch;
     size_t depth = 0;
@@ -740,6 +740,9 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns)
     }
     if (s->tree.thread_count > known_threads && s->interval_ns > 0 && wall_ns > s->interval_ns)
         wall_ns = s->interval_ns; /* a thread seen first did not exist for the whole gap */
+    /* the time before this sample that the thread's timeline lacks (it did not exist,
+     * or earlier samples were dropped) becomes a gap, so its clock stays true */
+    pi_tree_catch_up(&s->tree, t, now_ns - s->first_tick_ns - wall_ns);
     int64_t cpu_ns = 0;
     int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
     if (cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
@@ -796,10 +799,12 @@ static void round_add_spec(round_list *round, pi_walker *w, size_t index)
 void pi_tick(pi_state *s, int64_t now_ns)
 {
     pi_scratch *x = s->scratch;
-    uintptr_t *addrs;
-    pi_tstate *states;
+    uintptr_t *addrs = NULL;
+    pi_tstate *states = NULL;
     size_t thread_count = read_threads(s, &addrs, &states);
     int64_t wall_ns = s->last_tick_ns ? now_ns - s->last_tick_ns : 0;
+    if (!s->first_tick_ns) /* the sampler's start when it set last_tick_ns, else this tick */
+        s->first_tick_ns = s->last_tick_ns ? s->last_tick_ns : now_ns;
     s->last_tick_ns = now_ns;
     s->stats.ticks++;
     if (thread_count == 0 || wall_ns <= 0 || ensure_walkers(s, thread_count) != 0)
@@ -876,7 +881,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
         if (w->state == WALK_DONE) {
-            record_thread(s, w, wall_ns);
+            record_thread(s, w, wall_ns, now_ns);
         } else {
             s->stats.dropped++;
             s->stats.dropped_walk++;

@@ -12,12 +12,14 @@ import platform
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
 pytestmark = pytest.mark.engine
 
-# Prints, as JSON, {"stack > joined > names": seconds} for every frame record, plus extras.
+# Prints, as JSON, {"stack > joined > names": seconds} for every sampled stack, plus extras.
 HARNESS = textwrap.dedent(
     """
     import json, sys, os, threading, time
@@ -26,6 +28,8 @@ HARNESS = textwrap.dedent(
     def flatten(session):
         out = {}
         for stack, seconds in session.frame_records:
+            if not seconds:
+                continue  # time in the timeline without a sample, not a stack
             names = [f.split("\\x00")[0] for f in stack]
             key = " > ".join(names)
             out[key] = out.get(key, 0.0) + seconds
@@ -393,3 +397,38 @@ def test_calls_to_python_functions_are_never_shown_as_c_functions():
     frames = {frame for stack, _ in result["records"] for frame in stack}
     assert any(f.startswith("tiny\x00") for f in frames)
     assert not any(f.startswith("tiny\x00<built-in>") for f in frames)
+
+
+def test_each_threads_timeline_runs_on_the_sessions_clock():
+    """A thread started late begins its timeline with time without samples, so every
+    thread's entries add up to the time since the profiler started."""
+    from pyinstrument import Profiler
+    from pyinstrument.renderers.stacks import SampleStacks
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    late = threading.Thread(target=spin, args=(0.1,), name="late")
+    profiler = Profiler(all_threads=True)
+    profiler.start()
+    spin(0.2)
+    late.start()
+    late.join()
+    session = profiler.stop()
+
+    stacks = SampleStacks(session)
+    clocks = [0.0] * len(stacks.threads)
+    first_sample_at = [None] * len(stacks.threads)
+    for record, seconds in stacks.chronological():
+        thread = stacks.thread_of[record]
+        if stacks.stacks[record] and first_sample_at[thread] is None:
+            first_sample_at[thread] = clocks[thread]
+        clocks[thread] += seconds
+    main, late_thread = stacks.threads.index("MainThread"), stacks.threads.index("late")
+    assert first_sample_at[late_thread] >= 0.19  # it did not exist before the main thread's 0.2 s
+    assert clocks[late_thread] <= clocks[main] + 0.002
+    assert clocks[main] == pytest.approx(session.duration, abs=0.02)
+    # the time without samples changes neither tree nor totals
+    assert session.root_frame().time == pytest.approx(sum(t for _, t in session.frame_records))

@@ -439,12 +439,12 @@ def test_speedscope_has_a_profile_per_thread_on_its_own_clock(speedscope_validat
     document = render_speedscope(threaded_session(), speedscope_validator)
     assert [p["name"] for p in document["profiles"]] == ["MainThread", "worker"]
     main, worker = document["profiles"]
-    # MainThread: work for 0.5 s, then join for 0.2 s; the worker is first seen after
-    # the main thread's first 0.5 s and then runs 0.6 s
+    # MainThread: work for 0.5 s, then join for 0.2 s; the worker, started at 0.5 s,
+    # runs 0.6 s; both clocks count from the session's start
     assert [(n, o, c) for n, _, o, c in calls_of(document, main)] == [
         ("<module>", 0, pytest.approx(0.7)), ("work", 0, 0.5), ("Thread.join", 0.5, pytest.approx(0.7)),
     ]  # fmt: skip
-    assert (worker["startValue"], worker["endValue"]) == (0.5, pytest.approx(1.1))
+    assert (worker["startValue"], worker["endValue"]) == (0, pytest.approx(1.1))
     assert [(n, o, c) for n, _, o, c in calls_of(document, worker)] == [
         ("Thread.run", 0.5, pytest.approx(1.1)), ("work", 0.5, pytest.approx(1.1)),
     ]  # fmt: skip
@@ -541,7 +541,8 @@ def test_speedscope_keeps_hostile_names_exactly(speedscope_validator):
 def test_speedscope_threads_with_the_same_name_stay_apart(speedscope_validator):
     first, second = thread_root("pool", 11), thread_root("pool", 12)
     work = frame_string("work", f"{APP}/pool.py", 1)
-    session = make_session([([first, work], 0.3), ([second, work], 0.2)], timeline=[(0, 0.1), (1, 0.2), (0, 0.2)])
+    session = make_session([([first, work], 0.3), ([second, work], 0.2), ([second], 0.0)],
+                           timeline=[(0, 0.3), (2, 0.1), (1, 0.2)])  # the second started at 0.1 s
     document = render_speedscope(session, speedscope_validator)
     assert [p["name"] for p in document["profiles"]] == ["pool (11)", "pool (12)"]
     one, two = document["profiles"]

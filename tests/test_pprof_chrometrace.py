@@ -503,7 +503,7 @@ def test_trace_threads_are_tracks_with_their_own_clock():
     assert trace.outline("MainThread") == [
         ("<module>", 0, 700, ("work", 0, 500), ("Thread.join", 500, 700)),
     ]
-    assert trace.outline("worker") == [("Thread.run", 0, 600, ("work", 0, 600))]
+    assert trace.outline("worker") == [("Thread.run", 500, 1100, ("work", 500, 1100))]  # started at 0.5 s
 
 
 def test_trace_a_caller_on_another_line_has_made_a_new_call():

@@ -756,6 +756,8 @@ def _build_frame_tree(
         previous_stack: Any = None
         for record_index, seconds in items:
             stack, record_seconds = frame_records[record_index][0], frame_records[record_index][1]
+            if not record_seconds:
+                continue  # a record of no time marks time that passed without a sample
             seconds = float(seconds)
             if cpu is not None:
                 c = float(cpu[record_index])

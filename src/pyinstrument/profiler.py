@@ -199,13 +199,23 @@ def session_from_snapshot(
             records_cpu.append(cpu)
 
     timeline_records, timeline_seconds = array("I"), array("f")
-    for _, _, _, raw in threads:
+    for thread_index, (_, _, _, raw) in enumerate(threads):
+        # Time in the thread's timeline without a sample of the program (before the
+        # thread existed, samples dropped, the profiler's own start/stop) goes to a
+        # record of no time holding just the thread: its clock stays true, and trees
+        # built from the records are unchanged.
+        gap_record = -1
         entries = iter(memoryview(raw).cast("I"))  # (node, wall ns) pairs, read in place
         for node, wall_ns in zip(entries, entries):
             record = record_of_node.get(node)
-            if record is not None:
-                timeline_records.append(record)
-                timeline_seconds.append(wall_ns / 1e9)
+            if record is None:
+                if gap_record < 0:
+                    gap_record = len(records)
+                    records.append(([thread_roots[thread_index]] if all_threads else [], 0.0))
+                    records_cpu.append(0.0)
+                record = gap_record
+            timeline_records.append(record)
+            timeline_seconds.append(wall_ns / 1e9)
 
     sample_count = sum(n[6] for n, stack in zip(nodes, stacks) if n[0] >= 0)
     return Session(

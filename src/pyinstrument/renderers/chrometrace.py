@@ -15,10 +15,9 @@ timelines one after another (``profiler.py`` appends thread after thread): per
 thread, ``(record, seconds)`` entries in the order the samples were taken, where
 ``seconds`` is the wall time those consecutive samples of that record stood for (the
 time since the sampler's previous tick, summed over a run of identical samples). So
-a thread's entries, added up, give its own clock; entries of different threads carry
-no common time. Each thread's clock starts at the session's start: a thread started
-later appears shifted to the left, because the session does not record when the
-profiler first saw it. A call goes on while consecutive samples of its thread have
+a thread's entries, added up, give its own clock, from the session's start: the
+engine records the time before a thread existed, and samples it could not read, as
+entries of a record holding no code (time passes, no call is open). A call goes on while consecutive samples of its thread have
 its function at the same depth under the same callers, each caller still on the
 same line (a caller that moved to another line has made a new call); at the first
 difference the deeper calls end and the new ones begin. A run of samples the

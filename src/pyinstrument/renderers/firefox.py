@@ -28,10 +28,10 @@ end are that thread's clock. Each thread's samples are therefore placed on its o
 clock: the running sum of its runs' seconds, counted from the start of the session
 (``meta.startTime``, in milliseconds since the epoch). This holds however the timeline
 interleaves the threads (the engine writes one thread after the other; combined
-sessions append a later run after an earlier one). The engine does not record when a
-thread that appeared after the profiler started was first seen, so such a thread is
-shown from the start of the session; likewise the pause between two runs of a
-restarted profiler is not shown.
+sessions append a later run after an earlier one). The time before a thread existed,
+and samples the engine could not read, are entries of a record holding no code: time
+passes with no sample, so a thread started later begins where it did. The pause
+between two runs of a restarted profiler is not shown.
 
 Each run becomes one sample at its start, weighted by its wall time in milliseconds
 (``weightType: "tracing-ms"``, so the call tree shows milliseconds of wall time). The

@@ -10,8 +10,9 @@ them.
 
 The events follow the session's timeline, so the order is the real one: consecutive
 samples that share the start of their stack are one ongoing call of each shared
-function. Each thread's clock counts the time of its own samples and starts when the
-thread was first seen. The stacks are those of the other stack formats
+function. Each thread's clock counts the time of its own timeline entries from the
+session's start (the engine records the time before a thread existed, and samples it
+could not read, as entries without a sample). The stacks are those of the other stack formats
 (:class:`~pyinstrument.renderers.stacks.SampleStacks`): everything the program ran,
 library code included, without the profiler's own frames.
 
@@ -34,7 +35,7 @@ import json
 import sys
 import time
 from array import array
-from itertools import chain, compress, islice
+from itertools import chain, compress
 from operator import mul, xor
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -276,24 +277,9 @@ class _Lanes:
         else:
             seconds = list(timeline_seconds)
 
+        # every thread's clock starts at the session's start: the engine fills the time
+        # before a thread existed (and any other time without its samples) with gaps
         starts = [0.0] * len(lanes)
-        if not cpu and len(lanes) > 1:
-            # A thread first seen later starts at the time reached by then: the seconds
-            # sampled before its first entry shared among the threads seen so far (every
-            # thread is sampled at every tick, so their clocks keep together).
-            firsts = sorted(
-                (_first_selected(selector, len(records)), lane) for lane, (selector, _, _) in enumerate(lanes)
-            )
-            elapsed = 0.0
-            previous = 0
-            seen = 0
-            for first, lane in firsts:
-                if first < 0:
-                    continue
-                elapsed += sum(islice(seconds, previous, first))
-                previous = first
-                starts[lane] = elapsed / seen if seen else 0.0
-                seen += 1
 
         result = []
         for (selector, uniques, values), start in zip(lanes, starts):
