@@ -124,24 +124,14 @@ static PyObject *identities_list(const pi_code_table *codes)
     return list;
 }
 
-static PyObject *nodes_list(const pi_tree *tree)
+/* The nodes as one buffer of packed pi_node structs (40 bytes each, native byte
+ * order; Python reads them with struct format "=IIiIqqQ"): a tuple per node would cost
+ * five times as much at the moment the session is built. */
+_Static_assert(sizeof(pi_node) == 40, "pi_node is read from Python as \"=IIiIqqQ\"");
+
+static PyObject *nodes_buffer(const pi_tree *tree)
 {
-    PyObject *list = PyList_New((Py_ssize_t)tree->node_count);
-    if (!list)
-        return NULL;
-    for (size_t i = 0; i < tree->node_count; i++) {
-        const pi_node *n = &tree->nodes[i];
-        PyObject *item = Py_BuildValue(
-            "(n n i I d d K)", n->parent == PI_NO_NODE ? (Py_ssize_t)-1 : (Py_ssize_t)n->parent,
-            n->identity == UINT32_MAX ? (Py_ssize_t)-1 : (Py_ssize_t)n->identity, (int)n->line, n->thread,
-            (double)n->self_wall_ns / 1e9, (double)n->self_cpu_ns / 1e9, (unsigned long long)n->self_samples);
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-    }
-    return list;
+    return PyBytes_FromStringAndSize((const char *)tree->nodes, (Py_ssize_t)(tree->node_count * sizeof(pi_node)));
 }
 
 static PyObject *threads_list(const pi_tree *tree)
@@ -176,7 +166,7 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
     }
     const pi_state *st = &self->sampler.state;
     PyObject *identities = identities_list(&st->codes);
-    PyObject *nodes = identities ? nodes_list(&st->tree) : NULL;
+    PyObject *nodes = identities ? nodes_buffer(&st->tree) : NULL;
     PyObject *threads = nodes ? threads_list(&st->tree) : NULL;
     if (!threads) {
         Py_XDECREF(identities);

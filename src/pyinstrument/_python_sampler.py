@@ -175,9 +175,17 @@ class PythonSampler:
         ]
         return dict(
             identities=list(self._identities),
-            nodes=[tuple(n) for n in self._nodes],
+            nodes=b"".join(_pack_node(*n) for n in self._nodes),
             threads=threads,
             unreadable_codes=0,
             timeline_truncated=self._timeline_truncated,
             **self._stats,
         )
+
+
+def _pack_node(parent: int, identity: int, line: int, thread: int, wall: float, cpu: float, samples: int) -> bytes:
+    """One node as the C engine's snapshot hands them over (see profiler.ENGINE_NODE)."""
+    from pyinstrument.profiler import ENGINE_NODE, NO_NODE
+
+    return ENGINE_NODE.pack(NO_NODE if parent < 0 else parent, NO_NODE if identity < 0 else identity, line, thread,
+                            round(wall * 1e9), round(cpu * 1e9), samples)

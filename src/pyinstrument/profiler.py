@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import struct
 import sys
 import threading
 import time
@@ -26,6 +27,12 @@ _ASYNC_MODES = ("enabled", "disabled", "strict")
 _BUILTIN = "<built-in>"
 
 
+#: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
+#: thread, self wall ns, self CPU ns, samples; NO_NODE for a thread root's parent
+ENGINE_NODE = struct.Struct("=IIiIqqQ")
+NO_NODE = 0xFFFFFFFF
+
+
 def _notice(message: str) -> None:
     print(f"pyinstrument: {message}", file=sys.stderr)
 
@@ -33,7 +40,7 @@ def _notice(message: str) -> None:
 def _counts_of(snapshot: Dict[str, Any]) -> Dict[str, Any]:
     """The engine's counters and table sizes, kept after its tables are released."""
     counts = {key: value for key, value in snapshot.items() if isinstance(value, (int, float, bool))}
-    counts["nodes"] = len(snapshot["nodes"])
+    counts["nodes"] = len(snapshot["nodes"]) // ENGINE_NODE.size
     counts["timeline_entries"] = sum(len(thread[3]) for thread in snapshot["threads"]) // 8
     return counts
 
@@ -167,19 +174,22 @@ def session_from_snapshot(
     names = _thread_names([t[0] for t in threads], thread_names)
     thread_roots = [frame_string(names[ident], "<thread>", ident) for ident, _, _, _ in threads]
 
-    nodes = snapshot["nodes"]
-    stacks: List[Optional[List[str]]] = [None] * len(nodes)
+    node_count = len(snapshot["nodes"]) // ENGINE_NODE.size
+    stacks: List[Optional[List[str]]] = [None] * node_count
     records: List[Tuple[List[str], float]] = []
     records_cpu: List[float] = []
-    record_of_node: Dict[int, int] = {}
-    inside_profiler = [False] * len(nodes)
+    record_of_node = array("i", [-1]) * node_count  # -1: not a record
+    inside_profiler = bytearray(node_count)
+    samples_total = 0
     # one string object per (code, line), shared by every stack it appears in
     frame_strings: Dict[Tuple[int, int], str] = {}
     # nodes come parent-before-child, so each stack extends its parent's
-    for index, (parent, identity, line, thread, wall, cpu, samples) in enumerate(nodes):
-        if parent < 0:
+    nodes = ENGINE_NODE.iter_unpack(snapshot["nodes"])  # one at a time: no tuple per node is kept
+    for index, (parent, identity, line, thread, wall_ns, cpu_ns, samples) in enumerate(nodes):
+        if parent == NO_NODE:
             stacks[index] = [thread_roots[thread]] if all_threads else []
             continue
+        samples_total += samples
         parent_stack = stacks[parent]
         assert parent_stack is not None
         if not_in_c[identity]:
@@ -195,8 +205,8 @@ def session_from_snapshot(
             if inside_profiler[index]:
                 continue  # the profiler's own start/stop, not the program
             record_of_node[index] = len(records)
-            records.append((stacks[index], wall))
-            records_cpu.append(cpu)
+            records.append((stacks[index], wall_ns / 1e9))
+            records_cpu.append(cpu_ns / 1e9)
 
     timeline_records, timeline_seconds = array("I"), array("f")
     for thread_index, (_, _, _, raw) in enumerate(threads):
@@ -207,8 +217,8 @@ def session_from_snapshot(
         gap_record = -1
         entries = iter(memoryview(raw).cast("I"))  # (node, wall ns) pairs, read in place
         for node, wall_ns in zip(entries, entries):
-            record = record_of_node.get(node)
-            if record is None:
+            record = record_of_node[node] if node != NO_NODE else -1
+            if record < 0:
                 if gap_record < 0:
                     gap_record = len(records)
                     records.append(([thread_roots[thread_index]] if all_threads else [], 0.0))
@@ -217,14 +227,13 @@ def session_from_snapshot(
             timeline_records.append(record)
             timeline_seconds.append(wall_ns / 1e9)
 
-    sample_count = sum(n[6] for n, stack in zip(nodes, stacks) if n[0] >= 0)
     return Session(
         frame_records=records,
         start_time=start_time,
         duration=duration,
         min_interval=interval,
         max_interval=interval,
-        sample_count=sample_count,
+        sample_count=samples_total,
         start_call_stack=start_call_stack,
         target_description=target_description,
         cpu_time=cpu_time,
