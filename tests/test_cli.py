@@ -854,6 +854,21 @@ def test_every_format_by_name_and_by_extension(tmp_path, name, outfile, is_json)
     assert abs(len(outputs[0]) - len(outputs[1])) < 0.2 * len(outputs[0]) + 200
 
 
+def test_the_report_never_overwrites_its_input(tmp_path):
+    write(tmp_path / "s.py", "pass\n")
+    result = pyinstrument("-o", "./s.py", "s.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == ("pyinstrument: error: will not write the report over 's.py', the program to profile; "
+                             "choose another -o file\n")
+    assert (tmp_path / "s.py").read_text() == "pass\n"
+    assert pyinstrument("-o", "run.pyisession", "s.py", cwd=tmp_path).returncode == 0
+    session = (tmp_path / "run.pyisession").read_bytes()
+    result = pyinstrument("--load", "run.pyisession", "-r", "text", "-o", "run.pyisession", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the session being loaded" in result.stderr
+    assert (tmp_path / "run.pyisession").read_bytes() == session
+
+
 def test_load_renders_a_saved_session(tmp_path):
     saved = python("-c", textwrap.dedent("""
         import time

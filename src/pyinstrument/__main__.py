@@ -962,6 +962,10 @@ def load_session_file(path: str) -> Any:
 def _check_output(cli: CommandLine, renderer: Any, stdout: Any) -> None:
     """Refuse, before running anything, an output we could not write."""
     outfile = cli.options.outfile
+    source = cli.target if cli.target_kind in ("script", "load") else None
+    if outfile and source and os.path.isfile(outfile) and os.path.isfile(source) and os.path.samefile(outfile, source):
+        what = "the session being loaded" if cli.target_kind == "load" else "the program to profile"
+        raise UsageError(f"will not write the report over {source!r}, {what}; choose another -o file")
     if outfile:
         directory = os.path.dirname(os.path.abspath(outfile))
         if not os.path.isdir(directory):
