@@ -100,10 +100,20 @@ static int64_t child_of(pi_tree *tree, uint32_t parent, uint32_t identity, int32
 
 pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id)
 {
-    /* pthread ids are reused at once by new threads; kernel tids much later */
-    for (size_t i = 0; i < tree->thread_count; i++)
-        if (tree->threads[i].thread_id == thread_id && tree->threads[i].native_id == native_id)
-            return &tree->threads[i];
+    /* pthread ids are reused at once by new threads; kernel tids much later. A kernel
+     * tid of 0 is one that could not be read this time (3.9/3.10 read it from the
+     * pthread struct): it matches the same pthread, so one thread keeps one record. */
+    for (size_t i = 0; i < tree->thread_count; i++) {
+        pi_thread_record *t = &tree->threads[i];
+        if (t->thread_id != thread_id)
+            continue;
+        if (t->native_id == native_id || native_id == 0)
+            return t;
+        if (t->native_id == 0) {
+            t->native_id = native_id;
+            return t;
+        }
+    }
     if (tree->thread_count == tree->thread_cap) {
         size_t cap = tree->thread_cap ? tree->thread_cap * 2 : 16;
         pi_thread_record *grown = realloc(tree->threads, cap * sizeof *grown);
