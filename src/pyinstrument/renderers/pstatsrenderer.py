@@ -59,16 +59,7 @@ class PstatsRenderer(FrameRenderer):
     def default_processors(self) -> List[ProcessorType]:
         # the text report's processing except library folding: pstats lists every
         # function on its own line and has no notion of hidden frames
-        return [
-            processors.remove_importlib,
-            processors.remove_tracebackhide,
-            processors.remove_profiler_frames,
-            processors.merge_consecutive_self_time,
-            processors.aggregate_repeated_calls,
-            processors.remove_first_pyinstrument_frames_processor,
-            processors.remove_irrelevant_nodes,
-            processors.remove_unnecessary_self_time_nodes,
-        ]
+        return [p for p in super().default_processors() if p is not processors.group_library_frames_processor]
 
     def render(self, session: Session) -> bytes:  # type: ignore[override]
         with gc_paused():
