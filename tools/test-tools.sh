@@ -4,7 +4,9 @@
 # about two minutes the first time) and Chrome DevTools' trace engine (for the Chrome
 # traces; needs npm). The tests look for them there and say why they skip a check
 # when one is missing. (go tool pprof comes with Go; the speedscope schema is fetched
-# by its test.)
+# by its test.) The HTML report's tests drive headless Chromium through its WebDriver:
+# Debian's chromium and chromium-driver packages, installed here with apt-get when
+# running as root.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 root="$top/.cache/tools"
@@ -28,6 +30,18 @@ if [ ! -d "$root/trace_engine/node_modules/@paulirish/trace_engine" ]; then
             || echo "tools/test-tools.sh: the trace engine did not install; its checks will be skipped" >&2
     else
         echo "tools/test-tools.sh: no npm; the checks that use Chrome's trace engine will be skipped" >&2
+    fi
+fi
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "=== installing chromium and chromium-driver (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -q chromium chromium-driver \
+            || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } >/dev/null 2>&1 \
+            || echo "tools/test-tools.sh: chromium-driver did not install; the HTML report's browser tests will be skipped" >&2
+    else
+        echo "tools/test-tools.sh: no chromium and chromedriver, and no apt-get as root to install them" \
+             "(Debian: apt-get install chromium chromium-driver); the HTML report's browser tests will be skipped" >&2
     fi
 fi
 exit 0

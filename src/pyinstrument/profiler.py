@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _engine
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.session import Session, Timeline
+from pyinstrument.session import Session, Timeline, write_file_atomically
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
@@ -180,6 +180,7 @@ def session_from_snapshot(
     records_cpu: List[float] = []
     record_of_node = array("i", [-1]) * node_count  # -1: not a record
     inside_profiler = bytearray(node_count)
+    threads_sampled = set()  # threads with at least one sample of the program
     samples_total = 0
     # one string object per (code, line), shared by every stack it appears in
     frame_strings: Dict[Tuple[int, int], str] = {}
@@ -205,11 +206,14 @@ def session_from_snapshot(
             if inside_profiler[index]:
                 continue  # the profiler's own start/stop, not the program
             record_of_node[index] = len(records)
+            threads_sampled.add(thread)
             records.append((stacks[index], wall_ns / 1e9))
             records_cpu.append(cpu_ns / 1e9)
 
     timeline_records, timeline_seconds = array("I"), array("f")
     for thread_index, (_, _, _, raw) in enumerate(threads):
+        if thread_index not in threads_sampled:
+            continue  # seen, but never running the program (e.g. a thread still starting)
         # Time in the thread's timeline without a sample of the program (before the
         # thread existed, samples dropped, the profiler's own start/stop) goes to a
         # record of no time holding just the thread: its clock stays true, and trees
@@ -459,6 +463,33 @@ class Profiler:
                 processor_options=processor_options,
             )
         )
+
+    def output_html(self, resample_interval: Optional[float] = None) -> str:
+        """The last session as a self-contained HTML page (see HTMLRenderer)."""
+        from pyinstrument.renderers.html import HTMLRenderer
+
+        return self.output(HTMLRenderer(resample_interval=resample_interval))
+
+    def write_html(
+        self,
+        path: "str | os.PathLike[str]",
+        timeline: bool = False,
+        show_all: bool = False,
+        resample_interval: Optional[float] = None,
+    ) -> None:
+        """Write the HTML report of the last session to ``path`` (UTF-8)."""
+        from pyinstrument.renderers.html import HTMLRenderer
+
+        renderer = HTMLRenderer(timeline=timeline, show_all=show_all, resample_interval=resample_interval)
+        write_file_atomically(path, self.output(renderer).encode("utf-8"))
+
+    def open_in_browser(self, timeline: bool = False, resample_interval: Optional[float] = None) -> str:
+        """Write the HTML report of the last session to a temporary file, open it in the
+        web browser, and return the file's name."""
+        from pyinstrument.renderers.html import HTMLRenderer
+
+        renderer = HTMLRenderer(timeline=timeline, resample_interval=resample_interval)
+        return renderer.open_in_browser(self._session_to_render())
 
     def output(self, renderer: Any) -> str:
         return renderer.render(self._session_to_render())
