@@ -537,6 +537,20 @@ def _wants_color(stream: Any) -> bool:
     return _stream_is_terminal(stream)
 
 
+def processor_options_from(options: Any) -> Dict[str, Any]:
+    """The ``processor_options`` that --hide, --hide-regex, --show and --show-regex ask for."""
+    processor_options: Dict[str, Any] = {}
+    if options.hide is not None:
+        processor_options["hide_regex"] = fnmatch.translate(options.hide)
+    if options.hide_regex is not None:
+        processor_options["hide_regex"] = options.hide_regex
+    if options.show is not None:
+        processor_options["show_regex"] = fnmatch.translate(options.show)
+    if options.show_regex is not None:
+        processor_options["show_regex"] = options.show_regex
+    return processor_options
+
+
 def create_renderer(cli: CommandLine, stdout: Any) -> Any:
     """Build the renderer from the command line before anything runs, so that bad
     renderer options stop us before the program does."""
@@ -547,15 +561,7 @@ def create_renderer(cli: CommandLine, stdout: Any) -> Any:
 
     # options from flags: passed when the renderer takes them; a flag the user gave
     # explicitly that this renderer cannot use gets a note
-    processor_options: Dict[str, Any] = {}
-    if options.hide is not None:
-        processor_options["hide_regex"] = fnmatch.translate(options.hide)
-    if options.hide_regex is not None:
-        processor_options["hide_regex"] = options.hide_regex
-    if options.show is not None:
-        processor_options["show_regex"] = fnmatch.translate(options.show)
-    if options.show_regex is not None:
-        processor_options["show_regex"] = options.show_regex
+    processor_options = processor_options_from(options)
 
     explicit: Dict[str, Tuple[str, Any]] = {}
     if options.show_all:

@@ -1,0 +1,402 @@
+"""``%pyinstrument`` and ``%%pyinstrument``: profile a statement or a cell in IPython/Jupyter.
+
+``%load_ext pyinstrument`` registers the magic. The code runs in the user's namespace
+(like ``%time``); its profile is displayed as a mimebundle: ``text/html`` is the HTML
+report inside an ``<iframe srcdoc>`` (notebooks show that), ``text/plain`` the text
+report (terminal IPython shows that). IPython's own frames above the cell are cut
+from the report, so its root is the cell.
+
+Ctrl-C stops the code quietly and shows what was recorded. Cells with top-level
+``await`` run on IPython's event loop when none is running (terminal IPython), or on a
+fresh event loop in a worker thread when one is (Jupyter's kernel runs its own loop):
+that thread is the one profiled. Time a coroutine spends awaiting is not attributed to
+the ``await`` (async attribution is not built yet); it shows as time outside the cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import html
+import inspect
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.display import display
+
+from pyinstrument import Profiler
+from pyinstrument.renderers.console import ConsoleRenderer
+from pyinstrument.renderers.html import HTMLRenderer
+from pyinstrument.session import Session
+
+#: holds the value of the cell's last expression while the cell runs
+_RESULT_NAME = "__pyinstrument_cell_result__"
+_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_DEFAULT_HEIGHT = 400
+
+USAGE = """\
+%pyinstrument [options] statement
+%%pyinstrument [options]
+<cell>
+
+Options:
+  -p, --render-option KEY[=VALUE]  renderer option, as on the command line (repeat);
+                                   applied to whichever report (HTML, text) takes it
+  --show GLOB, --show-regex REGEX  always show frames whose file path matches
+  --show-all                       show every frame, library code included
+  --hide GLOB, --hide-regex REGEX  hide frames whose file path matches
+  --interval SECONDS               time between samples (default 0.001)
+  --async_mode MODE                enabled, disabled (default) or strict
+  --timeline [true|false]          keep calls in the order they happened
+  --height PIXELS                  height of the HTML report (default 400)
+  --                               ends the options (the statement follows)"""
+
+
+class _MagicParser:
+    """The options: argparse, with errors raised as IPython's one-line UsageError."""
+
+    # options that take the following word as their value (when not written with "=")
+    value_options = {"-p", "--render-option", "--show", "--show-regex", "--hide", "--hide-regex",
+                     "--interval", "--async_mode", "--async-mode", "--height"}
+
+    def __init__(self) -> None:
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message: str) -> Any:  # type: ignore[override]
+                raise UsageError(f"%pyinstrument: {message}")
+
+        parser = Parser(prog="%pyinstrument", add_help=False, allow_abbrev=False)
+        parser.add_argument("-p", "--render-option", dest="render_options", action="append", default=[])
+        show = parser.add_mutually_exclusive_group()
+        show.add_argument("--show")
+        show.add_argument("--show-regex")
+        show.add_argument("--show-all", action="store_true")
+        hide = parser.add_mutually_exclusive_group()
+        hide.add_argument("--hide")
+        hide.add_argument("--hide-regex")
+        parser.add_argument("--interval", type=_positive_float, default=0.001)
+        parser.add_argument("--async_mode", "--async-mode", dest="async_mode", default="disabled",
+                            choices=["enabled", "disabled", "strict"])
+        parser.add_argument("--timeline", nargs="?", const="true", default="false", type=_boolean)
+        parser.add_argument("--height", type=int, default=_DEFAULT_HEIGHT)
+        self.parser = parser
+
+    def split(self, line: str) -> Tuple[Any, str]:
+        """The options at the start of ``line``, and the rest of it verbatim (the code)."""
+        words: List[str] = []
+        position = 0
+        while True:
+            word, end = _next_word(line, position)
+            if word is None or not word.startswith("-") or word == "-":
+                break
+            position = end
+            if word == "--":
+                break
+            words.append(word)
+            if word in self.value_options:
+                value, end = _next_word(line, position)
+                if value is None:
+                    raise UsageError(f"%pyinstrument: option {word} needs a value")
+                words.append(value)
+                position = end
+            elif word == "--timeline":
+                value, end = _next_word(line, position)
+                if value is not None and value.lower() in _BOOLEAN_WORDS:
+                    words.append(value)
+                    position = end
+        return self.parser.parse_args(words), line[position:].strip()
+
+
+def _next_word(line: str, position: int) -> Tuple[Optional[str], int]:
+    """The shell-like word starting at or after ``position`` (quotes removed) and where it ends."""
+    length = len(line)
+    while position < length and line[position].isspace():
+        position += 1
+    if position == length:
+        return None, position
+    word: List[str] = []
+    quote = ""
+    while position < length:
+        char = line[position]
+        if quote:
+            if char == quote:
+                quote = ""
+            elif char == "\\" and quote == '"' and position + 1 < length and line[position + 1] in '"\\':
+                position += 1
+                word.append(line[position])
+            else:
+                word.append(char)
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            break
+        else:
+            word.append(char)
+        position += 1
+    if quote:
+        raise UsageError("%pyinstrument: unterminated quote in the options")
+    return "".join(word), position
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    import argparse
+
+    try:
+        return _BOOLEAN_WORDS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def make_renderers(options: Any) -> Tuple[HTMLRenderer, ConsoleRenderer]:
+    """The HTML and text renderers for these options; bad options raise UsageError."""
+
+    from pyinstrument.__main__ import UsageError as CommandLineUsageError
+    from pyinstrument.__main__ import _accepted_parameters, _merge, parse_render_options, processor_options_from
+
+    try:
+        render_options = parse_render_options(options.render_options)
+    except CommandLineUsageError as error:
+        raise UsageError(f"%pyinstrument: {error}") from None
+
+    processor_options = processor_options_from(options)
+    common: Dict[str, Any] = {"show_all": options.show_all, "timeline": options.timeline}
+    if processor_options:
+        common["processor_options"] = processor_options
+
+    html_accepts = _accepted_parameters(HTMLRenderer) or set()
+    text_accepts = _accepted_parameters(ConsoleRenderer) or set()
+    unknown = sorted(set(render_options) - html_accepts - text_accepts)
+    if unknown:
+        raise UsageError(
+            f"%pyinstrument: no report takes the option {', '.join(map(repr, unknown))} "
+            f"(options: {', '.join(sorted(html_accepts | text_accepts))})"
+        )
+    try:
+        html_renderer = HTMLRenderer(
+            **_merge(common, {k: v for k, v in render_options.items() if k in html_accepts})
+        )
+        text_renderer = ConsoleRenderer(
+            **_merge(
+                dict(common, unicode=True, color=False),
+                {k: v for k, v in render_options.items() if k in text_accepts},
+            )
+        )
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"%pyinstrument: bad render option: {error}") from None
+    return html_renderer, text_renderer
+
+
+def keep_only_the_cell(session: Session, cell_filename: str) -> None:
+    """Cut every stack above the cell's own frame (IPython, this magic, the event loop).
+
+    Samples taken outside the cell keep their time with an empty stack, as the
+    profiler's own gaps do, so the session's total and timeline stay true."""
+    for index, (stack, seconds) in enumerate(session.frame_records):
+        for depth, frame in enumerate(stack):
+            parts = frame.split("\x00", 2)
+            if len(parts) > 1 and parts[1] == cell_filename:
+                if depth:
+                    session.frame_records[index] = (stack[depth:], seconds)
+                break
+        else:
+            if stack:
+                session.frame_records[index] = ([], seconds)
+    session.start_call_stack = []  # the cell is the root now; nothing to trim
+
+
+def iframe_for(report: str, height: int) -> str:
+    return (
+        f'<iframe srcdoc="{html.escape(report, quote=True)}" width="100%" height="{int(height)}" '
+        'frameborder="0" style="border: 1px solid #ddd"></iframe>'
+    )
+
+
+@magics_class
+class PyinstrumentMagic(Magics):
+    """``%pyinstrument statement`` and ``%%pyinstrument`` cells."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._parser = _MagicParser()
+
+    @no_var_expand
+    @line_cell_magic
+    def pyinstrument(self, line: str, cell: Optional[str] = None) -> Any:
+        # the docstring (shown by %pyinstrument?) is USAGE, set below
+        options, code = self._parser.split(line)
+        if cell is not None:
+            if code:
+                raise UsageError("%%pyinstrument: only options go on the first line of the cell")
+            code = cell
+        if not code.strip():
+            raise UsageError("%pyinstrument: nothing to profile; usage:\n" + USAGE)
+        html_renderer, text_renderer = make_renderers(options)
+        compiled, cell_filename = self._compile(code)
+
+        first_line = next((text.strip() for text in code.splitlines() if text.strip()), "")
+        description = f"{'%%' if cell is not None else '%'}pyinstrument: {first_line[:80]}"
+        session, outcome, error, interrupted = self._run(compiled, options, description)
+        keep_only_the_cell(session, cell_filename)
+        if interrupted:
+            print("pyinstrument: interrupted; the report covers the time until then", file=sys.stderr)
+        display(
+            {
+                "text/html": iframe_for(html_renderer.render(session), options.height),
+                "text/plain": text_renderer.render(session),
+            },
+            raw=True,
+        )
+        if error is not None:
+            raise error
+        return outcome
+
+    pyinstrument.__doc__ = "Profile a statement or a cell with pyinstrument.\n\n" + USAGE
+
+    # -- compiling ------------------------------------------------------------------------
+
+    def _compile(self, code: str) -> Tuple[Any, str]:
+        """The code compiled for the user's namespace (top-level await allowed), with the
+        last expression's value kept, and its file name (cached for tracebacks)."""
+        shell = self.shell
+        source = shell.transform_cell(code)
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as error:
+            raise UsageError(f"%pyinstrument: syntax error in the code: {error}") from None
+        tree = shell.transform_ast(tree)
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = tree.body[-1]
+            tree.body[-1] = ast.copy_location(
+                ast.Assign(targets=[ast.Name(id=_RESULT_NAME, ctx=ast.Store())], value=last.value), last
+            )
+            ast.fix_missing_locations(tree)
+        try:
+            filename = shell.compile.cache(source, shell.execution_count, raw_code=code)
+        except Exception:
+            filename = f"<pyinstrument-cell-{shell.execution_count}>"
+        flags = shell.compile.flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        return compile(tree, filename, "exec", flags=flags, dont_inherit=True), filename
+
+    # -- running --------------------------------------------------------------------------
+
+    def _run(self, compiled: Any, options: Any, description: str) -> Tuple[Session, Any, Optional[BaseException], bool]:
+        """Runs the code profiled: (session, last expression's value, exception, interrupted)."""
+        namespace = self.shell.user_ns
+        namespace.pop(_RESULT_NAME, None)
+        profiler = Profiler(interval=options.interval, async_mode=options.async_mode)
+        error: Optional[BaseException] = None
+        interrupted = False
+        if compiled.co_flags & inspect.CO_COROUTINE:
+            coroutine = eval(compiled, self.shell.user_global_ns, namespace)  # not run yet
+            session, error, interrupted = self._run_coroutine(coroutine, profiler, description)
+        else:
+            profiler.start(target_description=description)
+            try:
+                exec(compiled, self.shell.user_global_ns, namespace)
+            except KeyboardInterrupt:
+                interrupted = True
+            except BaseException as exc:
+                error = exc
+            finally:
+                session = profiler.stop()
+        return session, namespace.pop(_RESULT_NAME, None), error, interrupted
+
+    def _run_coroutine(
+        self, coroutine: Any, profiler: Profiler, description: str
+    ) -> Tuple[Session, Optional[BaseException], bool]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop runs here (terminal IPython): use IPython's, on this thread
+        else:
+            return _run_in_worker_thread(coroutine, profiler, description)
+        runner = getattr(self.shell, "loop_runner", None) or asyncio.run
+        error: Optional[BaseException] = None
+        interrupted = False
+        profiler.start(target_description=description)
+        try:
+            runner(coroutine)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            interrupted = True
+        except BaseException as exc:
+            error = exc
+        finally:
+            session = profiler.stop()
+        return session, error, interrupted
+
+
+def _run_in_worker_thread(
+    coroutine: Any, profiler: Profiler, description: str
+) -> Tuple[Session, Optional[BaseException], bool]:
+    """Runs the coroutine on a new event loop in a new thread, profiling that thread:
+    the loop of this thread (Jupyter's kernel) is busy running this very cell."""
+    outcome: Dict[str, Any] = {}
+    loop_ready = threading.Event()
+    finished = threading.Event()  # waited on, not join(): a join cut by Ctrl-C cannot be resumed
+
+    def work() -> None:
+        loop = asyncio.new_event_loop()
+        outcome["loop"] = loop
+        try:
+            profiler.start(target_description=description)
+            try:
+                task = loop.create_task(coroutine)
+                outcome["task"] = task
+                loop_ready.set()
+                loop.run_until_complete(task)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                outcome["session"] = profiler.stop()
+        except BaseException as exc:  # the profiler could not start
+            coroutine.close()
+            outcome.setdefault("error", exc)
+        finally:
+            loop_ready.set()
+            loop.close()
+            finished.set()
+
+    threading.Thread(target=work, name="pyinstrument cell", daemon=True).start()
+    interrupted = False
+    while True:
+        try:
+            finished.wait()
+            break
+        except KeyboardInterrupt:
+            # Ctrl-C reaches this (the main) thread: cancel the cell's task, then
+            # wait for the worker to stop its profiler
+            interrupted = True
+            loop_ready.wait()
+            task = outcome.get("task")
+            if task is not None:
+                try:
+                    outcome["loop"].call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # the loop finished and closed meanwhile
+    error = outcome.get("error")
+    if "session" not in outcome:
+        raise error  # type: ignore[misc]
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        interrupted, error = True, None
+    return outcome["session"], error, interrupted
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pyinstrument``."""
+    ipython.register_magics(PyinstrumentMagic)

@@ -1,0 +1,318 @@
+"""pyinstrument.middleware.ProfilerMiddleware in a real Django project served over HTTP.
+
+Django is configured once for this process (a project with no apps, its URLconf a
+module made here); each test serves Django's WSGI handler with wsgiref on a free
+localhost port under ``override_settings`` and talks to it with urllib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from typing import Any, Dict, Iterator, List
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.test import override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+
+PAGE_TEXT = "the page itself"
+APP_MODULE = "pyinstrument_django_test_project"
+
+
+def spend_time_in_distinctive_view_helper(seconds: float) -> None:
+    """Busy for ``seconds`` (measured, not slept: a sleeping thread has no samples)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def distinctive_profiled_view(request: Any) -> HttpResponse:
+    spend_time_in_distinctive_view_helper(float(request.GET.get("work", "0.02")))
+    return HttpResponse(PAGE_TEXT)
+
+
+def other_endpoint_view(request: Any) -> HttpResponse:
+    spend_time_in_distinctive_view_helper(float(request.GET.get("work", "0.02")))
+    return HttpResponse(PAGE_TEXT)
+
+
+class StaffUserStub:
+    """Stands in for AuthenticationMiddleware: a staff user when ?staff is given."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        is_staff = "staff" in request.GET
+        request.user = types.SimpleNamespace(is_authenticated=is_staff, is_staff=is_staff)
+        return self.get_response(request)
+
+
+def allow_when_header(request: Any) -> bool:
+    return request.headers.get("X-Let-Me-Profile") == "yes"
+
+
+# the project's URLconf and helpers must be importable by dotted path
+project = types.ModuleType(APP_MODULE)
+project.urlpatterns = [  # type: ignore[attr-defined]
+    path("view/", distinctive_profiled_view),
+    path("other/", other_endpoint_view),
+]
+project.StaffUserStub = StaffUserStub  # type: ignore[attr-defined]
+project.allow_when_header = allow_when_header  # type: ignore[attr-defined]
+sys.modules[APP_MODULE] = project
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=APP_MODULE,
+        SECRET_KEY="test only",
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[],
+        USE_TZ=True,
+    )
+
+PROFILER = "pyinstrument.middleware.ProfilerMiddleware"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve(**overrides: Any) -> Iterator[str]:
+    """Serve the project with ``overrides`` applied; yields the base URL."""
+    from django.core.wsgi import get_wsgi_application
+
+    overrides.setdefault("MIDDLEWARE", [PROFILER])
+    with override_settings(**overrides):
+        application = get_wsgi_application()  # loads the middleware: settings apply now
+        server: WSGIServer = make_server("127.0.0.1", 0, application, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def fetch(url: str, headers: Dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read().decode("utf-8")
+
+
+def is_report(body: str) -> bool:
+    return body.lstrip().lower().startswith("<!doctype html") and "distinctive_profiled_view" in body
+
+
+def reports_in(folder: str) -> List[str]:
+    return sorted(os.listdir(folder))
+
+
+def seconds_in_name(name: str) -> float:
+    return float(re.match(r"([0-9.]+)s ", name).group(1))  # type: ignore[union-attr]
+
+
+# -- ?profile ----------------------------------------------------------------------------
+
+
+def test_profile_argument_is_refused_by_default_in_production() -> None:
+    with serve() as base:
+        body = fetch(f"{base}/view/?profile")
+    assert body == PAGE_TEXT
+
+
+def test_without_the_argument_the_page_is_served() -> None:
+    with serve(DEBUG=True) as base:
+        assert fetch(f"{base}/view/") == PAGE_TEXT
+
+
+def test_profile_argument_shows_the_report_with_debug_on() -> None:
+    with serve(DEBUG=True) as base:
+        body = fetch(f"{base}/view/?profile")
+    assert is_report(body)
+    assert "spend_time_in_distinctive_view_helper" in body
+
+
+def test_profile_argument_name_is_configurable() -> None:
+    with serve(DEBUG=True, PYINSTRUMENT_URL_ARGUMENT="why_slow") as base:
+        assert fetch(f"{base}/view/?profile") == PAGE_TEXT
+        assert is_report(fetch(f"{base}/view/?why_slow=1"))
+
+
+def test_staff_users_see_the_report_and_others_do_not() -> None:
+    middleware = [f"{APP_MODULE}.StaffUserStub", PROFILER]
+    with serve(MIDDLEWARE=middleware) as base:
+        assert is_report(fetch(f"{base}/view/?profile&staff"))
+        assert fetch(f"{base}/view/?profile") == PAGE_TEXT
+
+
+def test_show_callback_by_dotted_path_decides() -> None:
+    with serve(PYINSTRUMENT_SHOW_CALLBACK=f"{APP_MODULE}.allow_when_header") as base:
+        assert is_report(fetch(f"{base}/view/?profile", {"X-Let-Me-Profile": "yes"}))
+        assert fetch(f"{base}/view/?profile") == PAGE_TEXT
+
+
+def test_show_callback_can_refuse_even_with_debug_on() -> None:
+    with serve(DEBUG=True, PYINSTRUMENT_SHOW_CALLBACK=lambda request: False) as base:
+        assert fetch(f"{base}/view/?profile") == PAGE_TEXT
+
+
+def test_a_failing_show_callback_refuses_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(request: Any) -> bool:
+        raise RuntimeError("callback bug")
+
+    with serve(DEBUG=True, PYINSTRUMENT_SHOW_CALLBACK=broken) as base:
+        assert fetch(f"{base}/view/?profile") == PAGE_TEXT
+    assert "PYINSTRUMENT_SHOW_CALLBACK failed" in caplog.text
+
+
+# -- PYINSTRUMENT_PROFILE_DIR -----------------------------------------------------------------
+
+
+def test_profile_dir_gets_one_report_per_request(tmp_path: Any) -> None:
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(tmp_path)) as base:
+        assert fetch(f"{base}/view/") == PAGE_TEXT
+        assert fetch(f"{base}/other/") == PAGE_TEXT
+        assert fetch(f"{base}/view/") == PAGE_TEXT
+    names = reports_in(str(tmp_path))
+    assert len(names) == 3
+    assert sum("_view_" in name for name in names) == 2
+    assert sum("_other_" in name for name in names) == 1
+    for name in names:
+        assert name.endswith(".html")
+        assert seconds_in_name(name) > 0
+        content = (tmp_path / name).read_text(encoding="utf-8")
+        assert "spend_time_in_distinctive_view_helper" in content
+    view_report = next(n for n in names if "_view_" in n)
+    assert "distinctive_profiled_view" in (tmp_path / view_report).read_text(encoding="utf-8")
+
+
+def test_profile_dir_with_another_renderer_and_name_template(tmp_path: Any) -> None:
+    with serve(
+        PYINSTRUMENT_PROFILE_DIR=str(tmp_path),
+        PYINSTRUMENT_PROFILE_DIR_RENDERER="pyinstrument.renderers.ConsoleRenderer",
+        PYINSTRUMENT_FILENAME="{method}-{path}.{ext}",
+    ) as base:
+        fetch(f"{base}/view/?x=1")
+        fetch(f"{base}/view/?x=2")
+    names = reports_in(str(tmp_path))
+    assert names == ["GET-_view_ (2).txt", "GET-_view_.txt"]
+    assert "distinctive_profiled_view" in (tmp_path / names[0]).read_text(encoding="utf-8")
+
+
+def test_filename_callback(tmp_path: Any) -> None:
+    def name_it(request: Any, session: Any, renderer: Any) -> str:
+        return f"custom-{request.GET['n']}.{renderer.output_file_extension}"
+
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(tmp_path), PYINSTRUMENT_FILENAME_CALLBACK=name_it) as base:
+        fetch(f"{base}/view/?n=7")
+    assert reports_in(str(tmp_path)) == ["custom-7.html"]
+
+
+def test_hostile_paths_make_plain_file_names(tmp_path: Any) -> None:
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(tmp_path), PYINSTRUMENT_FILENAME="{path}.{ext}") as base:
+        # not routed (404), but still profiled and saved
+        with pytest.raises(urllib.error.HTTPError):
+            fetch(f"{base}/../..%2F..%2Fetc%2Fpasswd%00%0A%E2%9C%93/")
+    names = reports_in(str(tmp_path))
+    assert len(names) == 1
+    assert names[0].endswith(".html") and ".." not in names[0]
+    assert not re.search(r'[/\\\x00-\x1f<>:"|?*]', names[0])  # nothing a file system refuses
+
+
+def test_write_failures_are_logged_not_raised(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a file, not a folder"
+    blocker.write_text("x")
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(blocker / "reports")) as base:
+        assert fetch(f"{base}/view/") == PAGE_TEXT
+    assert "could not write the profile of GET /view/" in caplog.text
+
+
+def test_slow_threshold_keeps_only_slow_requests(tmp_path: Any) -> None:
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(tmp_path), PYINSTRUMENT_SLOW_THRESHOLD=0.15) as base:
+        fetch(f"{base}/view/?work=0.001")
+        fetch(f"{base}/view/?work=0.3")
+        fetch(f"{base}/other/?work=0.001")
+    names = reports_in(str(tmp_path))
+    assert len(names) == 1
+    assert "_view_" in names[0] and seconds_in_name(names[0]) > 0.15
+
+
+def test_keep_slowest_keeps_the_n_slowest_per_endpoint(tmp_path: Any) -> None:
+    with serve(PYINSTRUMENT_PROFILE_DIR=str(tmp_path), PYINSTRUMENT_KEEP_SLOWEST=2) as base:
+        for work in (0.05, 0.4, 0.01, 0.25, 0.02):
+            fetch(f"{base}/view/?work={work}")
+        fetch(f"{base}/other/?work=0.01")
+    names = reports_in(str(tmp_path))
+    view_names = [n for n in names if "_view_" in n]
+    assert len(view_names) == 2
+    assert sorted(seconds_in_name(n) for n in view_names)[0] > 0.2  # the 0.25 and 0.4 ones
+    assert len([n for n in names if "_other_" in n]) == 1
+
+
+def test_use_signal_setting_is_accepted_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="pyinstrument.middleware"):
+        with serve(DEBUG=True, PYINSTRUMENT_USE_SIGNAL=False) as base:
+            assert is_report(fetch(f"{base}/view/?profile"))
+            assert fetch(f"{base}/view/") == PAGE_TEXT
+    warnings = [r for r in caplog.records if "PYINSTRUMENT_USE_SIGNAL" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_overlapping_requests_are_each_profiled(tmp_path: Any) -> None:
+    """Two requests at once in a threaded server: each report holds its own view only."""
+    from socketserver import ThreadingMixIn
+
+    class ThreadedServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    from django.core.wsgi import get_wsgi_application
+
+    with override_settings(MIDDLEWARE=[PROFILER], PYINSTRUMENT_PROFILE_DIR=str(tmp_path)):
+        server = make_server("127.0.0.1", 0, get_wsgi_application(), ThreadedServer, _QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{server.server_port}"
+        try:
+            clients = [
+                threading.Thread(target=fetch, args=(f"{base}/{endpoint}/?work=0.3",))
+                for endpoint in ("view", "other")
+            ]
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join()
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+    names = reports_in(str(tmp_path))
+    assert len(names) == 2
+    for name in names:
+        content = (tmp_path / name).read_text(encoding="utf-8")
+        mine, theirs = (
+            ("distinctive_profiled_view", "other_endpoint_view")
+            if "_view_" in name
+            else ("other_endpoint_view", "distinctive_profiled_view")
+        )
+        assert mine in content and theirs not in content
