@@ -334,6 +334,8 @@ class Report:
         self.settle()
 
     def click(self, css: str) -> None:
+        # controls can be laid out a frame after the page says it is ready
+        self.wait(lambda: self.element(css).is_displayed() and self.element(css).is_enabled(), f"{css} to show")
         self.element(css).click()
         self.settle()
 
