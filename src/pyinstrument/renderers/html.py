@@ -204,14 +204,12 @@ class HTMLRenderer(FrameRenderer):
 
     def default_processors(self) -> List[ProcessorType]:
         # The threshold and library folding are left to the page, which can change them.
-        return [
-            processors.remove_importlib,
-            processors.remove_tracebackhide,
-            processors.remove_profiler_frames,
-            processors.merge_consecutive_self_time,
-            processors.aggregate_repeated_calls,
-            processors.remove_first_pyinstrument_frames_processor,
-        ]
+        left_to_the_page = (
+            processors.remove_irrelevant_nodes,
+            processors.remove_unnecessary_self_time_nodes,
+            processors.group_library_frames_processor,
+        )
+        return [p for p in super().default_processors() if p not in left_to_the_page]
 
     # -- entry point ----------------------------------------------------------------------
 
