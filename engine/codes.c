@@ -282,6 +282,18 @@ error:
     return -1;
 }
 
+/* An identity for a frame that is no code: its name, an empty file and first line -1. */
+int64_t pi_codes_synthetic(pi_code_table *t, const char *name)
+{
+    char *function = strdup(name), *filename = strdup("");
+    if (!function || !filename) {
+        free(function);
+        free(filename);
+        return -1;
+    }
+    return intern_identity(t, function, filename, -1, false);
+}
+
 /* ---- code entries ---- */
 
 static pi_code_entry **slot_for(pi_code_table *t, uintptr_t addr)

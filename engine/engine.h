@@ -12,6 +12,7 @@
  *   linetable.c  line numbers from copied line tables (every format 3.9-3.15)
  *   codes.c      code identity: which function a code address means, validated
  *   stacks.c     one tick: walk every thread's frame chain in lock-step
+ *   context.c    async mode: which context a thread runs in, what a task awaits
  *   aggregate.c  per-thread call tries with wall/CPU time, and the timeline
  *   sampler.c    the sampling pthread: deadlines, timing, fork safety
  *   module.c     the Python module pyinstrument._engine
@@ -74,6 +75,7 @@ typedef struct {
     unsigned long native_id; /* kernel tid, 0 if the layout has none */
     uintptr_t chunk;         /* 3.11+: current data-stack chunk */
     uintptr_t chunk_top;     /* 3.11+: end of the used part of that chunk */
+    uintptr_t context;       /* the contextvars.Context it runs in, or 0 */
 } pi_tstate;
 
 int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out);
@@ -121,6 +123,32 @@ size_t pi_bytes_header_size(void);
 int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset);
 size_t pi_tuple_header_size(void);
 int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset);
+
+/* contextvars: a Context's variables (a HAMT) and a HAMT's root node. */
+size_t pi_context_read_size(void);
+int pi_parse_context(const void *buf, uintptr_t *vars);
+size_t pi_hamt_read_size(void);
+int pi_parse_hamt(const void *buf, uintptr_t *type, uintptr_t *root);
+
+/* A coroutine or generator object, and where its frame stands while suspended. */
+typedef struct {
+    bool is_coroutine;      /* a coroutine (else a generator) */
+    bool suspended;         /* started, not running, not finished */
+    uintptr_t frame;        /* 3.9/3.10: its frame object, to read and parse next */
+    uintptr_t code, instr;  /* where it stands (3.11+; 3.9/3.10 from the frame) */
+    int lasti;
+    uintptr_t stack_top;    /* just past its value stack's top: what it awaits is there */
+    size_t stack_slots;     /* slots readable below stack_top */
+} pi_coro;
+
+size_t pi_coro_read_size(void);
+/* Returns -1 unless buf holds a live coroutine or generator object. */
+int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out);
+/* 3.9/3.10: fills in the rest of `out` from a copy of its frame object. */
+int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out);
+/* The object pointer in a copied value-stack slot (3.14+ slots are tagged); 0 for a
+ * slot holding no object. */
+uintptr_t pi_stack_slot_object(uintptr_t slot);
 
 /* Line number for an instruction index, from a copied line table. -1 if unknown. */
 int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index);
@@ -195,6 +223,38 @@ bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
 /* When the frame stands on a call into C: the identity of the callee as a
  * `name <built-in>` frame; -1 otherwise. */
 int64_t pi_code_callee(pi_code_table *t, pi_code_entry *e, uintptr_t instr, int lasti);
+
+int64_t pi_codes_synthetic(pi_code_table *t, const char *name);
+
+/* ---------------------------------------------------------------- context.c */
+
+/* A profiler bound to an async context (async_mode "enabled" or "strict"): its
+ * thread's samples are checked against a context variable, and while the thread runs
+ * outside that context the time goes to what the profiled task awaits. */
+typedef struct {
+    bool enabled;
+    bool strict;               /* time in other contexts: [out-of-context] */
+    uintptr_t var;             /* the ContextVar marking profiled contexts */
+    int32_t var_hash;          /* its hash in the HAMT */
+    uintptr_t token;           /* its value in this profiler's contexts */
+    uintptr_t task_coro;       /* the coroutine of the task that started it, or 0 */
+    uintptr_t hamt_type, bitmap_type, array_type; /* HAMT object and node types */
+    /* the stack outside the task (all of it without a task) at start, root first */
+    uintptr_t *prefix_codes;
+    int32_t *prefix_lines;
+    size_t prefix_len;
+} pi_async;
+
+enum { PI_IN_CONTEXT, PI_OUT_OF_CONTEXT, PI_CONTEXT_UNKNOWN };
+/* Whether the context at `context` holds a->var == a->token. */
+int pi_context_state(const pi_async *a, uintptr_t context);
+/* Looks `var` up in a Context's variables: 1 and *value when set, 0 when not set,
+ * -1 when the memory read is not a Context or a HAMT we understand. */
+int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);
+/* The frames of a suspended coroutine and of everything it awaits, outermost first,
+ * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. */
+long pi_await_chain(uintptr_t coro, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max);
+int32_t pi_hamt_hash(int64_t hash);
 
 /* -------------------------------------------------------------- aggregate.c */
 
@@ -278,6 +338,9 @@ typedef struct {
     pi_scratch *scratch; /* per-tick working buffers, kept between ticks */
     int64_t last_tick_ns;
     int64_t first_tick_ns; /* zero of the threads' timeline clocks */
+    pi_async async;
+    unsigned long async_thread; /* the thread whose samples async mode attributes */
+    uint32_t await_identity, out_of_context_identity;
 } pi_state;
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);

@@ -35,6 +35,8 @@
 #include "frameobject.h"
 #endif
 #include "internal/pycore_interp.h"
+#include "internal/pycore_context.h"
+#include "internal/pycore_hamt.h"
 #if PY_VERSION_HEX >= 0x030D0000
 #include "internal/pycore_runtime.h"
 #endif
@@ -168,6 +170,7 @@ int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
     out->chunk = (uintptr_t)ts.datastack_chunk;
     out->chunk_top = (uintptr_t)ts.datastack_top;
 #endif
+    out->context = (uintptr_t)ts.context;
     return 0;
 }
 
@@ -384,6 +387,165 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
     *length = COPY_SIZE(t);
     *items_offset = offsetof(PyTupleObject, ob_item);
     return *length < 0 ? -1 : 0;
+}
+
+/* ---- async mode: contexts and suspended coroutines ---- */
+
+size_t pi_context_read_size(void)
+{
+    return sizeof(PyContext);
+}
+
+int pi_parse_context(const void *buf, uintptr_t *vars)
+{
+    PI_LOAD(PyContext, c, buf);
+    if (COPY_TYPE(c) != (uintptr_t)&PyContext_Type || !object_alive(buf))
+        return -1;
+    *vars = (uintptr_t)c.ctx_vars;
+    return *vars ? 0 : -1;
+}
+
+size_t pi_hamt_read_size(void)
+{
+    return sizeof(PyHamtObject);
+}
+
+int pi_parse_hamt(const void *buf, uintptr_t *type, uintptr_t *root)
+{
+    PI_LOAD(PyHamtObject, h, buf);
+    if (!object_alive(buf))
+        return -1;
+    *type = COPY_TYPE(h);
+    *root = (uintptr_t)h.h_root;
+    return 0;
+}
+
+#if PY_VERSION_HEX >= 0x030B0000
+#define PI_CORO_READ (offsetof(PyCoroObject, cr_iframe) + offsetof(pi_iframe_t, localsplus))
+#else
+#define PI_CORO_READ sizeof(PyCoroObject)
+#endif
+
+size_t pi_coro_read_size(void)
+{
+    return PI_CORO_READ;
+}
+
+/* Generators and coroutines share one layout (_PyGenObject_HEAD). */
+int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
+{
+    PyCoroObject c;
+#if PY_VERSION_HEX >= 0x030B0000
+    memcpy(&c, buf, offsetof(PyCoroObject, cr_iframe)); /* the frame is copied below */
+#else
+    memcpy(&c, buf, sizeof c);
+#endif
+    memset(out, 0, sizeof *out);
+    uintptr_t type = COPY_TYPE(c);
+    if ((type != (uintptr_t)&PyCoro_Type && type != (uintptr_t)&PyGen_Type) || !object_alive(buf))
+        return -1;
+    out->is_coroutine = type == (uintptr_t)&PyCoro_Type;
+#if PY_VERSION_HEX >= 0x030B0000
+    int8_t state = c.cr_frame_state;
+    uintptr_t frame = addr + offsetof(PyCoroObject, cr_iframe);
+    pi_iframe_t f;
+    memcpy(&f, (const uint8_t *)buf + offsetof(PyCoroObject, cr_iframe), offsetof(pi_iframe_t, localsplus));
+#if PY_VERSION_HEX >= 0x030D0000
+    out->suspended = FRAME_STATE_SUSPENDED(state);
+#else
+    out->suspended = state == FRAME_SUSPENDED;
+#endif
+    if (!out->suspended)
+        return 0;
+#if PY_VERSION_HEX >= 0x030E0000
+    out->code = (uintptr_t)(f.f_executable.bits & ~(uintptr_t)7);
+    uintptr_t base = frame + offsetof(pi_iframe_t, localsplus);
+    uintptr_t top = (uintptr_t)f.stackpointer;
+    if (top <= base || top - base > ((uintptr_t)1 << 20))
+        return -1;
+    out->stack_top = top;
+    out->stack_slots = (top - base) / sizeof(_PyStackRef);
+#else
+#if PY_VERSION_HEX >= 0x030D0000
+    out->code = (uintptr_t)f.f_executable;
+#else
+    out->code = (uintptr_t)f.f_code;
+#endif
+    if (f.stacktop <= 0 || f.stacktop > (1 << 17))
+        return -1;
+    out->stack_top = frame + offsetof(pi_iframe_t, localsplus) + (uintptr_t)f.stacktop * sizeof(PyObject *);
+    out->stack_slots = (size_t)f.stacktop;
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    out->instr = (uintptr_t)f.instr_ptr;
+#else
+    out->instr = (uintptr_t)f.prev_instr;
+#endif
+    if (!out->code)
+        return -1;
+#else
+    (void)addr;
+    out->frame = (uintptr_t)c.cr_frame;
+#if PY_VERSION_HEX < 0x030A0000
+    if (c.cr_running)
+        return 0;
+#endif
+    out->suspended = out->frame != 0; /* confirmed by its frame */
+#endif
+    return 0;
+}
+
+int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    (void)buf;
+    (void)addr;
+    (void)out;
+    return -1;
+#else
+    PyFrameObject f;
+    memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
+    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf) || !f.f_code)
+        return -1;
+    out->code = (uintptr_t)f.f_code;
+    uintptr_t stack = (uintptr_t)f.f_valuestack;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->lasti = f.f_lasti;
+    out->suspended = f.f_state == FRAME_SUSPENDED;
+    if (!out->suspended)
+        return 0;
+    if (f.f_stackdepth <= 0 || f.f_stackdepth > (1 << 17))
+        return -1;
+    out->stack_top = stack + (uintptr_t)f.f_stackdepth * sizeof(PyObject *);
+    out->stack_slots = (size_t)f.f_stackdepth;
+#else
+    out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2;
+    uintptr_t top = (uintptr_t)f.f_stacktop;
+    /* a suspended frame keeps its stack top; a running one has none */
+    out->suspended = !f.f_executing && top != 0 && f.f_lasti >= 0;
+    if (!out->suspended)
+        return 0;
+    if (top <= stack || top - stack > ((uintptr_t)1 << 20))
+        return -1;
+    out->stack_top = top;
+    out->stack_slots = (top - stack) / sizeof(PyObject *);
+#endif
+    (void)addr;
+    return 0;
+#endif
+}
+
+uintptr_t pi_stack_slot_object(uintptr_t slot)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+#ifdef Py_INT_TAG
+    if ((slot & Py_TAG_BITS) == Py_INT_TAG)
+        return 0;
+#endif
+    return slot & ~(uintptr_t)Py_TAG_BITS;
+#else
+    return slot;
+#endif
 }
 
 int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index)

@@ -10,6 +10,7 @@
 
 #include "sampler.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -185,6 +186,124 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
         st->tree.timeline_truncated ? Py_True : Py_False);
 }
 
+/* ---- async mode ---- */
+
+static int parse_node_types(PyObject *types, pi_async *a)
+{
+    unsigned long long hamt, bitmap, array;
+    if (!PyArg_ParseTuple(types, "KKK;types must be (hamt, bitmap node, array node)", &hamt, &bitmap, &array))
+        return -1;
+    a->hamt_type = (uintptr_t)hamt;
+    a->bitmap_type = (uintptr_t)bitmap;
+    a->array_type = (uintptr_t)array;
+    return 0;
+}
+
+/* bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types):
+ * attribute the thread's time outside the Context where var is token (see context.c). */
+static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
+{
+    PyObject *var, *token, *coro, *codes, *lines, *types;
+    int strict;
+    unsigned long thread_id;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!pkO!", &PyContextVar_Type, &var, &token, &coro, &PyList_Type, &codes,
+                          &PyList_Type, &lines, &strict, &thread_id, &PyTuple_Type, &types))
+        return NULL;
+    if (!self->initialised || self->sampler.running) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_async() needs an initialised, stopped Sampler");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(codes);
+    if (PyList_GET_SIZE(lines) != n || n > PI_MAX_DEPTH / 2) {
+        PyErr_SetString(PyExc_ValueError, "prefix_codes and prefix_lines must be lists of one length");
+        return NULL;
+    }
+    Py_hash_t hash = PyObject_Hash(var);
+    if (hash == -1)
+        return NULL;
+    pi_state *st = &self->sampler.state;
+    pi_async a = {.enabled = true, .strict = strict != 0, .var = (uintptr_t)var, .token = (uintptr_t)token,
+                  .var_hash = pi_hamt_hash((int64_t)hash), .task_coro = coro == Py_None ? 0 : (uintptr_t)coro};
+    if (parse_node_types(types, &a) != 0)
+        return NULL;
+    a.prefix_codes = malloc(((size_t)n + 1) * sizeof *a.prefix_codes);
+    a.prefix_lines = malloc(((size_t)n + 1) * sizeof *a.prefix_lines);
+    if (!a.prefix_codes || !a.prefix_lines)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *code = PyList_GET_ITEM(codes, i);
+        long line = PyLong_AsLong(PyList_GET_ITEM(lines, i));
+        if (!PyCode_Check(code) || (line == -1 && PyErr_Occurred())) {
+            PyErr_SetString(PyExc_TypeError, "prefix_codes must hold code objects, prefix_lines ints");
+            goto error;
+        }
+        a.prefix_codes[i] = (uintptr_t)code;
+        a.prefix_lines[i] = line < 0 || line > INT32_MAX ? 0 : (int32_t)line;
+    }
+    a.prefix_len = (size_t)n;
+    int64_t await_identity = pi_codes_synthetic(&st->codes, "[await]");
+    int64_t out_identity = pi_codes_synthetic(&st->codes, "[out-of-context]");
+    if (await_identity < 0 || out_identity < 0) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    free(st->async.prefix_codes);
+    free(st->async.prefix_lines);
+    st->async = a;
+    st->async_thread = thread_id;
+    st->await_identity = (uint32_t)await_identity;
+    st->out_of_context_identity = (uint32_t)out_identity;
+    Py_RETURN_NONE;
+error:
+    free(a.prefix_codes);
+    free(a.prefix_lines);
+    return NULL;
+}
+
+/* _hamt_types(context): (type of a Context's HAMT, type of its root node), read as the
+ * sampler reads them: the Python layer learns the node types from known Contexts. */
+static PyObject *hamt_types(PyObject *Py_UNUSED(module), PyObject *context)
+{
+    if (!PyContext_CheckExact(context)) {
+        PyErr_SetString(PyExc_TypeError, "expected a contextvars.Context");
+        return NULL;
+    }
+    uint8_t buf[256];
+    uintptr_t vars, type, root, root_head[2];
+    if (pi_context_read_size() > sizeof buf || pi_hamt_read_size() > sizeof buf ||
+        pi_read_exact((uintptr_t)context, buf, pi_context_read_size()) != 0 || pi_parse_context(buf, &vars) != 0 ||
+        pi_read_exact(vars, buf, pi_hamt_read_size()) != 0 || pi_parse_hamt(buf, &type, &root) != 0 ||
+        pi_read_exact(root, root_head, sizeof root_head) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "could not read the Context's variables");
+        return NULL;
+    }
+    return Py_BuildValue("(KK)", (unsigned long long)type, (unsigned long long)root_head[1]);
+}
+
+/* _context_get(context, var, types): the sampler's lookup of var in context: the
+ * address of its value, None when unset; RuntimeError when the lookup fails. */
+static PyObject *context_get(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *context, *var, *types;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyContext_Type, &context, &PyContextVar_Type, &var, &PyTuple_Type, &types))
+        return NULL;
+    pi_async a = {0};
+    if (parse_node_types(types, &a) != 0)
+        return NULL;
+    Py_hash_t hash = PyObject_Hash(var);
+    if (hash == -1)
+        return NULL;
+    uintptr_t value = 0;
+    int found = pi_context_get(&a, (uintptr_t)context, (uintptr_t)var, pi_hamt_hash((int64_t)hash), &value);
+    if (found < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the Context's variables could not be walked");
+        return NULL;
+    }
+    if (!found)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong((unsigned long long)value);
+}
+
 /* ---- checks of the decoders on local data, for the test suite ---- */
 
 static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
@@ -230,6 +349,9 @@ static PyObject *debug_callee(PyObject *Py_UNUSED(module), PyObject *args)
 static PyMethodDef module_methods[] = {
     {"_debug_line", debug_line, METH_VARARGS,
      "_debug_line(linetable, firstlineno, instr_index): the engine's line decoder on a local table."},
+    {"_hamt_types", hamt_types, METH_O, "_hamt_types(context): (HAMT type, root node type), as the sampler reads them."},
+    {"_context_get", context_get, METH_VARARGS,
+     "_context_get(context, var, (hamt, bitmap, array types)): the sampler's lookup: value address or None."},
     {"_debug_callee", debug_callee, METH_VARARGS,
      "_debug_callee(bytecode, code_unit): where the engine finds the callee's name, or None."},
     {NULL, NULL, 0, NULL},
@@ -238,6 +360,8 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef Sampler_methods[] = {
     {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
+    {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
+     "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types): async mode."},
     {"snapshot", (PyCFunction)Sampler_snapshot, METH_NOARGS,
      "The aggregated samples as plain data (only while stopped)."},
     {NULL, NULL, 0, NULL},

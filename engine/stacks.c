@@ -99,6 +99,9 @@ struct pi_walker {
     size_t solo_chunk_count, spec_chunk_count;
     region spec_chunks[PI_MAX_CHUNKS];
     bool spec_chunk_ok[PI_MAX_CHUNKS];
+    /* async mode: the stack was replaced by the profiled task's await chain under the
+     * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
+    uint32_t async_leaf;
 };
 
 typedef struct {
@@ -131,6 +134,9 @@ struct pi_scratch {
     code_set codes;
     uint32_t identities[PI_MAX_DEPTH + 1];
     int32_t lines[PI_MAX_DEPTH + 1];
+    /* async mode: the profiled task's await chain, outermost first */
+    uintptr_t chain_codes[PI_MAX_DEPTH], chain_instrs[PI_MAX_DEPTH];
+    int chain_lastis[PI_MAX_DEPTH];
 };
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget)
@@ -194,6 +200,8 @@ void pi_state_free(pi_state *s)
     }
     pi_codes_free(&s->codes);
     pi_tree_free(&s->tree);
+    free(s->async.prefix_codes);
+    free(s->async.prefix_lines);
     memset(s, 0, sizeof *s);
 }
 
@@ -588,6 +596,7 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
+    w->async_leaf = UINT32_MAX;
     walker_reset(w, ts);
     return walker_need(w, read);
 }
@@ -706,6 +715,8 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
 {
     pi_scratch *x = s->scratch;
     size_t depth = 0;
+    bool awaiting = w->async_leaf != UINT32_MAX;
+    size_t given_lines = awaiting ? s->async.prefix_len : 0; /* the start prefix's lines */
     /* root first: the walker holds the leaf first */
     for (size_t k = w->depth; k-- > 0;) {
         pi_code_entry *e = code_entry(&x->codes, w->codes[k]);
@@ -714,12 +725,18 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
             s->stats.dropped_code++;
             return;
         }
+        size_t from_root = w->depth - 1 - k;
+        if (from_root < given_lines) {
+            x->identities[depth] = pi_code_identity(e);
+            x->lines[depth++] = s->async.prefix_lines[from_root];
+            continue;
+        }
         if (!pi_code_instr_traceable(e, w->instrs[k]))
             continue; /* a frame still being set up */
         x->identities[depth] = pi_code_identity(e);
         x->lines[depth] = pi_code_line(e, w->instrs[k], w->lastis[k]);
         depth++;
-        if (k == 0) {
+        if (k == 0 && !awaiting) {
             /* the innermost frame stands on a call: the thread is in C code */
             int64_t callee = pi_code_callee(&s->codes, e, w->instrs[0], w->lastis[0]);
             if (callee >= 0) {
@@ -728,6 +745,10 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
                 depth++;
             }
         }
+    }
+    if (awaiting) {
+        x->identities[depth] = w->async_leaf;
+        x->lines[depth++] = 0;
     }
     unsigned long native_id = w->ts.native_id;
     if (!pi_runtime_layout.has_native_thread_id)
@@ -748,11 +769,53 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
     if (cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
         cpu_ns = cpu_now - t->last_cpu_ns;
     t->last_cpu_ns = cpu_now;
+    if (awaiting)
+        cpu_ns = 0; /* the thread ran other contexts' code while the task waited */
     if (pi_tree_add(&s->tree, t, x->identities, x->lines, depth, wall_ns, cpu_ns) != 0) {
         s->stats.dropped++;
         return;
     }
     s->stats.samples++;
+}
+
+/* Async mode: while the profiled thread runs outside the profiler's context, its
+ * sample becomes the start prefix + the profiled task's await chain + [await]; in
+ * strict mode, without a suspended task, the prefix + [out-of-context]. */
+static void attribute_async(pi_state *s, pi_walker *w)
+{
+    pi_scratch *x = s->scratch;
+    const pi_async *a = &s->async;
+    if (pi_context_state(a, w->ts.context) != PI_OUT_OF_CONTEXT)
+        return; /* in the context, or it could not be told: the real stack */
+    long chain = -1;
+    if (a->task_coro)
+        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis,
+                               PI_MAX_DEPTH - a->prefix_len);
+    uint32_t leaf;
+    if (chain > 0) {
+        leaf = s->await_identity;
+    } else if (a->strict) {
+        chain = 0;
+        leaf = s->out_of_context_identity;
+    } else {
+        return;
+    }
+    w->depth = 0;
+    for (long k = chain; k-- > 0;) {
+        pi_frame f = {.code = x->chain_codes[k], .instr = x->chain_instrs[k], .lasti = x->chain_lastis[k]};
+        if (push_frame(w, &f) != 0) {
+            w->state = WALK_FAILED;
+            return;
+        }
+    }
+    for (size_t k = a->prefix_len; k-- > 0;) {
+        pi_frame f = {.code = a->prefix_codes[k]};
+        if (push_frame(w, &f) != 0) {
+            w->state = WALK_FAILED;
+            return;
+        }
+    }
+    w->async_leaf = leaf;
 }
 
 /* Adds a read to the round; `owner` is the walker index, with PI_SPEC_BIT for a
@@ -871,6 +934,12 @@ void pi_tick(pi_state *s, int64_t now_ns)
         x->next_owner = owner;
         x->next_owner_cap = owner_cap;
         pending = next_pending;
+    }
+
+    if (s->async.enabled) {
+        for (size_t i = 0; i < walker_count; i++)
+            if (s->walkers[i].state == WALK_DONE && s->walkers[i].ts.thread_id == s->async_thread)
+                attribute_async(s, &s->walkers[i]);
     }
 
     /* validate the code objects of every stack in one batch, then record */

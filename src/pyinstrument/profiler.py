@@ -7,6 +7,7 @@ session's frame records, the format pyinstrument's sessions have always used.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import inspect
 import os
@@ -18,13 +19,14 @@ import types
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument import _engine
+from pyinstrument import _async, _engine
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, Timeline, write_file_atomically
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _BUILTIN = "<built-in>"
+_SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 
 
 #: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
@@ -78,6 +80,16 @@ def _qualnames_before_311(identities: Sequence[Tuple[str, str, int, bool]]) -> D
             if key in wanted and "<locals>" not in obj.__qualname__.split(".")[-1:]:
                 found[key] = obj.__qualname__
     return found
+
+
+def _with_qualname(frame: str, qualnames: Dict[Tuple[str, str, int], str]) -> str:
+    """A start-stack frame named as the samples name it (3.9/3.10: by the qualified name)."""
+    if not qualnames:
+        return frame
+    function, filename, rest = frame.rsplit("\x00", 2)
+    first_line = rest.split("\x01", 1)[0]
+    qualname = qualnames.get((function, filename, int(first_line)))
+    return frame if qualname is None else f"{qualname}\x00{filename}\x00{rest}"
 
 
 class _ThreadNameWatch:
@@ -157,6 +169,10 @@ def session_from_snapshot(
     base = []
     is_profiler_code = []
     for function, filename, line_no, hides in identities:
+        if line_no == _SYNTHETIC_LINE and not filename:  # the engine's [await], [out-of-context]
+            base.append(function)
+            is_profiler_code.append(False)
+            continue
         function = qualnames.get((function, filename, line_no), function)
         base.append(frame_string(function, filename, line_no, hides=hides))
         # the Profiler's own start/stop code; the @profile wrapper stands for the user's call
@@ -238,7 +254,7 @@ def session_from_snapshot(
         min_interval=interval,
         max_interval=interval,
         sample_count=samples_total,
-        start_call_stack=start_call_stack,
+        start_call_stack=[_with_qualname(frame, qualnames) for frame in start_call_stack],
         target_description=target_description,
         cpu_time=cpu_time,
         sys_path=list(sys.path),
@@ -282,6 +298,9 @@ class Profiler:
         self._start_call_stack: List[str] = []
         self._target_description = ""
         self._thread_names: Dict[int, str] = {}
+        self._async_binding: Optional[_async.AsyncBinding] = None
+        self._async_task: Optional[Any] = None
+        self._async_reset: Optional[contextvars.Token[Optional[_async.AsyncBinding]]] = None
 
     @property
     def interval(self) -> float:
@@ -313,10 +332,19 @@ class Profiler:
             self._target_description = target_description or ""
         elif target_description is not None:
             self._target_description = target_description
+        if self._async_mode != "disabled":
+            bound = _async.active_profiler.get()
+            if bound is not None and bound.running:
+                raise RuntimeError(
+                    "There is already a profiler running in this thread or async context; "
+                    "use async_mode='disabled' to run several profilers at once."
+                )
         self._remember_thread_names()
         if self.all_threads:
             _thread_name_watch.acquire()
         self._sampler = _engine.Sampler(self._interval, 0 if self.all_threads else threading.get_ident())
+        if self._async_mode != "disabled":
+            self._bind_async_context(caller_frame)
         self._start_wall = time.time()
         self._cpu_start = time.process_time()
         self._active_since = time.perf_counter()
@@ -325,9 +353,41 @@ class Profiler:
         except RuntimeError as error:
             self._active_since = None
             self._sampler = None
+            self._unbind_async_context()
             if self.all_threads:
                 _thread_name_watch.release()
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
+
+    def _bind_async_context(self, caller_frame: Optional[types.FrameType]) -> None:
+        """Marks this context as the profiler's; the engine attributes time spent outside
+        it to what the profiled task awaits (enabled, strict) or to [out-of-context] (strict)."""
+        assert self._sampler is not None
+        binding = self._async_binding = _async.AsyncBinding()
+        self._async_reset = _async.active_profiler.set(binding)
+        codes, lines, task = _async.start_prefix(caller_frame, _async.current_task_coroutine())
+        strict = self._async_mode == "strict"
+        if task is None and not strict:
+            return  # time outside the context is recorded as it is: nothing to bind
+        try:
+            node_types = _async.node_types()
+        except RuntimeError as error:
+            _notice(f"async_mode={self._async_mode!r} cannot follow async contexts here ({error}); profiling as 'disabled'")
+            return
+        self._async_task = task  # kept alive while the engine reads it
+        self._sampler.bind_async(
+            _async.active_profiler, binding, task, codes, lines, strict, threading.get_ident(), node_types
+        )
+
+    def _unbind_async_context(self) -> None:
+        if self._async_binding is None:
+            return
+        self._async_binding.running = False
+        try:
+            _async.active_profiler.reset(self._async_reset)  # type: ignore[arg-type]
+        except ValueError:  # stopped from another context than the one it started in
+            pass
+        self._async_binding = self._async_reset = None
+        self._async_task = None
 
     def _start_sampler(self) -> None:
         assert self._sampler is not None
@@ -340,6 +400,8 @@ class Profiler:
                 f"{refused}. Sampling from a Python thread instead: the program runs slower "
                 "while profiled, the report is the same."
             )
+            if self._async_task is not None or self._async_mode == "strict":
+                _notice(f"async_mode={self._async_mode!r} needs the engine: time in await is not attributed")
             self._sampler = PythonSampler(self._interval, 0 if self.all_threads else threading.get_ident())
             self._sampler.start()
 
@@ -348,6 +410,7 @@ class Profiler:
             raise RuntimeError("This profiler is not currently running.")
         assert self._sampler is not None and self._active_since is not None
         self._sampler.stop()
+        self._unbind_async_context()
         duration = time.perf_counter() - self._active_since
         cpu_time = time.process_time() - self._cpu_start
         self._active_since = None
