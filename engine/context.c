@@ -20,7 +20,6 @@
 
 #define HAMT_MAX_LEVELS 8  /* 32-bit hashes, 5 bits a level: 7 levels, then collisions */
 #define HAMT_BITMAP_MAX 32 /* key/value pairs a bitmap node can hold */
-#define PI_MAX_AWAIT_DEPTH 512
 
 /* The mirrored node headers (PyObject_VAR_HEAD / PyObject_HEAD, then the node). */
 typedef struct {

@@ -124,7 +124,9 @@ int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset);
 size_t pi_tuple_header_size(void);
 int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset);
 
-/* contextvars: a Context's variables (a HAMT) and a HAMT's root node. */
+/* contextvars: where a thread state points at its Context; a Context's variables (a
+ * HAMT) and a HAMT's root node. */
+size_t pi_tstate_context_offset(void);
 size_t pi_context_read_size(void);
 int pi_parse_context(const void *buf, uintptr_t *vars);
 size_t pi_hamt_read_size(void);
@@ -238,6 +240,7 @@ typedef struct {
     int32_t var_hash;          /* its hash in the HAMT */
     uintptr_t token;           /* its value in this profiler's contexts */
     uintptr_t task_coro;       /* the coroutine of the task that started it, or 0 */
+    uintptr_t task_code;       /* that coroutine's code object */
     uintptr_t hamt_type, bitmap_type, array_type; /* HAMT object and node types */
     /* the stack outside the task (all of it without a task) at start, root first */
     uintptr_t *prefix_codes;
@@ -253,6 +256,7 @@ int pi_context_state(const pi_async *a, uintptr_t context);
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);
 /* The frames of a suspended coroutine and of everything it awaits, outermost first,
  * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. */
+#define PI_MAX_AWAIT_DEPTH 512
 long pi_await_chain(uintptr_t coro, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max);
 int32_t pi_hamt_hash(int64_t hash);
 

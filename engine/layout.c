@@ -391,6 +391,11 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
 
 /* ---- async mode: contexts and suspended coroutines ---- */
 
+size_t pi_tstate_context_offset(void)
+{
+    return offsetof(PyThreadState, context);
+}
+
 size_t pi_context_read_size(void)
 {
     return sizeof(PyContext);

@@ -226,6 +226,14 @@ static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
                   .var_hash = pi_hamt_hash((int64_t)hash), .task_coro = coro == Py_None ? 0 : (uintptr_t)coro};
     if (parse_node_types(types, &a) != 0)
         return NULL;
+    if (a.task_coro) {
+        /* a coroutine or generator holds its code object: it lives as long as coro */
+        PyObject *code = PyObject_GetAttrString(coro, PyCoro_CheckExact(coro) ? "cr_code" : "gi_code");
+        if (!code)
+            return NULL;
+        a.task_code = (uintptr_t)code;
+        Py_DECREF(code);
+    }
     a.prefix_codes = malloc(((size_t)n + 1) * sizeof *a.prefix_codes);
     a.prefix_lines = malloc(((size_t)n + 1) * sizeof *a.prefix_lines);
     if (!a.prefix_codes || !a.prefix_lines)

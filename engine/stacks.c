@@ -134,9 +134,10 @@ struct pi_scratch {
     code_set codes;
     uint32_t identities[PI_MAX_DEPTH + 1];
     int32_t lines[PI_MAX_DEPTH + 1];
-    /* async mode: the profiled task's await chain, outermost first */
-    uintptr_t chain_codes[PI_MAX_DEPTH], chain_instrs[PI_MAX_DEPTH];
-    int chain_lastis[PI_MAX_DEPTH];
+    /* async mode: the profiled task's await chain as last read, outermost first */
+    uintptr_t chain_codes[PI_MAX_AWAIT_DEPTH], chain_instrs[PI_MAX_AWAIT_DEPTH];
+    int chain_lastis[PI_MAX_AWAIT_DEPTH];
+    long chain_len; /* 0: not read yet */
 };
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget)
@@ -785,12 +786,37 @@ static void attribute_async(pi_state *s, pi_walker *w)
 {
     pi_scratch *x = s->scratch;
     const pi_async *a = &s->async;
-    if (pi_context_state(a, w->ts.context) != PI_OUT_OF_CONTEXT)
-        return; /* in the context, or it could not be told: the real stack */
+    /* the Context was read with the thread state, before the walk: one that changed
+     * since may not be the one the walked stack ran in */
+    uintptr_t context;
+    if (pi_read_exact(w->tstate_addr + pi_tstate_context_offset(), &context, sizeof context) != 0 ||
+        context != w->ts.context) {
+        w->state = WALK_FAILED;
+        return;
+    }
+    int state = pi_context_state(a, context);
+    if (state == PI_CONTEXT_UNKNOWN)
+        return; /* it could not be told: the real stack */
+    /* in the context, the thread runs the task's code or its children's; a stack no
+     * deeper than the start prefix is the event loop about to resume the task */
+    if (state == PI_IN_CONTEXT && (!a->task_coro || w->depth > a->prefix_len))
+        return;
     long chain = -1;
-    if (a->task_coro)
-        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis,
-                               PI_MAX_DEPTH - a->prefix_len);
+    if (a->task_coro) {
+        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis, PI_MAX_AWAIT_DEPTH);
+        /* the task's own frame right under the prefix: it runs, in another context */
+        bool task_runs = w->depth > a->prefix_len && w->codes[w->depth - 1 - a->prefix_len] == a->task_code;
+        if (chain > 0) {
+            x->chain_len = chain;
+        } else if (!task_runs) {
+            /* caught being resumed or suspended: it awaited where it last did */
+            chain = x->chain_len;
+            if (chain <= 0) {
+                w->state = WALK_FAILED; /* nowhere known yet: not the task's time to guess */
+                return;
+            }
+        }
+    }
     uint32_t leaf;
     if (chain > 0) {
         leaf = s->await_identity;

@@ -218,9 +218,10 @@ class WebProfiling:
 
     # -- profiling -------------------------------------------------------------------
 
-    def start(self, request: RequestInfo) -> Optional[Profiler]:
-        """A running profiler of the calling thread, or None when it cannot start."""
-        profiler = Profiler(interval=self.interval, async_mode="disabled", all_threads=self.all_threads)
+    def start(self, request: RequestInfo, async_mode: str = "disabled") -> Optional[Profiler]:
+        """A running profiler of the calling thread (with async_mode "enabled": of the
+        calling task), or None when it cannot start."""
+        profiler = Profiler(interval=self.interval, async_mode=async_mode, all_threads=self.all_threads)
         try:
             profiler.start(target_description=f"{request.method} {request.path}")
         except Exception:

@@ -59,7 +59,9 @@ class ProfilerMiddleware(ProfilingMiddleware):
         if not show and not self.profiling.records:
             await self.app(scope, receive, send)
             return
-        profiler = self.profiling.start(request)
+        # bound to this request's task: time it spends awaiting is [await], and
+        # concurrent requests' code stays out of its report
+        profiler = self.profiling.start(request, async_mode="enabled")
         if profiler is None:
             await self.app(scope, receive, send)
             return

@@ -1,0 +1,288 @@
+"""async_mode: a profiler started inside a task follows that task. Real asyncio and trio
+programs are run, and the call trees of their reports checked: time the task spends
+suspended is [await] under what it awaited, other tasks stay out, strict mode shows
+[out-of-context], tasks started from the profiled one are included, and several
+profilers in one event loop each see only their own task."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+try:
+    import trio
+except ImportError:
+    trio = None  # type: ignore[assignment]
+
+PREAMBLE = """
+import asyncio, contextvars, json, sys, time
+from pyinstrument import Profiler
+from pyinstrument.renderers import JSONRenderer
+
+MODE = sys.argv[1]
+
+def busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def report(profiler, path):
+    with open(path, "w") as f:
+        f.write(profiler.output(JSONRenderer(show_all=True)))
+"""
+
+# handler() profiles itself while other() runs in the same event loop
+ONE_HANDLER = {
+    "asyncio": """
+async def fetch():
+    await asyncio.sleep(0.2)
+
+async def other():
+    busy(0.15)
+    await asyncio.sleep(0.01)
+    busy(0.1)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    busy(0.05)
+    await fetch()
+    busy(0.05)
+    profiler.stop()
+    report(profiler, "report.json")
+
+async def main():
+    await asyncio.gather(handler(), other())
+
+asyncio.run(main())
+""",
+    "trio": """
+import trio
+
+async def fetch():
+    await trio.sleep(0.2)
+
+async def other():
+    busy(0.15)
+    await trio.sleep(0.01)
+    busy(0.1)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    busy(0.05)
+    await fetch()
+    busy(0.05)
+    profiler.stop()
+    report(profiler, "report.json")
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handler)
+        nursery.start_soon(other)
+
+trio.run(main)
+""",
+}
+
+LOOPS = ["asyncio", pytest.param("trio", marks=pytest.mark.skipif(trio is None, reason="trio is not installed"))]
+
+
+# Times are checked against lower bounds set by the programs' own busy loops and sleeps
+# (wall time they cannot take less of), with room for samples dropped on a loaded machine.
+
+
+def run_program(tmp_path: Any, body: str, mode: str) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(PREAMBLE) + textwrap.dedent(body))
+    result = subprocess.run([sys.executable, str(script), mode], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def load_tree(path: Any) -> Dict[str, Any]:
+    return json.loads(path.read_text())["root_frame"]
+
+
+def walk(frame: Dict[str, Any], path: List[str] = []) -> Iterator[List[Dict[str, Any]]]:
+    """Every root-to-frame path of the tree, as lists of frames."""
+    stack = [[frame]]
+    while stack:
+        chain = stack.pop()
+        yield chain
+        stack.extend(chain + [child] for child in chain[-1]["children"])
+
+
+def functions(tree: Dict[str, Any]) -> set:
+    return {chain[-1]["function"] for chain in walk(tree)}
+
+
+def time_of(tree: Dict[str, Any], *names: str) -> float:
+    """Total time of the frames named by the path's last name, found under frames
+    named by the other names (in that order, not necessarily adjacent)."""
+    total = 0.0
+    for chain in walk(tree):
+        if chain[-1]["function"] != names[-1]:
+            continue
+        wanted = iter(names[:-1])
+        want = next(wanted, None)
+        for frame in chain[:-1]:
+            if want is not None and frame["function"] == want:
+                want = next(wanted, None)
+        if want is None:
+            total += chain[-1]["time"]
+    return total
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("mode", ["enabled", "strict"])
+def test_time_a_task_spends_suspended_is_await_under_what_it_awaited(tmp_path: Any, loop: str, mode: str) -> None:
+    run_program(tmp_path, ONE_HANDLER[loop], mode)
+    tree = load_tree(tmp_path / "report.json")
+    assert tree["function"] == "handler"
+    # 0.2 s asleep in fetch(), during which other() ran: all of it waiting in fetch
+    assert time_of(tree, "handler", "fetch", "sleep", "[await]") >= 0.15
+    assert "other" not in functions(tree)
+    assert time_of(tree, "handler", "busy") >= 0.07
+    assert tree["await_time"] >= 0.15
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_disabled_mode_shows_whatever_the_thread_ran(tmp_path: Any, loop: str) -> None:
+    run_program(tmp_path, ONE_HANDLER[loop], "disabled")
+    tree = load_tree(tmp_path / "report.json")
+    assert time_of(tree, "other", "busy") >= 0.07  # the other task's work, seen as it ran
+    assert "[await]" not in functions(tree)
+
+
+OTHER_CONTEXT = """
+def elsewhere(seconds):
+    busy(seconds)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await asyncio.sleep(0.01)
+    contextvars.Context().run(elsewhere, 0.1)  # runs in a context without the profiler
+    busy(0.05)
+    profiler.stop()
+    report(profiler, "report.json")
+
+asyncio.run(handler())
+"""
+
+
+def test_strict_mode_puts_time_in_other_contexts_in_out_of_context(tmp_path: Any) -> None:
+    run_program(tmp_path, OTHER_CONTEXT, "strict")
+    tree = load_tree(tmp_path / "report.json")
+    assert "elsewhere" not in functions(tree)
+    assert time_of(tree, "[out-of-context]") >= 0.07
+    assert time_of(tree, "handler", "busy") >= 0.03
+
+
+def test_enabled_mode_records_other_contexts_as_they_ran(tmp_path: Any) -> None:
+    run_program(tmp_path, OTHER_CONTEXT, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    assert time_of(tree, "handler", "elsewhere", "busy") >= 0.07
+    assert "[out-of-context]" not in functions(tree)
+
+
+CHILD_TASKS = """
+async def child():
+    await asyncio.sleep(0.01)
+    busy(0.1)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await asyncio.gather(child(), child())
+    profiler.stop()
+    report(profiler, "report.json")
+
+asyncio.run(handler())
+"""
+
+
+def test_tasks_started_by_the_profiled_task_are_profiled(tmp_path: Any) -> None:
+    run_program(tmp_path, CHILD_TASKS, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    # the children inherit the profiled context: their work is in the report
+    assert time_of(tree, "child", "busy") >= 0.15
+
+
+TWO_PROFILERS = """
+state = {}
+
+def busy_alpha(seconds):
+    busy(seconds)
+
+def busy_beta(seconds):
+    busy(seconds)
+
+async def alpha():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    busy_alpha(0.05)
+    state["alpha waiting"].set()
+    await state["beta done"].wait()  # beta works meanwhile, under its own profiler
+    busy_alpha(0.05)
+    profiler.stop()
+    report(profiler, "alpha.json")
+
+async def beta():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await state["alpha waiting"].wait()
+    busy_beta(0.15)
+    state["beta done"].set()
+    profiler.stop()
+    report(profiler, "beta.json")
+
+async def main():
+    state["alpha waiting"] = asyncio.Event()
+    state["beta done"] = asyncio.Event()
+    await asyncio.gather(alpha(), beta())
+
+asyncio.run(main())
+"""
+
+
+def test_profilers_of_concurrent_tasks_in_one_loop_do_not_mix(tmp_path: Any) -> None:
+    run_program(tmp_path, TWO_PROFILERS, "enabled")
+    alpha = load_tree(tmp_path / "alpha.json")
+    beta = load_tree(tmp_path / "beta.json")
+    assert alpha["function"] == "alpha" and beta["function"] == "beta"
+    assert time_of(alpha, "alpha", "busy_alpha") >= 0.07
+    assert "busy_beta" not in functions(alpha)
+    assert time_of(alpha, "alpha", "Event.wait", "[await]") >= 0.11  # waiting while beta worked
+    assert time_of(beta, "beta", "busy_beta") >= 0.11
+    assert "busy_alpha" not in functions(beta)
+
+
+def test_two_async_profilers_in_one_context_are_refused_clearly() -> None:
+    from pyinstrument import Profiler
+
+    async def main() -> str:
+        first = Profiler()
+        first.start()
+        try:
+            with pytest.raises(RuntimeError, match="already a profiler running") as refused:
+                Profiler(async_mode="strict").start()
+            with Profiler(async_mode="disabled"):  # not bound to the context: allowed
+                pass
+        finally:
+            first.stop()
+        with Profiler():  # the context is free again
+            pass
+        return str(refused.value)
+
+    import asyncio
+
+    message = asyncio.run(main())
+    assert "async_mode='disabled'" in message
