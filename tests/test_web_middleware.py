@@ -481,7 +481,39 @@ def fastapi_app(events: List[str]) -> Any:
         busy(0.03)
         return {"result": "threaded"}
 
+    # /alpha waits for /beta to do its work: made to overlap in one event loop
+    overlap: dict = {}
+
+    def events_in_loop() -> dict:
+        if not overlap:
+            overlap.update(alpha_waiting=asyncio.Event(), beta_done=asyncio.Event())
+        return overlap
+
+    @app.get("/alpha")
+    async def alpha_view() -> dict:
+        state = events_in_loop()
+        alpha_work(0.05)
+        state["alpha_waiting"].set()
+        await state["beta_done"].wait()
+        return {"result": "alpha"}
+
+    @app.get("/beta")
+    async def beta_view() -> dict:
+        state = events_in_loop()
+        await state["alpha_waiting"].wait()
+        beta_work(0.15)
+        state["beta_done"].set()
+        return {"result": "beta"}
+
     return app
+
+
+def alpha_work(seconds: float) -> None:
+    busy(seconds)
+
+
+def beta_work(seconds: float) -> None:
+    busy(seconds)
 
 
 @contextlib.contextmanager
@@ -560,3 +592,21 @@ def test_fastapi_keep_slowest_and_concurrent_requests(tmp_path: Any) -> None:
     names = report_files(tmp_path)
     assert len([n for n in names if "_slow" in n]) == 2, names
     assert len([n for n in names if "_compute" in n]) == 2, names
+
+
+@needs_fastapi
+def test_fastapi_concurrent_requests_in_one_loop_do_not_mix(tmp_path: Any) -> None:
+    with serve_fastapi(profile_dir=tmp_path, renderer="text") as (base, middleware, _):
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(get, [f"{base}/alpha", f"{base}/beta"]))
+        assert middleware.wait_for_reports(30)
+    assert [r[2] for r in results] == ['{"result":"alpha"}', '{"result":"beta"}']
+    (alpha_name,) = [n for n in report_files(tmp_path) if "_alpha" in n]
+    (beta_name,) = [n for n in report_files(tmp_path) if "_beta" in n]
+    alpha = (tmp_path / alpha_name).read_text()
+    beta = (tmp_path / beta_name).read_text()
+    # each report holds its own request's work; alpha's wait for beta is [await]
+    assert "alpha_work" in alpha and "beta_work" not in alpha, alpha
+    assert "beta_work" in beta and "alpha_work" not in beta, beta
+    waited = re.search(r"(\d+\.\d+) \[await\]", alpha)
+    assert waited and float(waited.group(1)) >= 0.1, alpha
