@@ -225,14 +225,18 @@ def test_async_cell_runs(shell: Any, shown: List[Dict[str, str]]) -> None:
     cell = (
         "%%pyinstrument --async_mode enabled\n"
         "import asyncio\n"
-        "await asyncio.sleep(0.01)\n"
+        "await asyncio.sleep(0.2)\n"
         "async_value = distinctive_cell_busy_function(0.05)\n"
         "async_value + 1\n"
     )
     result = run(shell, cell)
     assert result.success and result.result == 43
     assert shell.user_ns["async_value"] == 42
-    assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
+    text = the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text
+    # the profiler follows the cell's task: the 0.2 s asleep is [await] under sleep
+    waited = re.search(r"(\d+\.\d+) sleep .*\n.*?(\d+\.\d+) \[await\]", text)
+    assert waited and float(waited.group(2)) >= 0.15, text
 
 
 def test_async_cell_runs_when_an_event_loop_is_running(shell: Any, shown: List[Dict[str, str]]) -> None:

@@ -9,8 +9,9 @@ from the report, so its root is the cell.
 Ctrl-C stops the code quietly and shows what was recorded. Cells with top-level
 ``await`` run on IPython's event loop when none is running (terminal IPython), or on a
 fresh event loop in a worker thread when one is (Jupyter's kernel runs its own loop):
-that thread is the one profiled. Time a coroutine spends awaiting is not attributed to
-the ``await`` (async attribution is not built yet); it shows as time outside the cell.
+that thread is the one profiled. With ``--async_mode enabled`` (or ``strict``) the
+profiler starts inside the cell's task, so the time the cell spends awaiting shows as
+``[await]`` under the ``await`` that waited.
 """
 
 from __future__ import annotations
@@ -304,6 +305,8 @@ class PyinstrumentMagic(Magics):
         interrupted = False
         if compiled.co_flags & inspect.CO_COROUTINE:
             coroutine = eval(compiled, self.shell.user_global_ns, namespace)  # not run yet
+            if options.async_mode != "disabled":
+                coroutine = _profiled_in_task(coroutine, profiler, description)
             session, error, interrupted = self._run_coroutine(coroutine, profiler, description)
         else:
             profiler.start(target_description=description)
@@ -329,7 +332,7 @@ class PyinstrumentMagic(Magics):
         runner = getattr(self.shell, "loop_runner", None) or asyncio.run
         error: Optional[BaseException] = None
         interrupted = False
-        profiler.start(target_description=description)
+        _start_outside_task(profiler, coroutine, description)
         try:
             runner(coroutine)
         except (KeyboardInterrupt, asyncio.CancelledError):
@@ -337,8 +340,26 @@ class PyinstrumentMagic(Magics):
         except BaseException as exc:
             error = exc
         finally:
-            session = profiler.stop()
+            session = _stop(profiler)
         return session, error, interrupted
+
+
+async def _profiled_in_task(coroutine: Any, profiler: Profiler, description: str) -> Any:
+    """The cell's coroutine, with the profiler started inside its task: async_mode then
+    attributes the time the cell spends awaiting to its awaits."""
+    profiler.start(caller_frame=inspect.currentframe(), target_description=description)
+    return await coroutine
+
+
+def _stop(profiler: Profiler) -> Session:
+    if not profiler.is_running:  # the cell's task was cancelled before it started
+        profiler.start()
+    return profiler.stop()
+
+
+def _start_outside_task(profiler: Profiler, coroutine: Any, description: str) -> None:
+    if getattr(coroutine, "cr_code", None) is not _profiled_in_task.__code__:
+        profiler.start(target_description=description)
 
 
 def _run_in_worker_thread(
@@ -354,7 +375,7 @@ def _run_in_worker_thread(
         loop = asyncio.new_event_loop()
         outcome["loop"] = loop
         try:
-            profiler.start(target_description=description)
+            _start_outside_task(profiler, coroutine, description)
             try:
                 task = loop.create_task(coroutine)
                 outcome["task"] = task
@@ -363,7 +384,7 @@ def _run_in_worker_thread(
             except BaseException as exc:
                 outcome["error"] = exc
             finally:
-                outcome["session"] = profiler.stop()
+                outcome["session"] = _stop(profiler)
         except BaseException as exc:  # the profiler could not start
             coroutine.close()
             outcome.setdefault("error", exc)
