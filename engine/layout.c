@@ -53,6 +53,23 @@ pi_layout pi_runtime_layout;
 
 #if PY_VERSION_HEX >= 0x030B0000
 typedef _PyInterpreterFrame pi_iframe_t;
+
+/* A copied frame's code object and current instruction. */
+static void frame_position(const pi_iframe_t *f, uintptr_t *code, uintptr_t *instr)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    *code = (uintptr_t)(f->f_executable.bits & ~(uintptr_t)7);
+#elif PY_VERSION_HEX >= 0x030D0000
+    *code = (uintptr_t)f->f_executable;
+#else
+    *code = (uintptr_t)f->f_code;
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    *instr = (uintptr_t)f->instr_ptr;
+#else
+    *instr = (uintptr_t)f->prev_instr;
+#endif
+}
 #endif
 
 #if PY_VERSION_HEX >= 0x030D0000
@@ -231,18 +248,7 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     pi_iframe_t f;
     memcpy(&f, buf, offsetof(pi_iframe_t, localsplus));
     out->previous = (uintptr_t)f.previous;
-#if PY_VERSION_HEX >= 0x030E0000
-    out->code = (uintptr_t)(f.f_executable.bits & ~(uintptr_t)7);
-#elif PY_VERSION_HEX >= 0x030D0000
-    out->code = (uintptr_t)f.f_executable;
-#else
-    out->code = (uintptr_t)f.f_code;
-#endif
-#if PY_VERSION_HEX >= 0x030D0000
-    out->instr = (uintptr_t)f.instr_ptr;
-#else
-    out->instr = (uintptr_t)f.prev_instr;
-#endif
+    frame_position(&f, &out->code, &out->instr);
 #if PY_VERSION_HEX >= 0x030E0000
     if (f.owner >= FRAME_OWNED_BY_INTERPRETER)
         out->kind = PI_FRAME_SKIP;
@@ -462,8 +468,8 @@ int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
 #endif
     if (!out->suspended)
         return 0;
+    frame_position(&f, &out->code, &out->instr);
 #if PY_VERSION_HEX >= 0x030E0000
-    out->code = (uintptr_t)(f.f_executable.bits & ~(uintptr_t)7);
     uintptr_t base = frame + offsetof(pi_iframe_t, localsplus);
     uintptr_t top = (uintptr_t)f.stackpointer;
     if (top <= base || top - base > ((uintptr_t)1 << 20))
@@ -471,20 +477,10 @@ int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
     out->stack_top = top;
     out->stack_slots = (top - base) / sizeof(_PyStackRef);
 #else
-#if PY_VERSION_HEX >= 0x030D0000
-    out->code = (uintptr_t)f.f_executable;
-#else
-    out->code = (uintptr_t)f.f_code;
-#endif
     if (f.stacktop <= 0 || f.stacktop > (1 << 17))
         return -1;
     out->stack_top = frame + offsetof(pi_iframe_t, localsplus) + (uintptr_t)f.stacktop * sizeof(PyObject *);
     out->stack_slots = (size_t)f.stacktop;
-#endif
-#if PY_VERSION_HEX >= 0x030D0000
-    out->instr = (uintptr_t)f.instr_ptr;
-#else
-    out->instr = (uintptr_t)f.prev_instr;
 #endif
     if (!out->code)
         return -1;

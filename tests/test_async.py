@@ -37,14 +37,13 @@ def report(profiler, path):
 """
 
 # handler() profiles itself while other() runs in the same event loop
-ONE_HANDLER = {
-    "asyncio": """
+HANDLER_AND_OTHER = """
 async def fetch():
-    await asyncio.sleep(0.2)
+    await SLEEP(0.2)
 
 async def other():
     busy(0.15)
-    await asyncio.sleep(0.01)
+    await SLEEP(0.01)
     busy(0.1)
 
 async def handler():
@@ -55,32 +54,15 @@ async def handler():
     busy(0.05)
     profiler.stop()
     report(profiler, "report.json")
-
+"""
+ONE_HANDLER = {
+    "asyncio": "SLEEP = asyncio.sleep\n" + HANDLER_AND_OTHER + """
 async def main():
     await asyncio.gather(handler(), other())
 
 asyncio.run(main())
 """,
-    "trio": """
-import trio
-
-async def fetch():
-    await trio.sleep(0.2)
-
-async def other():
-    busy(0.15)
-    await trio.sleep(0.01)
-    busy(0.1)
-
-async def handler():
-    profiler = Profiler(async_mode=MODE)
-    profiler.start()
-    busy(0.05)
-    await fetch()
-    busy(0.05)
-    profiler.stop()
-    report(profiler, "report.json")
-
+    "trio": "import trio\nSLEEP = trio.sleep\n" + HANDLER_AND_OTHER + """
 async def main():
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handler)
@@ -89,8 +71,6 @@ async def main():
 trio.run(main)
 """,
 }
-
-pytestmark = pytest.mark.engine  # the sampler reads Contexts and await chains: also under sanitizers
 
 LOOPS = ["asyncio", pytest.param("trio", marks=pytest.mark.skipif(trio is None, reason="trio is not installed"))]
 
