@@ -20,6 +20,7 @@
 
 #define HAMT_MAX_LEVELS 8  /* 32-bit hashes, 5 bits a level: 7 levels, then collisions */
 #define HAMT_BITMAP_MAX 32 /* key/value pairs a bitmap node can hold */
+#define PI_LOOKUP_BATCH 128 /* lookups sharing one vectored read */
 
 /* The mirrored node headers (PyObject_VAR_HEAD / PyObject_HEAD, then the node). */
 typedef struct {
@@ -41,70 +42,195 @@ int32_t pi_hamt_hash(int64_t hash)
     return xored == -1 ? -2 : xored;
 }
 
-/* Looks var up in the node at `node`; 1 found, 0 absent, -1 unreadable. */
-static int hamt_find(const pi_async *a, uintptr_t node, uint32_t hash, uintptr_t var, uintptr_t *value)
-{
-    for (unsigned shift = 0; shift < 5 * HAMT_MAX_LEVELS; shift += 5) {
+/* One lookup of a variable in a Context, advanced one read at a time so that many
+ * (one per thread) share each vectored read. */
+enum { LOOK_CONTEXT, LOOK_HAMT, LOOK_NODE, LOOK_ARRAY_SLOT, LOOK_BITMAP_SLOT, LOOK_DONE };
+
+typedef struct {
+    int stage;
+    uintptr_t addr; /* what the stage reads */
+    unsigned shift; /* hash bits consumed by the nodes above */
+    int found;      /* when done: 1 found, 0 absent, -1 unreadable */
+    uintptr_t value;
+    union {
+        uint8_t bytes[64];
         hamt_bitmap_head head;
-        if (!node || pi_read_exact(node, &head, sizeof head) != 0)
-            return -1;
-        uint32_t index = (hash >> shift) & 0x1f;
-        if (head.type == a->array_type) {
-            uintptr_t child;
-            if (pi_read_exact(node + HAMT_ARRAY_ITEMS + index * sizeof child, &child, sizeof child) != 0)
-                return -1;
-            if (!child)
-                return 0;
-            node = child;
-            continue;
-        }
-        if (head.type != a->bitmap_type)
-            return -1; /* a collision node: two variables with one 32-bit hash */
-        uint32_t bit = 1u << index;
-        if (!(head.bitmap & bit))
-            return 0;
-        unsigned position = (unsigned)__builtin_popcount(head.bitmap & (bit - 1));
-        if (position >= HAMT_BITMAP_MAX || head.size < 0 || (intptr_t)(2 * position + 1) >= head.size)
-            return -1;
-        uintptr_t pair[2]; /* key (NULL for a sub-node), value or sub-node */
-        if (pi_read_exact(node + HAMT_BITMAP_ITEMS + 2 * position * sizeof(uintptr_t), pair, sizeof pair) != 0)
-            return -1;
-        if (pair[0] == 0) {
-            node = pair[1];
-            continue;
-        }
-        if (pair[0] != var)
-            return 0; /* ContextVars compare by identity */
-        *value = pair[1];
-        return 1;
+        uintptr_t pair[2]; /* bitmap slot: key (NULL for a sub-node), value or sub-node */
+        uintptr_t child;   /* array slot */
+    } buf;
+} lookup;
+
+static void lookup_end(lookup *l, int found, uintptr_t value)
+{
+    l->stage = LOOK_DONE;
+    l->found = found;
+    l->value = value;
+}
+
+static void lookup_start(lookup *l, uintptr_t context)
+{
+    memset(l, 0, sizeof *l);
+    l->addr = context;
+    if (pi_context_read_size() > sizeof l->buf || pi_hamt_read_size() > sizeof l->buf)
+        lookup_end(l, -1, 0);
+    else if (!context)
+        lookup_end(l, 0, 0); /* the thread has never entered a Context */
+}
+
+static size_t lookup_read_size(const lookup *l)
+{
+    switch (l->stage) {
+    case LOOK_CONTEXT:
+        return pi_context_read_size();
+    case LOOK_HAMT:
+        return pi_hamt_read_size();
+    case LOOK_NODE:
+        return sizeof(hamt_bitmap_head);
+    case LOOK_ARRAY_SLOT:
+        return sizeof(uintptr_t);
+    default:
+        return 2 * sizeof(uintptr_t);
     }
-    return -1;
+}
+
+/* Moves to the node at `node`, one level down. */
+static void lookup_descend(lookup *l, uintptr_t node, bool first)
+{
+    if (!first)
+        l->shift += 5;
+    if (!node || l->shift >= 5 * HAMT_MAX_LEVELS) {
+        lookup_end(l, -1, 0);
+        return;
+    }
+    l->stage = LOOK_NODE;
+    l->addr = node;
+}
+
+/* Takes the stage's read (ok: it succeeded) and sets up the next. */
+static void lookup_step(const pi_async *a, lookup *l, bool ok, uintptr_t var, uint32_t hash)
+{
+    if (!ok) {
+        lookup_end(l, -1, 0);
+        return;
+    }
+    uintptr_t vars, type, root;
+    uint32_t index = (hash >> l->shift) & 0x1f, bit = 1u << index;
+    switch (l->stage) {
+    case LOOK_CONTEXT:
+        if (pi_parse_context(l->buf.bytes, &vars) != 0) {
+            lookup_end(l, -1, 0);
+            return;
+        }
+        l->stage = LOOK_HAMT;
+        l->addr = vars;
+        return;
+    case LOOK_HAMT:
+        if (pi_parse_hamt(l->buf.bytes, &type, &root) != 0 || type != a->hamt_type) {
+            lookup_end(l, -1, 0);
+            return;
+        }
+        lookup_descend(l, root, true);
+        return;
+    case LOOK_NODE:
+        if (l->buf.head.type == a->array_type) {
+            l->stage = LOOK_ARRAY_SLOT;
+            l->addr += HAMT_ARRAY_ITEMS + index * sizeof(uintptr_t);
+            return;
+        }
+        if (l->buf.head.type != a->bitmap_type) {
+            lookup_end(l, -1, 0); /* a collision node: two variables with one 32-bit hash */
+            return;
+        }
+        if (!(l->buf.head.bitmap & bit)) {
+            lookup_end(l, 0, 0);
+            return;
+        }
+        unsigned position = (unsigned)__builtin_popcount(l->buf.head.bitmap & (bit - 1));
+        if (position >= HAMT_BITMAP_MAX || l->buf.head.size < 0 || (intptr_t)(2 * position + 1) >= l->buf.head.size) {
+            lookup_end(l, -1, 0);
+            return;
+        }
+        l->stage = LOOK_BITMAP_SLOT;
+        l->addr += HAMT_BITMAP_ITEMS + 2 * position * sizeof(uintptr_t);
+        return;
+    case LOOK_ARRAY_SLOT:
+        if (!l->buf.child)
+            lookup_end(l, 0, 0);
+        else
+            lookup_descend(l, l->buf.child, false);
+        return;
+    case LOOK_BITMAP_SLOT:
+        if (l->buf.pair[0] == 0)
+            lookup_descend(l, l->buf.pair[1], false);
+        else if (l->buf.pair[0] == var)
+            lookup_end(l, 1, l->buf.pair[1]); /* ContextVars compare by identity */
+        else
+            lookup_end(l, 0, 0);
+        return;
+    default:
+        return;
+    }
+}
+
+/* Runs `count` lookups of one variable in lock-step: a vectored read per level. */
+static void lookup_all(const pi_async *a, lookup *lookups, size_t count, uintptr_t var, int32_t var_hash)
+{
+    pi_read reads[PI_LOOKUP_BATCH];
+    size_t owner[PI_LOOKUP_BATCH];
+    uint32_t hash;
+    memcpy(&hash, &var_hash, sizeof hash);
+    for (;;) {
+        size_t n = 0;
+        for (size_t i = 0; i < count && n < PI_LOOKUP_BATCH; i++) {
+            if (lookups[i].stage == LOOK_DONE)
+                continue;
+            reads[n] = (pi_read){lookups[i].addr, lookups[i].buf.bytes, lookup_read_size(&lookups[i]), false};
+            owner[n++] = i;
+        }
+        if (n == 0)
+            return;
+        pi_read_batch(reads, n);
+        for (size_t r = 0; r < n; r++)
+            lookup_step(a, &lookups[owner[r]], reads[r].ok, var, hash);
+    }
 }
 
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value)
 {
-    uint8_t buf[256];
-    size_t context_size = pi_context_read_size(), hamt_size = pi_hamt_read_size();
-    if (!context || context_size > sizeof buf || hamt_size > sizeof buf || pi_read_exact(context, buf, context_size) != 0)
+    lookup l;
+    lookup_start(&l, context);
+    if (!context)
         return -1;
-    uintptr_t vars, type, root;
-    if (pi_parse_context(buf, &vars) != 0 || pi_read_exact(vars, buf, hamt_size) != 0 ||
-        pi_parse_hamt(buf, &type, &root) != 0 || type != a->hamt_type)
-        return -1;
-    uint32_t hash;
-    memcpy(&hash, &var_hash, sizeof hash);
-    return hamt_find(a, root, hash, var, value);
+    lookup_all(a, &l, 1, var, var_hash);
+    *value = l.value;
+    return l.found;
+}
+
+static int state_of(const pi_async *a, const lookup *l)
+{
+    if (l->found < 0)
+        return PI_CONTEXT_UNKNOWN;
+    return l->found && l->value == a->token ? PI_IN_CONTEXT : PI_OUT_OF_CONTEXT;
 }
 
 int pi_context_state(const pi_async *a, uintptr_t context)
 {
-    if (!context)
-        return PI_OUT_OF_CONTEXT; /* the thread has never entered a Context */
-    uintptr_t value = 0;
-    int found = pi_context_get(a, context, a->var, a->var_hash, &value);
-    if (found < 0)
-        return PI_CONTEXT_UNKNOWN;
-    return found && value == a->token ? PI_IN_CONTEXT : PI_OUT_OF_CONTEXT;
+    int state;
+    pi_context_states(a, &context, 1, &state);
+    return state;
+}
+
+void pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states)
+{
+    lookup lookups[PI_LOOKUP_BATCH];
+    for (size_t done = 0; done < count; done += PI_LOOKUP_BATCH) {
+        size_t n = count - done < PI_LOOKUP_BATCH ? count - done : PI_LOOKUP_BATCH;
+        for (size_t i = 0; i < n; i++)
+            lookup_start(&lookups[i], contexts[done + i]);
+        lookup_all(a, lookups, n, a->var, a->var_hash);
+        for (size_t i = 0; i < n; i++)
+            states[done + i] = state_of(a, &lookups[i]);
+    }
 }
 
 /* Reads one coroutine or generator and, before 3.11, its frame. */

@@ -236,6 +236,7 @@ int64_t pi_codes_synthetic(pi_code_table *t, const char *name);
 typedef struct {
     bool enabled;
     bool strict;               /* time in other contexts: [out-of-context] */
+    bool follow_threads;       /* also record other threads while they run in the context */
     uintptr_t var;             /* the ContextVar marking profiled contexts */
     int32_t var_hash;          /* its hash in the HAMT */
     uintptr_t token;           /* its value in this profiler's contexts */
@@ -249,8 +250,10 @@ typedef struct {
 } pi_async;
 
 enum { PI_IN_CONTEXT, PI_OUT_OF_CONTEXT, PI_CONTEXT_UNKNOWN };
-/* Whether the context at `context` holds a->var == a->token. */
+/* Whether the context at `context` holds a->var == a->token; for many contexts at once,
+ * with a vectored read per step of the lookup. */
 int pi_context_state(const pi_async *a, uintptr_t context);
+void pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states);
 /* Looks `var` up in a Context's variables: 1 and *value when set, 0 when not set,
  * -1 when the memory read is not a Context or a HAMT we understand. */
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);

@@ -222,7 +222,7 @@ static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
     if (hash == -1)
         return NULL;
     pi_state *st = &self->sampler.state;
-    pi_async a = {.enabled = true, .strict = strict != 0, .var = (uintptr_t)var, .token = (uintptr_t)token,
+    pi_async a = {.enabled = true, .strict = strict != 0, .follow_threads = true, .var = (uintptr_t)var, .token = (uintptr_t)token,
                   .var_hash = pi_hamt_hash((int64_t)hash), .task_coro = coro == Py_None ? 0 : (uintptr_t)coro};
     if (parse_node_types(types, &a) != 0)
         return NULL;

@@ -46,7 +46,8 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
 
 /* WALK_RETRY: the chain changed under us; the thread state is read again and the
  * walk restarts once, which turns most torn reads into good samples. */
-enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED };
+enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT };
+/* WALK_LEFT: a thread followed into the profiled async context left it while sampled */
 
 typedef struct {
     uintptr_t addr;
@@ -102,6 +103,7 @@ struct pi_walker {
     /* async mode: the stack was replaced by the profiled task's await chain under the
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
+    bool followed; /* recorded only while it runs in the profiled async context */
 };
 
 typedef struct {
@@ -138,6 +140,13 @@ struct pi_scratch {
     uintptr_t chain_codes[PI_MAX_AWAIT_DEPTH], chain_instrs[PI_MAX_AWAIT_DEPTH];
     int chain_lastis[PI_MAX_AWAIT_DEPTH];
     long chain_len; /* 0: not read yet */
+    /* per thread of the list: in the async context?; per walker: its Context now */
+    uintptr_t *contexts;
+    int *context_states;
+    size_t contexts_cap, context_states_cap;
+    pi_read *confirm_reads;
+    size_t *confirm_owner;
+    size_t confirm_reads_cap, confirm_owner_cap;
 };
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget)
@@ -197,6 +206,10 @@ void pi_state_free(pi_state *s)
         free(x->codes.index);
         free(x->codes.distinct);
         free(x->codes.entries);
+        free(x->contexts);
+        free(x->context_states);
+        free(x->confirm_reads);
+        free(x->confirm_owner);
         free(x);
     }
     pi_codes_free(&s->codes);
@@ -764,10 +777,12 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
         wall_ns = s->interval_ns; /* a thread seen first did not exist for the whole gap */
     /* the time before this sample that the thread's timeline lacks (it did not exist,
      * or earlier samples were dropped) becomes a gap, so its clock stays true */
+    /* CPU used since a sample before a gap was not all this sample's */
+    bool continuous = t->clock_ns >= now_ns - s->first_tick_ns - wall_ns;
     pi_tree_catch_up(&s->tree, t, now_ns - s->first_tick_ns - wall_ns);
     int64_t cpu_ns = 0;
     int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
-    if (cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
+    if (continuous && cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
         cpu_ns = cpu_now - t->last_cpu_ns;
     t->last_cpu_ns = cpu_now;
     if (awaiting)
@@ -786,15 +801,7 @@ static void attribute_async(pi_state *s, pi_walker *w)
 {
     pi_scratch *x = s->scratch;
     const pi_async *a = &s->async;
-    /* the Context was read with the thread state, before the walk: one that changed
-     * since may not be the one the walked stack ran in */
-    uintptr_t context;
-    if (pi_read_exact(w->tstate_addr + pi_tstate_context_offset(), &context, sizeof context) != 0 ||
-        context != w->ts.context) {
-        w->state = WALK_FAILED;
-        return;
-    }
-    int state = pi_context_state(a, context);
+    int state = pi_context_state(a, w->ts.context);
     if (state == PI_CONTEXT_UNKNOWN)
         return; /* it could not be told: the real stack */
     /* in the context, the thread runs the task's code or its children's; a stack no
@@ -842,6 +849,49 @@ static void attribute_async(pi_state *s, pi_walker *w)
         }
     }
     w->async_leaf = leaf;
+}
+
+/* Async mode: which threads of the list run in the profiled context (x->context_states). */
+static int classify_threads(pi_state *s, const pi_tstate *states, size_t thread_count)
+{
+    pi_scratch *x = s->scratch;
+    if (GROW(x->contexts, x->contexts_cap, thread_count) != 0 ||
+        GROW(x->context_states, x->context_states_cap, thread_count) != 0)
+        return -1;
+    for (size_t i = 0; i < thread_count; i++)
+        x->contexts[i] = states[i].context;
+    pi_context_states(&s->async, x->contexts, thread_count, x->context_states);
+    return 0;
+}
+
+/* Async mode: a thread's Context was read with its thread state, before the walk; one
+ * that changed since may not be the one the walked stack ran in. One vectored read
+ * re-reads it for the profiled thread (a change drops its sample) and the followed
+ * ones (a change leaves them out of this tick). */
+static void confirm_contexts(pi_state *s, size_t walker_count)
+{
+    pi_scratch *x = s->scratch;
+    if (GROW(x->confirm_reads, x->confirm_reads_cap, walker_count) != 0 ||
+        GROW(x->confirm_owner, x->confirm_owner_cap, walker_count) != 0 ||
+        GROW(x->contexts, x->contexts_cap, walker_count) != 0)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < walker_count; i++) {
+        pi_walker *w = &s->walkers[i];
+        if (w->state != WALK_DONE || (!w->followed && w->ts.thread_id != s->async_thread))
+            continue;
+        x->confirm_reads[n] = (pi_read){w->tstate_addr + pi_tstate_context_offset(), &x->contexts[n],
+                                        sizeof x->contexts[n], false};
+        x->confirm_owner[n++] = i;
+    }
+    if (n == 0)
+        return;
+    s->stats.syscalls += (uint64_t)pi_read_batch(x->confirm_reads, n);
+    for (size_t r = 0; r < n; r++) {
+        pi_walker *w = &s->walkers[x->confirm_owner[r]];
+        if (!x->confirm_reads[r].ok || x->contexts[r] != w->ts.context)
+            w->state = w->followed ? WALK_LEFT : WALK_FAILED;
+    }
 }
 
 /* Adds a read to the round; `owner` is the walker index, with PI_SPEC_BIT for a
@@ -903,11 +953,18 @@ void pi_tick(pi_state *s, int64_t now_ns)
     size_t frame_size = pi_runtime_layout.frame_read_size;
     size_t walker_count = 0;
     round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
+    bool follow = s->only_thread && s->async.enabled && s->async.follow_threads &&
+                  classify_threads(s, states, thread_count) == 0;
     for (size_t i = 0; i < thread_count; i++) {
-        if (s->only_thread && states[i].thread_id != s->only_thread)
-            continue;
+        bool followed = false;
+        if (s->only_thread && states[i].thread_id != s->only_thread) {
+            followed = follow && x->context_states[i] == PI_IN_CONTEXT;
+            if (!followed)
+                continue;
+        }
         size_t index = walker_count++;
         pi_walker *w = &s->walkers[index];
+        w->followed = followed;
         pi_read read;
         if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
             w->state = WALK_FAILED;
@@ -963,6 +1020,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
     }
 
     if (s->async.enabled) {
+        confirm_contexts(s, walker_count);
         for (size_t i = 0; i < walker_count; i++)
             if (s->walkers[i].state == WALK_DONE && s->walkers[i].ts.thread_id == s->async_thread)
                 attribute_async(s, &s->walkers[i]);
@@ -977,7 +1035,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
         pi_walker *w = &s->walkers[i];
         if (w->state == WALK_DONE) {
             record_thread(s, w, wall_ns, now_ns);
-        } else {
+        } else if (w->state != WALK_LEFT) {
             s->stats.dropped++;
             s->stats.dropped_walk++;
         }

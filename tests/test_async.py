@@ -198,6 +198,40 @@ def test_tasks_started_by_the_profiled_task_are_profiled(tmp_path: Any) -> None:
     assert time_of(tree, "child", "busy") >= 0.15
 
 
+OTHER_THREADS = """
+def in_thread(seconds):
+    busy(seconds)
+
+def not_ours(seconds):
+    busy(seconds)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(in_thread, 0.1)  # carries the task's context to a worker
+    profiler.stop()
+    report(profiler, "report.json")
+
+async def main():
+    unrelated = asyncio.get_running_loop().run_in_executor(None, not_ours, 0.2)  # no context
+    await handler()
+    await unrelated
+
+asyncio.run(main())
+"""
+
+
+def test_the_task_is_followed_into_threads_it_hands_work_to(tmp_path: Any) -> None:
+    run_program(tmp_path, OTHER_THREADS, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    # two threads: the event loop's, waiting in to_thread, and the worker running in_thread
+    assert [child["file_path_short"] for child in tree["children"]] == ["<thread>", "<thread>"]
+    assert time_of(tree, "handler", "to_thread", "[await]") >= 0.07
+    assert time_of(tree, "in_thread", "busy") >= 0.07
+    assert "not_ours" not in functions(tree)  # a thread pool job outside the task's context
+
+
 TWO_PROFILERS = """
 state = {}
 

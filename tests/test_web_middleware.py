@@ -576,7 +576,9 @@ def test_fastapi_slow_threshold_and_all_threads(tmp_path: Any) -> None:
     names = report_files(tmp_path)
     assert len(names) == 1 and "_slow" in names[0] and seconds_in_name(names[0]) >= 0.2, names
 
-    # a `def` route runs in a worker thread: seen with all_threads=True
+    # a `def` route runs in a worker thread, in the request's context: followed there
+    with serve_fastapi() as (base, _, _events):
+        assert "fastapi_threadpool_view" in get(f"{base}/threaded?profile")[2]
     with serve_fastapi(all_threads=True) as (base, _, _events):
         assert "fastapi_threadpool_view" in get(f"{base}/threaded?profile")[2]
 

@@ -423,7 +423,8 @@ class Profiler:
         self._engine_counts = _counts_of(snapshot)
         session = session_from_snapshot(
             snapshot,
-            all_threads=self.all_threads,
+            # an async profiler may have followed its context into other threads
+            all_threads=self.all_threads or len(snapshot["threads"]) > 1,
             thread_names=self._thread_names,
             start_time=self._start_wall,
             duration=duration,
