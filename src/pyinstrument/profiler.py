@@ -299,7 +299,7 @@ class Profiler:
         self._target_description = ""
         self._thread_names: Dict[int, str] = {}
         self._async_binding: Optional[_async.AsyncBinding] = None
-        self._async_task: Optional[Any] = None
+        self._async_engine_refs: Optional[Any] = None
         self._async_reset: Optional[contextvars.Token[Optional[_async.AsyncBinding]]] = None
 
     @property
@@ -371,9 +371,12 @@ class Profiler:
         try:
             node_types = _async.node_types()
         except RuntimeError as error:
-            _notice(f"async_mode={self._async_mode!r} cannot follow async contexts here ({error}); profiling as 'disabled'")
+            _notice(
+                f"async_mode={self._async_mode!r} cannot follow async contexts here ({error}); "
+                "profiling as 'disabled'"
+            )
             return
-        self._async_task = task  # kept alive while the engine reads it
+        self._async_engine_refs = (task, codes)  # kept alive while the engine reads them
         self._sampler.bind_async(
             _async.active_profiler, binding, task, codes, lines, strict, threading.get_ident(), node_types
         )
@@ -387,7 +390,7 @@ class Profiler:
         except ValueError:  # stopped from another context than the one it started in
             pass
         self._async_binding = self._async_reset = None
-        self._async_task = None
+        self._async_engine_refs = None
 
     def _start_sampler(self) -> None:
         assert self._sampler is not None
@@ -400,7 +403,7 @@ class Profiler:
                 f"{refused}. Sampling from a Python thread instead: the program runs slower "
                 "while profiled, the report is the same."
             )
-            if self._async_task is not None or self._async_mode == "strict":
+            if self._async_engine_refs is not None:
                 _notice(f"async_mode={self._async_mode!r} needs the engine: time in await is not attributed")
             self._sampler = PythonSampler(self._interval, 0 if self.all_threads else threading.get_ident())
             self._sampler.start()
