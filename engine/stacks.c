@@ -775,10 +775,10 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
     }
     if (s->tree.thread_count > known_threads && s->interval_ns > 0 && wall_ns > s->interval_ns)
         wall_ns = s->interval_ns; /* a thread seen first did not exist for the whole gap */
-    /* the time before this sample that the thread's timeline lacks (it did not exist,
-     * or earlier samples were dropped) becomes a gap, so its clock stays true */
     /* CPU used since a sample before a gap was not all this sample's */
     bool continuous = t->clock_ns >= now_ns - s->first_tick_ns - wall_ns;
+    /* the time before this sample that the thread's timeline lacks (it did not exist,
+     * or earlier samples were dropped) becomes a gap, so its clock stays true */
     pi_tree_catch_up(&s->tree, t, now_ns - s->first_tick_ns - wall_ns);
     int64_t cpu_ns = 0;
     int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
