@@ -172,13 +172,15 @@ static void lookup_step(const pi_async *a, lookup *l, bool ok, uintptr_t var, ui
     }
 }
 
-/* Runs `count` lookups of one variable in lock-step: a vectored read per level. */
-static void lookup_all(const pi_async *a, lookup *lookups, size_t count, uintptr_t var, int32_t var_hash)
+/* Runs `count` lookups of one variable in lock-step: a vectored read per level.
+ * Returns the syscalls made. */
+static int lookup_all(const pi_async *a, lookup *lookups, size_t count, uintptr_t var, int32_t var_hash)
 {
     pi_read reads[PI_LOOKUP_BATCH];
     size_t owner[PI_LOOKUP_BATCH];
     uint32_t hash;
     memcpy(&hash, &var_hash, sizeof hash);
+    int syscalls = 0;
     for (;;) {
         size_t n = 0;
         for (size_t i = 0; i < count && n < PI_LOOKUP_BATCH; i++) {
@@ -188,8 +190,8 @@ static void lookup_all(const pi_async *a, lookup *lookups, size_t count, uintptr
             owner[n++] = i;
         }
         if (n == 0)
-            return;
-        pi_read_batch(reads, n);
+            return syscalls;
+        syscalls += pi_read_batch(reads, n);
         for (size_t r = 0; r < n; r++)
             lookup_step(a, &lookups[owner[r]], reads[r].ok, var, hash);
     }
@@ -206,57 +208,97 @@ int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t 
     return l.found;
 }
 
-static int state_of(const pi_async *a, const lookup *l)
-{
-    if (l->found < 0)
-        return PI_CONTEXT_UNKNOWN;
-    return l->found && l->value == a->token ? PI_IN_CONTEXT : PI_OUT_OF_CONTEXT;
-}
-
-int pi_context_state(const pi_async *a, uintptr_t context)
-{
-    int state;
-    pi_context_states(a, &context, 1, &state);
-    return state;
-}
-
-void pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states)
+int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states)
 {
     lookup lookups[PI_LOOKUP_BATCH];
+    int syscalls = 0;
     for (size_t done = 0; done < count; done += PI_LOOKUP_BATCH) {
         size_t n = count - done < PI_LOOKUP_BATCH ? count - done : PI_LOOKUP_BATCH;
         for (size_t i = 0; i < n; i++)
             lookup_start(&lookups[i], contexts[done + i]);
-        lookup_all(a, lookups, n, a->var, a->var_hash);
-        for (size_t i = 0; i < n; i++)
-            states[done + i] = state_of(a, &lookups[i]);
+        syscalls += lookup_all(a, lookups, n, a->var, a->var_hash);
+        for (size_t i = 0; i < n; i++) {
+            const lookup *l = &lookups[i];
+            states[done + i] = l->found < 0 ? PI_CONTEXT_UNKNOWN
+                             : l->found && l->value == a->token ? PI_IN_CONTEXT
+                                                                : PI_OUT_OF_CONTEXT;
+        }
     }
+    return syscalls;
 }
 
-/* Reads one coroutine or generator and, before 3.11, its frame. */
-static int read_coro(uintptr_t addr, pi_coro *coro)
+/* ---- await chains ---- */
+
+/* Bytes read past an object's header in the same read: a coroutine frame's locals and
+ * value stack usually fit, which saves a read per coroutine. */
+#define PI_READ_PAST 512
+
+typedef struct {
+    uint8_t bytes[PI_CHAIN_OBJECT];
+    uintptr_t addr;
+    size_t len;
+} object_copy;
+
+/* Copies `size` bytes at addr, and PI_READ_PAST more where that memory is readable:
+ * from the read-ahead while the chain is the one of the last walk. */
+static int copy_object(uintptr_t addr, size_t size, object_copy *copy, pi_chain_cache *cache, uint64_t *syscalls)
 {
-    uint8_t buf[PI_MAX_FRAME_READ + 512];
-    size_t size = pi_coro_read_size();
-    if (size > sizeof buf || pi_read_exact(addr, buf, size) != 0 || pi_parse_coro(buf, addr, coro) != 0)
+    if (size + PI_READ_PAST > sizeof copy->bytes)
         return -1;
-    if (coro->suspended && coro->frame) {
-        size = pi_runtime_layout.frame_read_size;
-        if (size > sizeof buf || pi_read_exact(coro->frame, buf, size) != 0 ||
-            pi_parse_coro_frame(buf, coro->frame, coro) != 0)
-            return -1;
+    copy->addr = addr;
+    size_t k = cache->used;
+    if (k < cache->count && cache->addrs[k] == addr && cache->ok[k] && cache->lens[k] >= size) {
+        copy->len = cache->lens[k];
+        memcpy(copy->bytes, cache->data + k * PI_CHAIN_OBJECT, copy->len);
+        cache->used++;
+    } else {
+        cache->used = cache->count; /* the chain changed: the rest of the read-ahead is stale */
+        copy->len = size + PI_READ_PAST;
+        ++*syscalls;
+        if (pi_read_exact(addr, copy->bytes, copy->len) != 0) {
+            copy->len = size; /* the object ends near the end of mapped memory */
+            ++*syscalls;
+            if (pi_read_exact(addr, copy->bytes, size) != 0)
+                return -1;
+        }
     }
+    if (cache->next_count < PI_CHAIN_CACHE) {
+        cache->next_addrs[cache->next_count] = addr;
+        cache->next_lens[cache->next_count++] = copy->len;
+    }
+    return 0;
+}
+
+/* Reads one coroutine or generator and, before 3.11, its frame; `copy` keeps the
+ * memory its value stack is in. */
+static int read_coro(uintptr_t addr, pi_coro *coro, object_copy *copy, pi_chain_cache *cache, uint64_t *syscalls)
+{
+    if (copy_object(addr, pi_coro_read_size(), copy, cache, syscalls) != 0 ||
+        pi_parse_coro(copy->bytes, addr, coro) != 0)
+        return -1;
+    if (coro->suspended && coro->frame &&
+        (copy_object(coro->frame, pi_runtime_layout.frame_read_size, copy, cache, syscalls) != 0 ||
+         pi_parse_coro_frame(copy->bytes, coro->frame, coro) != 0))
+        return -1;
     return 0;
 }
 
 /* The object on top of a suspended coroutine's value stack: the awaitable. Since 3.15
  * an await keeps a slot holding no object above it, so the top two slots are read. */
-static uintptr_t awaited_object(const pi_coro *coro)
+static uintptr_t awaited_object(const pi_coro *coro, const object_copy *copy, uint64_t *syscalls)
 {
     uintptr_t slots[2];
     size_t n = coro->stack_slots < 2 ? coro->stack_slots : 2;
-    if (n == 0 || pi_read_exact(coro->stack_top - n * sizeof *slots, slots, n * sizeof *slots) != 0)
+    if (n == 0)
         return 0;
+    uintptr_t start = coro->stack_top - n * sizeof *slots;
+    if (start >= copy->addr && coro->stack_top <= copy->addr + copy->len) {
+        memcpy(slots, copy->bytes + (start - copy->addr), n * sizeof *slots);
+    } else {
+        ++*syscalls;
+        if (pi_read_exact(start, slots, n * sizeof *slots) != 0)
+            return 0;
+    }
     for (size_t k = n; k-- > 0;) {
         uintptr_t object = pi_stack_slot_object(slots[k]);
         if (object)
@@ -265,15 +307,35 @@ static uintptr_t awaited_object(const pi_coro *coro)
     return 0;
 }
 
-long pi_await_chain(uintptr_t coro_addr, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max)
+/* Reads every object the last walk copied, in one vectored read: a task waiting where
+ * it waited a tick ago costs one syscall whatever its chain's length. */
+static void read_ahead(pi_chain_cache *cache, uint64_t *syscalls)
 {
+    pi_read reads[PI_CHAIN_CACHE];
+    cache->count = cache->next_count;
+    for (size_t k = 0; k < cache->count; k++) {
+        cache->addrs[k] = cache->next_addrs[k];
+        cache->lens[k] = cache->next_lens[k];
+        reads[k] = (pi_read){cache->addrs[k], cache->data + k * PI_CHAIN_OBJECT, cache->lens[k], false};
+    }
+    if (cache->count)
+        *syscalls += (uint64_t)pi_read_batch(reads, cache->count);
+    for (size_t k = 0; k < cache->count; k++)
+        cache->ok[k] = reads[k].ok;
+    cache->used = 0;
+    cache->next_count = 0;
+}
+
+long pi_await_chain(uintptr_t coro_addr, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max,
+                    pi_chain_cache *cache, uint64_t *syscalls)
+{
+    object_copy copy;
     size_t depth = 0;
+    read_ahead(cache, syscalls);
     for (uintptr_t addr = coro_addr; addr && depth < max && depth < PI_MAX_AWAIT_DEPTH;) {
         pi_coro coro;
-        if (read_coro(addr, &coro) != 0)
-            return depth ? (long)depth : -1;
-        if (!coro.suspended)
-            return depth ? (long)depth : -1; /* running, finished, or not started */
+        if (read_coro(addr, &coro, &copy, cache, syscalls) != 0 || !coro.suspended)
+            break; /* not a coroutine; or running, finished, not started */
         codes[depth] = coro.code;
         instrs[depth] = coro.instr;
         lastis[depth] = coro.lasti;
@@ -282,7 +344,7 @@ long pi_await_chain(uintptr_t coro_addr, uintptr_t *codes, uintptr_t *instrs, in
          * a generator may stand in a plain yield, so the chain ends there */
         if (!coro.is_coroutine)
             break;
-        addr = awaited_object(&coro);
+        addr = awaited_object(&coro, &copy, syscalls);
     }
-    return (long)depth;
+    return depth ? (long)depth : -1;
 }

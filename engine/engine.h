@@ -250,17 +250,28 @@ typedef struct {
 } pi_async;
 
 enum { PI_IN_CONTEXT, PI_OUT_OF_CONTEXT, PI_CONTEXT_UNKNOWN };
-/* Whether the context at `context` holds a->var == a->token; for many contexts at once,
- * with a vectored read per step of the lookup. */
-int pi_context_state(const pi_async *a, uintptr_t context);
-void pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states);
+/* Whether each Context in `contexts` holds a->var == a->token (PI_IN_CONTEXT...), with a
+ * vectored read per step of the lookups. Returns the syscalls made. */
+int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states);
 /* Looks `var` up in a Context's variables: 1 and *value when set, 0 when not set,
  * -1 when the memory read is not a Context or a HAMT we understand. */
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);
 /* The frames of a suspended coroutine and of everything it awaits, outermost first,
- * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. */
+ * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. Adds the
+ * syscalls made to *syscalls. */
 #define PI_MAX_AWAIT_DEPTH 512
-long pi_await_chain(uintptr_t coro, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max);
+#define PI_CHAIN_CACHE 64    /* objects of an await chain read ahead */
+#define PI_CHAIN_OBJECT 2048 /* bytes read per object */
+/* What the last await-chain walk copied, read again in one vectored read by the next. */
+typedef struct {
+    uintptr_t addrs[PI_CHAIN_CACHE], next_addrs[PI_CHAIN_CACHE];
+    size_t lens[PI_CHAIN_CACHE], next_lens[PI_CHAIN_CACHE];
+    bool ok[PI_CHAIN_CACHE];
+    size_t count, used, next_count;
+    uint8_t data[PI_CHAIN_CACHE * PI_CHAIN_OBJECT];
+} pi_chain_cache;
+long pi_await_chain(uintptr_t coro, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max,
+                    pi_chain_cache *cache, uint64_t *syscalls);
 int32_t pi_hamt_hash(int64_t hash);
 
 /* -------------------------------------------------------------- aggregate.c */

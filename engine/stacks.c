@@ -103,7 +103,8 @@ struct pi_walker {
     /* async mode: the stack was replaced by the profiled task's await chain under the
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
-    bool followed; /* recorded only while it runs in the profiled async context */
+    bool followed;  /* recorded only while it runs in the profiled async context */
+    int in_context; /* the profiled thread: PI_IN_CONTEXT... before and after the walk */
 };
 
 typedef struct {
@@ -140,6 +141,7 @@ struct pi_scratch {
     uintptr_t chain_codes[PI_MAX_AWAIT_DEPTH], chain_instrs[PI_MAX_AWAIT_DEPTH];
     int chain_lastis[PI_MAX_AWAIT_DEPTH];
     long chain_len; /* 0: not read yet */
+    pi_chain_cache chain_cache;
     /* per thread of the list: in the async context?; per walker: its Context now */
     uintptr_t *contexts;
     int *context_states;
@@ -422,6 +424,21 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
 
 static bool older_chunk_from_spec(pi_walker *w);
 
+/* 3.11/3.12: the current frame from a copied _PyCFrame. One without a frame, in a
+ * thread seen with frames before, is usually being set up (the evaluation loop made
+ * it current and has not filled it in yet): the walk is tried again, up to the
+ * retries, before the thread is taken to be out of Python code. */
+static void take_cframe(pi_walker *w, const uint8_t *buf)
+{
+    w->cur = pi_parse_cframe(buf);
+    if (w->cur)
+        w->state = WALK_FRAMES;
+    else if (w->bottom && w->attempts < PI_RETRIES)
+        walker_fail(w);
+    else
+        w->state = WALK_DONE;
+}
+
 /* Advances through copied memory; returns the read this walker needs next, if any. */
 static bool walker_need(pi_walker *w, pi_read *read)
 {
@@ -472,8 +489,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
     if (w->state == WALK_CFRAME) {
         if (w->cframe_read_ahead && w->cframe_ok) {
             w->cframe_read_ahead = false;
-            w->cur = pi_parse_cframe(w->cframe_buf);
-            w->state = w->cur ? WALK_FRAMES : WALK_DONE;
+            take_cframe(w, w->cframe_buf);
             return walker_need(w, read);
         }
         *read = (pi_read){w->ts.cframe, w->scratch, pi_cframe_read_size(), false};
@@ -561,8 +577,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
     } else if (!read->ok) {
         walker_fail(w);
     } else if (w->state == WALK_CFRAME) {
-        w->cur = pi_parse_cframe(w->scratch);
-        w->state = w->cur ? WALK_FRAMES : WALK_DONE;
+        take_cframe(w, w->scratch);
     } else {
         step_frame(w, w->scratch);
     }
@@ -801,7 +816,7 @@ static void attribute_async(pi_state *s, pi_walker *w)
 {
     pi_scratch *x = s->scratch;
     const pi_async *a = &s->async;
-    int state = pi_context_state(a, w->ts.context);
+    int state = w->in_context;
     if (state == PI_CONTEXT_UNKNOWN)
         return; /* it could not be told: the real stack */
     /* in the context, the thread runs the task's code or its children's; a stack no
@@ -810,7 +825,8 @@ static void attribute_async(pi_state *s, pi_walker *w)
         return;
     long chain = -1;
     if (a->task_coro) {
-        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis, PI_MAX_AWAIT_DEPTH);
+        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis, PI_MAX_AWAIT_DEPTH,
+                               &x->chain_cache, &s->stats.syscalls);
         /* the task's own frame right under the prefix: it runs, in another context */
         bool task_runs = w->depth > a->prefix_len && w->codes[w->depth - 1 - a->prefix_len] == a->task_code;
         if (chain > 0) {
@@ -860,24 +876,28 @@ static int classify_threads(pi_state *s, const pi_tstate *states, size_t thread_
         return -1;
     for (size_t i = 0; i < thread_count; i++)
         x->contexts[i] = states[i].context;
-    pi_context_states(&s->async, x->contexts, thread_count, x->context_states);
+    s->stats.syscalls += (uint64_t)pi_context_states(&s->async, x->contexts, thread_count, x->context_states);
     return 0;
 }
 
-/* Async mode: a thread's Context was read with its thread state, before the walk; one
- * that changed since may not be the one the walked stack ran in. One vectored read
- * re-reads it for the profiled thread (a change drops its sample) and the followed
- * ones (a change leaves them out of this tick). */
+/* Async mode: a thread's Context was read with its thread state, before the walk, and
+ * the loop switches Contexts at every task step. It is read again after the walk (one
+ * vectored read for all); where it changed, the new one is looked up too, and a thread
+ * that crossed into or out of the profiled context while its stack was read loses this
+ * sample (the profiled thread's counted as dropped, a followed one's left out). Sets
+ * w->in_context for the profiled thread. */
 static void confirm_contexts(pi_state *s, size_t walker_count)
 {
     pi_scratch *x = s->scratch;
-    if (GROW(x->confirm_reads, x->confirm_reads_cap, walker_count) != 0 ||
-        GROW(x->confirm_owner, x->confirm_owner_cap, walker_count) != 0 ||
-        GROW(x->contexts, x->contexts_cap, walker_count) != 0)
+    if (GROW(x->confirm_reads, x->confirm_reads_cap, 2 * walker_count) != 0 ||
+        GROW(x->confirm_owner, x->confirm_owner_cap, 2 * walker_count) != 0 ||
+        GROW(x->contexts, x->contexts_cap, 2 * walker_count) != 0 ||
+        GROW(x->context_states, x->context_states_cap, 2 * walker_count) != 0)
         return;
     size_t n = 0;
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
+        w->in_context = PI_CONTEXT_UNKNOWN;
         if (w->state != WALK_DONE || (!w->followed && w->ts.thread_id != s->async_thread))
             continue;
         x->confirm_reads[n] = (pi_read){w->tstate_addr + pi_tstate_context_offset(), &x->contexts[n],
@@ -887,10 +907,22 @@ static void confirm_contexts(pi_state *s, size_t walker_count)
     if (n == 0)
         return;
     s->stats.syscalls += (uint64_t)pi_read_batch(x->confirm_reads, n);
+    /* the Contexts before the walk (x->contexts[n + r]) and after (x->contexts[r]),
+     * looked up together */
     for (size_t r = 0; r < n; r++) {
         pi_walker *w = &s->walkers[x->confirm_owner[r]];
-        if (!x->confirm_reads[r].ok || x->contexts[r] != w->ts.context)
+        if (!x->confirm_reads[r].ok)
+            x->contexts[r] = 0;
+        x->contexts[n + r] = w->ts.context;
+    }
+    s->stats.syscalls += (uint64_t)pi_context_states(&s->async, x->contexts, 2 * n, x->context_states);
+    for (size_t r = 0; r < n; r++) {
+        pi_walker *w = &s->walkers[x->confirm_owner[r]];
+        int before = x->context_states[n + r], after = x->context_states[r];
+        if (!x->confirm_reads[r].ok || before != after)
             w->state = w->followed ? WALK_LEFT : WALK_FAILED;
+        else
+            w->in_context = before;
     }
 }
 
