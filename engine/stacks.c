@@ -104,7 +104,8 @@ struct pi_walker {
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
     bool followed;  /* recorded only while it runs in the profiled async context */
-    int in_context; /* the profiled thread: PI_IN_CONTEXT... before and after the walk */
+    int in_context; /* async mode: PI_IN_CONTEXT... of its Context, before and after the walk */
+    uintptr_t context_before; /* the Context that was looked up, read before the walk */
 };
 
 typedef struct {
@@ -788,8 +789,10 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
         s->stats.dropped++;
         return;
     }
-    if (s->tree.thread_count > known_threads && s->interval_ns > 0 && wall_ns > s->interval_ns)
-        wall_ns = s->interval_ns; /* a thread seen first did not exist for the whole gap */
+    /* a thread seen first after the first tick did not exist for the whole gap (one seen
+     * at the first tick existed when profiling started, however late that tick came) */
+    if (s->tree.thread_count > known_threads && s->stats.ticks > 1 && s->interval_ns > 0 && wall_ns > s->interval_ns)
+        wall_ns = s->interval_ns;
     /* CPU used since a sample before a gap was not all this sample's */
     bool continuous = t->clock_ns >= now_ns - s->first_tick_ns - wall_ns;
     /* the time before this sample that the thread's timeline lacks (it did not exist,
@@ -882,22 +885,20 @@ static int classify_threads(pi_state *s, const pi_tstate *states, size_t thread_
 
 /* Async mode: a thread's Context was read with its thread state, before the walk, and
  * the loop switches Contexts at every task step. It is read again after the walk (one
- * vectored read for all); where it changed, the new one is looked up too, and a thread
- * that crossed into or out of the profiled context while its stack was read loses this
- * sample (the profiled thread's counted as dropped, a followed one's left out). Sets
- * w->in_context for the profiled thread. */
+ * vectored read for all); where it changed, the new one is looked up, and a thread that
+ * crossed into or out of the profiled context while its stack was read loses this
+ * sample (the profiled thread's counted as dropped, a followed one's left out). */
 static void confirm_contexts(pi_state *s, size_t walker_count)
 {
     pi_scratch *x = s->scratch;
-    if (GROW(x->confirm_reads, x->confirm_reads_cap, 2 * walker_count) != 0 ||
-        GROW(x->confirm_owner, x->confirm_owner_cap, 2 * walker_count) != 0 ||
-        GROW(x->contexts, x->contexts_cap, 2 * walker_count) != 0 ||
-        GROW(x->context_states, x->context_states_cap, 2 * walker_count) != 0)
+    if (GROW(x->confirm_reads, x->confirm_reads_cap, walker_count) != 0 ||
+        GROW(x->confirm_owner, x->confirm_owner_cap, walker_count) != 0 ||
+        GROW(x->contexts, x->contexts_cap, walker_count) != 0 ||
+        GROW(x->context_states, x->context_states_cap, walker_count) != 0)
         return;
     size_t n = 0;
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        w->in_context = PI_CONTEXT_UNKNOWN;
         if (w->state != WALK_DONE || (!w->followed && w->ts.thread_id != s->async_thread))
             continue;
         x->confirm_reads[n] = (pi_read){w->tstate_addr + pi_tstate_context_offset(), &x->contexts[n],
@@ -907,22 +908,22 @@ static void confirm_contexts(pi_state *s, size_t walker_count)
     if (n == 0)
         return;
     s->stats.syscalls += (uint64_t)pi_read_batch(x->confirm_reads, n);
-    /* the Contexts before the walk (x->contexts[n + r]) and after (x->contexts[r]),
-     * looked up together */
+    /* the Contexts that changed, looked up together (moved to the front) */
+    size_t changed = 0;
     for (size_t r = 0; r < n; r++) {
         pi_walker *w = &s->walkers[x->confirm_owner[r]];
-        if (!x->confirm_reads[r].ok)
-            x->contexts[r] = 0;
-        x->contexts[n + r] = w->ts.context;
-    }
-    s->stats.syscalls += (uint64_t)pi_context_states(&s->async, x->contexts, 2 * n, x->context_states);
-    for (size_t r = 0; r < n; r++) {
-        pi_walker *w = &s->walkers[x->confirm_owner[r]];
-        int before = x->context_states[n + r], after = x->context_states[r];
-        if (!x->confirm_reads[r].ok || before != after)
+        if (!x->confirm_reads[r].ok) {
             w->state = w->followed ? WALK_LEFT : WALK_FAILED;
-        else
-            w->in_context = before;
+        } else if (x->contexts[r] != w->context_before) {
+            x->contexts[changed] = x->contexts[r];
+            x->confirm_owner[changed++] = x->confirm_owner[r];
+        }
+    }
+    s->stats.syscalls += (uint64_t)pi_context_states(&s->async, x->contexts, changed, x->context_states);
+    for (size_t r = 0; r < changed; r++) {
+        pi_walker *w = &s->walkers[x->confirm_owner[r]];
+        if (x->context_states[r] != w->in_context)
+            w->state = w->followed ? WALK_LEFT : WALK_FAILED;
     }
 }
 
@@ -985,8 +986,8 @@ void pi_tick(pi_state *s, int64_t now_ns)
     size_t frame_size = pi_runtime_layout.frame_read_size;
     size_t walker_count = 0;
     round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
-    bool follow = s->only_thread && s->async.enabled && s->async.follow_threads &&
-                  classify_threads(s, states, thread_count) == 0;
+    bool classified = s->async.enabled && classify_threads(s, states, thread_count) == 0;
+    bool follow = classified && s->only_thread && s->async.follow_threads;
     for (size_t i = 0; i < thread_count; i++) {
         bool followed = false;
         if (s->only_thread && states[i].thread_id != s->only_thread) {
@@ -997,6 +998,8 @@ void pi_tick(pi_state *s, int64_t now_ns)
         size_t index = walker_count++;
         pi_walker *w = &s->walkers[index];
         w->followed = followed;
+        w->in_context = classified ? x->context_states[i] : PI_CONTEXT_UNKNOWN;
+        w->context_before = states[i].context;
         pi_read read;
         if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
             w->state = WALK_FAILED;
