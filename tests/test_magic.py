@@ -36,8 +36,10 @@ def distinctive_cell_busy_function(seconds=0.1):
     return 42
 
 def encode_a_lot():
+    # about 0.2 s: enough ticks to see it even when the machine is busy
     data = [{"k": i, "v": [str(i)] * 5} for i in range(3000)]
-    for _ in range(10):
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
         json.dumps(data)
 '''
 
