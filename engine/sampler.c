@@ -73,8 +73,7 @@ static void *sampler_main(void *arg)
     pi_sampler *s = arg;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* default 50 us slack would stretch 0.1 ms ticks */
     pi_native_id_discover();
-    int64_t deadline = monotonic_ns();
-    s->state.last_tick_ns = deadline;
+    int64_t deadline = s->state.last_tick_ns;
     while (!atomic_load(&s->stop_requested)) {
         deadline += s->interval_ns;
         int64_t now = monotonic_ns();
@@ -114,6 +113,8 @@ int pi_sampler_start(pi_sampler *s, char *err, size_t errlen)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     atomic_store(&s->stop_requested, 0);
+    /* time starts now, not when the new thread first runs (on a busy machine, later) */
+    s->state.last_tick_ns = monotonic_ns();
     int rc = pthread_create(&s->thread, NULL, sampler_main, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
