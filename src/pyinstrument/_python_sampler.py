@@ -58,6 +58,7 @@ class PythonSampler:
         self.timeline_budget = timeline_budget
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._origin = 0.0  # perf_counter() at start()
         self._identities: List[Tuple[str, str, int, bool]] = []
         self._identity_index: Dict[Tuple[str, str, int], int] = {}
         self._nodes: List[List[Any]] = []  # [parent, identity, line, thread, wall, cpu, samples]
@@ -74,6 +75,7 @@ class PythonSampler:
         if self._thread is not None:
             return
         self._stop.clear()
+        self._origin = time.perf_counter()  # time starts now, not when the thread first runs
         self._thread = threading.Thread(target=self._run, name="pyinstrument-sampler", daemon=True)
         self._thread.start()
 
@@ -87,8 +89,7 @@ class PythonSampler:
 
     def _run(self) -> None:
         me = threading.get_ident()
-        last = time.perf_counter()
-        deadline = last
+        last = deadline = self._origin
         while not self._stop.is_set():
             deadline += self.interval
             now = time.perf_counter()
