@@ -261,6 +261,7 @@ class Profiler:
         *,
         all_threads: bool = False,
         use_signal: Optional[bool] = None,
+        subprocesses: bool = False,
     ):
         if use_signal is not None:
             _notice("Profiler(use_signal=...) is deprecated and ignored: the C engine needs no signals")
@@ -282,6 +283,9 @@ class Profiler:
         self._start_call_stack: List[str] = []
         self._target_description = ""
         self._thread_names: Dict[int, str] = {}
+        # profile Python child processes too, merged into the session (see _subprocesses)
+        self.subprocesses = bool(subprocesses)
+        self._children: Optional[Any] = None
 
     @property
     def interval(self) -> float:
@@ -314,6 +318,11 @@ class Profiler:
         elif target_description is not None:
             self._target_description = target_description
         self._remember_thread_names()
+        if self.subprocesses:
+            from pyinstrument._subprocesses import ChildProfiling
+
+            self._children = ChildProfiling(self._interval, self.all_threads)
+            self._children.begin()
         if self.all_threads:
             _thread_name_watch.acquire()
         self._sampler = _engine.Sampler(self._interval, 0 if self.all_threads else threading.get_ident())
@@ -327,6 +336,9 @@ class Profiler:
             self._sampler = None
             if self.all_threads:
                 _thread_name_watch.release()
+            if self._children is not None:
+                self._children.end()
+                self._children = None
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
 
     def _start_sampler(self) -> None:
@@ -370,6 +382,9 @@ class Profiler:
             target_description=self._target_description,
         )
         del snapshot
+        if self._children is not None:
+            session = self._children.merge_into(session)
+            self._children = None
         if self._last_session is not None:
             session = Session.combine(self._last_session, session)
             session.target_description = self._target_description

@@ -1,0 +1,207 @@
+"""Child processes of a profiled program: unaffected by default; with --subprocesses
+(or Profiler(subprocesses=True)) profiled and merged, one subtree per process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Set
+
+import pytest
+
+from pyinstrument import Profiler
+from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE
+from pyinstrument.session import Session
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing, os, subprocess, sys, time
+
+    def pool_busy_worker_fn(n):
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.1:
+            pass
+        return n * 2
+
+    CHILD = '''
+    import os, time
+    def subprocess_busy_child_fn():
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.1:
+            pass
+    subprocess_busy_child_fn()
+    print("child", os.environ.get("PYINSTRUMENT_CHILD_DIR") is not None)
+    '''
+
+    if __name__ == "__main__":
+        for method in ("spawn", "fork"):
+            with multiprocessing.get_context(method).Pool(2) as pool:
+                print(method, pool.map(pool_busy_worker_fn, range(4)))
+        out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True)
+        print(out.stdout.strip())
+    """
+)
+
+
+def _env(tmp_path: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env["TMPDIR"] = str(tmp_path / "tmp")  # to see that no temporary directory is left
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return env
+
+
+def _run_cli(tmp_path: Path, *options: str) -> "subprocess.CompletedProcess[str]":
+    (tmp_path / "script.py").write_text(SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-m", "pyinstrument", *options, "script.py"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _process_functions(session: Session) -> Dict[str, Set[str]]:
+    """For each process root of the session: the functions sampled under it."""
+    result: Dict[str, Set[str]] = {}
+    marker = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
+    for stack, _ in session.frame_records:
+        assert marker in stack[0], "every record is under a process root"
+        functions = result.setdefault(stack[0], set())
+        functions.update(frame.split(IDENTIFIER_SEP)[0] for frame in stack[1:])
+    return result
+
+
+def test_cli_subprocesses_merges_pool_workers_and_subprocess(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "--subprocesses", "-r", "session", "-o", "out.pyisession")
+    assert result.returncode == 0, result.stderr
+    session = Session.load(tmp_path / "out.pyisession")
+    processes = _process_functions(session)
+    # the parent, 2 spawn workers, 2 fork workers, the python -c child
+    assert len(processes) == 6, list(processes)
+    workers = [root for root, functions in processes.items() if "pool_busy_worker_fn" in functions]
+    children = [root for root, functions in processes.items() if "subprocess_busy_child_fn" in functions]
+    assert len(workers) == 4
+    assert len(children) == 1
+    assert all(root.startswith("process ") for root in processes)
+    pids = {root.rsplit(IDENTIFIER_SEP, 1)[1] for root in processes}
+    assert len(pids) == 6
+    # the workers' busy time is there: each pool ran 4 tasks of 0.1 s
+    busy = sum(t for stack, t in session.frame_records if stack[0] in workers and any(
+        f.startswith("pool_busy_worker_fn" + IDENTIFIER_SEP) for f in stack))
+    assert 0.7 < busy < 1.2
+    # the program itself behaved as usual (the child saw the settings: it was profiled)
+    assert "spawn [0, 2, 4, 6]" in result.stdout
+    assert "fork [0, 2, 4, 6]" in result.stdout
+    assert "child True" in result.stdout
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_cli_subprocesses_text_report_shows_one_subtree_per_process(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "--subprocesses", "-r", "text", "--show-all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("process ") >= 6
+    assert "pool_busy_worker_fn" in result.stdout
+    assert "subprocess_busy_child_fn" in result.stdout
+
+
+def test_cli_without_subprocesses_children_run_unaffected(tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, "-r", "session", "-o", "out.pyisession")
+    assert result.returncode == 0, result.stderr
+    assert "spawn [0, 2, 4, 6]" in result.stdout
+    assert "fork [0, 2, 4, 6]" in result.stdout
+    assert "child False" in result.stdout
+    session = Session.load(tmp_path / "out.pyisession")
+    functions = {frame.split(IDENTIFIER_SEP)[0] for stack, _ in session.frame_records for frame in stack}
+    assert "pool_busy_worker_fn" not in functions
+    assert "subprocess_busy_child_fn" not in functions
+    assert not any(name.startswith("process ") for name in functions)
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def _forked_busy_fn() -> None:
+    import time
+
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.1:
+        pass
+
+
+def _fork_and_wait() -> int:
+    """Fork a child that runs _forked_busy_fn and ends with os._exit(7), as
+    multiprocessing's forked workers end."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _forked_busy_fn()
+        finally:
+            os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7
+    return pid
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with the sampling thread running
+def test_api_subprocesses_profiles_a_forked_child() -> None:
+    profiler = Profiler(subprocesses=True)
+    profiler.start()
+    child_pid = _fork_and_wait()
+    session = profiler.stop()
+    processes = _process_functions(session)
+    assert len(processes) == 2
+    (child_root,) = [root for root in processes if root.endswith(IDENTIFIER_SEP + str(child_pid))]
+    assert "_forked_busy_fn" in processes[child_root]
+    (parent_root,) = [root for root in processes if root.endswith(IDENTIFIER_SEP + str(os.getpid()))]
+    assert "_forked_busy_fn" not in processes[parent_root]
+    assert "PYINSTRUMENT_CHILD_DIR" not in os.environ
+    assert "_child" not in os.environ.get("PYTHONPATH", "")  # the bootstrap directory is gone again
+    # the tree shows one subtree per process
+    root = session.root_frame()
+    assert root is not None
+    assert len(root.children) == 2
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_api_default_leaves_forked_child_alone() -> None:
+    profiler = Profiler()
+    profiler.start()
+    _fork_and_wait()
+    session = profiler.stop()
+    for stack, _ in session.frame_records:
+        assert not any(frame.startswith("_forked_busy_fn" + IDENTIFIER_SEP) for frame in stack)
+        assert not any(frame.startswith("process ") for frame in stack)
+
+
+def test_subprocess_keeps_its_own_sitecustomize(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos.environ['THEIR_SITECUSTOMIZE_RAN'] = 'yes'\n")
+    code = textwrap.dedent(
+        f"""
+        import os, subprocess, sys
+        from pyinstrument import Profiler
+        p = Profiler(subprocesses=True)
+        p.start()
+        env = dict(os.environ, PYTHONPATH=os.environ["PYTHONPATH"] + os.pathsep + {str(site)!r})
+        out = subprocess.run([sys.executable, "-c", "import os, sys, time; print(os.environ.get('THEIR_SITECUSTOMIZE_RAN')); "
+                              "t = time.perf_counter()\\nwhile time.perf_counter() - t < 0.05: pass\\n"
+                              "print('pyinstrument' in sys.modules)"],
+                             env=env, capture_output=True, text=True, check=True).stdout.split()
+        s = p.stop()
+        roots = {{stack[0] for stack, _ in s.frame_records if stack}}
+        print(out[0], out[1], len(roots))
+        """
+    )
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # their sitecustomize ran, the child was profiled, and it shows as a second process
+    assert result.stdout.split() == ["yes", "True", "2"]
