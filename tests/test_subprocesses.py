@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 SCRIPT = textwrap.dedent(
     """
-    import multiprocessing, os, subprocess, sys, time
+    import multiprocessing, os, signal, subprocess, sys, time
 
     def pool_busy_worker_fn(n):
         t = time.perf_counter()
@@ -28,20 +28,24 @@ SCRIPT = textwrap.dedent(
             pass
         return n * 2
 
+    def sigterm_default():
+        return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
     CHILD = '''
-    import os, time
+    import os, sys, time
     def subprocess_busy_child_fn():
         t = time.perf_counter()
         while time.perf_counter() - t < 0.1:
             pass
     subprocess_busy_child_fn()
-    print("child", os.environ.get("PYINSTRUMENT_CHILD_DIR") is not None)
+    print("child", os.environ.get("PYINSTRUMENT_CHILD_DIR") is not None, "pyinstrument" in sys.modules)
     '''
 
     if __name__ == "__main__":
         for method in ("spawn", "fork"):
             with multiprocessing.get_context(method).Pool(2) as pool:
                 print(method, pool.map(pool_busy_worker_fn, range(4)))
+                print(method, "SIGTERM default:", pool.apply(sigterm_default))
         out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True)
         print(out.stdout.strip())
     """
@@ -100,7 +104,9 @@ def test_cli_subprocesses_merges_pool_workers_and_subprocess(tmp_path: Path) -> 
     # the program itself behaved as usual (the child saw the settings: it was profiled)
     assert "spawn [0, 2, 4, 6]" in result.stdout
     assert "fork [0, 2, 4, 6]" in result.stdout
-    assert "child True" in result.stdout
+    assert "child True True" in result.stdout
+    assert "spawn SIGTERM default: False" in result.stdout  # workers save their profile at SIGTERM
+    assert "fork SIGTERM default: False" in result.stdout
     assert os.listdir(tmp_path / "tmp") == []
 
 
@@ -117,7 +123,9 @@ def test_cli_without_subprocesses_children_run_unaffected(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "spawn [0, 2, 4, 6]" in result.stdout
     assert "fork [0, 2, 4, 6]" in result.stdout
-    assert "child False" in result.stdout
+    assert "child False False" in result.stdout  # no bootstrap ran in the child
+    assert "spawn SIGTERM default: True" in result.stdout  # and no handler in the workers
+    assert "fork SIGTERM default: True" in result.stdout
     session = Session.load(tmp_path / "out.pyisession")
     functions = {frame.split(IDENTIFIER_SEP)[0] for stack, _ in session.frame_records for frame in stack}
     assert "pool_busy_worker_fn" not in functions
@@ -192,16 +200,167 @@ def test_subprocess_keeps_its_own_sitecustomize(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONPATH=os.environ["PYTHONPATH"] + os.pathsep + {str(site)!r})
         out = subprocess.run([sys.executable, "-c", "import os, sys, time; print(os.environ.get('THEIR_SITECUSTOMIZE_RAN')); "
                               "t = time.perf_counter()\\nwhile time.perf_counter() - t < 0.05: pass\\n"
-                              "print('pyinstrument' in sys.modules)"],
+                              "print('pyinstrument' in sys.modules, any('_child' in p for p in sys.path))"],
                              env=env, capture_output=True, text=True, check=True).stdout.split()
         s = p.stop()
         roots = {{stack[0] for stack, _ in s.frame_records if stack}}
-        print(out[0], out[1], len(roots))
+        print(*out, len(roots))
         """
     )
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    # their sitecustomize ran, the child was profiled, and it shows as a second process
-    assert result.stdout.split() == ["yes", "True", "2"]
+    # their sitecustomize ran, the child was profiled (our bootstrap directory is off its
+    # sys.path again), and it shows as a second process
+    assert result.stdout.split() == ["yes", "True", "False", "2"]
+
+
+# --- SIGTERM: a profiled child saves its profile, and always dies of it ---------------------
+
+BLOCKED_CHILD = textwrap.dedent(
+    """
+    import signal, sys, threading
+
+    def blocked_when_sigterm_came():
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire()  # blocks for good: only a signal can end this process
+
+    def sigterm_while_main_thread_blocked():
+        # Python's SIGTERM handler runs in the main thread once the signal interrupts
+        # what it waits in; a SIGTERM that came just before it blocked interrupts nothing
+        # (how a pool worker once outlived Pool.terminate()). Here the signal goes to
+        # this thread, once the main thread is inside the second acquire (this thread
+        # holds the GIL while it looks, so the main thread cannot be about to get there).
+        main, code = threading.main_thread().ident, blocked_when_sigterm_came.__code__
+        while True:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code is code and frame.f_lineno == code.co_firstlineno + 3:
+                break
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=sigterm_while_main_thread_blocked, daemon=True).start()
+    blocked_when_sigterm_came()
+    """
+)
+
+
+def test_child_blocked_when_sigterm_came_saves_and_dies_of_it(tmp_path: Path) -> None:
+    (tmp_path / "child.py").write_text(BLOCKED_CHILD)
+    profiler = Profiler(subprocesses=True)
+    profiler.start()
+    try:
+        child = subprocess.run([sys.executable, "child.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    finally:
+        session = profiler.stop()
+    assert child.returncode == -15, child.stderr  # died of SIGTERM, as without pyinstrument
+    assert child.stderr == ""
+    (child_root,) = [root for root in _process_functions(session) if "child.py" in root]
+    assert "blocked_when_sigterm_came" in _process_functions(session)[child_root]
+
+
+POOL_TERMINATE_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, multiprocessing, sys, threading, time
+
+    def init(queue):
+        global started
+        started = queue
+
+    # each says it has started once it has been at it for 0.1 s (so it has samples there)
+
+    def busy_forever_fn():
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.1:
+            pass
+        started.put("busy_forever_fn")
+        while True:
+            pass
+
+    def blocked_forever_fn():
+        threading.Event().wait(0.1)
+        started.put("blocked_forever_fn")
+        threading.Event().wait()
+
+    def wedged_forever_fn():
+        libc = ctypes.CDLL(None)
+        mutex = ctypes.create_string_buffer(64)
+        libc.pthread_mutex_lock(mutex)
+        threading.Thread(target=say_started_once_stuck, args=(sys._getframe().f_lineno + 1,)).start()
+        libc.pthread_mutex_lock(mutex)  # a default mutex locked twice: stuck in C, deaf to signals
+
+    def say_started_once_stuck(line):
+        # the main thread at that line while this thread holds the GIL: it is in the C call
+        main, code = threading.main_thread().ident, wedged_forever_fn.__code__
+        while True:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code is code and frame.f_lineno == line:
+                break
+        started.put("wedged_forever_fn")
+
+    def task(name):
+        globals()[name]()
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        queue = context.SimpleQueue()
+        names = ["busy_forever_fn", "blocked_forever_fn", "wedged_forever_fn"]
+        pool = context.Pool(3, initializer=init, initargs=(queue,))
+        pool.map_async(task, names, chunksize=1)
+        print("started", sorted(queue.get() for _ in names))
+        pool.terminate()
+        pool.join()
+        print("terminated")
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_cli_pool_terminate_ends_busy_blocked_and_wedged_workers(tmp_path: Path, method: str) -> None:
+    (tmp_path / "script.py").write_text(POOL_TERMINATE_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinstrument", "--subprocesses", "-r", "session", "-o", "out.pyisession",
+         "script.py", method],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    # Pool.terminate() returned: every worker died of its SIGTERM, the wedged one too
+    assert result.stdout.splitlines() == [
+        "started ['blocked_forever_fn', 'busy_forever_fn', 'wedged_forever_fn']",
+        "terminated",
+    ]
+    assert result.stderr == ""
+    processes = _process_functions(Session.load(tmp_path / "out.pyisession"))
+    # what the busy and the blocked worker were doing when terminated, each in its process
+    (busy,) = [root for root, functions in processes.items() if "busy_forever_fn" in functions]
+    (blocked,) = [root for root, functions in processes.items() if "blocked_forever_fn" in functions]
+    assert busy != blocked
+    # the wedged worker could not run Python again to save its profile: it is left out
+    assert not any("wedged_forever_fn" in functions for functions in processes.values())
+
+
+def test_children_forked_after_profiling_ended_run_unaffected(tmp_path: Path) -> None:
+    # the forkserver, started while profiling, is a profiled child: it forks the
+    # workers of the second pool too, after profiling ended
+    (tmp_path / "script.py").write_text(textwrap.dedent(
+        """
+        import multiprocessing, os, signal
+        from pyinstrument import Profiler
+
+        def unaffected():
+            return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and os._exit.__module__ == "posix"
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context("forkserver")
+            with Profiler(subprocesses=True):
+                with context.Pool(1) as pool:
+                    print("while profiling", pool.apply(unaffected))
+            with context.Pool(1) as pool:
+                print("after profiling", pool.apply(unaffected))
+        """
+    ))
+    result = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["while profiling False", "after profiling True"]

@@ -383,7 +383,9 @@ class Profiler:
         )
         del snapshot
         if self._children is not None:
-            session = self._children.merge_into(session)
+            from pyinstrument._subprocesses import merge_process_sessions
+
+            session = merge_process_sessions(session, os.getpid(), self._children.end())
             self._children = None
         if self._last_session is not None:
             session = Session.combine(self._last_session, session)
