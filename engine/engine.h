@@ -294,8 +294,9 @@ int64_t pi_thread_cpu_ns(unsigned long native_id);
 /* ---------------------------------------------------------------- sigterm.c */
 
 /* Puts a C handler in front of the installed (Python) SIGTERM handler: from the first
- * SIGTERM on, SIGTERM again every `nudge` s, and death by it after `deadline` s.
- * Returns -1 if SIGTERM has no handler or the timer cannot be made. */
+ * SIGTERM on, SIGTERM again every `nudge` s, and death by it after `deadline` s (called
+ * again: a new deadline from the next SIGTERM). Returns -1 if SIGTERM has no handler or
+ * the timer cannot be made. */
 int pi_guard_sigterm(double nudge, double deadline);
 
 #endif

@@ -246,7 +246,7 @@ static PyMethodDef module_methods[] = {
     {"guard_sigterm", guard_sigterm, METH_VARARGS,
      "guard_sigterm(nudge, deadline): after the first SIGTERM, SIGTERM again every nudge seconds (so the "
      "Python handler runs even if the main thread was about to block), and death by it after deadline "
-     "seconds. False if SIGTERM has no handler."},
+     "seconds (called again: a new deadline, from the next SIGTERM). False if SIGTERM has no handler."},
     {"_debug_line", debug_line, METH_VARARGS,
      "_debug_line(linetable, firstlineno, instr_index): the engine's line decoder on a local table."},
     {"_debug_callee", debug_callee, METH_VARARGS,

@@ -12,7 +12,9 @@
  * pi_guard_sigterm puts a C handler in front of Python's. From the first SIGTERM on,
  * a timer sends SIGTERM again every `nudge` seconds: each interrupts whatever the
  * main thread waits in, so Python's handler runs; the first after `deadline` seconds
- * ends the process the default way, saved or not. Only async-signal-safe calls here.
+ * ends the process the default way, saved or not. Called again (by the Python handler
+ * once it runs), it sets a new deadline, counted from the next SIGTERM. Only
+ * async-signal-safe calls in the handler.
  */
 #define _GNU_SOURCE
 #include "engine.h"

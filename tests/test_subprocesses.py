@@ -220,9 +220,10 @@ def test_subprocess_keeps_its_own_sitecustomize(tmp_path: Path) -> None:
 
 BLOCKED_CHILD = textwrap.dedent(
     """
-    import signal, sys, threading
+    import signal, sys, threading, time
 
     def blocked_when_sigterm_came():
+        time.sleep(0.1)  # something to save
         lock = threading.Lock()
         lock.acquire()
         lock.acquire()  # blocks for good: only a signal can end this process
@@ -236,7 +237,7 @@ BLOCKED_CHILD = textwrap.dedent(
         main, code = threading.main_thread().ident, blocked_when_sigterm_came.__code__
         while True:
             frame = sys._current_frames().get(main)
-            if frame is not None and frame.f_code is code and frame.f_lineno == code.co_firstlineno + 3:
+            if frame is not None and frame.f_code is code and frame.f_lineno == code.co_firstlineno + 4:
                 break
         signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
@@ -258,6 +259,35 @@ def test_child_blocked_when_sigterm_came_saves_and_dies_of_it(tmp_path: Path) ->
     assert child.stderr == ""
     (child_root,) = [root for root in _process_functions(session) if "child.py" in root]
     assert "blocked_when_sigterm_came" in _process_functions(session)[child_root]
+
+
+def test_child_whose_save_never_ends_still_dies_of_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "child.py").write_text(textwrap.dedent(
+        """
+        import threading, time
+        import pyinstrument.session
+
+        def save_that_never_ends(filename, data):
+            time.sleep(3)  # longer than a handler has to start (2 s), shorter than a save has (10 s)
+            open("saved-for-3-s", "w").close()
+            threading.Event().wait()
+
+        pyinstrument.session.write_file_atomically = save_that_never_ends
+        threading.Event().wait(0.1)  # something to save
+        print("ready", flush=True)
+        threading.Event().wait()
+        """
+    ))
+    profiler = Profiler(subprocesses=True)
+    profiler.start()
+    try:
+        child = subprocess.Popen([sys.executable, "child.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        child.terminate()
+        assert child.wait(timeout=60) == -15
+    finally:
+        profiler.stop()
+    assert (tmp_path / "saved-for-3-s").exists()
 
 
 POOL_TERMINATE_SCRIPT = textwrap.dedent(

@@ -19,7 +19,8 @@ forked multiprocessing workers end) and at SIGTERM (how ``Pool.terminate()``, an
 ``with Pool()``, ends its workers), after which it dies of the signal as it would
 have. The engine's SIGTERM guard (``engine/sigterm.c``) makes sure the SIGTERM handler
 runs even if the main thread was about to block, and that the child dies of SIGTERM
-within ``SIGTERM_DEADLINE`` seconds whatever happens.
+whatever happens: ``SIGTERM_DEADLINE`` seconds after it if the handler could not run,
+``SIGTERM_SAVE_DEADLINE`` seconds after the handler started saving.
 
 In the merged session each record starts with a process root frame written like a
 thread root (``name \\x00 <thread> \\x00 pid``), so the call tree and the renderers show
@@ -36,6 +37,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
+from pyinstrument import _engine
 from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE
 from pyinstrument.session import Session
 
@@ -44,10 +46,12 @@ ENV_INTERVAL = "PYINSTRUMENT_CHILD_INTERVAL"
 ENV_ALL_THREADS = "PYINSTRUMENT_CHILD_ALL_THREADS"
 SESSION_SUFFIX = ".pyisession"
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child")
-#: after a SIGTERM: how often it is sent again until the handler has run, and when the
-#: child dies of it even if its profile could not be saved (its main thread stuck in C)
+#: after a SIGTERM: how often it is sent again until the child is dead; when the child
+#: dies of it if its handler has not run (its main thread stuck in C); and, once the
+#: handler runs, how long the save may take (it cannot block on the program, but could)
 SIGTERM_NUDGE = 0.02
 SIGTERM_DEADLINE = 2.0
+SIGTERM_SAVE_DEADLINE = 10.0
 
 
 def process_root(pid: int, description: str) -> str:
@@ -189,7 +193,6 @@ def _start(directory: str, interval: float, all_threads: bool) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not os.path.isdir(directory):
         return  # the parent's profiling has ended
-    from pyinstrument import _engine
     from pyinstrument.profiler import Profiler
 
     profiler = Profiler(interval=interval, async_mode="disabled", all_threads=all_threads)
@@ -247,16 +250,17 @@ def _exit_after_saving(status: int) -> None:
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM: save, then die of it. If it interrupted a save (the child was ending
-    anyway), that save dies of it when done."""
+    """SIGTERM: save, then die of it."""
     global _terminate_when_saved
-    if _saving:
-        _terminate_when_saved = True
-        return
-    try:
-        _save()
-    finally:
-        _die_of_sigterm()
+    if _terminate_when_saved:
+        return  # SIGTERM again: the engine's guard repeats it until the child is dead
+    _terminate_when_saved = True
+    _engine.guard_sigterm(SIGTERM_NUDGE, SIGTERM_SAVE_DEADLINE)  # Python runs: time to save
+    if not _saving:  # else the save under way (the child was ending) dies when done
+        try:
+            _save()
+        finally:
+            _die_of_sigterm()
 
 
 def _die_of_sigterm() -> None:
