@@ -30,6 +30,8 @@ one subtree per process, labelled ``process <pid>: <command line>``.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -196,7 +198,8 @@ def _start(directory: str, interval: float, all_threads: bool) -> None:
     from pyinstrument.profiler import Profiler
 
     profiler = Profiler(interval=interval, async_mode="disabled", all_threads=all_threads)
-    profiler.start(target_description="")
+    with contextlib.redirect_stderr(io.StringIO()):  # a notice (a sandbox's fallback sampler)
+        profiler.start(target_description="")  # is the parent's to give, not the child's
     _profiler = profiler
     _directory = directory
     _fork_settings = (directory, interval, all_threads)  # its children are profiled too
