@@ -33,6 +33,7 @@ setup(
             sources=sorted(glob.glob("engine/*.c")),
             depends=glob.glob("engine/*.h"),
             include_dirs=["engine"],
+            libraries=["rt"],  # timer_create (sigterm.c): in librt before glibc 2.34
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

@@ -15,6 +15,7 @@
  *   context.c    async mode: which context a thread runs in, what a task awaits
  *   aggregate.c  per-thread call tries with wall/CPU time, and the timeline
  *   sampler.c    the sampling pthread: deadlines, timing, fork safety
+ *   sigterm.c    profiled child processes still die of SIGTERM (--subprocesses)
  *   module.c     the Python module pyinstrument._engine
  */
 #ifndef PI_ENGINE_H
@@ -370,5 +371,13 @@ void pi_tick(pi_state *s, int64_t now_ns);
 unsigned long pi_native_id_of(unsigned long pthread_id);
 void pi_native_id_discover(void);
 int64_t pi_thread_cpu_ns(unsigned long native_id);
+
+/* ---------------------------------------------------------------- sigterm.c */
+
+/* Puts a C handler in front of the installed (Python) SIGTERM handler: from the first
+ * SIGTERM on, SIGTERM again every `nudge` s, and death by it after `deadline` s (called
+ * again: a new deadline from the next SIGTERM). Returns -1 if SIGTERM has no handler or
+ * the timer cannot be made. */
+int pi_guard_sigterm(double nudge, double deadline);
 
 #endif

@@ -3,7 +3,8 @@
  *
  * One type, Sampler: start() and stop() run the sampling thread; snapshot() turns
  * the aggregated tries into plain Python data for the Python layer to build the
- * session from. Everything here runs with the GIL held, in the calling thread.
+ * session from; guard_sigterm serves profiled child processes (sigterm.c).
+ * Everything here runs with the GIL held, in the calling thread.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -354,7 +355,25 @@ static PyObject *debug_callee(PyObject *Py_UNUSED(module), PyObject *args)
     return Py_BuildValue("(sI)", kind == PI_NAME_NAMES ? "names" : "locals", index);
 }
 
+/* ---- profiled child processes (pyinstrument._subprocesses) ---- */
+
+static PyObject *guard_sigterm(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    double nudge, deadline;
+    if (!PyArg_ParseTuple(args, "dd", &nudge, &deadline))
+        return NULL;
+    if (!(nudge >= 0.001 && nudge <= deadline && deadline <= 3600)) {
+        PyErr_SetString(PyExc_ValueError, "need 0.001 <= nudge <= deadline <= 3600 seconds");
+        return NULL;
+    }
+    return PyBool_FromLong(pi_guard_sigterm(nudge, deadline) == 0);
+}
+
 static PyMethodDef module_methods[] = {
+    {"guard_sigterm", guard_sigterm, METH_VARARGS,
+     "guard_sigterm(nudge, deadline): after the first SIGTERM, SIGTERM again every nudge seconds (so the "
+     "Python handler runs even if the main thread was about to block), and death by it after deadline "
+     "seconds (called again: a new deadline, from the next SIGTERM). False if SIGTERM has no handler."},
     {"_debug_line", debug_line, METH_VARARGS,
      "_debug_line(linetable, firstlineno, instr_index): the engine's line decoder on a local table."},
     {"_hamt_types", hamt_types, METH_O, "_hamt_types(context): (HAMT type, root node type), as the sampler reads them."},

@@ -214,6 +214,10 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     add(sampling, "--use-timing-thread", action="store_true",
         help="accepted for compatibility; the C engine always times samples from its "
              "own thread")
+    add(sampling, "--subprocesses", action="store_true",
+        help="profile the program's Python child processes too (os.fork, "
+             "multiprocessing, subprocess running Python) and merge them into the "
+             "report, one subtree per process")
 
     # spellings from older documentation, still accepted
     add(parser, "--setprofile", action="store_true", help=argparse.SUPPRESS)
@@ -896,6 +900,8 @@ def _run_profiled(cli: CommandLine, target: Target) -> Tuple[Any, Optional[BaseE
     )
     if options.all_threads:
         profiler_kwargs["all_threads"] = True
+    if options.subprocesses:
+        profiler_kwargs["subprocesses"] = True
     profiler = Profiler(**profiler_kwargs)
     description = cli.target_description()
 

@@ -277,6 +277,7 @@ class Profiler:
         *,
         all_threads: bool = False,
         use_signal: Optional[bool] = None,
+        subprocesses: bool = False,
     ):
         if use_signal is not None:
             _notice("Profiler(use_signal=...) is deprecated and ignored: the C engine needs no signals")
@@ -301,6 +302,9 @@ class Profiler:
         self._async_binding: Optional[_async.AsyncBinding] = None
         self._async_engine_refs: Optional[Any] = None
         self._async_reset: Optional[contextvars.Token[Optional[_async.AsyncBinding]]] = None
+        # profile Python child processes too, merged into the session (see _subprocesses)
+        self.subprocesses = bool(subprocesses)
+        self._children: Optional[Any] = None
 
     @property
     def interval(self) -> float:
@@ -340,6 +344,11 @@ class Profiler:
                     "use async_mode='disabled' to run several profilers at once."
                 )
         self._remember_thread_names()
+        if self.subprocesses:
+            from pyinstrument._subprocesses import ChildProfiling
+
+            self._children = ChildProfiling(self._interval, self.all_threads)
+            self._children.begin()
         if self.all_threads:
             _thread_name_watch.acquire()
         self._sampler = _engine.Sampler(self._interval, 0 if self.all_threads else threading.get_ident())
@@ -356,6 +365,9 @@ class Profiler:
             self._unbind_async_context()
             if self.all_threads:
                 _thread_name_watch.release()
+            if self._children is not None:
+                self._children.end()
+                self._children = None
             raise RuntimeError(f"pyinstrument cannot profile here: {error}") from None
 
     def _bind_async_context(self, caller_frame: Optional[types.FrameType]) -> None:
@@ -437,6 +449,11 @@ class Profiler:
             target_description=self._target_description,
         )
         del snapshot
+        if self._children is not None:
+            from pyinstrument._subprocesses import merge_process_sessions
+
+            session = merge_process_sessions(session, os.getpid(), self._children.end())
+            self._children = None
         if self._last_session is not None:
             session = Session.combine(self._last_session, session)
             session.target_description = self._target_description
