@@ -353,41 +353,32 @@ def test_sessions_upstream_saves_load_here(tmp_path, upstream):
         assert (tmp_path / outfile).stat().st_size > 0
 
 
+# saves the session of a coroutine awaiting 0.1 s, profiled from inside its task
+ASYNC_PROGRAM = textwrap.dedent("""
+    import asyncio
+    from pyinstrument import Profiler
+
+    async def nap():
+        await asyncio.sleep(0.1)
+
+    async def main():
+        with Profiler(async_mode="enabled") as profiler:
+            await nap()
+        profiler.last_session.save("async.pyisession")
+
+    asyncio.run(main())
+""")
+
+
 def test_upstream_async_session_loads_here(tmp_path, upstream):
-    (tmp_path / "aio.py").write_text(textwrap.dedent("""
-        import asyncio
-        from pyinstrument import Profiler
-
-        async def nap():
-            await asyncio.sleep(0.1)
-
-        async def main():
-            with Profiler(async_mode="enabled") as profiler:
-                await nap()
-            profiler.last_session.save("async.pyisession")
-
-        asyncio.run(main())
-    """))
+    (tmp_path / "aio.py").write_text(ASYNC_PROGRAM)
     upstream("aio.py")
     text = ConsoleRenderer(show_all=True).render(Session.load(tmp_path / "async.pyisession"))
     assert "[await]" in text and "nap" in text
 
 
 def test_our_async_session_loads_in_upstream(tmp_path, upstream):
-    (tmp_path / "aio.py").write_text(textwrap.dedent("""
-        import asyncio
-        from pyinstrument import Profiler
-
-        async def nap():
-            await asyncio.sleep(0.1)
-
-        async def main():
-            with Profiler(async_mode="enabled") as profiler:
-                await nap()
-            profiler.last_session.save("async.pyisession")
-
-        asyncio.run(main())
-    """))
+    (tmp_path / "aio.py").write_text(ASYNC_PROGRAM)
     result = subprocess.run([sys.executable, "aio.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     report = upstream("-c", textwrap.dedent("""
