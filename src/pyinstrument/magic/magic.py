@@ -305,9 +305,10 @@ class PyinstrumentMagic(Magics):
         interrupted = False
         if compiled.co_flags & inspect.CO_COROUTINE:
             coroutine = eval(compiled, self.shell.user_global_ns, namespace)  # not run yet
-            if options.async_mode != "disabled":
+            in_task = options.async_mode != "disabled"  # bound to the cell's task: [await] attributed
+            if in_task:
                 coroutine = _profiled_in_task(coroutine, profiler, description)
-            session, error, interrupted = self._run_coroutine(coroutine, profiler, description)
+            session, error, interrupted = self._run_coroutine(coroutine, profiler, description, not in_task)
         else:
             profiler.start(target_description=description)
             try:
@@ -321,18 +322,21 @@ class PyinstrumentMagic(Magics):
         return session, namespace.pop(_RESULT_NAME, None), error, interrupted
 
     def _run_coroutine(
-        self, coroutine: Any, profiler: Profiler, description: str
+        self, coroutine: Any, profiler: Profiler, description: str, start_here: bool
     ) -> Tuple[Session, Optional[BaseException], bool]:
+        """Runs the cell's coroutine; start_here: the profiler starts before the loop runs
+        it (else the coroutine starts it)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass  # no loop runs here (terminal IPython): use IPython's, on this thread
         else:
-            return _run_in_worker_thread(coroutine, profiler, description)
+            return _run_in_worker_thread(coroutine, profiler, description, start_here)
         runner = getattr(self.shell, "loop_runner", None) or asyncio.run
         error: Optional[BaseException] = None
         interrupted = False
-        _start_outside_task(profiler, coroutine, description)
+        if start_here:
+            profiler.start(target_description=description)
         try:
             runner(coroutine)
         except (KeyboardInterrupt, asyncio.CancelledError):
@@ -357,13 +361,8 @@ def _stop(profiler: Profiler) -> Session:
     return profiler.stop()
 
 
-def _start_outside_task(profiler: Profiler, coroutine: Any, description: str) -> None:
-    if getattr(coroutine, "cr_code", None) is not _profiled_in_task.__code__:
-        profiler.start(target_description=description)
-
-
 def _run_in_worker_thread(
-    coroutine: Any, profiler: Profiler, description: str
+    coroutine: Any, profiler: Profiler, description: str, start_here: bool
 ) -> Tuple[Session, Optional[BaseException], bool]:
     """Runs the coroutine on a new event loop in a new thread, profiling that thread:
     the loop of this thread (Jupyter's kernel) is busy running this very cell."""
@@ -375,7 +374,8 @@ def _run_in_worker_thread(
         loop = asyncio.new_event_loop()
         outcome["loop"] = loop
         try:
-            _start_outside_task(profiler, coroutine, description)
+            if start_here:
+                profiler.start(target_description=description)
             try:
                 task = loop.create_task(coroutine)
                 outcome["task"] = task
