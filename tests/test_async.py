@@ -72,6 +72,8 @@ trio.run(main)
 """,
 }
 
+pytestmark = pytest.mark.engine  # the sampler reads Contexts and await chains: also under sanitizers
+
 LOOPS = ["asyncio", pytest.param("trio", marks=pytest.mark.skipif(trio is None, reason="trio is not installed"))]
 
 
