@@ -141,12 +141,12 @@ THREADED_PROGRAM = textwrap.dedent("""
         return total
 
     def in_thread():
-        spin(300_000)
+        spin(1_000_000)
 
     def main():
         worker = threading.Thread(target=in_thread, name="helper")
         worker.start()
-        spin(300_000)
+        spin(1_000_000)
         worker.join()
 
     main()
