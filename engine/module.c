@@ -369,7 +369,22 @@ static PyObject *guard_sigterm(PyObject *Py_UNUSED(module), PyObject *args)
     return PyBool_FromLong(pi_guard_sigterm(nudge, deadline) == 0);
 }
 
+static PyObject *pause_samplers(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    pi_samplers_pause();
+    Py_RETURN_NONE;
+}
+
+static PyObject *resume_samplers(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    pi_samplers_resume();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"pause_samplers", pause_samplers, METH_NOARGS,
+     "Joins every sampling thread (before os.fork: the process forks with the threads it would have unprofiled)."},
+    {"resume_samplers", resume_samplers, METH_NOARGS, "Starts the paused sampling threads again (after os.fork, in the parent)."},
     {"guard_sigterm", guard_sigterm, METH_VARARGS,
      "guard_sigterm(nudge, deadline): after the first SIGTERM, SIGTERM again every nudge seconds (so the "
      "Python handler runs even if the main thread was about to block), and death by it after deadline "

@@ -104,6 +104,8 @@ class PythonSampler:
             last = tick_start
             self._stats["ticks"] += 1
             self._stats["tick_ns_total"] += int((time.perf_counter() - tick_start) * 1e9)
+        # stopping: the time since the last tick is a sample too, of its real length
+        self._tick(me, time.perf_counter() - last)
 
     def _identity(self, function: str, filename: str, line_no: int, hides: bool) -> int:
         key = (function, filename, line_no)

@@ -20,8 +20,13 @@ from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
+from pyinstrument.frame import frame_info_get_identifier
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, Timeline, write_file_atomically
+
+# The process forks with the threads it would have unprofiled: the sampling threads are
+# joined around os.fork() (CPython 3.12+ warns when a process with threads forks).
+os.register_at_fork(before=_engine.pause_samplers, after_in_parent=_engine.resume_samplers)
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
@@ -92,6 +97,10 @@ def _with_qualname(frame: str, qualnames: Dict[Tuple[str, str, int], str]) -> st
     return frame if qualname is None else f"{qualname}\x00{filename}\x00{rest}"
 
 
+#: a thread as the engine knows it: (threading ident, kernel thread id or 0)
+ThreadKey = Tuple[int, int]
+
+
 class _ThreadNameWatch:
     """Remembers the Thread object of every thread started while an all-threads profiler
     runs, so threads that ended before stop() still get their names in the report.
@@ -105,7 +114,7 @@ class _ThreadNameWatch:
         self.users = 0
         self.original: Optional[Callable[..., Any]] = None
         self.attribute = next(n for n in self._starter_names if hasattr(threading, n))
-        self.names: Dict[int, str] = {}
+        self.names: Dict[ThreadKey, str] = {}
         self.started: List[threading.Thread] = []
 
     def acquire(self) -> None:
@@ -131,10 +140,8 @@ class _ThreadNameWatch:
             setattr(threading, self.attribute, self.original)
             self.original = None
 
-    def collect(self) -> Dict[int, str]:
-        for thread in self.started:
-            if thread.ident is not None:
-                self.names[thread.ident] = thread.name
+    def collect(self) -> Dict[ThreadKey, str]:
+        _remember_names(self.started, self.names)
         self.started.clear()
         return self.names
 
@@ -142,20 +149,45 @@ class _ThreadNameWatch:
 _thread_name_watch = _ThreadNameWatch()
 
 
-def _thread_names(thread_ids: Sequence[int], known: Dict[int, str]) -> Dict[int, str]:
+def _remember_names(threads: Sequence[threading.Thread], names: Dict[ThreadKey, str]) -> None:
+    for thread in threads:
+        if thread.ident is not None:
+            names[(thread.ident, getattr(thread, "native_id", None) or 0)] = thread.name
+
+
+def _thread_names(threads: Sequence[ThreadKey], known: Dict[ThreadKey, str]) -> List[str]:
+    """The name of each (ident, kernel tid) the engine saw. Idents are reused at once by
+    the next thread, kernel tids much later: a thread is known by both."""
     names = dict(_thread_name_watch.collect())
     names.update(known)
-    for thread in threading.enumerate():
-        if thread.ident is not None:
-            names[thread.ident] = thread.name
-    return {ident: names.get(ident, f"Thread {ident}") for ident in thread_ids}
+    _remember_names(threading.enumerate(), names)
+    by_ident = {ident: name for (ident, _), name in names.items()}
+    result = []
+    for ident, native in threads:
+        name = names.get((ident, native))
+        if name is None and not native:  # 3.9/3.10: the engine could not read its kernel tid
+            name = by_ident.get(ident)
+        result.append(name or f"Thread {native or ident}")
+    return result
+
+
+def _thread_root_keys(threads: Sequence[ThreadKey]) -> List[int]:
+    """A number per engine thread for its root frame: the kernel tid, or the ident when the
+    tid is unknown or was reused within the run, so no two threads share a root."""
+    keys: List[int] = []
+    for ident, native in threads:
+        key = native or ident
+        while key in keys:
+            key = ident if key != ident else key + (1 << 48)
+        keys.append(key)
+    return keys
 
 
 def session_from_snapshot(
     snapshot: Dict[str, Any],
     *,
     all_threads: bool,
-    thread_names: Dict[int, str],
+    thread_names: Dict[ThreadKey, str],
     start_time: float,
     duration: float,
     interval: float,
@@ -186,9 +218,22 @@ def session_from_snapshot(
     python_names.update(q.rsplit(".", 1)[-1] for q in qualnames.values())
     not_in_c = [filename == _BUILTIN and f in python_names for f, filename, _, _ in identities]
 
+    start_call_stack = [_with_qualname(frame, qualnames) for frame in start_call_stack]
+    start_identities = [frame_info_get_identifier(frame) for frame in start_call_stack]
+
+    def above_the_start(stack: List[str]) -> bool:
+        """Whether a stack is a part of the stem leading to where profiling started:
+        the profiler's own caller (the command line's launcher), not the program."""
+        frames = stack[1:] if all_threads else stack
+        return len(frames) < len(start_identities) and all(
+            frame_info_get_identifier(frame) == start for frame, start in zip(frames, start_identities)
+        )
+
     threads = snapshot["threads"]
-    names = _thread_names([t[0] for t in threads], thread_names)
-    thread_roots = [frame_string(names[ident], "<thread>", ident) for ident, _, _, _ in threads]
+    thread_keys = [(ident, native) for ident, native, _, _ in threads]
+    names = _thread_names(thread_keys, thread_names)
+    root_keys = _thread_root_keys(thread_keys)
+    thread_roots = [frame_string(name, "<thread>", key) for name, key in zip(names, root_keys)]
 
     node_count = len(snapshot["nodes"]) // ENGINE_NODE.size
     stacks: List[Optional[List[str]]] = [None] * node_count
@@ -209,8 +254,10 @@ def session_from_snapshot(
         samples_total += samples
         parent_stack = stacks[parent]
         assert parent_stack is not None
-        if not_in_c[identity]:
-            stacks[index] = parent_stack  # its time stays with the caller
+        if not_in_c[identity] or is_profiler_code[identity] or inside_profiler[parent]:
+            # its time stays with the caller (a tick inside the profiler's own start/stop,
+            # such as the last one at stop(), belongs to the code that called it)
+            stacks[index] = parent_stack
         else:
             key = (identity, line)
             text = frame_strings.get(key)
@@ -219,8 +266,8 @@ def session_from_snapshot(
             stacks[index] = parent_stack + [text]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
-            if inside_profiler[index]:
-                continue  # the profiler's own start/stop, not the program
+            if inside_profiler[index] and above_the_start(stacks[index]):
+                continue  # e.g. the last tick, in stop() called by the command line
             record_of_node[index] = len(records)
             threads_sampled.add(thread)
             records.append((stacks[index], wall_ns / 1e9))
@@ -254,7 +301,7 @@ def session_from_snapshot(
         min_interval=interval,
         max_interval=interval,
         sample_count=samples_total,
-        start_call_stack=[_with_qualname(frame, qualnames) for frame in start_call_stack],
+        start_call_stack=start_call_stack,
         target_description=target_description,
         cpu_time=cpu_time,
         sys_path=list(sys.path),
@@ -262,7 +309,7 @@ def session_from_snapshot(
         frame_records_cpu=records_cpu,
         timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
-        thread_names={str(ident): name for ident, name in names.items()} if all_threads else None,
+        thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )
 
 
@@ -298,7 +345,7 @@ class Profiler:
         self._cpu_start = 0.0
         self._start_call_stack: List[str] = []
         self._target_description = ""
-        self._thread_names: Dict[int, str] = {}
+        self._thread_names: Dict[ThreadKey, str] = {}
         self._async_binding: Optional[_async.AsyncBinding] = None
         self._async_engine_refs: Optional[Any] = None
         self._async_reset: Optional[contextvars.Token[Optional[_async.AsyncBinding]]] = None
@@ -467,9 +514,7 @@ class Profiler:
         self._last_session = None
 
     def _remember_thread_names(self) -> None:
-        for thread in threading.enumerate():
-            if thread.ident is not None:
-                self._thread_names[thread.ident] = thread.name
+        _remember_names(threading.enumerate(), self._thread_names)
 
     def __enter__(self) -> "Profiler":
         self.start(caller_frame=inspect.currentframe().f_back)  # type: ignore[union-attr]

@@ -1,0 +1,106 @@
+"""A report you can trust: the cases of issue 13 that are not about naming C leaves.
+
+Each test runs a short real program in a fresh interpreter (test_engine's harness) and
+checks what a user would read in the report: every thread that ran, the time of the last
+moments before stop(), nothing printed that plain Python would not print.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_engine import run_program, time_in
+
+pytestmark = pytest.mark.engine
+
+
+def test_stop_returns_at_once_and_counts_the_last_partial_interval():
+    # a 5 s interval: no tick falls inside the 0.3 s of work, the one at stop() must count it
+    result = run_program(
+        """
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def main():
+            p = Profiler(interval=5)
+            p.start()
+            spin(0.3)
+            before = time.perf_counter()
+            session = p.stop()
+            return session, time.perf_counter() - before
+
+        session, stop_took = main()
+        report(session, stop_took=stop_took)
+        """
+    )
+    assert result["stop_took"] < 2.5  # the next tick would have come 4.7 s later
+    assert 0.3 <= result["duration"] < 4.0
+    # the partial interval is credited to the code that called stop(), at its real length
+    assert time_in(result["stacks"], "main") >= 0.3
+    assert not any("stop" in key.split(" > ") for key in result["stacks"])
+
+
+def test_fork_prints_nothing_plain_python_would_not_and_both_processes_go_on():
+    program = textwrap.dedent(
+        """
+        import os, time, warnings
+        from pyinstrument import Profiler
+
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        with Profiler() as p:
+            spin(0.1)
+            pid = os.fork()
+            if pid == 0:
+                spin(0.1)
+                print("child done", flush=True)
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            spin(0.2)
+        assert os.waitstatus_to_exitcode(status) == 0 if hasattr(os, "waitstatus_to_exitcode") else status == 0
+        print(p.output_text())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "always", "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # CPython 3.12+ warns when a process with threads forks
+    assert "child done" in proc.stdout
+    assert "spin" in proc.stdout  # the parent's profile goes on after the fork
+
+
+def test_threads_reusing_an_ident_each_get_their_own_subtree_and_name():
+    result = run_program(
+        """
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        idents = set()
+        with Profiler(all_threads=True) as p:
+            for i in range(6):
+                thread = threading.Thread(target=spin, args=(0.2,), name=f"worker-{i}")
+                thread.start()
+                idents.add(thread.ident)
+                thread.join()
+        report(p.last_session, distinct_idents=len(idents))
+        """
+    )
+    per_thread: dict = {}
+    for key, seconds in result["stacks"].items():
+        names = key.split(" > ")
+        if "spin" in names:
+            per_thread[names[0]] = per_thread.get(names[0], 0.0) + seconds
+    assert sorted(per_thread) == [f"worker-{i}" for i in range(6)], (result["distinct_idents"], per_thread)
+    for name, seconds in per_thread.items():
+        assert seconds >= 0.1, (name, per_thread)
