@@ -104,3 +104,60 @@ def test_threads_reusing_an_ident_each_get_their_own_subtree_and_name():
     assert sorted(per_thread) == [f"worker-{i}" for i in range(6)], (result["distinct_idents"], per_thread)
     for name, seconds in per_thread.items():
         assert seconds >= 0.1, (name, per_thread)
+
+
+def test_qualified_names_without_walking_the_heap():
+    # 3.9/3.10 code objects have no qualified name: stop() finds them without gc.get_objects()
+    result = run_program(
+        """
+        import functools, gc
+
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def logged(function):
+            def wrapper(*args):
+                return function(*args)
+            return wrapper
+
+        class Shop:
+            def method(self):
+                spin(0.1)
+
+            @staticmethod
+            def static():
+                spin(0.1)
+
+            @property
+            def total(self):
+                spin(0.1)
+                return 0
+
+            @logged
+            def decorated(self):
+                spin(0.1)
+
+            class Inner:
+                def deep(self):
+                    spin(0.1)
+
+        def outer():
+            def inner():
+                spin(0.1)
+            inner()
+
+        def heap_walk(*args, **kwargs):
+            raise AssertionError("stop() walked the whole heap")
+
+        with Profiler() as p:
+            shop = Shop()
+            shop.method(); Shop.static(); shop.total; shop.decorated(); Shop.Inner().deep(); outer()
+            gc.get_objects = heap_walk
+        report(p.last_session)
+        """
+    )
+    names = {name for key in result["stacks"] for name in key.split(" > ")}
+    expected = {"Shop.method", "Shop.static", "Shop.total", "Shop.decorated", "Shop.Inner.deep", "outer.<locals>.inner"}
+    assert expected <= names, sorted(names)
