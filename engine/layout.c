@@ -261,8 +261,9 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     /* a frame popped (and cleared) while we copied it */
     if (out->kind == PI_FRAME_PYTHON && !out->code)
         return -1;
-    /* a shim frame holds a known sentinel where code would be: else it is stale C stack */
-    if (out->kind == PI_FRAME_SKIP && out->code != pi_runtime_layout.shim_code)
+    /* a shim frame holds a known sentinel where code would be: else it is stale C stack;
+     * and only a shim holds it (3.12 writes the entry frame's code before its owner) */
+    if ((out->kind == PI_FRAME_SKIP) != (out->code == pi_runtime_layout.shim_code))
         return -1;
     /* a running generator always has a caller: one without was suspended under us */
     if (f.owner == FRAME_OWNED_BY_GENERATOR && !f.previous)

@@ -161,3 +161,34 @@ def test_qualified_names_without_walking_the_heap():
     names = {name for key in result["stacks"] for name in key.split(" > ")}
     expected = {"Shop.method", "Shop.static", "Shop.total", "Shop.decorated", "Shop.Inner.deep", "outer.<locals>.inner"}
     assert expected <= names, sorted(names)
+
+
+def test_no_interpreter_plumbing_in_the_report():
+    # every call from C back into Python (key functions, map, reduce) pushes an entry frame
+    # (3.12+: a shim whose code is the interpreter's trampoline): never shown as a frame
+    result = run_program(
+        """
+        import functools
+
+        def key(x):
+            return -x
+
+        def add(a, b):
+            return a + b
+
+        def churn(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                sorted(range(50), key=key)
+                list(map(key, range(50)))
+                functools.reduce(add, range(50))
+
+        with Profiler(interval=0.0001) as p:
+            churn(1.0)
+        report(p.last_session)
+        """
+    )
+    files = {frame.split("\x00")[1] for stack, _ in result["records"] for frame in stack if "\x00" in frame}
+    names = {name for key in result["stacks"] for name in key.split(" > ")}
+    assert "<shim>" not in files and not any(name.startswith("<interpreter") for name in names), names
+    assert time_in(result["stacks"], "key") > 0.01  # the calls back into Python were sampled
