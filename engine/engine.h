@@ -330,7 +330,11 @@ void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns)
 
 /* ----------------------------------------------------------------- stacks.c */
 
+/* A sample keeps at most PI_MAX_DEPTH frames: deeper stacks keep their outermost and
+ * innermost frames around a "[N frames truncated]" marker. Chains are walked up to
+ * PI_MAX_WALK frames (deep recursion on 3.11+, where Python calls use no C stack). */
 #define PI_MAX_DEPTH 8192
+#define PI_MAX_WALK (1 << 17)
 
 typedef struct {
     uint64_t ticks;
@@ -338,6 +342,7 @@ typedef struct {
     uint64_t dropped;        /* thread stacks failing validation, of which: */
     uint64_t dropped_walk;   /*   the frame chain changed while being read */
     uint64_t dropped_code;   /*   a code object on it could not be validated */
+    uint64_t truncated;      /* stacks deeper than PI_MAX_DEPTH, recorded without their middle */
     uint64_t missed_ticks;   /* deadlines skipped because a tick overran */
     uint64_t tick_ns_total;  /* time spent in ticks, for the cost-per-tick figure */
     uint64_t syscalls;
@@ -350,6 +355,7 @@ typedef struct {
     pi_code_table codes;
     pi_tree tree;
     pi_stats stats;
+    int64_t truncated_identity; /* the "[frames truncated]" marker's identity, -1 until needed */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
     int64_t interval_ns;
     pi_walker *walkers;

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define PI_MAX_THREADS 4096
-#define PI_MAX_CHUNKS 64
+#define PI_MAX_CHUNKS 256 /* 4 MB of data stack: ~30,000 small frames */
 #define PI_CHUNK_READ (16 * 1024)        /* CPython's DATA_STACK_CHUNK_SIZE */
 #define PI_MAX_CHUNK_BYTES (8u << 20)    /* larger "used" sizes are corrupt */
 #define PI_RETRIES 3 /* fresh walks of a thread whose chain changed under the read */
@@ -156,6 +156,7 @@ int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, s
 {
     memset(s, 0, sizeof *s);
     s->only_thread = only_thread;
+    s->truncated_identity = -1;
     s->interval_ns = interval_ns;
     s->scratch = calloc(1, sizeof *s->scratch);
     if (!s->scratch)
@@ -328,7 +329,7 @@ static size_t spec_lookup(const pi_walker *w, uintptr_t addr)
  * attempt found added. */
 static void spec_refresh(pi_walker *w)
 {
-    for (size_t i = 0; i < w->solo_count && w->spec_count < PI_MAX_DEPTH; i++) {
+    for (size_t i = 0; i < w->solo_count && w->spec_count < PI_MAX_WALK; i++) {
         if (spec_lookup(w, w->solo[i]) != SIZE_MAX || GROW(w->spec, w->spec_cap, w->spec_count + 1) != 0)
             continue;
         w->spec[w->spec_count++] = w->solo[i];
@@ -353,7 +354,7 @@ static const uint8_t *spec_find(pi_walker *w, uintptr_t addr)
 
 static void remember_solo(pi_walker *w, uintptr_t addr)
 {
-    if (w->solo_count < PI_MAX_DEPTH && GROW(w->solo, w->solo_cap, w->solo_count + 1) == 0)
+    if (w->solo_count < PI_MAX_WALK && GROW(w->solo, w->solo_cap, w->solo_count + 1) == 0)
         w->solo[w->solo_count++] = addr;
 }
 
@@ -398,7 +399,7 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
 static void step_frame(pi_walker *w, const uint8_t *buf)
 {
     pi_frame f;
-    if (w->depth >= PI_MAX_DEPTH || pi_parse_frame(buf, &f) != 0) {
+    if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
         walker_fail(w);
         return;
     }
@@ -747,15 +748,36 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
     size_t depth = 0;
     bool awaiting = w->async_leaf != UINT32_MAX;
     size_t given_lines = awaiting ? s->async.prefix_len : 0; /* the start prefix's lines */
+    /* frames [cut_from, cut_to) from the root give way to one marker, leaving room for
+     * the marker and a leaf (the C callee or [await]) */
+    size_t cut_from = SIZE_MAX, cut_to = 0;
+    if (w->depth > PI_MAX_DEPTH - 2) {
+        cut_from = (PI_MAX_DEPTH - 2) / 2;
+        cut_to = w->depth - (PI_MAX_DEPTH - 3 - cut_from);
+        if (s->truncated_identity < 0)
+            s->truncated_identity = pi_codes_synthetic(&s->codes, "[frames truncated]");
+        if (s->truncated_identity < 0) {
+            s->stats.dropped++;
+            return;
+        }
+        s->stats.truncated++;
+    }
     /* root first: the walker holds the leaf first */
     for (size_t k = w->depth; k-- > 0;) {
+        size_t from_root = w->depth - 1 - k;
+        if (from_root >= cut_from && from_root < cut_to) {
+            if (from_root == cut_from) {
+                x->identities[depth] = (uint32_t)s->truncated_identity;
+                x->lines[depth++] = (int32_t)(cut_to - cut_from); /* the marker's count */
+            }
+            continue;
+        }
         pi_code_entry *e = code_entry(&x->codes, w->codes[k]);
         if (!e || pi_code_stale(e)) {
             s->stats.dropped++;
             s->stats.dropped_code++;
             return;
         }
-        size_t from_root = w->depth - 1 - k;
         if (from_root < given_lines) {
             x->identities[depth] = pi_code_identity(e);
             x->lines[depth++] = s->async.prefix_lines[from_root];

@@ -109,9 +109,13 @@ def test_leaves_name_blocking_c_calls():
         lock.acquire()
         a, b = socket.socketpair()
 
+        waited = []
+
         def blocked_on_lock():
             threading.Timer(0.2, lock.release).start()
+            start = time.perf_counter()
             lock.acquire()
+            waited.append(time.perf_counter() - start)
 
         def blocked_on_socket():
             threading.Timer(0.2, lambda: b.send(b"x")).start()
@@ -120,11 +124,12 @@ def test_leaves_name_blocking_c_calls():
         with Profiler() as p:
             blocked_on_lock()
             blocked_on_socket()
-        report(p.last_session)
+        report(p.last_session, waited=waited[0])
         """
     )
     stacks = result["stacks"]
-    assert time_in(stacks, "acquire") == pytest.approx(0.2, abs=0.05), stacks
+    # as long as the program measured (a busy machine may fire the Timer late)
+    assert time_in(stacks, "acquire") == pytest.approx(result["waited"], rel=0.2), stacks
     assert any(k.endswith("blocked_on_socket > recv") for k in stacks), stacks
 
 

@@ -192,3 +192,41 @@ def test_no_interpreter_plumbing_in_the_report():
     names = {name for key in result["stacks"] for name in key.split(" > ")}
     assert "<shim>" not in files and not any(name.startswith("<interpreter") for name in names), names
     assert time_in(result["stacks"], "key") > 0.01  # the calls back into Python were sampled
+
+
+def test_stacks_deeper_than_the_engine_keeps_lose_no_time():
+    # 12,000 frames: more than the 8,192 a sample keeps; the middle gives way to a marker
+    result = run_program(
+        """
+        sys.setrecursionlimit(30000)
+
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def down(n):
+            if n == 0:
+                spin(0.5)
+            else:
+                down(n - 1)
+
+        with Profiler() as p:
+            down(12000)
+        session = p.last_session
+        markers = {f for stack, _ in session.frame_records for f in stack if f.endswith("frames truncated]")}
+        depth = max(len(stack) for stack, _ in session.frame_records)
+        report(session, markers=sorted(markers), truncated=session.truncated_samples, depth=depth,
+               header=p.output_text().splitlines()[:4])
+        """
+    )
+    assert result["dropped"] <= result["samples"] * 0.05 + 1
+    assert sum(result["stacks"].values()) >= 0.9 * result["duration"]  # no time lost
+    # the innermost frames are kept: the leaf is there (deep walks are slow on 3.9/3.10, so
+    # the last tick's time, credited to stop()'s caller, can be a large part of the run)
+    assert time_in(result["stacks"], "spin") > 0
+    assert result["truncated"] >= 1 and any("Truncated:" in line for line in result["header"])
+    # outermost + marker + innermost: 8,192 frames, the marker counting the ones left out
+    assert result["depth"] <= 8192
+    counts = {int(marker.strip("[").split()[0]) for marker in result["markers"]}
+    assert counts and all(0 < count <= 12003 - 8000 for count in counts), result["markers"]

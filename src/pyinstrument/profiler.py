@@ -31,6 +31,7 @@ _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py"
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _BUILTIN = "<built-in>"
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
+_TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
 
 
 #: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
@@ -255,7 +256,7 @@ def session_from_snapshot(
     base = []
     is_profiler_code = []
     for function, filename, line_no, hides in identities:
-        if line_no == _SYNTHETIC_LINE and not filename:  # the engine's [await], [out-of-context]
+        if line_no == _SYNTHETIC_LINE and not filename:  # the engine's [await], [out-of-context], ...
             base.append(function)
             is_profiler_code.append(False)
             continue
@@ -316,7 +317,10 @@ def session_from_snapshot(
             key = (identity, line)
             text = frame_strings.get(key)
             if text is None:
-                text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
+                if base[identity] == _TRUNCATED:  # the marker's line is how many frames it stands for
+                    text = frame_strings[key] = f"[{line} frames truncated]"
+                else:
+                    text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
             stacks[index] = parent_stack + [text]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
@@ -363,6 +367,7 @@ def session_from_snapshot(
         frame_records_cpu=records_cpu,
         timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
+        truncated_samples=snapshot["truncated"],
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )
 

@@ -114,6 +114,7 @@ class Session:
         frame_records_cpu: Optional[Sequence[float]] = None,
         timeline: Optional[Iterable[Tuple[int, float]]] = None,
         dropped_samples: int = 0,
+        truncated_samples: int = 0,
         thread_names: Any = None,
     ):
         self.frame_records: List[FrameRecordType] = [(stack, float(t)) for stack, t in frame_records]
@@ -138,6 +139,8 @@ class Session:
             raise ValueError(f"timeline refers to frame record {max(timeline.records)}, which does not exist")
         self.timeline: Optional[Timeline] = timeline
         self.dropped_samples = int(dropped_samples or 0)
+        # samples of stacks deeper than the engine keeps: recorded without their middle
+        self.truncated_samples = int(truncated_samples or 0)
         self.thread_names = thread_names
 
     # -- paths ----------------------------------------------------------------------------
@@ -261,6 +264,7 @@ class Session:
             frame_records_cpu=cpu,
             timeline=timeline,
             dropped_samples=session1.dropped_samples + session2.dropped_samples,
+            truncated_samples=session1.truncated_samples + session2.truncated_samples,
             thread_names=thread_names,
         )
 
@@ -297,6 +301,7 @@ class Session:
                 else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
             )
         result["dropped_samples"] = self.dropped_samples
+        result["truncated_samples"] = self.truncated_samples
         result["thread_names"] = self.thread_names
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
         return result
@@ -326,6 +331,7 @@ class Session:
                 frame_records_cpu=json_dict.get("frame_records_cpu"),
                 timeline=_read_timeline(json_dict.get("timeline")),
                 dropped_samples=json_dict.get("dropped_samples") or 0,
+                truncated_samples=json_dict.get("truncated_samples") or 0,
                 thread_names=json_dict.get("thread_names"),
             )
         except SessionFileError:

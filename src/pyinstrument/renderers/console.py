@@ -160,6 +160,8 @@ class ConsoleRenderer(FrameRenderer):
         ]
         if session.dropped_samples:
             rows.append(["", "", f"Dropped:  {session.dropped_samples} thread samples"])
+        if session.truncated_samples:
+            rows.append(["", "", f"Truncated: {session.truncated_samples} deep stacks"])
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = []
         for n, row in enumerate(rows):

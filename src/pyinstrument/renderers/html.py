@@ -308,6 +308,7 @@ class HTMLRenderer(FrameRenderer):
                 "duration": _finite(session.duration),
                 "sample_count": session.sample_count,
                 "dropped_samples": session.dropped_samples,
+                "truncated_samples": session.truncated_samples,
                 "cpu_time": _finite(session.cpu_time),
                 "has_cpu": stacks.has_cpu,
                 "interval": _finite(session.min_interval),

@@ -548,6 +548,12 @@
       dropped ? percent(dropped, attempts) + " (" + dropped.toLocaleString() + ")" : "0%",
       "thread samples the sampler could not take, over all samples attempted"
     );
+    if (meta.truncated_samples)
+      fact(
+        "Truncated",
+        meta.truncated_samples.toLocaleString(),
+        "samples of stacks deeper than 8,192 frames, kept with their outermost and innermost frames"
+      );
     if (threadCount > 1) fact("Threads", String(threadCount));
     fact(
       "Python",
