@@ -1039,10 +1039,10 @@ def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, fro
     binary = bool(getattr(renderer, "output_is_binary", False))
     outfile = cli.options.outfile
     if outfile:
-        from pyinstrument.session import write_file_atomically
+        from pyinstrument._files import write_report_file
 
         try:
-            write_file_atomically(outfile, _as_bytes(report))
+            write_report_file(outfile, _as_bytes(report))
         except OSError as exc:
             identifier = remember_session_for_load_prev(session) if from_run else None
             kept = (f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE"
