@@ -584,6 +584,54 @@ def test_keyboard_interrupt_prints_report_and_ends_like_python(tmp_path, how):
     assert profiled.stderr.count("Traceback") == 1
 
 
+def test_ctrl_c_while_the_report_renders_keeps_the_session(tmp_path):
+    # a renderer that says when it has started and then waits until it is interrupted
+    write(tmp_path / "waiting.py", """
+        import time
+        from pyinstrument.renderers import Renderer
+
+        class Renderer(Renderer):
+            output_file_extension = "txt"
+
+            def render(self, session):
+                open("rendering", "w").close()
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                return "not interrupted\\n"
+    """)
+    write(tmp_path / "work.py", """
+        import time
+        def spin():
+            end = time.perf_counter() + 0.05
+            while time.perf_counter() < end:
+                pass
+        spin()
+    """)
+    run = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-r", "waiting.Renderer", "work.py"],
+                           cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           # Ctrl-C reaches python even when these tests run with SIGINT ignored
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "rendering").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, stderr
+    assert stdout == ""
+    match = re.fullmatch(r"pyinstrument: rendering the report was interrupted; the profile is kept: "
+                         r"pyinstrument --load-prev (\S+) \[options\]\n", stderr)
+    assert match, stderr
+    again = pyinstrument("--load-prev", match.group(1), "-p", "show_all", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "spin" in again.stdout
+
+
 def test_output_file(tmp_path):
     write(tmp_path / "work.py", """
         import time

@@ -26,6 +26,7 @@ import io
 import json
 import linecache
 import os
+import signal
 import string
 import sys
 import threading
@@ -1130,7 +1131,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 session = load_previous_session(cli.target or "")
             _flush_notes(cli)
-            write_report(cli, renderer, session, stdout, from_run=False)
+            try:
+                write_report(cli, renderer, session, stdout, from_run=False)
+            except KeyboardInterrupt:
+                return _rendering_interrupted(None)
             return 0
 
         target = make_target(cli)
@@ -1163,6 +1167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         if outcome is None:
             return 1
+    except KeyboardInterrupt:
+        return _rendering_interrupted(session)
 
     if outcome is None:
         return 0
@@ -1179,6 +1185,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _suppress_in_excepthook(outcome)
         raise outcome
     return 1
+
+
+def _rendering_interrupted(session: Any) -> int:
+    """Ctrl-C while the report was being made: one line, and the profile (when it
+    comes from this run) kept for --load-prev; exit status 130, as a shell gives it."""
+    message = "rendering the report was interrupted"
+    if session is not None:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not lose it
+        try:
+            identifier = remember_session_for_load_prev(session)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if identifier:
+            message += f"; the profile is kept: pyinstrument --load-prev {identifier} [options]"
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 130
 
 
 def _flush_notes(cli: CommandLine) -> None:
