@@ -747,6 +747,31 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_missing_script_that_names_a_module_or_a_command_gets_a_hint(tmp_path):
+    write(tmp_path / "lib" / "mytool.py", "print('the module ran')\n")
+    write(tmp_path / "bin" / "mycommand", "#!/usr/bin/env python3\nprint('the command ran')\n")
+    (tmp_path / "bin" / "mycommand").chmod(0o755)
+    write(tmp_path / "bin" / "notpython", "#!/bin/sh\necho not python\n")
+    (tmp_path / "bin" / "notpython").chmod(0o755)
+    (tmp_path / "work").mkdir()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "lib"), _env().get("PYTHONPATH")])),
+           "PATH": os.pathsep.join([str(tmp_path / "bin"), os.environ.get("PATH", "")])}
+    hints = {
+        "mytool": " (did you mean -m mytool?)",
+        "mycommand": " (did you mean --from-path mycommand?)",
+        "notpython": "",
+        "no_such_thing": "",
+    }
+    for name, hint in hints.items():
+        result = pyinstrument(name, cwd=tmp_path / "work", env=env)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr == f"pyinstrument: error: can't open file {name!r}: no such file or directory{hint}\n"
+    # the hints are right: each one runs the program
+    assert "the module ran" in pyinstrument("-m", "mytool", cwd=tmp_path / "work", env=env).stdout
+    assert "the command ran" in pyinstrument("--from-path", "mycommand", cwd=tmp_path / "work", env=env).stdout
+
+
 def test_target_description(tmp_path):
     write(tmp_path / "s.py", "pass\n")
     result = pyinstrument("--target-description", "Nightly job [{args}]", "s.py", "--fast", cwd=tmp_path)

@@ -688,7 +688,8 @@ class ScriptTarget(Target):
             self._prepare_stdin()
             return
         if not os.path.exists(path):
-            raise UsageError(f"can't open file {path!r}: no such file or directory")
+            hint = "" if self.from_path else _hint_for_missing_script(path)
+            raise UsageError(f"can't open file {path!r}: no such file or directory{hint}")
         if os.path.isdir(path) or zipfile.is_zipfile(path):
             self._prepare_path_entry(path)
             return
@@ -709,11 +710,10 @@ class ScriptTarget(Target):
         )
 
     def _find_on_path(self, name: str) -> str:
-        for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-            candidate = os.path.join(directory or os.curdir, name)
-            if os.path.isfile(candidate):
-                return candidate
-        raise UsageError(f"script {name!r} not found on PATH")
+        found = _find_on_path(name)
+        if found is None:
+            raise UsageError(f"script {name!r} not found on PATH")
+        return found
 
     def _prepare_stdin(self) -> None:
         sys.argv = ["-"] + self.args
@@ -739,6 +739,39 @@ class ScriptTarget(Target):
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         assert self.code is not None and self.module is not None
         return self.code, self.module
+
+
+def _find_on_path(name: str) -> Optional[str]:
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _hint_for_missing_script(name: str) -> str:
+    """For `pyinstrument black`: the module or the installed command it may mean."""
+    parts = name.split(".")
+    if all(part.isidentifier() for part in parts) and parts[-1] not in ("py", "pyw"):
+        # where -m would look, without importing anything
+        top = parts[0]
+        search_path = [os.getcwd()] + sys.path[1:]
+        if top in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(top, search_path):
+            return f" (did you mean -m {name}?)"
+    if os.sep not in name:
+        command = _find_on_path(name)
+        if command is not None and _is_python_script(command):
+            return f" (did you mean --from-path {name}?)"
+    return ""
+
+
+def _is_python_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            first_line = f.readline(256)
+    except OSError:
+        return False
+    return first_line.startswith(b"#!") and b"python" in first_line
 
 
 class ProgramTarget(Target):
