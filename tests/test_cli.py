@@ -351,6 +351,28 @@ def test_module_runs_as_under_plain_python(tmp_path):
     assert "Program: showmod a --b" in profiled.stdout
 
 
+def test_the_module_run_with_dash_m_is_shown_as_the_program_s_code(tmp_path):
+    # installed among the libraries, as `pip` or `black` are: folded away before
+    packages = tmp_path / "lib" / "site-packages"
+    write(packages / "spinpkg" / "__init__.py", "")
+    write(packages / "spinpkg" / "__main__.py", "from spinpkg.work import main\nmain()\n")
+    steps = ["step_one", "step_two", "step_three", "step_four", "step_five", "step_six"]
+    write(packages / "spinpkg" / "work.py", "import time\n" + "".join(
+        f"def {step}():\n    end = time.perf_counter() + 0.05\n    while time.perf_counter() < end:\n        pass\n"
+        for step in steps) + f"def main():\n    for step in ({', '.join(steps)}):\n        step()\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(packages), _env().get("PYTHONPATH")]))}
+
+    result = pyinstrument("-m", "spinpkg", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "main  spinpkg/work.py" in result.stdout
+    for step in steps:
+        assert f"{step}  spinpkg/work.py" in result.stdout
+    # --hide/--show given: they decide, as for any program
+    folded = pyinstrument("--show", "*/no-such-dir/*", "-m", "spinpkg", cwd=tmp_path, env=env)
+    assert "step_one" not in folded.stdout
+
+
 def test_package_main_runs_as_under_plain_python(tmp_path):
     write(tmp_path / "pkg" / "__init__.py", "")
     write(tmp_path / "pkg" / "__main__.py", SHOW_ENVIRONMENT)

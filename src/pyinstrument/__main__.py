@@ -26,6 +26,7 @@ import io
 import json
 import linecache
 import os
+import re
 import signal
 import string
 import sys
@@ -556,9 +557,10 @@ def processor_options_from(options: Any) -> Dict[str, Any]:
     return processor_options
 
 
-def create_renderer(cli: CommandLine, stdout: Any) -> Any:
+def create_renderer(cli: CommandLine, stdout: Any, own_code_regex: Optional[str] = None) -> Any:
     """Build the renderer from the command line before anything runs, so that bad
-    renderer options stop us before the program does."""
+    renderer options stop us before the program does. Frames whose path matches
+    ``own_code_regex`` are shown as the program's code unless --hide/--show decide."""
     options = cli.options
     name = cli.renderer_name
     renderer_class = get_renderer_class(name)
@@ -594,6 +596,8 @@ def create_renderer(cli: CommandLine, stdout: Any) -> Any:
     for key, value in (("unicode", auto_unicode), ("color", auto_color)):
         if key not in kwargs and accepted is not None and key in accepted:
             kwargs[key] = value
+    if own_code_regex and not processor_options and (accepted is None or "processor_options" in accepted):
+        kwargs["processor_options"] = {"show_regex": own_code_regex}
 
     if accepted is not None:
         unknown = sorted(set(cli.render_options) - accepted)
@@ -662,6 +666,11 @@ class Target:
 
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         raise NotImplementedError
+
+    def own_code_regex(self) -> Optional[str]:
+        """A regular expression for the file paths of the program's own code where
+        they would otherwise be taken for library code; None when there is none."""
+        return None
 
 
 def _compile(source: Any, filename: str) -> types.CodeType:
@@ -821,6 +830,23 @@ class ModuleTarget(Target):
         # like python -m: argv[0] is '-m' while the module is looked up
         sys.argv = ["-m"] + self.args
         _set_path0(os.getcwd())
+
+    def own_code_regex(self) -> Optional[str]:
+        # `-m pip`: pip's package is the program, though it lives among the libraries
+        top = self.name.partition(".")[0]
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(top, sys.path)  # imports nothing
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return None
+        if spec.submodule_search_locations:
+            places = [re.escape(os.path.join(location, "")) for location in spec.submodule_search_locations]
+        elif spec.origin:
+            places = [re.escape(spec.origin) + "$"]
+        else:
+            return None
+        return "(?:" + "|".join(places) + ")"
 
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         spec = self._find_spec(self.name)
@@ -1180,7 +1206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         # the renderer is imported with the program's sys.path, so -r can name a
         # renderer that lives beside the script
-        renderer = create_renderer(cli, stdout)
+        renderer = create_renderer(cli, stdout, target.own_code_regex())
         _check_output(cli, renderer, stdout)
         _flush_notes(cli)
         session, outcome = _run_profiled(cli, target)
