@@ -356,21 +356,31 @@ def test_the_module_run_with_dash_m_is_shown_as_the_program_s_code(tmp_path):
     packages = tmp_path / "lib" / "site-packages"
     write(packages / "spinpkg" / "__init__.py", "")
     write(packages / "spinpkg" / "__main__.py", "from spinpkg.work import main\nmain()\n")
-    steps = ["step_one", "step_two", "step_three", "step_four", "step_five", "step_six"]
-    write(packages / "spinpkg" / "work.py", "import time\n" + "".join(
-        f"def {step}():\n    end = time.perf_counter() + 0.05\n    while time.perf_counter() < end:\n        pass\n"
-        for step in steps) + f"def main():\n    for step in ({', '.join(steps)}):\n        step()\n")
+    write(packages / "spinpkg" / "work.py", """
+        import time
+
+        def main():
+            outer()
+
+        def outer():
+            middle()
+
+        def middle():
+            # until the thread has run 0.3 s, however busy the machine is
+            end = time.thread_time() + 0.3
+            while time.thread_time() < end:
+                pass
+    """)
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(packages), _env().get("PYTHONPATH")]))}
 
     result = pyinstrument("-m", "spinpkg", cwd=tmp_path, env=env)
 
     assert result.returncode == 0, result.stderr
-    assert "main  spinpkg/work.py" in result.stdout
-    for step in steps:
-        assert f"{step}  spinpkg/work.py" in result.stdout
+    for function in ("main", "outer", "middle"):
+        assert f"{function}  spinpkg/work.py" in result.stdout, result.stdout
     # --hide/--show given: they decide, as for any program
     folded = pyinstrument("--show", "*/no-such-dir/*", "-m", "spinpkg", cwd=tmp_path, env=env)
-    assert "step_one" not in folded.stdout
+    assert "outer  spinpkg/work.py" not in folded.stdout, folded.stdout
 
 
 def test_package_main_runs_as_under_plain_python(tmp_path):
