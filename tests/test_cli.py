@@ -351,6 +351,38 @@ def test_module_runs_as_under_plain_python(tmp_path):
     assert "Program: showmod a --b" in profiled.stdout
 
 
+def test_the_module_run_with_dash_m_is_shown_as_the_program_s_code(tmp_path):
+    # installed among the libraries, as `pip` or `black` are: folded away before
+    packages = tmp_path / "lib" / "site-packages"
+    write(packages / "spinpkg" / "__init__.py", "")
+    write(packages / "spinpkg" / "__main__.py", "from spinpkg.work import main\nmain()\n")
+    write(packages / "spinpkg" / "work.py", """
+        import time
+
+        def main():
+            outer()
+
+        def outer():
+            middle()
+
+        def middle():
+            # until the thread has run 0.3 s, however busy the machine is
+            end = time.thread_time() + 0.3
+            while time.thread_time() < end:
+                pass
+    """)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(packages), _env().get("PYTHONPATH")]))}
+
+    result = pyinstrument("-m", "spinpkg", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    for function in ("main", "outer", "middle"):
+        assert f"{function}  spinpkg/work.py" in result.stdout, result.stdout
+    # --hide/--show given: they decide, as for any program
+    folded = pyinstrument("--show", "*/no-such-dir/*", "-m", "spinpkg", cwd=tmp_path, env=env)
+    assert "outer  spinpkg/work.py" not in folded.stdout, folded.stdout
+
+
 def test_package_main_runs_as_under_plain_python(tmp_path):
     write(tmp_path / "pkg" / "__init__.py", "")
     write(tmp_path / "pkg" / "__main__.py", SHOW_ENVIRONMENT)
@@ -584,6 +616,47 @@ def test_keyboard_interrupt_prints_report_and_ends_like_python(tmp_path, how):
     assert profiled.stderr.count("Traceback") == 1
 
 
+def test_ctrl_c_while_the_report_renders_keeps_the_session(tmp_path):
+    # a renderer that says when it has started and then waits until it is interrupted
+    write(tmp_path / "waiting.py", """
+        import time
+        from pyinstrument.renderers import Renderer
+
+        class Renderer(Renderer):
+            output_file_extension = "txt"
+
+            def render(self, session):
+                open("rendering", "w").close()
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                return "not interrupted\\n"
+    """)
+    write(tmp_path / "work.py", "pass\n")
+    run = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-r", "waiting.Renderer", "work.py"],
+                           cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           # Ctrl-C reaches python even when these tests run with SIGINT ignored
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "rendering").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, stderr
+    assert stdout == ""
+    match = re.fullmatch(r"pyinstrument: rendering the report was interrupted; the profile is kept: "
+                         r"pyinstrument --load-prev (\S+) \[options\]\n", stderr)
+    assert match, stderr
+    again = pyinstrument("--load-prev", match.group(1), "-r", "json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["target_description"] == "Program: work.py"
+
+
 def test_output_file(tmp_path):
     write(tmp_path / "work.py", """
         import time
@@ -697,6 +770,31 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     assert lines[0].startswith("pyinstrument: error: ")
     assert message in lines[0]
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_missing_script_that_names_a_module_or_a_command_gets_a_hint(tmp_path):
+    write(tmp_path / "lib" / "mytool.py", "print('the module ran')\n")
+    write(tmp_path / "bin" / "mycommand", "#!/usr/bin/env python3\nprint('the command ran')\n")
+    (tmp_path / "bin" / "mycommand").chmod(0o755)
+    write(tmp_path / "bin" / "notpython", "#!/bin/sh\necho not python\n")
+    (tmp_path / "bin" / "notpython").chmod(0o755)
+    (tmp_path / "work").mkdir()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "lib"), _env().get("PYTHONPATH")])),
+           "PATH": os.pathsep.join([str(tmp_path / "bin"), os.environ.get("PATH", "")])}
+    hints = {
+        "mytool": " (did you mean -m mytool?)",
+        "mycommand": " (did you mean --from-path mycommand?)",
+        "notpython": "",
+        "no_such_thing": "",
+    }
+    for name, hint in hints.items():
+        result = pyinstrument(name, cwd=tmp_path / "work", env=env)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr == f"pyinstrument: error: can't open file {name!r}: no such file or directory{hint}\n"
+    # the hints are right: each one runs the program
+    assert "the module ran" in pyinstrument("-m", "mytool", cwd=tmp_path / "work", env=env).stdout
+    assert "the command ran" in pyinstrument("--from-path", "mycommand", cwd=tmp_path / "work", env=env).stdout
 
 
 def test_target_description(tmp_path):

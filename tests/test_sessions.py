@@ -195,19 +195,6 @@ def test_only_text_reports_to_the_terminal_are_kept(tmp_path, private_data_direc
     assert not history_directory(private_data_directory).exists()
 
 
-def test_the_ten_most_recent_are_kept(tmp_path, private_data_directory):
-    identifiers = [load_prev_hint(run_program(tmp_path, n).stdout) for n in range(12)]
-    assert len(set(identifiers)) == 12  # unique even within one second
-    kept = sorted(p.stem for p in history_directory(private_data_directory).iterdir())
-    assert kept == sorted(identifiers[2:])
-    gone = pyinstrument("--load-prev", identifiers[0], cwd=tmp_path)
-    assert gone.returncode == 2
-    assert gone.stderr.startswith(f"pyinstrument: error: no recent session {identifiers[0]!r} (the recent ones are ")
-    assert identifiers[-1] in gone.stderr
-    newest = pyinstrument("--load-prev", identifiers[-1], cwd=tmp_path)
-    assert "spin_11" in newest.stdout
-
-
 @pytest.mark.parametrize("identifier", ["nothing-like-this", "../../etc/passwd", "2024-01-01T00-00-00"])
 def test_unknown_previous_session_is_one_clear_error(tmp_path, identifier):
     result = pyinstrument("--load-prev", identifier, cwd=tmp_path)

@@ -288,7 +288,7 @@ def test_child_whose_save_never_ends_still_dies_of_sigterm(tmp_path: Path) -> No
             open("saved-for-3-s", "w").close()
             threading.Event().wait()
 
-        pyinstrument.session.write_file_atomically = save_that_never_ends
+        pyinstrument.session.write_report_file = save_that_never_ends
         threading.Event().wait(0.1)  # something to save
         print("ready", flush=True)
         threading.Event().wait()

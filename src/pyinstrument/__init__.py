@@ -1,6 +1,7 @@
 """pyinstrument: a statistical call-stack profiler for Python, with a sampling engine in C."""
 
-__version__ = "5.1.0.dev0+c"
+# the package version (pyproject.toml reads it from here); see CHANGELOG.md
+__version__ = "5.2.0"
 
 from pyinstrument.profiler import Profiler, profile  # noqa: E402
 

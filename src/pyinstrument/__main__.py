@@ -26,6 +26,8 @@ import io
 import json
 import linecache
 import os
+import re
+import signal
 import string
 import sys
 import threading
@@ -555,9 +557,10 @@ def processor_options_from(options: Any) -> Dict[str, Any]:
     return processor_options
 
 
-def create_renderer(cli: CommandLine, stdout: Any) -> Any:
+def create_renderer(cli: CommandLine, stdout: Any, own_code_regex: Optional[str] = None) -> Any:
     """Build the renderer from the command line before anything runs, so that bad
-    renderer options stop us before the program does."""
+    renderer options stop us before the program does. Frames whose path matches
+    ``own_code_regex`` are shown as the program's code unless --hide/--show decide."""
     options = cli.options
     name = cli.renderer_name
     renderer_class = get_renderer_class(name)
@@ -593,6 +596,8 @@ def create_renderer(cli: CommandLine, stdout: Any) -> Any:
     for key, value in (("unicode", auto_unicode), ("color", auto_color)):
         if key not in kwargs and accepted is not None and key in accepted:
             kwargs[key] = value
+    if own_code_regex and not processor_options and (accepted is None or "processor_options" in accepted):
+        kwargs["processor_options"] = {"show_regex": own_code_regex}
 
     if accepted is not None:
         unknown = sorted(set(cli.render_options) - accepted)
@@ -662,6 +667,11 @@ class Target:
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         raise NotImplementedError
 
+    def own_code_regex(self) -> Optional[str]:
+        """A regular expression for the file paths of the program's own code where
+        they would otherwise be taken for library code; None when there is none."""
+        return None
+
 
 def _compile(source: Any, filename: str) -> types.CodeType:
     # dont_inherit: this module's `from __future__ import annotations` must not leak
@@ -687,7 +697,8 @@ class ScriptTarget(Target):
             self._prepare_stdin()
             return
         if not os.path.exists(path):
-            raise UsageError(f"can't open file {path!r}: no such file or directory")
+            hint = "" if self.from_path else _hint_for_missing_script(path)
+            raise UsageError(f"can't open file {path!r}: no such file or directory{hint}")
         if os.path.isdir(path) or zipfile.is_zipfile(path):
             self._prepare_path_entry(path)
             return
@@ -708,11 +719,10 @@ class ScriptTarget(Target):
         )
 
     def _find_on_path(self, name: str) -> str:
-        for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-            candidate = os.path.join(directory or os.curdir, name)
-            if os.path.isfile(candidate):
-                return candidate
-        raise UsageError(f"script {name!r} not found on PATH")
+        found = _find_on_path(name)
+        if found is None:
+            raise UsageError(f"script {name!r} not found on PATH")
+        return found
 
     def _prepare_stdin(self) -> None:
         sys.argv = ["-"] + self.args
@@ -738,6 +748,39 @@ class ScriptTarget(Target):
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         assert self.code is not None and self.module is not None
         return self.code, self.module
+
+
+def _find_on_path(name: str) -> Optional[str]:
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _hint_for_missing_script(name: str) -> str:
+    """For `pyinstrument black`: the module or the installed command it may mean."""
+    parts = name.split(".")
+    if all(part.isidentifier() for part in parts) and parts[-1] not in ("py", "pyw"):
+        # where -m would look, without importing anything
+        top = parts[0]
+        search_path = [os.getcwd()] + sys.path[1:]
+        if top in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(top, search_path):
+            return f" (did you mean -m {name}?)"
+    if os.sep not in name:
+        command = _find_on_path(name)
+        if command is not None and _is_python_script(command):
+            return f" (did you mean --from-path {name}?)"
+    return ""
+
+
+def _is_python_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            first_line = f.readline(256)
+    except OSError:
+        return False
+    return first_line.startswith(b"#!") and b"python" in first_line
 
 
 class ProgramTarget(Target):
@@ -787,6 +830,23 @@ class ModuleTarget(Target):
         # like python -m: argv[0] is '-m' while the module is looked up
         sys.argv = ["-m"] + self.args
         _set_path0(os.getcwd())
+
+    def own_code_regex(self) -> Optional[str]:
+        # `-m pip`: pip's package is the program, though it lives among the libraries
+        top = self.name.partition(".")[0]
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(top, sys.path)  # imports nothing
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return None
+        if spec.submodule_search_locations:
+            places = [re.escape(os.path.join(location, "")) for location in spec.submodule_search_locations]
+        elif spec.origin:
+            places = [re.escape(spec.origin) + "$"]
+        else:
+            return None
+        return "(?:" + "|".join(places) + ")"
 
     def load(self) -> Tuple[types.CodeType, types.ModuleType]:
         spec = self._find_spec(self.name)
@@ -1039,10 +1099,10 @@ def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, fro
     binary = bool(getattr(renderer, "output_is_binary", False))
     outfile = cli.options.outfile
     if outfile:
-        from pyinstrument.session import write_file_atomically
+        from pyinstrument._files import write_report_file
 
         try:
-            write_file_atomically(outfile, _as_bytes(report))
+            write_report_file(outfile, _as_bytes(report))
         except OSError as exc:
             identifier = remember_session_for_load_prev(session) if from_run else None
             kept = (f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE"
@@ -1130,7 +1190,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 session = load_previous_session(cli.target or "")
             _flush_notes(cli)
-            write_report(cli, renderer, session, stdout, from_run=False)
+            try:
+                write_report(cli, renderer, session, stdout, from_run=False)
+            except KeyboardInterrupt:
+                return _rendering_interrupted(None)
             return 0
 
         target = make_target(cli)
@@ -1143,7 +1206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         # the renderer is imported with the program's sys.path, so -r can name a
         # renderer that lives beside the script
-        renderer = create_renderer(cli, stdout)
+        renderer = create_renderer(cli, stdout, target.own_code_regex())
         _check_output(cli, renderer, stdout)
         _flush_notes(cli)
         session, outcome = _run_profiled(cli, target)
@@ -1163,6 +1226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         if outcome is None:
             return 1
+    except KeyboardInterrupt:
+        return _rendering_interrupted(session)
 
     if outcome is None:
         return 0
@@ -1179,6 +1244,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _suppress_in_excepthook(outcome)
         raise outcome
     return 1
+
+
+def _rendering_interrupted(session: Any) -> int:
+    """Ctrl-C while the report was being made: one line, and the profile (when it
+    comes from this run) kept for --load-prev; exit status 130, as a shell gives it."""
+    message = "rendering the report was interrupted"
+    if session is not None:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not lose it
+        try:
+            identifier = remember_session_for_load_prev(session)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if identifier:
+            message += f"; the profile is kept: pyinstrument --load-prev {identifier} [options]"
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 130
 
 
 def _flush_notes(cli: CommandLine) -> None:

@@ -7,14 +7,13 @@ demand with :meth:`Session.root_frame`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import sys
 from array import array
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
+from pyinstrument._files import write_report_file
 from pyinstrument.frame import (
     ROOT_FRAME_IDENTIFIER,
     Frame,
@@ -340,9 +339,9 @@ class Session:
             raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
 
     def save(self, filename: "str | os.PathLike[str]") -> None:
-        """Write the session as a ``.pyisession`` file. An existing file is replaced
-        only once the new one is completely written."""
-        write_file_atomically(filename, json.dumps(self.to_json()).encode("ascii"))
+        """Write the session as a ``.pyisession`` file (see
+        :func:`pyinstrument._files.write_report_file` for what an existing path gets)."""
+        write_report_file(filename, json.dumps(self.to_json()).encode("ascii"))
 
     @staticmethod
     def load(filename: "str | os.PathLike[str]") -> "Session":
@@ -412,23 +411,8 @@ def _read_timeline(value: Any) -> Optional[Timeline]:
     raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
 
 
-def write_file_atomically(filename: "str | os.PathLike[str]", data: bytes) -> None:
-    """Write ``data`` to ``filename`` through a temporary file beside it, so that a
-    failure (a full disk, an interrupted run) never leaves a half-written file in
-    place of a good one. A new file gets the usual permissions (0666 less the umask)."""
-    directory, name = os.path.split(os.path.abspath(filename))
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
-        with contextlib.suppress(OSError):
-            os.chmod(temporary, os.stat(filename).st_mode & 0o7777)  # keep an existing file's mode
-        os.replace(temporary, filename)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+# the name the web middlewares and Profiler.write_html import the report writer by
+write_file_atomically = write_report_file
 
 
 def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:

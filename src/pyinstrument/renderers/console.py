@@ -63,6 +63,8 @@ class ConsoleRenderer(FrameRenderer):
     :param flat_time: in flat mode, sort and show by ``"self"`` time (time in the
         function's own code) or ``"total"`` time (including callees).
     :param short_mode: a compact report in a dotted box (used by ``@profile``).
+    :param show_cpu: beside each frame's wall-clock time, the CPU time its thread
+        spent running in it (``-p show_cpu`` on the command line).
 
     ``show_all``, ``timeline`` and ``processor_options`` are those of
     :class:`~pyinstrument.renderers.base.FrameRenderer`.
@@ -82,6 +84,7 @@ class ConsoleRenderer(FrameRenderer):
         time: str = "seconds",
         flat_time: str = "self",
         short_mode: bool = False,
+        show_cpu: bool = False,
     ) -> None:
         if time not in TIME_CHOICES:
             raise ValueError(f"time must be one of {', '.join(map(repr, TIME_CHOICES))}, not {time!r}")
@@ -96,6 +99,8 @@ class ConsoleRenderer(FrameRenderer):
         self.time = time
         self.flat_time = flat_time
         self.short_mode = short_mode
+        self.show_cpu = show_cpu
+        self._cpu_column = False  # show_cpu, and the session has CPU time per stack
         self.colors = _Colors(color)
         if flat:
             # the flat list covers every function; small entries are filtered on the
@@ -119,6 +124,7 @@ class ConsoleRenderer(FrameRenderer):
     def _render(self, session: Session) -> str:
         self._label_cache = {}
         self._precision = time_precision(session.min_interval)
+        self._cpu_column = self.show_cpu and session.frame_records_cpu is not None
         root = self.session_root_frame(session)
         if root is None or root.time <= 0:
             body = ["No samples were recorded."]
@@ -129,6 +135,8 @@ class ConsoleRenderer(FrameRenderer):
             body = self.render_flat(root) if self.flat else self.render_tree(root)
         dispose_tree(root)
 
+        if self.show_cpu:
+            body = [self._cpu_legend(), ""] + body
         if self.short_mode:
             return self._render_short(session, body)
 
@@ -171,6 +179,14 @@ class ConsoleRenderer(FrameRenderer):
             lines.append(("  " + "   ".join(cells)).rstrip())
         return lines
 
+    def _cpu_legend(self) -> str:
+        if not self._cpu_column:
+            return "(show_cpu: this session has no CPU time per frame; sessions from upstream pyinstrument do not)"
+        legend = "Each frame: wall-clock time, then (cpu ...) the CPU time its thread spent running in it"
+        if self.time == "percent_of_total":
+            return legend + ", both in % of the total wall-clock time"
+        return legend + " (none while sleeping or waiting)"
+
     def _render_short(self, session: Session, body: List[str]) -> str:
         summary = (
             f"Duration: {self._format_seconds(session.duration)}   "
@@ -202,19 +218,25 @@ class ConsoleRenderer(FrameRenderer):
             return c.green
         return c.dim
 
-    def frame_description(self, frame: Frame, value: Optional[float] = None) -> str:
-        """One report line (without tree glyphs): time, name and position."""
+    def frame_description(self, frame: Frame, value: Optional[float] = None, cpu_value: Optional[float] = None) -> str:
+        """One report line (without tree glyphs): time, name and position. ``value``
+        and ``cpu_value`` replace the frame's own times (the flat list's self times)."""
         seconds = frame.time if value is None else value
-        if self.time == "percent_of_total":
-            total = self._total
-            time_str = f"{(seconds / total * 100 if total else 0.0):.1f}%"
-        else:
-            time_str = f"{seconds:.{self._precision}f}"
+        time_str = self._format_time(seconds)
         if self.color:
             total = self._total
             proportion = seconds / total if total > 0 else 0.0
             time_str = self._time_color(proportion) + time_str + self.colors.reset
+        if self._cpu_column:
+            cpu = f"(cpu {self._format_time(frame.cpu_time if cpu_value is None else cpu_value)})"
+            time_str += " " + (self.colors.dim + cpu + self.colors.reset if self.color else cpu)
         return time_str + " " + self._label(frame)
+
+    def _format_time(self, seconds: float) -> str:
+        if self.time == "percent_of_total":
+            total = self._total
+            return f"{(seconds / total * 100 if total else 0.0):.1f}%"
+        return f"{seconds:.{self._precision}f}"
 
     def _label(self, frame: Frame) -> str:
         """``name  position`` of a frame (cached: most frames share identifiers)."""
@@ -325,15 +347,16 @@ class ConsoleRenderer(FrameRenderer):
     # -- flat -----------------------------------------------------------------------------
 
     def render_flat(self, root: Frame) -> List[str]:
-        # identifier -> [value, representative frame, representative's share]
+        # identifier -> [value, representative frame, representative's share, CPU value]
         entries: Dict[str, List[Any]] = {}
 
-        def add(frame: Frame, value: float) -> None:
+        def add(frame: Frame, value: float, cpu: float) -> None:
             entry = entries.get(frame.identifier)
             if entry is None:
-                entries[frame.identifier] = [value, frame, value]
+                entries[frame.identifier] = [value, frame, value, cpu]
             else:
                 entry[0] += value
+                entry[3] += cpu
                 if value > entry[2]:
                     entry[1], entry[2] = frame, value
 
@@ -343,7 +366,7 @@ class ConsoleRenderer(FrameRenderer):
                     continue
                 value = frame.total_self_time
                 if value > 0:
-                    add(frame, value)
+                    add(frame, value, frame.total_self_cpu_time)
         else:
             # total time, counting recursive calls once
             on_path: Dict[str, int] = {}
@@ -360,7 +383,7 @@ class ConsoleRenderer(FrameRenderer):
                     continue
                 depth = on_path.get(identifier, 0)
                 if depth == 0:
-                    add(frame, frame.time)
+                    add(frame, frame.time, frame.cpu_time)
                 on_path[identifier] = depth + 1
                 stack.append((frame, True))
                 stack.extend((c, False) for c in frame._children)
@@ -369,9 +392,9 @@ class ConsoleRenderer(FrameRenderer):
         if threshold is None:
             threshold = processors.DEFAULT_FILTER_THRESHOLD
         limit = 0.0 if self.show_all else self._total * float(threshold)
-        rows = [(v, f) for v, f, _ in entries.values() if v > 0 and v >= limit]
+        rows = [(v, f, cpu) for v, f, _, cpu in entries.values() if v > 0 and v >= limit]
         # (rounded so that float noise does not reorder equal times)
         rows.sort(key=lambda row: (-round(row[0], 9), row[1].display_name))
-        return [self.frame_description(f, value=v) for v, f in rows]
+        return [self.frame_description(f, value=v, cpu_value=cpu) for v, f, cpu in rows]
 
 
