@@ -385,7 +385,7 @@ def _read_frame_records(value: Any) -> List[FrameRecordType]:
             and _is_number(item[1])
         ):
             raise SessionFileError(f"damaged pyinstrument session: frame record {i} is not a [stack, seconds] pair")
-        records.append((item[0], float(item[1])))
+        records.append((item[0], _as_float(item[1])))
     _check_total([t for _, t in records], "the frame records' times")
     return records
 
@@ -402,6 +402,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _as_float(number: Union[int, float]) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer beyond any float: the checks that follow refuse it
+        return math.inf
+
+
 def _read_time(value: Any, what: str) -> float:
     if not (_is_number(value) and 0 <= value <= MAX_SECONDS):
         raise SessionFileError(f"damaged pyinstrument session: {what} is not a time in seconds "
@@ -412,7 +419,7 @@ def _read_time(value: Any, what: str) -> float:
 def _read_times(value: Any, what: str) -> List[float]:
     if not (isinstance(value, list) and all(_is_number(item) for item in value)):
         raise SessionFileError(f"damaged pyinstrument session: {what} is not a list of times in seconds")
-    times = [float(item) for item in value]
+    times = [_as_float(item) for item in value]
     _check_total(times, what)
     return times
 
@@ -481,7 +488,11 @@ def _read_timeline(value: Any) -> Optional[Timeline]:
             raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
                                    "record indices and nanoseconds") from None
     elif isinstance(value, list):
-        timeline = Timeline(value)
+        try:
+            timeline = Timeline(value)
+        except (TypeError, ValueError, OverflowError):
+            raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
+                                   "[record index, seconds] pairs") from None
     else:
         raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
     _check_total(timeline.seconds, "the timeline's times")
