@@ -308,8 +308,8 @@ class Session:
         :class:`SessionFileError` (a ValueError) saying what is wrong with it.
 
         Every value is checked here, so that whatever loads renders in every format:
-        times are finite, non-negative and add up to at most ``MAX_SECONDS``, counts
-        are whole numbers, names are strings and the timeline names records that exist.
+        times are finite, non-negative and add up to at most 10⁹ s, counts are whole
+        numbers, names are strings and the timeline names records that exist.
         """
         if not isinstance(json_dict, dict):
             raise SessionFileError("not a pyinstrument session (expected a JSON object)")
@@ -318,7 +318,6 @@ class Session:
             raise SessionFileError(f"not a pyinstrument session (no {', '.join(map(repr, missing))})")
         get = json_dict.get
         try:
-            frame_records_cpu = get("frame_records_cpu")
             return Session(
                 frame_records=_read_frame_records(get("frame_records") or []),
                 start_time=_read_start_time(json_dict["start_time"]),
@@ -331,8 +330,7 @@ class Session:
                 cpu_time=_read_time(get("cpu_time") or 0.0, "'cpu_time'"),
                 sys_path=_read_strings(get("sys_path"), "sys_path"),
                 sys_prefixes=_read_strings(get("sys_prefixes"), "sys_prefixes"),
-                frame_records_cpu=(None if frame_records_cpu is None
-                                   else _read_times(frame_records_cpu, "'frame_records_cpu'")),
+                frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
                 timeline=_read_timeline(get("timeline")),
                 dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
                 thread_names=_read_thread_names(get("thread_names")),
@@ -392,7 +390,7 @@ def _read_frame_records(value: Any) -> List[FrameRecordType]:
 
 #: the most seconds a session's times may add up to (about 31 years): more than any
 #: run, and little enough that every format's nanosecond or microsecond counts fit
-MAX_SECONDS = 1e9
+_MAX_SECONDS = 1e9
 #: the latest start time accepted (in the year 2255): nanoseconds since the epoch
 #: still fit the 64-bit integers of the formats that use them
 _MAX_START_TIME = 9e9
@@ -410,13 +408,15 @@ def _as_float(number: Union[int, float]) -> float:
 
 
 def _read_time(value: Any, what: str) -> float:
-    if not (_is_number(value) and 0 <= value <= MAX_SECONDS):
+    if not (_is_number(value) and 0 <= value <= _MAX_SECONDS):
         raise SessionFileError(f"damaged pyinstrument session: {what} is not a time in seconds "
-                               f"(a number from 0 to {MAX_SECONDS:g})")
+                               f"(a number from 0 to {_MAX_SECONDS:g})")
     return float(value)
 
 
-def _read_times(value: Any, what: str) -> List[float]:
+def _read_times(value: Any, what: str) -> Optional[List[float]]:
+    if value is None:
+        return None
     if not (isinstance(value, list) and all(_is_number(item) for item in value)):
         raise SessionFileError(f"damaged pyinstrument session: {what} is not a list of times in seconds")
     times = [_as_float(item) for item in value]
@@ -426,14 +426,14 @@ def _read_times(value: Any, what: str) -> List[float]:
 
 def _check_total(times: Sequence[float], what: str) -> None:
     """Each of ``times`` is a finite number of seconds, not negative, and together
-    they are at most MAX_SECONDS."""
+    they are at most _MAX_SECONDS."""
     try:
         total = math.fsum(times)
     except (ValueError, OverflowError):  # inf - inf, or a sum too large
         total = math.inf
-    if not (total <= MAX_SECONDS and min(times, default=0.0) >= 0):
+    if not (total <= _MAX_SECONDS and min(times, default=0.0) >= 0):
         raise SessionFileError(f"damaged pyinstrument session: {what} include a negative or infinite time, "
-                               f"or add up to more than {MAX_SECONDS:g} seconds")
+                               f"or add up to more than {_MAX_SECONDS:g} seconds")
 
 
 def _read_start_time(value: Any) -> float:
