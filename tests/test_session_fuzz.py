@@ -385,7 +385,7 @@ def test_command_line_refuses_a_damaged_file_in_one_line(tmp_path, case, existin
 
 
 def test_command_line_refuses_a_sample_of_the_fuzz_set(cases, tmp_path):
-    """Files the loader refuses, a few from each hand-made seed, each through one format."""
+    """Four files the loader refuses (mutations of the hand-made seeds), each through one format."""
     refused = []
     for label, data in cases:
         if label.startswith("hand-made"):
