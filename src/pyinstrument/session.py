@@ -8,6 +8,7 @@ demand with :meth:`Session.root_frame`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from array import array
@@ -308,30 +309,36 @@ class Session:
     @staticmethod
     def from_json(json_dict: Dict[str, Any]) -> "Session":
         """The session in a ``.pyisession`` document (ours or upstream's). Raises
-        :class:`SessionFileError` (a ValueError) saying what is wrong with it."""
+        :class:`SessionFileError` (a ValueError) saying what is wrong with it.
+
+        Every value is checked here, so that whatever loads renders in every format:
+        times are finite, non-negative and add up to at most 10⁹ s, counts are whole
+        numbers, names are strings and the timeline names records that exist.
+        """
         if not isinstance(json_dict, dict):
             raise SessionFileError("not a pyinstrument session (expected a JSON object)")
         missing = [key for key in ("start_time", "duration", "sample_count") if key not in json_dict]
         if missing:
             raise SessionFileError(f"not a pyinstrument session (no {', '.join(map(repr, missing))})")
+        get = json_dict.get
         try:
             return Session(
-                frame_records=_read_frame_records(json_dict.get("frame_records") or []),
-                start_time=json_dict["start_time"],
-                duration=json_dict["duration"],
-                min_interval=json_dict.get("min_interval", 0.001),
-                max_interval=json_dict.get("max_interval", 0.001),
-                sample_count=json_dict["sample_count"],
-                start_call_stack=_read_strings(json_dict.get("start_call_stack"), "start_call_stack"),
-                target_description=str(json_dict.get("target_description", "")),
-                cpu_time=json_dict.get("cpu_time") or 0.0,
-                sys_path=_read_strings(json_dict.get("sys_path"), "sys_path"),
-                sys_prefixes=_read_strings(json_dict.get("sys_prefixes"), "sys_prefixes"),
-                frame_records_cpu=json_dict.get("frame_records_cpu"),
-                timeline=_read_timeline(json_dict.get("timeline")),
-                dropped_samples=json_dict.get("dropped_samples") or 0,
-                truncated_samples=json_dict.get("truncated_samples") or 0,
-                thread_names=json_dict.get("thread_names"),
+                frame_records=_read_frame_records(get("frame_records") or []),
+                start_time=_read_start_time(json_dict["start_time"]),
+                duration=_read_time(json_dict["duration"], "'duration'"),
+                min_interval=_read_time(get("min_interval", 0.001), "'min_interval'"),
+                max_interval=_read_time(get("max_interval", 0.001), "'max_interval'"),
+                sample_count=_read_count(json_dict["sample_count"], "'sample_count'"),
+                start_call_stack=_read_strings(get("start_call_stack"), "start_call_stack"),
+                target_description=_read_string(get("target_description"), "'target_description'"),
+                cpu_time=_read_time(get("cpu_time") or 0.0, "'cpu_time'"),
+                sys_path=_read_strings(get("sys_path"), "sys_path"),
+                sys_prefixes=_read_strings(get("sys_prefixes"), "sys_prefixes"),
+                frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
+                timeline=_read_timeline(get("timeline")),
+                dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
+                truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
+                thread_names=_read_thread_names(get("thread_names")),
             )
         except SessionFileError:
             raise
@@ -351,6 +358,8 @@ class Session:
             data = f.read()
         try:
             document = json.loads(data)
+        except RecursionError:
+            raise SessionFileError("not a pyinstrument session (nested too deeply)") from None
         except UnicodeDecodeError:
             raise SessionFileError("not a pyinstrument session (not JSON text)") from None
         except json.JSONDecodeError as exc:
@@ -376,12 +385,81 @@ def _read_frame_records(value: Any) -> List[FrameRecordType]:
             and len(item) == 2
             and isinstance(item[0], list)
             and all(isinstance(frame, str) for frame in item[0])
-            and isinstance(item[1], (int, float))
-            and not isinstance(item[1], bool)
+            and _is_number(item[1])
         ):
             raise SessionFileError(f"damaged pyinstrument session: frame record {i} is not a [stack, seconds] pair")
-        records.append((item[0], float(item[1])))
+        records.append((item[0], _as_float(item[1])))
+    _check_total([t for _, t in records], "the frame records' times")
     return records
+
+
+#: the most seconds a session's times may add up to (about 31 years): more than any
+#: run, and little enough that every format's nanosecond or microsecond counts fit
+_MAX_SECONDS = 1e9
+#: the latest start time accepted (in the year 2255): nanoseconds since the epoch
+#: still fit the 64-bit integers of the formats that use them
+_MAX_START_TIME = 9e9
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_float(number: Union[int, float]) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer beyond any float: the checks that follow refuse it
+        return math.inf
+
+
+def _read_time(value: Any, what: str) -> float:
+    if not (_is_number(value) and 0 <= value <= _MAX_SECONDS):
+        raise SessionFileError(f"damaged pyinstrument session: {what} is not a time in seconds "
+                               f"(a number from 0 to {_MAX_SECONDS:g})")
+    return float(value)
+
+
+def _read_times(value: Any, what: str) -> Optional[List[float]]:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and all(_is_number(item) for item in value)):
+        raise SessionFileError(f"damaged pyinstrument session: {what} is not a list of times in seconds")
+    times = [_as_float(item) for item in value]
+    _check_total(times, what)
+    return times
+
+
+def _check_total(times: Sequence[float], what: str) -> None:
+    """Each of ``times`` is a finite number of seconds, not negative, and together
+    they are at most _MAX_SECONDS."""
+    try:
+        total = math.fsum(times)
+    except (ValueError, OverflowError):  # inf - inf, or a sum too large
+        total = math.inf
+    if not (total <= _MAX_SECONDS and min(times, default=0.0) >= 0):
+        raise SessionFileError(f"damaged pyinstrument session: {what} include a negative or infinite time, "
+                               f"or add up to more than {_MAX_SECONDS:g} seconds")
+
+
+def _read_start_time(value: Any) -> float:
+    if not (_is_number(value) and 0 <= value <= _MAX_START_TIME):
+        raise SessionFileError("damaged pyinstrument session: 'start_time' is not a time since the epoch "
+                               "(a number of seconds from 1970 to 2255)")
+    return float(value)
+
+
+def _read_count(value: Any, what: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63):
+        raise SessionFileError(f"damaged pyinstrument session: {what} is not a count (a whole number from 0)")
+    return value
+
+
+def _read_string(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SessionFileError(f"damaged pyinstrument session: {what} is not a string")
+    return value
 
 
 def _read_strings(value: Any, key: str) -> List[str]:
@@ -389,6 +467,14 @@ def _read_strings(value: Any, key: str) -> List[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise SessionFileError(f"damaged pyinstrument session: {key!r} is not a list of strings")
+    return value
+
+
+def _read_thread_names(value: Any) -> Optional[Dict[str, str]]:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and all(isinstance(name, str) for name in value.values())):
+        raise SessionFileError("damaged pyinstrument session: 'thread_names' is not an object of names")
     return value
 
 
@@ -402,13 +488,20 @@ def _read_timeline(value: Any) -> Optional[Timeline]:
         if not isinstance(records, list) or not isinstance(nanoseconds, list):
             raise SessionFileError("damaged pyinstrument session: the timeline has no records or nanoseconds")
         try:
-            return Timeline.from_arrays(array("I", records), array("f", [n / 1e9 for n in nanoseconds]))
+            timeline = Timeline.from_arrays(array("I", records), array("f", [n / 1e9 for n in nanoseconds]))
         except (TypeError, OverflowError):
             raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
                                    "record indices and nanoseconds") from None
-    if isinstance(value, list):
-        return Timeline(value)
-    raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
+    elif isinstance(value, list):
+        try:
+            timeline = Timeline(value)
+        except (TypeError, ValueError, OverflowError):
+            raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
+                                   "[record index, seconds] pairs") from None
+    else:
+        raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
+    _check_total(timeline.seconds, "the timeline's times")
+    return timeline
 
 
 # the name the web middlewares and Profiler.write_html import the report writer by

@@ -14,6 +14,9 @@ from pyinstrument.renderers.base import FrameRenderer
 from pyinstrument.session import Session
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# a lone surrogate other than U+DC80-U+DCFF (surrogateescape's stand-in for a file
+# name's undecodable byte, written back as that byte) cannot be written as UTF-8
+_UNWRITABLE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 _by_time = attrgetter("time")
 
 TIME_CHOICES = ("seconds", "percent_of_total")
@@ -119,7 +122,8 @@ class ConsoleRenderer(FrameRenderer):
 
     def render(self, session: Session) -> str:
         with gc_paused():
-            return self._render(session)
+            report = self._render(session)
+        return _UNWRITABLE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", report)
 
     def _render(self, session: Session) -> str:
         self._label_cache = {}

@@ -91,6 +91,7 @@ CATEGORIES: List[Dict[str, Any]] = [
 #: resource type for a named bag of code (the profiler's ``ResourceType.Library``)
 RESOURCE_TYPE_LIBRARY = 1
 
+_MAX_CPU_SHARE = 1000.0  # CPU seconds per wall second of one stack in one thread (see _cpu_rates)
 _MICROSECONDS = 1e6
 _FALLBACK_INTERVAL_US = 1000
 
@@ -502,7 +503,10 @@ class _ProfileWriter:
             pair = sums[thread][stack]
             pair[0] += max(cpu, 0.0)
             pair[1] += max(wall, 0.0)
-        return [[cpu / wall if wall > 0 else 0.0 for cpu, wall in thread_sums] for thread_sums in sums]
+        # one thread uses at most one CPU; the cap, far above that so that measuring
+        # jitter is kept, only keeps the shares of a session with odd times finite
+        return [[min(cpu / wall, _MAX_CPU_SHARE) if wall > 0 else 0.0 for cpu, wall in thread_sums]
+                for thread_sums in sums]
 
     def _one_thread(
         self,
