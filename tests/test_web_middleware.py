@@ -73,7 +73,7 @@ def flask_app() -> Any:
 
     @app.route("/compute")
     def flask_compute_view() -> str:
-        busy(0.03)
+        busy(0.2)
         return "computed"
 
     @app.route("/fast")
@@ -388,7 +388,7 @@ def test_flask_profile_dir_writes_a_report_per_request(tmp_path: Any) -> None:
     compute = next(n for n in names if "_compute" in n)
     stream = next(n for n in names if "_stream" in n)
     assert compute.endswith(".html") and stream.endswith(".html")
-    assert seconds_in_name(compute) >= 0.03
+    assert seconds_in_name(compute) >= 0.2
     assert "flask_compute_view" in (folder / compute).read_text("utf-8")
     # the streamed body is produced after the view returned: still in the profile
     assert "chunks" in (folder / stream).read_text("utf-8")
@@ -696,7 +696,7 @@ def fastapi_app(events: List[str]) -> Any:
 
     @app.get("/compute")
     async def fastapi_compute_view() -> dict:
-        busy(0.03)
+        busy(0.2)
         return {"result": "computed"}
 
     @app.get("/fast")
@@ -710,7 +710,7 @@ def fastapi_app(events: List[str]) -> Any:
 
     @app.get("/threaded")
     def fastapi_threadpool_view() -> dict:
-        busy(0.03)
+        busy(0.2)
         return {"result": "threaded"}
 
     # /alpha waits for /beta to do its work: made to overlap in one event loop
@@ -802,7 +802,7 @@ def test_fastapi_profile_query_refused_by_show_callback() -> None:
 @needs_fastapi
 def test_fastapi_slow_threshold_and_all_threads(tmp_path: Any) -> None:
     with serve_fastapi(profile_dir=tmp_path, slow_threshold=0.1) as (base, middleware, _):
-        for path in ("/fast", "/slow", "/compute"):
+        for path in ("/fast", "/slow"):
             assert get(base + path)[0] == 200
         assert middleware.wait_for_reports(30)
     names = report_files(tmp_path)
