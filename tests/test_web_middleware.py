@@ -282,7 +282,9 @@ def test_plain_wsgi_server_with_slow_threshold(tmp_path: Any) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    middleware = WSGIProfilerMiddleware(plain_wsgi_app, profile_dir=tmp_path, slow_threshold=0.4, show_callback=is_local_request)
+    middleware = WSGIProfilerMiddleware(
+        plain_wsgi_app, profile_dir=tmp_path, slow_threshold=0.4, show_callback=is_local_request
+    )
     server = make_wsgiref_server("127.0.0.1", 0, middleware, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -613,6 +615,7 @@ for _ in range(3):
         ("slow_threshold", float("nan")),
         ("interval", "abc"),
         ("interval", 0),
+        ("interval", None),
         ("profile_dir", 42),
         ("profile_dir", ""),
         ("profile_dir", "a\x00b"),

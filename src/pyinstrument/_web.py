@@ -165,17 +165,31 @@ def fit_file_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
 # Django, ``PYINSTRUMENT_KEEP_SLOWEST``) and raises ValueError with one line naming it.
 
 
-def seconds_option(name: str, value: Any, *, zero_allowed: bool = True) -> Optional[float]:
-    """None, or a finite number of seconds (a number or a string such as ``"0.5"``)."""
+def _seconds(value: Any) -> float:
+    """A number of seconds from a number or a string such as ``"0.5"``; NaN if none."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def seconds_option(name: str, value: Any) -> Optional[float]:
+    """None, or a finite number of seconds, 0 or more."""
     if value is None:
         return None
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
-        kind = "a number of seconds" if zero_allowed else "a positive number of seconds"
-        raise ValueError(f"{name} must be {kind}, not {value!r}")
+    seconds = _seconds(value)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    return seconds
+
+
+def interval_option(name: str, value: Any) -> float:
+    """A finite number of seconds, more than 0."""
+    seconds = _seconds(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return seconds
 
 
@@ -245,7 +259,7 @@ def renderer_class_for(renderer: Union[None, str, type, Any], name: str = "rende
         except UsageError as error:
             raise ValueError(f"{name}: {error}") from None
     if not callable(getattr(renderer, "render", None)):
-        raise ValueError(f"{name} must be a renderer (a class or object with a render(session) method), not {renderer!r}")
+        raise ValueError(f"{name} must be a renderer class or object (with a render(session) method), not {renderer!r}")
     return renderer
 
 
@@ -355,7 +369,7 @@ class WebProfiling:
         self.profile_dir = folder_option(name("profile_dir"), profile_dir)
         self.url_argument = url_argument_option(name("url_argument"), url_argument)
         self.show_callback = callback_option(name("show_callback"), show_callback)
-        self.interval = seconds_option(name("interval"), interval, zero_allowed=False)
+        self.interval = interval_option(name("interval"), interval)
         self.renderer = renderer_class_for(renderer, name("renderer"))
         self.filename = filename_option(name("filename"), filename)
         self.filename_callback = callback_option(name("filename_callback"), filename_callback)

@@ -3,9 +3,9 @@
 ``app.add_middleware(ProfilerMiddleware, profile_dir="profiles")`` (or
 ``ProfilerMiddleware(app, ...)`` around any ASGI app) profiles every HTTP request and
 writes a report per request; ``?profile`` returns that request's report instead of the
-response, for requests a show callback allows (by default nobody; see
-``show_callback`` in :mod:`pyinstrument.wsgi`). Lifespan and websocket connections pass through untouched. See
-docs/web.md.
+response, for requests a show callback allows (by default nobody; see ``show_callback``
+in :mod:`pyinstrument.wsgi`). Lifespan and websocket connections pass through untouched.
+See docs/web.md.
 
 What a report holds: the thread running the event loop, sampled from the request's
 start to the application's return. Concurrent requests run interleaved on that one
