@@ -576,7 +576,7 @@ def test_a_failed_write_leaves_no_file_and_logs_one_line(tmp_path: Any, caplog: 
     assert len(report_files(tmp_path)) == 1
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs RLIMIT_FSIZE")
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE and SIGXFSZ")
 def test_a_file_size_limit_leaves_no_empty_report_files(tmp_path: Any) -> None:
     """A real failed write: the process may write no file over 4 kB (its reports are
     larger), so every write fails with "File too large"."""
