@@ -3,9 +3,9 @@
 ``app.add_middleware(ProfilerMiddleware, profile_dir="profiles")`` (or
 ``ProfilerMiddleware(app, ...)`` around any ASGI app) profiles every HTTP request and
 writes a report per request; ``?profile`` returns that request's report instead of the
-response, for requests the show callback allows (by default, from this machine and
-through no proxy). Lifespan and websocket connections pass through untouched. See
-docs/web.md.
+response, for requests a show callback allows (by default nobody; see ``show_callback``
+in :mod:`pyinstrument.wsgi`). Lifespan and websocket connections pass through untouched.
+See docs/web.md.
 
 What a report holds: the thread running the event loop, sampled from the request's
 start to the application's return. Concurrent requests run interleaved on that one
@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from pyinstrument._web import ProfilingMiddleware, RequestInfo, headers_mapping
+from pyinstrument._web import ProfilingMiddleware, RequestInfo, headers_mapping, is_local_request
 from pyinstrument.profiler import Profiler
 from pyinstrument.session import Session
 
-__all__ = ["ProfilerMiddleware", "request_info"]
+__all__ = ["ProfilerMiddleware", "RequestInfo", "is_local_request", "request_info"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -116,9 +116,10 @@ class ProfilerMiddleware(ProfilingMiddleware):
 
 async def _off_the_loop(function: Callable[..., Any], *args: Any) -> Any:
     """Run ``function`` (rendering, file writing) in a worker thread under asyncio, so
-    that other requests go on meanwhile; inline under other event loops (trio)."""
+    that other requests go on meanwhile; inline under other event loops (trio) and when
+    the loop's executor takes no more work (shutting down)."""
     try:
-        loop = asyncio.get_running_loop()
+        work = asyncio.get_running_loop().run_in_executor(None, function, *args)
     except RuntimeError:
         return function(*args)
-    return await loop.run_in_executor(None, function, *args)
+    return await work

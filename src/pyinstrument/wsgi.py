@@ -2,9 +2,9 @@
 
 ``app.wsgi_app = ProfilerMiddleware(app.wsgi_app, profile_dir="profiles")`` profiles
 every request and writes a report per request; ``?profile`` in a request's query string
-returns that request's report instead of the response (only for requests the show
-callback allows: by default, requests from this machine that came through no proxy).
-See docs/web.md.
+returns that request's report instead of the response, for the requests a show
+callback allows (there is none by default: nobody gets a report until you say who may,
+e.g. ``show_callback=is_local_request``). See docs/web.md.
 
 Each request is profiled in its own thread by its own Profiler, so a threaded server's
 concurrent requests are profiled at the same time, each report holding its own thread.
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
-from pyinstrument._web import ProfilingMiddleware, RequestInfo, headers_mapping
+from pyinstrument._web import ProfilingMiddleware, RequestInfo, headers_mapping, is_local_request
 from pyinstrument.profiler import Profiler
 from pyinstrument.session import Session
 
-__all__ = ["ProfilerMiddleware", "request_info"]
+__all__ = ["ProfilerMiddleware", "RequestInfo", "is_local_request", "request_info"]
 
 
 def _wsgi_text(value: str) -> str:
@@ -54,7 +54,9 @@ class ProfilerMiddleware(ProfilingMiddleware):
     :param url_argument: the query argument (``?profile``) that returns the request's
         report instead of its response; None turns this off.
     :param show_callback: ``callback(request_info) -> bool``: may this request see its
-        report? Default: only requests from localhost that came through no proxy.
+        report? Default: None, nobody may. ``is_local_request`` allows requests from
+        this machine that carry no proxy header (see docs/web.md for what it cannot
+        tell apart).
     :param interval: seconds between samples.
     :param renderer: the report format: a ``-r`` name (``"html"``, ``"speedscope"``, ...),
         a dotted path, a Renderer class, or an instance (used for every report). HTML by
@@ -69,6 +71,7 @@ class ProfilerMiddleware(ProfilingMiddleware):
         (method and path), deleting the files of those pushed out.
     :param all_threads: sample every thread during the request, not only the one
         running it (for work handed to other threads; concurrent requests then mix).
+    :raises ValueError: an option that cannot be used (one line naming it).
     """
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
