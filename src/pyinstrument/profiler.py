@@ -21,7 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from pyinstrument import _async, _engine
 from pyinstrument.frame import frame_info_get_identifier
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.session import Session, Timeline, write_file_atomically
+from pyinstrument._files import write_report_file
+from pyinstrument.session import Session, Timeline
 
 # The process forks with the threads it would have unprofiled: the sampling threads are
 # joined around os.fork() (CPython 3.12+ warns when a process with threads forks).
@@ -669,7 +670,7 @@ class Profiler:
         from pyinstrument.renderers.html import HTMLRenderer
 
         renderer = HTMLRenderer(timeline=timeline, show_all=show_all, resample_interval=resample_interval)
-        write_file_atomically(path, self.output(renderer).encode("utf-8"))
+        write_report_file(path, self.output(renderer).encode("utf-8"))
 
     def open_in_browser(self, timeline: bool = False, resample_interval: Optional[float] = None) -> str:
         """Write the HTML report of the last session to a temporary file, open it in the

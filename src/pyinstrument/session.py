@@ -504,10 +504,6 @@ def _read_timeline(value: Any) -> Optional[Timeline]:
     return timeline
 
 
-# the name the web middlewares and Profiler.write_html import the report writer by
-write_file_atomically = write_report_file
-
-
 def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:
     """From ``frame`` (matching ``start[position - 1]``), go down while the single
     child matches the next identifier of the start stack."""
@@ -548,4 +544,4 @@ def _merge_thread_names(a: Any, b: Any) -> Any:
     return a
 
 
-__all__ = ["Session", "SessionFileError", "Timeline", "FrameRecordType", "ROOT_FRAME_IDENTIFIER", "write_file_atomically"]
+__all__ = ["Session", "SessionFileError", "Timeline", "FrameRecordType", "ROOT_FRAME_IDENTIFIER"]
