@@ -594,27 +594,48 @@ def _file_supports_color(file: Any) -> bool:
         return False
 
 
-class profile:
-    """`@profile`, `@profile(...)` or `with profile():` — prints a short report to stderr."""
+def profile(
+    func: Optional[Callable[..., Any]] = None,
+    /,
+    *,
+    interval: float = 0.001,
+    async_mode: str = "disabled",
+    use_timing_thread: Optional[bool] = None,
+    renderer: Any = None,
+    target_description: Optional[str] = None,
+) -> Any:
+    """`@profile`, `@profile(...)` or `with profile():` — prints a short report to stderr
+    after each call of the decorated function, or when the block ends.
+
+    The decorated function is a plain function (or coroutine function, or
+    staticmethod/classmethod when given one), so it works as a method too.
+    """
+    context = _ProfileContext(
+        interval=interval,
+        async_mode=async_mode,
+        use_timing_thread=use_timing_thread,
+        renderer=renderer,
+        target_description=target_description,
+    )
+    return context if func is None else context(func)
+
+
+class _ProfileContext:
+    """What `profile(...)` returns: a decorator and a `with` block."""
 
     def __init__(
         self,
-        func: Optional[Callable[..., Any]] = None,
-        /,
         *,
-        interval: float = 0.001,
-        async_mode: str = "disabled",
-        use_timing_thread: Optional[bool] = None,
-        renderer: Any = None,
-        target_description: Optional[str] = None,
+        interval: float,
+        async_mode: str,
+        use_timing_thread: Optional[bool],
+        renderer: Any,
+        target_description: Optional[str],
     ):
-        self._func = func
         self._options = dict(interval=interval, async_mode=async_mode, use_timing_thread=use_timing_thread)
         self._renderer = renderer
         self._target_description = target_description
         self._profiler: Optional[Profiler] = None
-        if func is not None:
-            self._wrapped = self._wrap(func)
 
     def _report(self, profiler: Profiler) -> None:
         renderer = self._renderer or ConsoleRenderer(
@@ -622,44 +643,61 @@ class profile:
         )
         print(profiler.output(renderer), file=sys.stderr)
 
-    def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _start(self, caller: Optional[types.FrameType], description: Optional[str]) -> Profiler:
+        profiler = Profiler(**self._options)  # type: ignore[arg-type]
+        profiler.start(caller_frame=caller, target_description=description)
+        return profiler
+
+    def _stop(self, profiler: Profiler) -> None:
+        profiler.stop()
+        self._report(profiler)
+
+    def __call__(self, func: Callable[..., Any]) -> Any:
+        if not callable(func) and not isinstance(func, (staticmethod, classmethod)):
+            raise TypeError("profile(...) takes the function to decorate")
+        if isinstance(func, (staticmethod, classmethod)):
+            # wrap the function inside, keep the method kind
+            return type(func)(self(func.__func__))
+
         import functools
 
         code = getattr(func, "__code__", None)
         where = f" at {code.co_filename}:{code.co_firstlineno}" if code else ""
         description = self._target_description or f"Function {getattr(func, '__qualname__', func)}{where}"
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            profiler = Profiler(**self._options)  # type: ignore[arg-type]
-            profiler.start(caller_frame=inspect.currentframe(), target_description=description)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                profiler.stop()
-                self._report(profiler)
+        # Both wrappers are named `wrapper`: session_from_snapshot keeps what runs under
+        # a profiler.py function of that name (the user's call) and drops the rest.
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                profiler = self._start(inspect.currentframe(), description)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self._stop(profiler)
+
+        else:
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                profiler = self._start(inspect.currentframe(), description)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    self._stop(profiler)
 
         return wrapper
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._func is not None:
-            return self._wrapped(*args, **kwargs)
-        # @profile(...) applied to a function
-        if len(args) == 1 and not kwargs and callable(args[0]):
-            return self._wrap(args[0])
-        raise TypeError("profile(...) takes the function to decorate")
 
     def __enter__(self) -> Profiler:
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         description = self._target_description
         if description is None and caller is not None:
             description = f"Block at {caller.f_code.co_filename}:{caller.f_lineno}"
-        self._profiler = Profiler(**self._options)  # type: ignore[arg-type]
-        self._profiler.start(caller_frame=caller, target_description=description)
+        self._profiler = self._start(caller, description)
         return self._profiler
 
     def __exit__(self, *exc_info: Any) -> None:
         assert self._profiler is not None
-        self._profiler.stop()
-        self._report(self._profiler)
-        self._profiler = None
+        profiler, self._profiler = self._profiler, None
+        self._stop(profiler)
