@@ -21,12 +21,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
 from pyinstrument.renderers import ConsoleRenderer
+from pyinstrument.frame import THREAD_FILE, frame_info_get_identifier, is_path_in_package
 from pyinstrument.session import Session, Timeline, write_file_atomically
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _BUILTIN = "<built-in>"
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
+_COMMAND_LINE_FILE = os.path.join(os.path.dirname(_PROFILER_FILE), "__main__.py")
 
 
 #: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
@@ -247,6 +249,7 @@ def session_from_snapshot(
             timeline_records.append(record)
             timeline_seconds.append(wall_ns / 1e9)
 
+    start_call_stack = _strip_command_line_frames(records, records_cpu, start_call_stack)
     return Session(
         frame_records=records,
         start_time=start_time,
@@ -264,6 +267,44 @@ def session_from_snapshot(
         dropped_samples=snapshot["dropped"],
         thread_names={str(ident): name for ident, name in names.items()} if all_threads else None,
     )
+
+
+def _strip_command_line_frames(
+    records: List[Tuple[List[str], float]], records_cpu: List[float], start_call_stack: List[str]
+) -> List[str]:
+    """When the ``pyinstrument`` command started the profiler, takes its own frames off
+    the records (in place), so that the program's ``<module>`` is at the top of the
+    stacks in the session and in its files, whatever reads them; returns the start
+    stack to keep (none then). Otherwise changes nothing.
+
+    What goes: the start stack (the console script or runpy, ``main`` ...
+    ``_exec_target``), then the command line's frames below it (loading the target,
+    waiting for threads). A record with nothing else is the command line's own work:
+    it keeps its thread and no time, like the time between samples.
+    """
+    stem = [frame_info_get_identifier(f) for f in start_call_stack]
+    if not any(_file_of(identifier) == _COMMAND_LINE_FILE for identifier in stem):
+        return start_call_stack
+    for index, (stack, seconds) in enumerate(records):
+        first = 1 if stack and _file_of(stack[0]) == THREAD_FILE else 0
+        n = first
+        while n < len(stack) and n - first < len(stem) and frame_info_get_identifier(stack[n]) == stem[n - first]:
+            n += 1
+        if n - first < len(stem) and n < len(stack):
+            continue  # another thread, or a stack not from the command line
+        while n < len(stack) and is_path_in_package(_file_of(stack[n]), "pyinstrument"):
+            n += 1
+        if n == len(stack):
+            records[index] = (stack[:first], 0.0)
+            records_cpu[index] = 0.0
+        else:
+            records[index] = (stack[:first] + stack[n:], seconds)
+    return []
+
+
+def _file_of(frame_info: str) -> str:
+    parts = frame_info.split("\x00", 2)
+    return os.path.normcase(parts[1]) if len(parts) > 1 else ""
 
 
 class Profiler:
