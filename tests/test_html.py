@@ -129,6 +129,69 @@ def test_command_line_writes_html(tmp_path):
     assert "spin" in page_data((tmp_path / "by-extension.html").read_text(encoding="utf-8"))["frames"]["name"]
 
 
+def test_generated_code_is_not_application_code():
+    module = frame_string("<module>", f"{APP}/shapes.py", 1, current=20)
+    generated = [
+        frame_string("__create_fn__.<locals>.__init__", "<string>", 3, current=5),  # dataclasses
+        frame_string("__init__", "<attrs generated init shapes.Point>", 1, current=2),
+        frame_string("decorated", "<decorator-gen-12>", 1, current=2),
+        frame_string("<lambda>", "<frozen importlib._bootstrap>", 1, current=2),
+    ]
+    typed = [
+        frame_string("<module>", "<string>", 1, current=2),  # pyinstrument -c, exec("...")
+        frame_string("helper", "<string>", 2, current=3),
+        frame_string("<module>", "<stdin>", 1, current=1),
+        frame_string("<module>", "<ipython-input-3-5d2c1e>", 1, current=1),
+    ]
+    post_init = frame_string("Point.__post_init__", f"{APP}/shapes.py", 8, current=9)
+    records = [([module, frame, post_init], 0.1) for frame in generated + typed]
+    data = page_data(HTMLRenderer(show_all=True).render(make_session(records)))
+    frames = data["frames"]
+    app = {(name, path): is_app for name, path, is_app in zip(frames["name"], frames["file"], frames["app"])}
+    for frame in generated:
+        name, path = frame.split("\x00")[:2]
+        assert not app[(name, path)], name
+    for frame in typed:
+        name, path = frame.split("\x00")[:2]
+        assert app[(name, path)], name
+    assert app[("Point.__post_init__", f"{APP}/shapes.py")]
+    # the text report colours it as library code too
+    colored = ConsoleRenderer(color=True, show_all=True).render(make_session(records))
+    assert "\x1b[38;5;15m__create_fn__" not in colored and "\x1b[38;5;15mhelper" in colored
+
+
+DATACLASS_PROGRAM = """
+import dataclasses, time
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+    def __post_init__(self):
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+
+def main():
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        Point(1, 2)
+
+main()
+"""
+
+
+def test_dataclass_generated_init_is_library_code_in_a_real_report(tmp_path):
+    (tmp_path / "shapes.py").write_text(DATACLASS_PROGRAM)
+    run_pyinstrument("-r", "html", "-o", "shapes.html", "shapes.py", cwd=tmp_path)
+    frames = page_data((tmp_path / "shapes.html").read_text(encoding="utf-8"))["frames"]
+    rows = list(zip(frames["name"], frames["file"], frames["app"]))
+    generated = [row for row in rows if row[1] == "<string>"]
+    assert generated and not any(is_app for _, _, is_app in generated), generated
+    assert any(name.endswith("__post_init__") and is_app for name, _, is_app in rows), rows
+
+
 def long_session(threads: int = 2, entries_per_thread: int = 30000) -> Session:
     """Threads whose stack changes at every 1 ms sample, between a few stacks."""
     records = []
@@ -405,6 +468,11 @@ def console_rows(session: Session, **options: Any) -> List[Tuple[int, str, float
     lines = text.splitlines()
     body = lines[lines.index(session.target_description) + 2:]
     rows = []
+    root = session.root_frame()
+    # the [all threads] line has no time; the page has no row for it
+    stands_for_threads = root is not None and (root.is_thread or root.is_all_threads_root)
+    if root is not None and root.is_all_threads_root:
+        body = [""] + body[1:]
     for line in body:
         if not line.strip():
             continue
@@ -416,9 +484,8 @@ def console_rows(session: Session, **options: Any) -> List[Tuple[int, str, float
         else:
             name = match.group("label").rpartition("  ")[0] or match.group("label")
             rows.append((depth, name, float(match.group("time")), ""))
-    first = body[0]
-    if "[all threads]" in first or "<thread>" in first:
-        rows = [(depth - 1, name, t, libs) for depth, name, t, libs in rows[1:]]
+    if stands_for_threads:
+        rows = [(depth - 1, name, t, libs) for depth, name, t, libs in rows[int(root.is_thread):]]
     return rows
 
 

@@ -108,10 +108,16 @@
 
   const threads = data.threads;
   const threadCount = threads.length;
+  // a thread's name; threads that share one are numbered #1, #2... in the order of
+  // their idents (as in the text report): the idents themselves are noise
   const threadLabel = threads.map((t, i) => {
     const name = visible(t.name || "thread " + i);
-    const sameName = threads.filter((u) => u.name === t.name).length > 1;
-    return sameName && t.ident !== null ? name + " (" + t.ident + ")" : name;
+    const namesakes = threads
+      .filter((u) => u.name === t.name)
+      .map((u) => (u.ident === null ? 0 : u.ident))
+      .sort((a, b) => a - b);
+    if (namesakes.length < 2) return name;
+    return name + " #" + (namesakes.indexOf(t.ident === null ? 0 : t.ident) + 1);
   });
 
   // The call tree: the data's nodes, then one node per thread, then the root (all
@@ -1163,7 +1169,9 @@
         const bar = el("span", "bar");
         bar.appendChild(el("span")).style.width = (share * 100).toFixed(1) + "%";
         row.appendChild(bar);
-        row.appendChild(el("span", "name", "[self]"));
+        // below a "frames hidden" row it would read as the hidden frames' time: say whose
+        const underGroup = displayChildren(n).some((k) => k < 0);
+        row.appendChild(el("span", "name", underGroup ? "[self] (in " + nodeName(n) + ")" : "[self]"));
         row.appendChild(el("span", "loc", frameShort[frameOf[n]]));
         row.title = "time spent in " + nodeName(n) + " itself, not in a function it called";
         return row;
@@ -1889,10 +1897,14 @@
       const span = view.x1 - view.x0;
       const zoomed = span < view.extent * 0.999;
       const focus = focused >= 0 && Math.abs(layout.x[focused] - view.x0) < span * 1e-6 && Math.abs(layout.values[focused] - span) < span * 1e-6;
+      // with several threads the whole is their times added up, not the run's duration
+      const whole =
+        layout.root === ROOT && threadCount > 1
+          ? formatDuration(view.extent) + " of " + metric().label.toLowerCase() + " time, " + threadCount + " threads added up"
+          : formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time";
       controls.range.textContent = zoomed
-        ? (focus ? "Focused on " + nodeName(focused) + ": " : "Zoomed: ") +
-          percent(span, view.extent) + " of " + formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time"
-        : formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time";
+        ? (focus ? "Focused on " + nodeName(focused) + ": " : "Zoomed: ") + percent(span, view.extent) + " of " + whole
+        : whole;
     }
 
     function hitAt(x, y) {
