@@ -885,6 +885,79 @@ def test_threaded_program_report(open_report, tmp_path):
     assert report.errors() == []
 
 
+# -- the SVG flame graph, in the same browser ------------------------------------------------
+
+LONG_NAMES = [
+    "handle_" + "very_long_name_" * 40,
+    "计算每一个用户的推荐结果并且写入缓存" * 4,
+    "emoji_\U0001f525\U0001f680" * 20,
+    "معالجة_البيانات_الكبيرة_" * 8,
+    "x",
+]
+
+SVG_TEXT_EXTENTS = """
+    const svg = document.documentElement;
+    const box = svg.viewBox.baseVal;
+    const out = [];
+    for (const text of svg.querySelectorAll("text")) {
+      if (!text.textContent || text.getAttribute("display") === "none") continue;
+      const b = text.getBBox();
+      const g = text.closest("g.f");
+      const rect = g ? g.querySelector("rect") : null;
+      out.push({id: text.id, text: text.textContent, x: b.x, right: b.x + b.width, y: b.y, bottom: b.y + b.height,
+                frameLeft: rect ? rect.x.baseVal.value : null,
+                frameRight: rect ? rect.x.baseVal.value + rect.width.baseVal.value : null});
+    }
+    return {width: box.width, height: box.height, texts: out};
+"""
+
+
+def assert_svg_text_inside(driver: Any) -> Dict[str, Any]:
+    extents = driver.execute_script(SVG_TEXT_EXTENTS)
+    assert extents["texts"]
+    for t in extents["texts"]:
+        where = f"{t['id'] or 'label'} {t['text'][:40]!r}"
+        assert t["x"] >= -0.5 and t["right"] <= extents["width"] + 0.5, where
+        assert t["y"] >= -0.5 and t["bottom"] <= extents["height"] + 0.5, where
+        if t["frameLeft"] is not None:  # a frame's label stays inside its box
+            assert t["frameLeft"] <= t["x"] + 0.5 and t["right"] <= t["frameRight"] + 0.5, where
+    return extents
+
+
+@pytest.mark.parametrize("width", [200, 1200])
+def test_svg_flame_graph_keeps_text_inside(browser, tmp_path, width):
+    from pyinstrument.renderers import FlamegraphRenderer
+
+    records = []
+    for t in range(12):
+        root = thread_root(f"worker-thread-with-a-long-name-{t}" if t else "MainThread", 100 + t)
+        stack = [root, frame_string("<module>", f"{APP}/{'deep/' * 30}long.py", 1)]
+        for name in LONG_NAMES:
+            stack.append(frame_string(name, f"{APP}/long.py", 10))
+            records.append((list(stack), 0.1))
+    session = make_session(records, description="Program: " + "long_script_name.py --option value " * 20)
+    svg = FlamegraphRenderer(width=width, title="A very long title " * 20).render(session)
+    path = tmp_path / f"long-{width}.svg"
+    path.write_text(svg, encoding="utf-8")
+    browser.get(path.as_uri())
+    extents = assert_svg_text_inside(browser)
+    labels = [t["text"] for t in extents["texts"] if t["frameLeft"] is not None]
+    if width >= 1000:
+        assert any(label.endswith("..") for label in labels)  # long names are cut, not dropped
+    # pointing at a frame writes its details, clicking zooms: still inside
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    deepest = browser.find_elements(By.CSS_SELECTOR, "g.f rect")[-1]
+    ActionChains(browser).move_to_element(deepest).perform()
+    details = browser.find_element(By.ID, "details").text
+    assert details.startswith("x | ")  # the deepest frame's name, then its place
+    assert_svg_text_inside(browser)
+    ActionChains(browser).click(deepest).perform()
+    assert_svg_text_inside(browser)
+    assert [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
 @pytest.fixture(scope="module")
 def hour_session() -> Session:
     sys.path.insert(0, str(ROOT / "bench"))
