@@ -260,8 +260,17 @@
   }
 
   // -- settings (remembered in localStorage) ---------------------------------------------
+  //
+  // Two kinds: display preferences (wall or CPU, seconds or percent, how the lines
+  // view sorts), which every report on this computer shares, and what was being looked
+  // at in one report (view, thread, threshold, folding, patterns), remembered for that
+  // report only: another report opens as a new one does, on the call tree.
 
-  const STORAGE_KEY = "pyinstrument.report.settings.v1";
+  const PREFERENCES_KEY = "pyinstrument.report.preferences.v2";
+  const REPORTS_KEY = "pyinstrument.report.views.v2";
+  const REMEMBERED_REPORTS = 50;
+  const OLD_SETTINGS_KEY = "pyinstrument.report.settings.v1"; // both kinds together: dropped
+  const PREFERENCES = ["metric", "timeFormat", "linesSort"];
   const options = data.options;
   const defaults = {
     view: "tree",
@@ -274,15 +283,27 @@
     thread: null, // a thread's name, or null for all threads
     linesSort: "own",
   };
+  // this report: where it is and which recording it shows
+  const reportId = [window.location.pathname, meta.start_time, meta.duration, meta.sample_count, meta.target].join("|");
+
+  function readStored(key) {
+    try {
+      const value = JSON.parse(window.localStorage.getItem(key) || "{}");
+      return value && typeof value === "object" ? value : {};
+    } catch (e) {
+      return {}; // no storage (private mode, file:// restrictions) or a damaged entry
+    }
+  }
+
   const settings = Object.assign({}, defaults);
-  try {
-    const stored = JSON.parse(window.localStorage.getItem(STORAGE_KEY) || "{}");
+  {
+    const stored = Object.assign({}, readStored(REPORTS_KEY)[reportId] || {});
+    for (const key of PREFERENCES) delete stored[key];
+    Object.assign(stored, readStored(PREFERENCES_KEY));
     for (const key of Object.keys(defaults)) {
       if (key in stored && typeof stored[key] === typeof defaults[key]) settings[key] = stored[key];
       else if (key === "thread" && typeof stored[key] === "string") settings[key] = stored[key];
     }
-  } catch (e) {
-    /* no storage (private mode, file:// restrictions): defaults */
   }
   // options given when the report was written win over remembered settings
   if (options.show_all) settings.foldLibrary = false;
@@ -293,7 +314,22 @@
 
   function saveSettings() {
     try {
-      window.localStorage.setItem(STORAGE_KEY, JSON.stringify(settings));
+      const preferences = {};
+      const thisReport = { used: Date.now() };
+      for (const key of Object.keys(defaults)) {
+        if (PREFERENCES.includes(key)) preferences[key] = settings[key];
+        else thisReport[key] = settings[key];
+      }
+      const reports = readStored(REPORTS_KEY);
+      reports[reportId] = thisReport;
+      // forget the reports used longest ago
+      const ids = Object.keys(reports).filter((id) => reports[id] && typeof reports[id] === "object");
+      ids.sort((a, b) => (Number(reports[b].used) || 0) - (Number(reports[a].used) || 0));
+      const kept = {};
+      for (const id of ids.slice(0, REMEMBERED_REPORTS)) kept[id] = reports[id];
+      window.localStorage.setItem(REPORTS_KEY, JSON.stringify(kept));
+      window.localStorage.setItem(PREFERENCES_KEY, JSON.stringify(preferences));
+      window.localStorage.removeItem(OLD_SETTINGS_KEY);
     } catch (e) {
       /* not remembered */
     }
