@@ -175,12 +175,14 @@ def session_from_snapshot(
             base.append(function)
             is_profiler_code.append(False)
             continue
-        function = qualnames.get((function, filename, line_no), function)
-        base.append(frame_string(function, filename, line_no, hides=hides))
-        # the Profiler's own start/stop code; the @profile wrapper stands for the user's call
+        # the Profiler's own start/stop code; the @profile wrapper stands for the user's
+        # call (told by its code's name: before 3.11 the qualified name comes from the
+        # function object, which functools.wraps gave the decorated function's name)
         is_profiler_code.append(
             os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
         )
+        function = qualnames.get((function, filename, line_no), function)
+        base.append(frame_string(function, filename, line_no, hides=hides))
 
     # A leaf that names a call's callee is C code only when no Python function of that
     # name ran: a thread caught while setting up a call to a Python function is not in C.
