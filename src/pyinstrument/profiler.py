@@ -20,8 +20,8 @@ from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
-from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.frame import THREAD_FILE, frame_info_get_identifier, is_path_in_package
+from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, Timeline, write_file_atomically
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))

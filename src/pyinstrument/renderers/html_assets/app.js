@@ -297,9 +297,7 @@
 
   const settings = Object.assign({}, defaults);
   {
-    const stored = Object.assign({}, readStored(REPORTS_KEY)[reportId] || {});
-    for (const key of PREFERENCES) delete stored[key];
-    Object.assign(stored, readStored(PREFERENCES_KEY));
+    const stored = Object.assign({}, readStored(REPORTS_KEY)[reportId], readStored(PREFERENCES_KEY));
     for (const key of Object.keys(defaults)) {
       if (key in stored && typeof stored[key] === typeof defaults[key]) settings[key] = stored[key];
       else if (key === "thread" && typeof stored[key] === "string") settings[key] = stored[key];
