@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import textwrap
@@ -133,6 +134,94 @@ def test_profile_decorator_prints_a_short_report_to_stderr_after_each_call():
     assert proc.stdout.strip() == "done"
     assert "Function work at" in proc.stderr
     assert "work" in proc.stderr
+
+
+BUSY = """
+import asyncio, time
+from pyinstrument import profile
+
+def busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+"""
+
+
+def report_lines(stderr: str, function: str) -> list:
+    """The call-tree lines of the short reports (not their titles) naming ``function``."""
+    return [line for line in stderr.splitlines() if re.match(rf"^\.  [ |`\-│├└─]*\d+\.\d+ {re.escape(function)}  ", line)]
+
+
+def test_bare_profile_decorator_reports_the_decorated_function():
+    proc = run(BUSY + """
+@profile
+def work():
+    busy(0.2)
+    return 42
+
+assert work() == 42
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert "No samples were recorded" not in proc.stderr
+    (line,) = report_lines(proc.stderr, "work")
+    assert float(line.split()[1]) >= 0.15 and line.startswith(".  0.")  # at the top
+    assert report_lines(proc.stderr, "busy")
+    assert "wrapper" not in proc.stderr and "profiler.py" not in proc.stderr
+
+
+def test_profile_decorator_on_methods_static_and_class_methods():
+    proc = run(BUSY + """
+class Shape:
+    @profile
+    def area(self, side):
+        busy(0.2)
+        return side * side
+
+    @profile
+    @staticmethod
+    def unit():
+        busy(0.2)
+        return 1
+
+    @profile
+    @classmethod
+    def kind(cls):
+        busy(0.2)
+        return cls.__name__
+
+assert Shape().area(3) == 9
+assert Shape.unit() == 1 and Shape().unit() == 1
+assert Shape.kind() == "Shape" and Shape().kind() == "Shape"
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert len(report_lines(proc.stderr, "Shape.area")) == 1
+    assert len(report_lines(proc.stderr, "Shape.unit")) == 2
+    assert len(report_lines(proc.stderr, "Shape.kind")) == 2
+
+
+def test_profile_decorator_with_options_and_on_a_coroutine_function():
+    proc = run(BUSY + """
+import inspect
+
+@profile(interval=0.0005)
+def work():
+    busy(0.2)
+
+@profile
+async def fetch():
+    busy(0.2)
+    await asyncio.sleep(0.01)
+    return 7
+
+work()
+assert inspect.iscoroutinefunction(fetch)
+assert asyncio.run(fetch()) == 7
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert len(report_lines(proc.stderr, "work")) == 1
+    # the awaited run is profiled, not only the coroutine's creation
+    (line,) = report_lines(proc.stderr, "fetch")
+    assert float(re.search(r"(\d+\.\d+) fetch", line).group(1)) >= 0.15
 
 
 def test_profile_as_a_with_block_and_with_options():

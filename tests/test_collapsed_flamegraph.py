@@ -299,7 +299,8 @@ def test_svg_min_width_omits_narrow_frames_and_says_so():
     assert "Worker.fast" not in {f["name"] for f in narrow}  # 20 px
     assert "compile" in {f["name"] for f in narrow}  # 30 px
     texts = render_svg(session, width=220, min_width=25).iter(SVG + "text")
-    note = [t.text for t in texts if t.get("id") == "note"]
+    # the note is wrapped into lines (tspans) that fit the image
+    note = [" ".join(line.text for line in t) for t in texts if t.get("id") == "note"]
     assert note and note[0].startswith("Note: 1 frame narrower than 25 px is not drawn (10% of the time)")
     every = {f["name"] for f in svg_frames(render_svg(session, width=220, min_width=0))}
     assert {"Worker.fast", "compile", "sleep"} <= every

@@ -283,6 +283,44 @@ def test_callbacks_into_application_code_stay_visible():
     ]
 
 
+def test_self_time_below_hidden_frames_names_its_function():
+    session = make_session(
+        [
+            ([MAIN, RE_COMPILE, RE_INNER, RE_PARSE, fi("on_match", f"{APP}/demo.py", 50)], 0.6),
+            ([MAIN, RE_COMPILE, RE_INNER], 0.1),
+            ([MAIN, RE_COMPILE], 0.1),
+            ([MAIN], 0.2),
+        ]
+    )
+    lines = body(ConsoleRenderer().render(session))
+    # compile's own time is printed below the hidden line: it says it is compile's
+    assert lines == [
+        "1.000 <module>  demo.py:1",
+        "|- 0.800 compile  re/__init__.py:225",
+        "|     [1 frames hidden]  re",
+        "|        0.600 parse  re/_parser.py:979",
+        "|        `- 0.600 on_match  demo.py:50",
+        "|        0.100 [self] (in compile)  re/__init__.py",
+        "`- 0.200 [self]  demo.py",
+    ]
+
+
+def test_threads_sharing_a_name_are_numbered_and_idents_are_not_shown():
+    pool_a, pool_b = fi("pool", "<thread>", 140552690715520), fi("pool", "<thread>", 140552682322816)
+    main = fi("MainThread", "<thread>", 140552700000000)
+    session = make_session([([main, MAIN], 0.5), ([pool_a, SLOW], 0.3), ([pool_b, FAST], 0.2)])
+    lines = body(ConsoleRenderer().render(session))
+    assert lines[0] == "[all threads]  3 threads; their times add up to 1.000 s"
+    assert [line for line in lines if line[:3] in ("|- ", "`- ")] == [
+        "|- 0.500 MainThread",
+        "|- 0.300 pool #2",  # the lower ident is #1
+        "`- 0.200 pool #1",
+    ]
+    assert "1405526" not in "\n".join(lines)
+    percent = body(ConsoleRenderer(time="percent_of_total").render(session))
+    assert percent[0] == lines[0] and percent[1] == "|- 50.0% MainThread"
+
+
 def test_library_frame_with_a_large_share_of_its_own_stays_visible():
     session = make_session(
         [
@@ -435,12 +473,12 @@ def test_timeline_of_interleaved_threads_keeps_each_threads_calls_together():
     timeline = [(0, 0.1), (1, 0.1), (0, 0.1), (1, 0.1), (2, 0.1), (1, 0.1)]
     session = make_session(records, timeline=timeline)
     assert body(ConsoleRenderer(timeline=True).render(session)) == [
-        "0.600 [all threads]",
-        "|- 0.300 MainThread  <thread>:1001",
+        "[all threads]  2 threads; their times add up to 0.600 s",
+        "|- 0.300 MainThread",
         "|  `- 0.300 <module>  demo.py:1",
         "|     |- 0.200 slow  demo.py:10",
         "|     `- 0.100 main  demo.py:30",
-        "`- 0.300 Thread-1 (worker)  <thread>:1002",
+        "`- 0.300 Thread-1 (worker)",
         "   `- 0.300 fast  demo.py:20",
     ]
 
@@ -498,11 +536,11 @@ def test_all_threads():
     )
     lines = body(ConsoleRenderer(unicode=True).render(session))
     assert lines == [
-        "1.000 [all threads]",
-        "├─ 0.600 MainThread  <thread>:1001",
+        "[all threads]  2 threads; their times add up to 1.000 s",
+        "├─ 0.600 MainThread",
         "│  └─ 0.600 main  demo.py:30",
         "│     └─ 0.600 slow  demo.py:10",
-        "└─ 0.400 Thread-1 (worker)  <thread>:1002",
+        "└─ 0.400 Thread-1 (worker)",
         "   └─ 0.400 fast  demo.py:20",
         "      └─ 0.400 sleep  <built-in>",
     ]

@@ -223,6 +223,52 @@ def test_an_error_shows_the_report_and_then_the_error(shell: Any, shown: List[Di
     assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
 
 
+FAILING_BODY = "def failing_helper():\n    raise ValueError('from the cell')\n\nvalue = 1\nfailing_helper()\n"
+AWAITING_FAILING_BODY = "import asyncio\nawait asyncio.sleep(0.01)\n" + FAILING_BODY
+
+
+def traceback_shown(shell: Any, capsys: pytest.CaptureFixture, source: str) -> str:
+    """What IPython prints for the error of a cell (cell numbers left out)."""
+    capsys.readouterr()
+    result = run(shell, source)
+    assert isinstance(result.error_in_exec, ValueError)
+    out = capsys.readouterr()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.out + out.err)
+    return re.sub(r"Cell In\[\d+\]", "Cell In[N]", text)
+
+
+@pytest.mark.parametrize(
+    "magic, body",
+    [
+        ("%%pyinstrument\n", FAILING_BODY),
+        ("%%pyinstrument --async_mode enabled\n", AWAITING_FAILING_BODY),
+        ("%%pyinstrument --async_mode disabled\n", AWAITING_FAILING_BODY),
+    ],
+    ids=["cell", "async cell", "async cell, disabled"],
+)
+def test_an_error_shows_the_users_traceback_only(
+    shell: Any, shown: List[Dict[str, str]], capsys: pytest.CaptureFixture, magic: str, body: str
+) -> None:
+    plain = traceback_shown(shell, capsys, body)
+    profiled = traceback_shown(shell, capsys, magic + body)
+    assert "failing_helper()" in plain and "from the cell" in plain
+    assert profiled == plain
+    assert "magic.py" not in profiled and "run_cell_magic" not in profiled
+    the_report(shown)
+
+
+def test_an_error_in_a_cell_in_a_running_loop_shows_the_users_traceback_only(
+    shell: Any, shown: List[Dict[str, str]], capsys: pytest.CaptureFixture
+) -> None:
+    async def kernel_like(source: str) -> Any:
+        return traceback_shown(shell, capsys, source)
+
+    plain = traceback_shown(shell, capsys, AWAITING_FAILING_BODY)  # IPython's own loop: none runs here
+    profiled = _run_in_new_loop(kernel_like("%%pyinstrument\n" + AWAITING_FAILING_BODY))
+    assert "failing_helper()" in plain
+    assert profiled == plain
+
+
 def test_async_cell_runs(shell: Any, shown: List[Dict[str, str]]) -> None:
     cell = (
         "%%pyinstrument --async_mode enabled\n"

@@ -283,9 +283,27 @@ WORKLOAD = textwrap.dedent("""
 """)
 
 
-def test_sessions_we_save_load_in_upstream(tmp_path, upstream):
+def console_script(*args, cwd):
+    """The ``pyinstrument`` console script installed next to this interpreter."""
+    script = Path(sys.executable).with_name("pyinstrument")
+    if not script.exists():
+        pytest.skip("no pyinstrument console script next to this interpreter")
+    return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def json_tree_frames(frame):
+    stack = [frame]
+    while stack:
+        frame = stack.pop()
+        yield frame
+        stack.extend(frame["children"])
+
+
+@pytest.mark.parametrize("launcher", [pyinstrument, console_script], ids=["python -m pyinstrument", "console script"])
+@pytest.mark.parametrize("options", [[], ["--all-threads"]], ids=["main thread", "all threads"])
+def test_sessions_we_save_load_in_upstream(tmp_path, upstream, launcher, options):
     (tmp_path / "work.py").write_text(WORKLOAD)
-    result = pyinstrument("-r", "session", "-o", "ours.pyisession", "work.py", cwd=tmp_path)
+    result = launcher(*options, "-r", "session", "-o", "ours.pyisession", "work.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ours = Session.load(tmp_path / "ours.pyisession")
     report = upstream("-c", textwrap.dedent("""
@@ -293,14 +311,22 @@ def test_sessions_we_save_load_in_upstream(tmp_path, upstream):
         from pyinstrument.session import Session
         from pyinstrument.renderers import ConsoleRenderer, JSONRenderer
         session = Session.load("ours.pyisession")
-        print(ConsoleRenderer(unicode=True).render(session))
-        print("JSON:" + JSONRenderer().render(session).replace("\\n", " "))
+        print(ConsoleRenderer(unicode=True, show_all=True).render(session))
+        print("JSON:" + JSONRenderer(show_all=True).render(session).replace("\\n", " "))
     """))
     text, _, json_text = report.partition("JSON:")
     assert "Shape.area" in text or "area" in text
     assert "wait_a_bit" in text and "sleep" in text
     root = json.loads(json_text)["root_frame"]
     assert root["time"] == pytest.approx(ours.root_frame().time, rel=0.01)
+    # the program's <module> is at the top (under its thread with --all-threads), and
+    # none of the command line's frames are anywhere
+    top = root["children"][0] if options else root
+    assert (top["function"], os.path.basename(top["file_path"])) == ("<module>", "work.py")
+    for frame in json_tree_frames(root):
+        path = frame["file_path"] or ""
+        assert "pyinstrument" not in re.split(r"[/\\]", path), (frame["function"], path)
+    assert "_run_profiled" not in text and "_exec_target" not in text
 
 
 def test_hostile_session_loads_in_upstream(tmp_path, upstream):

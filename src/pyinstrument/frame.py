@@ -69,6 +69,17 @@ _LIB_DIR_NAMES = ("site-packages", "dist-packages")
 _NON_LIBRARY_DIRS_UNDER_PREFIX = frozenset(["src", "home", "srv", "app"])
 
 
+#: file names of code the user typed or ran as text
+_TYPED_CODE_FILES = ("<string>", "<stdin>", "<console>", "<input>", "<ipython-input-", "<pyinstrument-cell-", "<doctest ")
+#: the file name of code run by exec() or eval() of a string
+EXEC_FILE = "<string>"
+
+
+def _is_dunder(function: str) -> bool:
+    name = function.rsplit(".", 1)[-1]
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
 def _norm_dir(path: str) -> str:
     if not path:
         return ""
@@ -164,11 +175,21 @@ class FrameContext:
         self._library_cache[path] = result
         return result
 
+    def is_library_code(self, path: str, function: str) -> bool:
+        """True for code that is not the application's: a library path (see
+        :meth:`is_library_path`), or a function that ``exec`` generated in ``<string>``."""
+        if path == EXEC_FILE and _is_dunder(function):
+            # dataclasses (__init__, __repr__, __eq__ ...) and namedtuple write these
+            return True
+        return self.is_library_path(path)
+
     def _compute_is_library(self, path: str) -> bool:
         if path.startswith("<"):
-            # <built-in>, <frozen ...> are the interpreter's; <string>, <stdin>,
-            # <ipython-input-...> and the like are code the user typed.
-            return path.startswith(BUILTIN_FILE) or path.startswith("<frozen")
+            # Code the user typed or ran as text (<stdin>, <string> of -c and exec,
+            # IPython's cells) is the application's; every other <name> is the
+            # interpreter's (<built-in>, <frozen ...>) or code a library generated
+            # (<attrs generated init ...>, <decorator-gen-N> ...).
+            return not path.startswith(_TYPED_CODE_FILES)
         parts = re.split(r"[/\\]", path)
         for name in _LIB_DIR_NAMES:
             if name in parts:
@@ -346,13 +367,19 @@ class Frame:
         return result
 
     @property
+    def is_all_threads_root(self) -> bool:
+        """The ``[root]`` above one thread frame per thread."""
+        return self.is_root_placeholder and bool(self._children) and all(c.is_thread for c in self._children)
+
+    @property
     def display_name(self) -> str:
-        """``Class.function`` when the class is known, else the (qualified) function name."""
+        """``Class.function`` when the class is known, else the (qualified) function name;
+        a thread's name (with ``#1``, ``#2``... when threads beside it share it)."""
         function = self.function
         if self.is_synthetic:
-            if function == ROOT_FRAME_IDENTIFIER and self._children and all(c.is_thread for c in self._children):
-                return "[all threads]"
-            return function
+            return "[all threads]" if self.is_all_threads_root else function
+        if self.is_thread:
+            return self._thread_label()
         class_name = self.class_name
         if class_name and not function.startswith(class_name + "."):
             return f"{class_name}.{function}"
@@ -386,7 +413,7 @@ class Frame:
         path = self._identifier_parts()[1]
         if not path:
             return False
-        return not self.context.is_library_path(path)
+        return not self.context.is_library_code(path, self.function)
 
     @property
     def library(self) -> Optional[str]:
@@ -396,8 +423,23 @@ class Frame:
             return None
         return self.context.library_name(path)
 
+    def _thread_label(self) -> str:
+        name = self.function
+        parent = self.parent
+        if parent is None:
+            return name
+        # the same name on several threads: numbered in the order of their idents, as
+        # the HTML report does
+        namesakes = sorted(c.line_no or 0 for c in parent._children if c.is_thread and c.function == name)
+        if len(namesakes) < 2:
+            return name
+        return f"{name} #{namesakes.index(self.line_no or 0) + 1}"
+
     @property
     def code_position_short(self) -> Optional[str]:
+        """``short/path.py:line``; None for frames that are no code (threads, [self]...)."""
+        if self.is_thread:
+            return None  # its "line" is the thread's ident: noise in a report
         short = self.file_path_short
         if short is None:
             return None

@@ -19,7 +19,7 @@ from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
-from pyinstrument.frame import frame_info_get_identifier
+from pyinstrument.frame import THREAD_FILE, frame_info_get_identifier, is_path_in_package
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument._files import write_report_file
 from pyinstrument.session import Session, Timeline
@@ -33,6 +33,7 @@ _ASYNC_MODES = ("enabled", "disabled", "strict")
 _BUILTIN = "<built-in>"
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 _TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
+_COMMAND_LINE_FILE = os.path.join(os.path.dirname(_PROFILER_FILE), "__main__.py")
 
 
 #: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
@@ -261,12 +262,14 @@ def session_from_snapshot(
             base.append(function)
             is_profiler_code.append(False)
             continue
-        function = qualnames.get((function, filename, line_no), function)
-        base.append(frame_string(function, filename, line_no, hides=hides))
-        # the Profiler's own start/stop code; the @profile wrapper stands for the user's call
+        # the Profiler's own start/stop code; the @profile wrapper stands for the user's
+        # call (told by its code's name: before 3.11 the qualified name comes from the
+        # function object, which functools.wraps gave the decorated function's name)
         is_profiler_code.append(
             os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
         )
+        function = qualnames.get((function, filename, line_no), function)
+        base.append(frame_string(function, filename, line_no, hides=hides))
 
     # A leaf that names a call's callee is C code only when no Python function of that
     # name ran: a thread caught while setting up a call to a Python function is not in C.
@@ -353,6 +356,7 @@ def session_from_snapshot(
             timeline_records.append(record)
             timeline_seconds.append(wall_ns / 1e9)
 
+    start_call_stack = _strip_command_line_frames(records, records_cpu, start_call_stack)
     return Session(
         frame_records=records,
         start_time=start_time,
@@ -371,6 +375,44 @@ def session_from_snapshot(
         truncated_samples=snapshot["truncated"],
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )
+
+
+def _strip_command_line_frames(
+    records: List[Tuple[List[str], float]], records_cpu: List[float], start_call_stack: List[str]
+) -> List[str]:
+    """When the ``pyinstrument`` command started the profiler, takes its own frames off
+    the records (in place), so that the program's ``<module>`` is at the top of the
+    stacks in the session and in its files, whatever reads them; returns the start
+    stack to keep (none then). Otherwise changes nothing.
+
+    What goes: the start stack (the console script or runpy, ``main`` ...
+    ``_exec_target``), then the command line's frames below it (loading the target,
+    waiting for threads). A record with nothing else is the command line's own work:
+    it keeps its thread and no time, like the time between samples.
+    """
+    stem = [frame_info_get_identifier(f) for f in start_call_stack]
+    if not any(_file_of(identifier) == _COMMAND_LINE_FILE for identifier in stem):
+        return start_call_stack
+    for index, (stack, seconds) in enumerate(records):
+        first = 1 if stack and _file_of(stack[0]) == THREAD_FILE else 0
+        n = first
+        while n < len(stack) and n - first < len(stem) and frame_info_get_identifier(stack[n]) == stem[n - first]:
+            n += 1
+        if n - first < len(stem) and n < len(stack):
+            continue  # another thread, or a stack not from the command line
+        while n < len(stack) and is_path_in_package(_file_of(stack[n]), "pyinstrument"):
+            n += 1
+        if n == len(stack):
+            records[index] = (stack[:first], 0.0)
+            records_cpu[index] = 0.0
+        else:
+            records[index] = (stack[:first] + stack[n:], seconds)
+    return []
+
+
+def _file_of(frame_info: str) -> str:
+    parts = frame_info.split("\x00", 2)
+    return os.path.normcase(parts[1]) if len(parts) > 1 else ""
 
 
 class Profiler:
@@ -699,27 +741,48 @@ def _file_supports_color(file: Any) -> bool:
         return False
 
 
-class profile:
-    """`@profile`, `@profile(...)` or `with profile():` — prints a short report to stderr."""
+def profile(
+    func: Optional[Callable[..., Any]] = None,
+    /,
+    *,
+    interval: float = 0.001,
+    async_mode: str = "disabled",
+    use_timing_thread: Optional[bool] = None,
+    renderer: Any = None,
+    target_description: Optional[str] = None,
+) -> Any:
+    """`@profile`, `@profile(...)` or `with profile():` — prints a short report to stderr
+    after each call of the decorated function, or when the block ends.
+
+    The decorated function is a plain function (or coroutine function, or
+    staticmethod/classmethod when given one), so it works as a method too.
+    """
+    context = _ProfileContext(
+        interval=interval,
+        async_mode=async_mode,
+        use_timing_thread=use_timing_thread,
+        renderer=renderer,
+        target_description=target_description,
+    )
+    return context if func is None else context(func)
+
+
+class _ProfileContext:
+    """What `profile(...)` returns: a decorator and a `with` block."""
 
     def __init__(
         self,
-        func: Optional[Callable[..., Any]] = None,
-        /,
         *,
-        interval: float = 0.001,
-        async_mode: str = "disabled",
-        use_timing_thread: Optional[bool] = None,
-        renderer: Any = None,
-        target_description: Optional[str] = None,
+        interval: float,
+        async_mode: str,
+        use_timing_thread: Optional[bool],
+        renderer: Any,
+        target_description: Optional[str],
     ):
-        self._func = func
         self._options = dict(interval=interval, async_mode=async_mode, use_timing_thread=use_timing_thread)
         self._renderer = renderer
         self._target_description = target_description
         self._profiler: Optional[Profiler] = None
-        if func is not None:
-            self._wrapped = self._wrap(func)
 
     def _report(self, profiler: Profiler) -> None:
         renderer = self._renderer or ConsoleRenderer(
@@ -727,44 +790,61 @@ class profile:
         )
         print(profiler.output(renderer), file=sys.stderr)
 
-    def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _start(self, caller: Optional[types.FrameType], description: Optional[str]) -> Profiler:
+        profiler = Profiler(**self._options)  # type: ignore[arg-type]
+        profiler.start(caller_frame=caller, target_description=description)
+        return profiler
+
+    def _stop(self, profiler: Profiler) -> None:
+        profiler.stop()
+        self._report(profiler)
+
+    def __call__(self, func: Callable[..., Any]) -> Any:
+        if not callable(func) and not isinstance(func, (staticmethod, classmethod)):
+            raise TypeError("profile(...) takes the function to decorate")
+        if isinstance(func, (staticmethod, classmethod)):
+            # wrap the function inside, keep the method kind
+            return type(func)(self(func.__func__))
+
         import functools
 
         code = getattr(func, "__code__", None)
         where = f" at {code.co_filename}:{code.co_firstlineno}" if code else ""
         description = self._target_description or f"Function {getattr(func, '__qualname__', func)}{where}"
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            profiler = Profiler(**self._options)  # type: ignore[arg-type]
-            profiler.start(caller_frame=inspect.currentframe(), target_description=description)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                profiler.stop()
-                self._report(profiler)
+        # Both wrappers are named `wrapper`: session_from_snapshot keeps what runs under
+        # a profiler.py function of that name (the user's call) and drops the rest.
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                profiler = self._start(inspect.currentframe(), description)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self._stop(profiler)
+
+        else:
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                profiler = self._start(inspect.currentframe(), description)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    self._stop(profiler)
 
         return wrapper
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._func is not None:
-            return self._wrapped(*args, **kwargs)
-        # @profile(...) applied to a function
-        if len(args) == 1 and not kwargs and callable(args[0]):
-            return self._wrap(args[0])
-        raise TypeError("profile(...) takes the function to decorate")
 
     def __enter__(self) -> Profiler:
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         description = self._target_description
         if description is None and caller is not None:
             description = f"Block at {caller.f_code.co_filename}:{caller.f_lineno}"
-        self._profiler = Profiler(**self._options)  # type: ignore[arg-type]
-        self._profiler.start(caller_frame=caller, target_description=description)
+        self._profiler = self._start(caller, description)
         return self._profiler
 
     def __exit__(self, *exc_info: Any) -> None:
         assert self._profiler is not None
-        self._profiler.stop()
-        self._report(self._profiler)
-        self._profiler = None
+        profiler, self._profiler = self._profiler, None
+        self._stop(profiler)

@@ -221,6 +221,36 @@ def keep_only_the_cell(session: Session, cell_filename: str) -> None:
     session.start_call_stack = []  # the cell is the root now; nothing to trim
 
 
+def _from_the_cell(tb: Any, cell_filename: str) -> Any:
+    """The traceback from the cell's own frame on, as the cell would have had it run
+    without the magic (this module's and the event loop's frames go)."""
+    start = tb
+    while start is not None and start.tb_frame.f_code.co_filename != cell_filename:
+        start = start.tb_next
+    return start if start is not None else tb
+
+
+def _show_from_the_cell(shell: Any, error: BaseException, cell_filename: str) -> None:
+    """Have IPython show the error's traceback from the cell's own frame on, as for a
+    cell run without the magic. IPython renders an exception that has a
+    ``_render_traceback_`` with it: one is set on the error for that one display."""
+    if hasattr(error, "_render_traceback_"):
+        return  # the exception renders itself
+    tb = _from_the_cell(error.__traceback__, cell_filename)
+
+    def render_traceback() -> List[str]:
+        try:
+            del error._render_traceback_  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        return shell.InteractiveTB.structured_traceback(type(error), error, tb, tb_offset=0)
+
+    try:
+        error._render_traceback_ = render_traceback  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass  # an exception that takes no attributes: shown as raised
+
+
 def iframe_for(report: str, height: int) -> str:
     return (
         f'<iframe srcdoc="{html.escape(report, quote=True)}" width="100%" height="{int(height)}" '
@@ -264,6 +294,7 @@ class PyinstrumentMagic(Magics):
             raw=True,
         )
         if error is not None:
+            _show_from_the_cell(self.shell, error, cell_filename)
             raise error
         return outcome
 

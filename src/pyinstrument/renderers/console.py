@@ -17,6 +17,7 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # a lone surrogate other than U+DC80-U+DCFF (surrogateescape's stand-in for a file
 # name's undecodable byte, written back as that byte) cannot be written as UTF-8
 _UNWRITABLE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_PROCESS_ROOT_RE = re.compile(r"process \d+(: |$)")
 _by_time = attrgetter("time")
 
 TIME_CHOICES = ("seconds", "percent_of_total")
@@ -225,6 +226,14 @@ class ConsoleRenderer(FrameRenderer):
     def frame_description(self, frame: Frame, value: Optional[float] = None, cpu_value: Optional[float] = None) -> str:
         """One report line (without tree glyphs): time, name and position. ``value``
         and ``cpu_value`` replace the frame's own times (the flat list's self times)."""
+        if frame.is_all_threads_root:
+            # the sum of the threads' times is no time the program took: not in the
+            # time column, where it would read as the run's duration
+            children = frame._children
+            # --subprocesses writes one root per process, named "process PID: ..."
+            kind = "processes" if all(_PROCESS_ROOT_RE.match(c.function) for c in children) else "threads"
+            total = self._format_seconds(frame.time)
+            return f"{self._label(frame)}  {len(children)} {kind}; their times add up to {total} s"
         seconds = frame.time if value is None else value
         time_str = self._format_time(seconds)
         if self.color:
@@ -246,19 +255,23 @@ class ConsoleRenderer(FrameRenderer):
         """``name  position`` of a frame (cached: most frames share identifiers)."""
         identifier = frame.identifier
         key: Any
+        owner: Optional[Frame] = None
         if "\x00" in identifier:
             key = identifier if self._no_class_names else (identifier, frame.class_name)
         elif frame.is_root_placeholder:
             key = None
         else:
             parent = frame.parent
-            key = (identifier, parent.identifier if parent is not None else None)
+            owner = self._self_time_owner(frame)
+            key = (identifier, parent.identifier if parent is not None else None, owner is not None)
         if key is not None:
             cached = self._label_cache.get(key)
             if cached is not None:
                 return cached
         c = self.colors
         name = frame.display_name
+        if owner is not None:
+            name = f"{name} (in {owner.display_name})"
         if c.reset and frame.is_application_code:
             name = c.app + name + c.reset
         position = frame.code_position_short
@@ -271,6 +284,20 @@ class ConsoleRenderer(FrameRenderer):
         if key is not None:
             self._label_cache[key] = label
         return label
+
+    @staticmethod
+    def _self_time_owner(frame: Frame) -> Optional[Frame]:
+        """The caller of a ``[self]`` line printed below a ``[N frames hidden]`` line (all
+        the children of a frame with hidden ones are), where it would read as the
+        hidden frames' time; None for other lines."""
+        parent = frame.parent
+        if parent is None or not frame.is_self_time:
+            return None
+        for sibling in parent._children:
+            group = sibling.group
+            if group is not None and group.is_hidden(sibling):
+                return parent
+        return None
 
     def _hidden_line(self, count: int, libraries: List[str]) -> str:
         c = self.colors

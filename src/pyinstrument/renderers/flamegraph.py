@@ -38,6 +38,7 @@ import colorsys
 import math
 import re
 import time as time_module
+import unicodedata
 import zlib
 from typing import Dict, List, Optional, Tuple
 
@@ -49,7 +50,10 @@ TIME_CHOICES = ("wall", "cpu")
 
 FRAME_HEIGHT = 16
 FONT_SIZE = 12
-CHAR_WIDTH = 7.2  # a monospace glyph at FONT_SIZE px is about 0.6 em wide
+CHAR_WIDTH = 7.3  # a monospace glyph at FONT_SIZE px is about 0.6 em wide (7.22 px in DejaVu Sans Mono)
+TITLE_CHAR_WIDTH = 10.4  # the same at the title's 17 px
+LEGEND_ROW = 18  # the legend on a row of its own, when it does not fit between the buttons
+RESET_WIDTH, SEARCH_WIDTH = 100, 60  # room kept for the "Reset zoom" and "Search" buttons
 PAD = 10
 TOP = 84  # title, subtitle, buttons and legend above the frames
 THREADS_ROW = 22  # the list of threads, below the legend, when there are several
@@ -94,15 +98,59 @@ def _attr(text: str) -> str:
     return _text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
-def fit_label(name: str, width: float) -> str:
-    """The part of ``name`` that fits in a frame ``width`` px wide (the embedded script
-    does the same after a zoom)."""
-    chars = math.floor((width - 6) / CHAR_WIDTH)
-    if chars < 3:
+def text_columns(text: str) -> int:
+    """Columns ``text`` takes in a monospace font: East Asian wide and fullwidth
+    characters (CJK, most emoji) take two, combining marks none."""
+    columns = 0
+    for character in text:
+        if character < "\u0300":
+            columns += 1
+        elif not unicodedata.combining(character):
+            columns += 2 if unicodedata.east_asian_width(character) in ("W", "F") else 1
+    return columns
+
+
+def fit_text(text: str, width: float, char_width: float = CHAR_WIDTH, ellipsis: str = "..") -> str:
+    """``text``, or its start followed by ``ellipsis``, in at most ``width`` px of a
+    monospace font whose glyphs are ``char_width`` px wide ("" when not even the
+    ellipsis and one character fit)."""
+    available = math.floor(width / char_width)
+    if text_columns(text) <= available:
+        return text
+    room = available - len(ellipsis)
+    if room < 1:
         return ""
-    if len(name) <= chars:
-        return name
-    return name[: chars - 2] + ".."
+    kept, used = [], 0
+    for character in text:
+        need = text_columns(character)
+        if used + need > room:
+            break
+        kept.append(character)
+        used += need
+    return "".join(kept) + ellipsis
+
+
+def fit_label(name: str, width: float) -> str:
+    """The part of ``name`` that fits in a frame ``width`` px wide, 3 px from each edge
+    (the embedded script does the same after a zoom, and measures the text it writes)."""
+    if math.floor((width - 6) / CHAR_WIDTH) < 3:
+        return ""
+    return fit_text(name, width - 6)
+
+
+def wrap_text(text: str, width: float, char_width: float = CHAR_WIDTH) -> List[str]:
+    """``text`` broken at spaces into lines of at most ``width`` px (a word longer than
+    a line is cut to fit)."""
+    lines: List[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and text_columns(candidate) * char_width > width:
+            lines.append(line)
+            candidate = word
+        line = fit_text(candidate, width, char_width)
+    lines.append(line)
+    return lines
 
 
 def _seconds(seconds: float) -> str:
@@ -229,49 +277,17 @@ class FlamegraphRenderer(Renderer):
             raise ValueError("this session has no CPU time: render it with time=wall")
         with_threads = len(stacks.threads) > 1
         root = self._build_tree(stacks, with_threads)
-        top = TOP + (THREADS_ROW if with_threads else 0)
+        # Everything written stays inside the image: names are cut to their box (the
+        # script measures them again in the browser), our own text wraps.
+        text_width = self.width - 2 * PAD
+        legend = self._legend_positions()
+        top = TOP + (legend[-1][3] - 68 if legend else 0)
+        threads_y = top + 6
+        top += THREADS_ROW if with_threads else 0
         layout = _Layout(self, stacks, root, top)
         layout.draw(with_threads)
         total = layout.total
 
-        height = top + (layout.max_depth + 1) * FRAME_HEIGHT + BOTTOM
-        middle = f"{self.width / 2:.1f}"
-        out: List[str] = [
-            '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n',
-            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{self.width}" '
-            f'height="{height}" viewBox="0 0 {self.width} {height}" data-pad="{PAD}" '
-            f'data-graph-width="{layout.graph_width}" data-char-width="{CHAR_WIDTH}">\n',
-            f'<style type="text/css"><![CDATA[{_CSS}]]></style>\n',
-            f'<rect class="background" x="0" y="0" width="{self.width}" height="{height}"/>\n',
-            f'<text id="title" x="{middle}" y="24">{_text(self.title)}</text>\n',
-            f'<text id="subtitle" x="{middle}" y="44">{_text(self._subtitle(session, stacks))}</text>\n',
-            f'<text id="reset" class="button" x="{PAD}" y="68" display="none">Reset zoom</text>\n',
-            f'<text id="search" class="button" x="{self.width - PAD}" y="68">Search</text>\n',
-        ]
-        legend_x = self.width / 2 - 150
-        for label, color in _LEGEND:
-            out.append(
-                f'<rect class="legend" x="{legend_x:.1f}" y="58" width="12" height="12" fill="{color}"/>'
-                f'<text x="{legend_x + 16:.1f}" y="68">{_text(label)}</text>\n'
-            )
-            legend_x += 100
-        if layout.thread_links:
-            out.append(f'<text id="threads" x="{PAD}" y="{TOP + 6}">Threads: ')
-            for i, (target, name) in enumerate(layout.thread_links):
-                out.append(", " if i else "")
-                out.append(f'<tspan class="button thread-link" data-target="{target}">{_text(name)}</tspan>')
-            out.append("</text>\n")
-        out.append('<g id="frames">\n')
-        out.extend(layout.body)
-        out.append("</g>\n")
-        if total <= 0:
-            empty = "No CPU time was recorded." if stacks.total_wall() > 0 else "No samples were recorded."
-            out.append(f'<text id="empty" x="{middle}" y="{top + 16}">{empty}</text>\n')
-        details_y = height - BOTTOM + 22
-        out.append(
-            f'<text id="details" x="{PAD}" y="{details_y}">'
-            "Point at a frame for details. Click to zoom, Esc to reset, Ctrl-F to search.</text>\n"
-        )
         omitted = layout.omitted_frames
         if omitted:
             note = (
@@ -282,11 +298,85 @@ class FlamegraphRenderer(Renderer):
             )
         else:
             note = f"Note: every frame is drawn (none narrower than {self.min_width:g} px)."
-        out.append(f'<text id="note" x="{PAD}" y="{details_y + 18}">{_text(note)}</text>\n')
+        note_lines = wrap_text(note, text_width)
+        details = "Point at a frame for details. Click to zoom, Esc to reset, Ctrl-F to search."
+
+        height = top + (layout.max_depth + 1) * FRAME_HEIGHT + BOTTOM + (len(note_lines) - 1) * 16
+        middle = f"{self.width / 2:.1f}"
+        title = fit_text(xml_safe(self.title), text_width, TITLE_CHAR_WIDTH)
+        subtitle = fit_text(xml_safe(self._subtitle(session, stacks)), text_width)
+        out: List[str] = [
+            '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n',
+            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{self.width}" '
+            f'height="{height}" viewBox="0 0 {self.width} {height}" data-pad="{PAD}" '
+            f'data-graph-width="{layout.graph_width}" data-char-width="{CHAR_WIDTH}">\n',
+            f'<style type="text/css"><![CDATA[{_CSS}]]></style>\n',
+            f'<rect class="background" x="0" y="0" width="{self.width}" height="{height}"/>\n',
+            f'<text id="title" class="fit" x="{middle}" y="24">{_text(title)}</text>\n',
+            f'<text id="subtitle" class="fit" x="{middle}" y="44">{_text(subtitle)}</text>\n',
+            f'<text id="reset" class="button" x="{PAD}" y="68" display="none">Reset zoom</text>\n',
+            f'<text id="search" class="button" x="{self.width - PAD}" y="68">Search</text>\n',
+        ]
+        for label, color, legend_x, legend_y in legend:
+            out.append(
+                f'<rect class="legend" x="{legend_x:.1f}" y="{legend_y - 10}" width="12" height="12" fill="{color}"/>'
+                f'<text x="{legend_x + 16:.1f}" y="{legend_y}">{_text(label)}</text>\n'
+            )
+        if layout.thread_links:
+            out.append(self._thread_list(layout.thread_links, threads_y, text_width))
+        out.append('<g id="frames">\n')
+        out.extend(layout.body)
+        out.append("</g>\n")
+        if total <= 0:
+            empty = "No CPU time was recorded." if stacks.total_wall() > 0 else "No samples were recorded."
+            out.append(f'<text id="empty" x="{middle}" y="{top + 16}">{empty}</text>\n')
+        details_y = height - BOTTOM - (len(note_lines) - 1) * 16 + 22
+        out.append(f'<text id="details" class="fit" x="{PAD}" y="{details_y}">{_text(fit_text(details, text_width))}</text>\n')
+        out.append(f'<text id="note" x="{PAD}" y="{details_y + 18}">')
+        for i, line in enumerate(note_lines):
+            out.append(f'<tspan x="{PAD}" dy="{16 if i else 0}">{_text(line)}</tspan>')
+        out.append("</text>\n")
         out.append(f'<text id="matched" x="{self.width - PAD}" y="{details_y + 18}"></text>\n')
         out.append(f'<script type="text/ecmascript"><![CDATA[{_SCRIPT}]]></script>\n')
         out.append("</svg>\n")
         return "".join(out)
+
+    def _legend_positions(self) -> List[Tuple[str, str, float, int]]:
+        """(label, colour, x, baseline y) of each legend entry: centred between the
+        buttons when it fits there, else on rows of its own below them."""
+        widths = [16 + text_columns(label) * CHAR_WIDTH + 16 for label, _ in _LEGEND]
+        if sum(widths) <= self.width - 2 * PAD - RESET_WIDTH - SEARCH_WIDTH:
+            x, y = self.width / 2 - sum(widths) / 2, 68
+        else:
+            x, y = float(PAD), 68 + LEGEND_ROW
+        positions = []
+        for (label, color), width in zip(_LEGEND, widths):
+            if y > 68 and x > PAD and x + width - 16 > self.width - PAD:
+                x, y = float(PAD), y + LEGEND_ROW
+            positions.append((label, color, x, y))
+            x += width
+        return positions
+
+    @staticmethod
+    def _thread_list(links: List[Tuple[str, str]], y: int, width: float) -> str:
+        """"Threads: a, b, ..." as links to the threads' frames, as many as fit, then
+        how many more there are."""
+        parts = [f'<text id="threads" x="{PAD}" y="{y}">Threads: ']
+        used = text_columns("Threads: ") * CHAR_WIDTH
+        for i, (target, name) in enumerate(links):
+            remaining = len(links) - i - 1
+            more = f", +{remaining} more" if remaining else ""
+            name = xml_safe(name)
+            room = width - used - text_columns(", " + more) * CHAR_WIDTH
+            shown = fit_text(name, room)
+            if i and (not shown or shown != name and room < 20 * CHAR_WIDTH):
+                parts.append(_text(f", +{len(links) - i} more"))
+                break
+            separator = ", " if i else ""
+            parts.append(f'{separator}<tspan class="button thread-link" data-target="{target}">{_text(shown)}</tspan>')
+            used += text_columns(separator + shown) * CHAR_WIDTH
+        parts.append("</text>\n")
+        return "".join(parts)
 
     def _subtitle(self, session: Session, stacks: SampleStacks) -> str:
         parts = []
@@ -470,12 +560,44 @@ _SCRIPT = r"""
     byElement.set(g, frame);
   }
 
+  // as text_columns and fit_text in flamegraph.py: wide (CJK, emoji) characters take
+  // two columns of the monospace font, combining marks none
+  var WIDE = /[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{1F000}-\u{1FAFF}\u{20000}-\u{3FFFD}]/u;
+  var MARK = /\p{M}/u;
+  function columns(character) {
+    return MARK.test(character) ? 0 : WIDE.test(character) ? 2 : 1;
+  }
+
+  function fitText(text, width) {
+    var available = Math.floor(width / charWidth);
+    var points = Array.from(text), total = 0, k;
+    for (k = 0; k < points.length; k++) { total += columns(points[k]); }
+    if (total <= available) { return text; }
+    var room = available - 2, used = 0, kept = [];
+    if (room < 1) { return ""; }
+    for (k = 0; k < points.length && used + columns(points[k]) <= room; k++) {
+      used += columns(points[k]);
+      kept.push(points[k]);
+    }
+    return kept.join("") + "..";
+  }
+
   function fitLabel(name, width) {
-    var chars = Math.floor((width - 6) / charWidth);
-    if (chars < 3) { return ""; }
-    var points = Array.from(name);
-    if (points.length <= chars) { return name; }
-    return points.slice(0, chars - 2).join("") + "..";
+    if (Math.floor((width - 6) / charWidth) < 3) { return ""; }
+    return fitText(name, width - 6);
+  }
+
+  // The font may draw some characters wider than the estimate (a fallback font for
+  // a script the monospace font lacks): the text drawn is measured and shortened
+  // until it fits.
+  function fitMeasured(element, text, width) {
+    element.textContent = text;
+    if (!text || typeof element.getComputedTextLength !== "function") { return; }
+    var points = Array.from(text.slice(-2) === ".." && text.length > 2 ? text.slice(0, -2) : text);
+    while (points.length && element.getComputedTextLength() > width) {
+      points.pop();
+      element.textContent = points.length ? points.join("") + ".." : "";
+    }
   }
 
   function place(frame, x, width, isParent) {
@@ -483,8 +605,16 @@ _SCRIPT = r"""
     frame.rect.setAttribute("x", x.toFixed(2));
     frame.rect.setAttribute("width", width.toFixed(2));
     frame.label.setAttribute("x", (x + 3).toFixed(2));
-    frame.label.textContent = fitLabel(frame.name, width);
+    fitMeasured(frame.label, fitLabel(frame.name, width), width - 6);
     frame.g.classList.toggle("parent", isParent);
+  }
+
+  frames.forEach(function (frame) {
+    if (frame.label.textContent) { fitMeasured(frame.label, frame.label.textContent, frame.width - 6); }
+  });
+  var fitted = document.querySelectorAll("text.fit");
+  for (var t = 0; t < fitted.length; t++) {
+    fitMeasured(fitted[t], fitted[t].textContent, fullWidth);
   }
 
   function zoom(target) {
@@ -563,7 +693,7 @@ _SCRIPT = r"""
 
   framesGroup.addEventListener("mouseover", function (event) {
     var frame = frameOf(event);
-    if (frame) { details.textContent = frame.title.textContent.split("\n").join("  |  "); }
+    if (frame) { fitMeasured(details, fitText(frame.title.textContent.split("\n").join("  |  "), fullWidth), fullWidth); }
   });
   framesGroup.addEventListener("mouseout", function () { details.textContent = defaultDetails; });
   framesGroup.addEventListener("click", function (event) {

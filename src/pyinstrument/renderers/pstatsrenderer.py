@@ -8,8 +8,11 @@ the key of each calling function to that caller's share, ``(primitive calls, tot
 calls, tottime, cumtime)``.
 
 A sampling profiler measures time, not calls, so the numbers are derived from the
-processed, aggregated call tree (the text report's, without library folding, which
-pstats has no way to show):
+aggregated call tree with nothing left out but the profiler's own frames: no time
+threshold, no library folding, no removal of import machinery or
+``__tracebackhide__`` frames. Tools that read pstats (snakeviz...) filter for
+themselves; a function left out here would have its time counted as its caller's
+own time.
 
 - tottime: time in the function's own code; cumtime: time with its callees, counted
   once per stack, so a recursive function is not counted again inside itself (the
@@ -48,18 +51,22 @@ class PstatsRenderer(FrameRenderer):
     """The profile in cProfile's ``.pstats`` format (binary; ``render`` returns bytes).
 
     ``show_all``, ``timeline`` and ``processor_options`` are those of
-    :class:`~pyinstrument.renderers.base.FrameRenderer`; by default calls below 1% of
-    the total are folded into their caller, as in the text report
-    (``processor_options={"filter_threshold": 0}`` keeps them all).
+    :class:`~pyinstrument.renderers.base.FrameRenderer`, but every function is kept
+    whatever they say (see the module docstring).
     """
 
     output_file_extension = "pstats"
     output_is_binary = True
 
     def default_processors(self) -> List[ProcessorType]:
-        # the text report's processing except library folding: pstats lists every
-        # function on its own line and has no notion of hidden frames
-        return [p for p in super().default_processors() if p is not processors.group_library_frames_processor]
+        # only the processors that drop nothing but the profiler's and the command
+        # line's own frames
+        return [
+            processors.remove_profiler_frames,
+            processors.merge_consecutive_self_time,
+            processors.aggregate_repeated_calls,
+            processors.remove_first_pyinstrument_frames_processor,
+        ]
 
     def render(self, session: Session) -> bytes:  # type: ignore[override]
         with gc_paused():

@@ -159,7 +159,7 @@ class SampleStacks:
             if class_name and not function.startswith(class_name + "."):
                 name = f"{class_name}.{function}"
             builtin = path.startswith(BUILTIN_FILE)
-            application = bool(path) and not self._context.is_library_path(path)
+            application = bool(path) and not self._context.is_library_code(path, function)
             short = self._context.shorten_path(path) if path else path
             index = self._frame_index[key] = len(self.frames)
             self.frames.append(StackFrame(name, path, short, first_line, application, builtin))

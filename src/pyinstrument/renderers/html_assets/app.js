@@ -108,10 +108,16 @@
 
   const threads = data.threads;
   const threadCount = threads.length;
+  // a thread's name; threads that share one are numbered #1, #2... in the order of
+  // their idents (as in the text report): the idents themselves are noise
   const threadLabel = threads.map((t, i) => {
     const name = visible(t.name || "thread " + i);
-    const sameName = threads.filter((u) => u.name === t.name).length > 1;
-    return sameName && t.ident !== null ? name + " (" + t.ident + ")" : name;
+    const namesakes = threads
+      .filter((u) => u.name === t.name)
+      .map((u) => (u.ident === null ? 0 : u.ident))
+      .sort((a, b) => a - b);
+    if (namesakes.length < 2) return name;
+    return name + " #" + (namesakes.indexOf(t.ident === null ? 0 : t.ident) + 1);
   });
 
   // The call tree: the data's nodes, then one node per thread, then the root (all
@@ -254,8 +260,17 @@
   }
 
   // -- settings (remembered in localStorage) ---------------------------------------------
+  //
+  // Two kinds: display preferences (wall or CPU, seconds or percent, how the lines
+  // view sorts), which every report on this computer shares, and what was being looked
+  // at in one report (view, thread, threshold, folding, patterns), remembered for that
+  // report only: another report opens as a new one does, on the call tree.
 
-  const STORAGE_KEY = "pyinstrument.report.settings.v1";
+  const PREFERENCES_KEY = "pyinstrument.report.preferences.v2";
+  const REPORTS_KEY = "pyinstrument.report.views.v2";
+  const REMEMBERED_REPORTS = 50;
+  const OLD_SETTINGS_KEY = "pyinstrument.report.settings.v1"; // both kinds together: dropped
+  const PREFERENCES = ["metric", "timeFormat", "linesSort"];
   const options = data.options;
   const defaults = {
     view: "tree",
@@ -268,15 +283,25 @@
     thread: null, // a thread's name, or null for all threads
     linesSort: "own",
   };
+  // this report: where it is and which recording it shows
+  const reportId = [window.location.pathname, meta.start_time, meta.duration, meta.sample_count, meta.target].join("|");
+
+  function readStored(key) {
+    try {
+      const value = JSON.parse(window.localStorage.getItem(key) || "{}");
+      return value && typeof value === "object" ? value : {};
+    } catch (e) {
+      return {}; // no storage (private mode, file:// restrictions) or a damaged entry
+    }
+  }
+
   const settings = Object.assign({}, defaults);
-  try {
-    const stored = JSON.parse(window.localStorage.getItem(STORAGE_KEY) || "{}");
+  {
+    const stored = Object.assign({}, readStored(REPORTS_KEY)[reportId], readStored(PREFERENCES_KEY));
     for (const key of Object.keys(defaults)) {
       if (key in stored && typeof stored[key] === typeof defaults[key]) settings[key] = stored[key];
       else if (key === "thread" && typeof stored[key] === "string") settings[key] = stored[key];
     }
-  } catch (e) {
-    /* no storage (private mode, file:// restrictions): defaults */
   }
   // options given when the report was written win over remembered settings
   if (options.show_all) settings.foldLibrary = false;
@@ -287,7 +312,22 @@
 
   function saveSettings() {
     try {
-      window.localStorage.setItem(STORAGE_KEY, JSON.stringify(settings));
+      const preferences = {};
+      const thisReport = { used: Date.now() };
+      for (const key of Object.keys(defaults)) {
+        if (PREFERENCES.includes(key)) preferences[key] = settings[key];
+        else thisReport[key] = settings[key];
+      }
+      const reports = readStored(REPORTS_KEY);
+      reports[reportId] = thisReport;
+      // forget the reports used longest ago
+      const ids = Object.keys(reports).filter((id) => reports[id] && typeof reports[id] === "object");
+      ids.sort((a, b) => (Number(reports[b].used) || 0) - (Number(reports[a].used) || 0));
+      const kept = {};
+      for (const id of ids.slice(0, REMEMBERED_REPORTS)) kept[id] = reports[id];
+      window.localStorage.setItem(REPORTS_KEY, JSON.stringify(kept));
+      window.localStorage.setItem(PREFERENCES_KEY, JSON.stringify(preferences));
+      window.localStorage.removeItem(OLD_SETTINGS_KEY);
     } catch (e) {
       /* not remembered */
     }
@@ -1169,7 +1209,9 @@
         const bar = el("span", "bar");
         bar.appendChild(el("span")).style.width = (share * 100).toFixed(1) + "%";
         row.appendChild(bar);
-        row.appendChild(el("span", "name", "[self]"));
+        // below a "frames hidden" row it would read as the hidden frames' time: say whose
+        const underGroup = displayChildren(n).some((k) => k < 0);
+        row.appendChild(el("span", "name", underGroup ? "[self] (in " + nodeName(n) + ")" : "[self]"));
         row.appendChild(el("span", "loc", frameShort[frameOf[n]]));
         row.title = "time spent in " + nodeName(n) + " itself, not in a function it called";
         return row;
@@ -1895,10 +1937,14 @@
       const span = view.x1 - view.x0;
       const zoomed = span < view.extent * 0.999;
       const focus = focused >= 0 && Math.abs(layout.x[focused] - view.x0) < span * 1e-6 && Math.abs(layout.values[focused] - span) < span * 1e-6;
+      // with several threads the whole is their times added up, not the run's duration
+      const whole =
+        layout.root === ROOT && threadCount > 1
+          ? formatDuration(view.extent) + " of " + metric().label.toLowerCase() + " time, " + threadCount + " threads added up"
+          : formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time";
       controls.range.textContent = zoomed
-        ? (focus ? "Focused on " + nodeName(focused) + ": " : "Zoomed: ") +
-          percent(span, view.extent) + " of " + formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time"
-        : formatDuration(view.extent) + " " + metric().label.toLowerCase() + " time";
+        ? (focus ? "Focused on " + nodeName(focused) + ": " : "Zoomed: ") + percent(span, view.extent) + " of " + whole
+        : whole;
     }
 
     function hitAt(x, y) {
