@@ -292,6 +292,7 @@ class Session:
         }
         if include_frame_records:
             result["frame_records"] = [[list(stack), t] for stack, t in self.frame_records]
+            self._write_gap_records(result)
             result["frame_records_cpu"] = self.frame_records_cpu
             timeline = self.timeline
             result["timeline"] = (
@@ -305,6 +306,18 @@ class Session:
         result["thread_names"] = self.thread_names
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
         return result
+
+    def _write_gap_records(self, result: Dict[str, Any]) -> None:
+        """A record of no time with an empty stack holds a main-thread timeline's gaps
+        (no sample of the program). Upstream's reader would put it under a root of its
+        own, so it is written with the first frame of another record (it has no time:
+        no frame's time changes) and listed under "gap_records" for our reader."""
+        gaps = [i for i, (stack, seconds) in enumerate(self.frame_records) if not stack and not seconds]
+        anchor = next((stack[:1] for stack, _ in self.frame_records if stack), None)
+        if gaps and anchor:
+            for i in gaps:
+                result["frame_records"][i][0] = list(anchor)
+            result["gap_records"] = gaps
 
     @staticmethod
     def from_json(json_dict: Dict[str, Any]) -> "Session":
@@ -323,7 +336,7 @@ class Session:
         get = json_dict.get
         try:
             return Session(
-                frame_records=_read_frame_records(get("frame_records") or []),
+                frame_records=_read_frame_records(get("frame_records") or [], get("gap_records")),
                 start_time=_read_start_time(json_dict["start_time"]),
                 duration=_read_time(json_dict["duration"], "'duration'"),
                 min_interval=_read_time(get("min_interval", 0.001), "'min_interval'"),
@@ -375,7 +388,7 @@ class Session:
         )
 
 
-def _read_frame_records(value: Any) -> List[FrameRecordType]:
+def _read_frame_records(value: Any, gaps: Any) -> List[FrameRecordType]:
     if not isinstance(value, list):
         raise SessionFileError("damaged pyinstrument session: 'frame_records' is not a list")
     records: List[FrameRecordType] = []
@@ -389,6 +402,12 @@ def _read_frame_records(value: Any) -> List[FrameRecordType]:
         ):
             raise SessionFileError(f"damaged pyinstrument session: frame record {i} is not a [stack, seconds] pair")
         records.append((item[0], _as_float(item[1])))
+    if gaps is not None:  # see Session._write_gap_records
+        if not (isinstance(gaps, list) and all(type(i) is int and 0 <= i < len(records) and not records[i][1]
+                                               for i in gaps)):
+            raise SessionFileError("damaged pyinstrument session: 'gap_records' names no records of no time")
+        for i in gaps:
+            records[i] = ([], 0.0)
     _check_total([t for _, t in records], "the frame records' times")
     return records
 
