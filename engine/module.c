@@ -326,33 +326,39 @@ static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromLong(line);
 }
 
-static PyObject *debug_callee(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *debug_stack_depths(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer code;
-    int unit;
-    if (!PyArg_ParseTuple(args, "y*i", &code, &unit))
+    Py_buffer code, exceptions;
+    if (!PyArg_ParseTuple(args, "y*y*", &code, &exceptions))
         return NULL;
     size_t units = (size_t)code.len / 2;
     pi_instr *instrs = PyMem_Malloc((units + 1) * sizeof *instrs);
-    if (!instrs) {
-        PyBuffer_Release(&code);
-        return PyErr_NoMemory();
+    int32_t *depths = PyMem_Malloc((units + 1) * sizeof *depths);
+    PyObject *result = NULL;
+    if (!instrs || !depths) {
+        PyErr_NoMemory();
+        goto done;
     }
     size_t count = pi_decode_bytecode(code.buf, units, instrs);
-    PyBuffer_Release(&code);
-    int kind;
-    uint32_t index;
-    int found = -1;
-    for (size_t k = 0; k < count; k++) {
-        if (instrs[k].unit == (uint32_t)unit) {
-            found = pi_callee_name_ref(instrs, count, k, &kind, &index);
-            break;
-        }
+    if (pi_stack_depths(instrs, count, exceptions.buf, (size_t)exceptions.len, 1 << 20, depths) != 0) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+        goto done;
     }
+    result = PyDict_New();
+    for (size_t k = 0; result && k < count; k++) {
+        PyObject *key = PyLong_FromUnsignedLong(instrs[k].unit), *value = PyLong_FromLong(depths[k]);
+        if (!key || !value || PyDict_SetItem(result, key, value) != 0)
+            Py_CLEAR(result);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+done:
     PyMem_Free(instrs);
-    if (found != 0)
-        Py_RETURN_NONE;
-    return Py_BuildValue("(sI)", kind == PI_NAME_NAMES ? "names" : "locals", index);
+    PyMem_Free(depths);
+    PyBuffer_Release(&code);
+    PyBuffer_Release(&exceptions);
+    return result;
 }
 
 /* ---- profiled child processes (pyinstrument._subprocesses) ---- */
@@ -379,8 +385,9 @@ static PyMethodDef module_methods[] = {
     {"_hamt_types", hamt_types, METH_O, "_hamt_types(context): (HAMT type, root node type), as the sampler reads them."},
     {"_context_get", context_get, METH_VARARGS,
      "_context_get(context, var, (hamt, bitmap, array types)): the sampler's lookup: value address or None."},
-    {"_debug_callee", debug_callee, METH_VARARGS,
-     "_debug_callee(bytecode, code_unit): where the engine finds the callee's name, or None."},
+    {"_debug_stack_depths", debug_stack_depths, METH_VARARGS,
+     "_debug_stack_depths(bytecode, exceptiontable): {code unit: stack depth before it (-1 unreachable)}, "
+     "or None when the engine cannot analyse the bytecode."},
     {NULL, NULL, 0, NULL},
 };
 

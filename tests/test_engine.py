@@ -124,8 +124,9 @@ def test_leaves_name_blocking_c_calls():
         """
     )
     stacks = result["stacks"]
-    assert time_in(stacks, "acquire") == pytest.approx(0.2, abs=0.05), stacks
-    assert any(k.endswith("blocked_on_socket > recv") for k in stacks), stacks
+    # named as upstream names them: the method with the type of the object it belongs to
+    assert time_in(stacks, "lock.acquire") == pytest.approx(0.2, abs=0.05), stacks
+    assert any(k.endswith("blocked_on_socket > socket.recv") for k in stacks), stacks
 
 
 def test_default_reports_only_the_starting_thread_and_all_threads_reports_each():
@@ -227,7 +228,8 @@ def test_thread_churn_does_not_crash_or_misname():
     for key in stacks:
         frames = key.split(" > ")[1:]  # after the thread's root
         if "short_lived" in frames:
-            assert frames[-1] in ("short_lived", "perf_counter"), key
+            # (a call that ended while being read is honestly unknown)
+            assert frames[-1] in ("short_lived", "perf_counter", "[unknown C call]"), key
 
 
 def test_code_objects_created_and_dropped_are_not_confused():

@@ -4,6 +4,8 @@ It has the C engine's Sampler interface and produces the same snapshot, so the r
 pyinstrument does not know which one ran. It is a Python thread reading
 sys._current_frames(), so it takes the GIL on every tick: the profiled program slows
 down more than under the C engine, which is why the Profiler says so when it falls back.
+Python cannot see a frame's value stack, so the object a call calls is unknown here:
+time in C functions stays with the calling line (no `sorted  <built-in>` leaves).
 """
 
 from __future__ import annotations
@@ -14,36 +16,10 @@ import time
 from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
-from pyinstrument import _engine
-
-_BUILTIN = "<built-in>"
-
-
 def _thread_cpu_seconds(ident: int) -> Optional[float]:
     try:
         return time.clock_gettime(time.pthread_getcpuclockid(ident))
     except (OSError, AttributeError, OverflowError):
-        return None
-
-
-def _callee_name(frame: Any) -> Optional[str]:
-    """The C function the innermost frame is calling, decoded as the C engine does."""
-    code = frame.f_code
-    bytecode = getattr(code, "_co_code_adaptive", code.co_code)
-    lasti = frame.f_lasti
-    if lasti < 0:
-        return None
-    ref = _engine._debug_callee(bytecode, lasti // 2)
-    if ref is None:
-        return None
-    kind, index = ref
-    try:
-        if kind == "names":
-            return code.co_names[index]
-        if hasattr(code, "_varname_from_oparg"):
-            return code._varname_from_oparg(index)
-        return code.co_varnames[index]
-    except (IndexError, ValueError):
         return None
 
 
@@ -126,7 +102,6 @@ class PythonSampler:
             if ident == me or (self.only_thread and ident != self.only_thread):
                 continue
             stack = []
-            leaf = frame
             while frame is not None:
                 code = frame.f_code
                 name = getattr(code, "co_qualname", code.co_name)
@@ -134,9 +109,6 @@ class PythonSampler:
                 stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
                 frame = frame.f_back
             stack.reverse()
-            callee = _callee_name(leaf)
-            if callee:
-                stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
             record = self._thread_record(ident)
             node = record["root"]
             for identity, line in stack:

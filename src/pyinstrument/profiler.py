@@ -25,7 +25,6 @@ from pyinstrument.session import Session, Timeline, write_file_atomically
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
-_BUILTIN = "<built-in>"
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 
 
@@ -180,11 +179,6 @@ def session_from_snapshot(
             os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
         )
 
-    # A leaf that names a call's callee is C code only when no Python function of that
-    # name ran: a thread caught while setting up a call to a Python function is not in C.
-    python_names = {f.rsplit(".", 1)[-1] for f, filename, _, _ in identities if filename != _BUILTIN}
-    python_names.update(q.rsplit(".", 1)[-1] for q in qualnames.values())
-    not_in_c = [filename == _BUILTIN and f in python_names for f, filename, _, _ in identities]
 
     threads = snapshot["threads"]
     names = _thread_names([t[0] for t in threads], thread_names)
@@ -209,14 +203,11 @@ def session_from_snapshot(
         samples_total += samples
         parent_stack = stacks[parent]
         assert parent_stack is not None
-        if not_in_c[identity]:
-            stacks[index] = parent_stack  # its time stays with the caller
-        else:
-            key = (identity, line)
-            text = frame_strings.get(key)
-            if text is None:
-                text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
-            stacks[index] = parent_stack + [text]
+        key = (identity, line)
+        text = frame_strings.get(key)
+        if text is None:
+            text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
+        stacks[index] = parent_stack + [text]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
             if inside_profiler[index]:
