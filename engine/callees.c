@@ -218,30 +218,9 @@ static uintptr_t slot_object(const uint8_t *slots, int index)
     return pi_stack_slot_object(raw);
 }
 
-/* The callable's and its first argument's slot indexes (from the call's bottom slot);
- * the argument's is -1 when there is none to see. */
 static void place_call(const pi_callee_query *q, int *callable, int *self)
 {
-    uintptr_t first = slot_object(q->slots, 0), second = slot_object(q->slots, 1);
-    bool has_arg = q->call.argc > 0;
-    switch (q->call.layout) {
-    case PI_CALL_PLAIN:
-        *callable = 0;
-        *self = has_arg ? 1 : -1;
-        break;
-    case PI_CALL_NULL_FIRST:
-        *callable = first ? 0 : 1;
-        *self = first ? 1 : (has_arg ? 2 : -1);
-        break;
-    case PI_CALL_SELF_AFTER:
-        *callable = 0;
-        *self = second ? 1 : (has_arg ? 2 : -1);
-        break;
-    default:
-        *callable = 0;
-        *self = -1;
-        break;
-    }
+    pi_call_place(&q->call, slot_object(q->slots, 0) != 0, slot_object(q->slots, 1) != 0, callable, self);
 }
 
 typedef struct {

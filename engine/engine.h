@@ -155,6 +155,10 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out);
 /* The object pointer in a copied value-stack slot (3.14+ slots are tagged); 0 for a
  * slot holding no object. */
 uintptr_t pi_stack_slot_object(uintptr_t slot);
+/* With the GIL held (the Python sampler): the code of a live frame object and
+ * `count` of its value-stack slots from `first` (object pointers, 0 where empty);
+ * -1 when out of its stack's bounds. */
+int pi_local_frame_slots(void *frame, size_t first, size_t count, uintptr_t *out);
 
 /* The object a call instruction calls: where a frame's local slots begin (3.11+; the
  * value stack follows them), and what a copied callable or type is. */
@@ -214,6 +218,9 @@ typedef struct {
     int32_t bottom;
     uint32_t argc; /* positional arguments after self (0 for EX) */
 } pi_call;
+/* Which of the slots from `bottom` hold the callable and its first argument (-1: none
+ * to see), given whether the first two slots hold an object. */
+void pi_call_place(const pi_call *call, bool first_slot_set, bool second_slot_set, int *callable, int *self);
 /* How many slots from `bottom` hold the callable and its first argument. */
 size_t pi_call_slot_count(const pi_call *call);
 /* 0 when the instruction is a call and `depth` (-1: unknown) places its callable; 1 for

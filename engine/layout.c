@@ -649,3 +649,29 @@ size_t pi_method_def_name_offset(void)
 {
     return offsetof(PyMethodDef, ml_name);
 }
+
+int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr_t *out)
+{
+    PyFrameObject *frame = frame_object;
+#if PY_VERSION_HEX >= 0x030B0000
+    _PyInterpreterFrame *f = frame->f_frame;
+    uintptr_t code_addr, instr;
+    frame_position(f, &code_addr, &instr);
+    PyCodeObject *code = (PyCodeObject *)code_addr;
+    if (!f || !code || (size_t)code->co_stacksize < first + count)
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+#if PY_VERSION_HEX >= 0x030E0000
+        out[i] = pi_stack_slot_object(f->localsplus[code->co_nlocalsplus + first + i].bits);
+#else
+        out[i] = (uintptr_t)f->localsplus[code->co_nlocalsplus + first + i];
+#endif
+    }
+#else
+    if (!frame->f_valuestack || (size_t)frame->f_code->co_stacksize < first + count)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        out[i] = (uintptr_t)frame->f_valuestack[first + i];
+#endif
+    return 0;
+}

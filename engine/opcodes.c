@@ -372,3 +372,24 @@ size_t pi_call_slot_count(const pi_call *call)
     size_t fixed = call->layout == PI_CALL_NULL_FIRST || call->layout == PI_CALL_SELF_AFTER ? 2 : 1;
     return fixed + (call->layout != PI_CALL_EX && call->argc > 0);
 }
+
+void pi_call_place(const pi_call *call, bool first_slot_set, bool second_slot_set, int *callable, int *self)
+{
+    bool has_arg = call->argc > 0;
+    *callable = 0;
+    *self = -1;
+    switch (call->layout) {
+    case PI_CALL_PLAIN:
+        *self = has_arg ? 1 : -1;
+        break;
+    case PI_CALL_NULL_FIRST:
+        *callable = first_slot_set ? 0 : 1;
+        *self = first_slot_set ? 1 : (has_arg ? 2 : -1);
+        break;
+    case PI_CALL_SELF_AFTER:
+        *self = second_slot_set ? 1 : (has_arg ? 2 : -1);
+        break;
+    default:
+        break;
+    }
+}

@@ -4,8 +4,9 @@ It has the C engine's Sampler interface and produces the same snapshot, so the r
 pyinstrument does not know which one ran. It is a Python thread reading
 sys._current_frames(), so it takes the GIL on every tick: the profiled program slows
 down more than under the C engine, which is why the Profiler says so when it falls back.
-Python cannot see a frame's value stack, so the object a call calls is unknown here:
-time in C functions stays with the calling line (no `sorted  <built-in>` leaves).
+A thread standing on a call is in what it called: the engine reads the callable from the
+frame's value stack (`_engine._frame_callee`, with the GIL held) and it is named as the C
+engine names it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,42 @@ import sys
 import threading
 import time
 from array import array
+import dis
+import types
 from typing import Any, Dict, List, Optional, Tuple
+
+from pyinstrument import _engine
+
+_BUILTIN = "<built-in>"
+_CALLS = {dis.opmap[name] for name in ("CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW",
+                                        "CALL_FUNCTION_EX", "CALL_METHOD", "PRECALL") if name in dis.opmap}
 
 def _thread_cpu_seconds(ident: int) -> Optional[float]:
     try:
         return time.clock_gettime(time.pthread_getcpuclockid(ident))
     except (OSError, AttributeError, OverflowError):
         return None
+
+
+def _c_function_name(frame: Any) -> Optional[str]:
+    """The C function a frame's call is in, named as sys.setprofile's c_call names it;
+    None when it stands on no call or calls no C function."""
+    code = frame.f_code
+    if frame.f_lasti < 0 or code.co_code[frame.f_lasti] not in _CALLS:
+        return None
+    called = _engine._frame_callee(frame)
+    if called is None:
+        return None
+    function, first = called
+    if isinstance(function, types.BuiltinFunctionType):
+        return function.__qualname__
+    if isinstance(function, types.MethodDescriptorType) and first is not None:
+        # it runs bound to its first argument: named as that bound builtin is
+        if isinstance(first, types.ModuleType):
+            return function.__name__
+        owner = first if isinstance(first, type) else type(first)
+        return f"{owner.__qualname__}.{function.__name__}"
+    return None
 
 
 class PythonSampler:
@@ -102,6 +132,7 @@ class PythonSampler:
             if ident == me or (self.only_thread and ident != self.only_thread):
                 continue
             stack = []
+            leaf = frame
             while frame is not None:
                 code = frame.f_code
                 name = getattr(code, "co_qualname", code.co_name)
@@ -109,6 +140,9 @@ class PythonSampler:
                 stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
                 frame = frame.f_back
             stack.reverse()
+            callee = _c_function_name(leaf)
+            if callee:
+                stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
             record = self._thread_record(ident)
             node = record["root"]
             for identity, line in stack:
