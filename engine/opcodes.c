@@ -254,6 +254,17 @@ static bool read_varint(const uint8_t *table, size_t len, size_t *pos, int64_t *
     return true;
 }
 
+/* 3.10 generators begin with GEN_START, which pops the value the first resume sends. */
+static int64_t first_depth(const pi_instr *first)
+{
+#ifdef GEN_START
+    return first->op == GEN_START;
+#else
+    (void)first;
+    return 0;
+#endif
+}
+
 int pi_stack_depths(const pi_instr *ins, size_t count, const uint8_t *exceptions, size_t exceptions_len,
                     int32_t max_depth, int32_t *depths)
 {
@@ -266,7 +277,7 @@ int pi_stack_depths(const pi_instr *ins, size_t count, const uint8_t *exceptions
     for (size_t i = 0; i < count; i++)
         if (!analysable(ins[i].op))
             goto done;
-    if (count == 0 || flow_reach(&f, 0, 0) != 0)
+    if (count == 0 || flow_reach(&f, 0, first_depth(&ins[0])) != 0)
         goto done;
     /* a handler starts with the depth the table gives, plus the offset of the
      * instruction that raised (if it asks for it), plus the exception */

@@ -58,7 +58,7 @@ PROGRAMS = {
             ",".join(WORDS)
             str.join(";", WORDS)
         """,
-    # decorators, dict dispatch, lambdas
+    # decorators, dict dispatch, lambdas, generators
     "dispatch": """
         def traced(fn):
             @functools.wraps(fn)
@@ -75,7 +75,11 @@ PROGRAMS = {
         holder = Holder()
         holder.run = lambda data: sorted(data)
 
+        def batches():  # a generator's frame lives outside the thread's frame stack
+            yield sorted(DATA)
+
         def main():
+            list(batches())
             ordered(DATA)
             for key, arg in (("sort", DATA), ("pack", BLOB)):
                 table[key](arg)
@@ -115,7 +119,8 @@ HOLDS_GIL = {"sorted", "Shuffled.sort", "str.join"}
 MUST_SHOW = {
     "aliases": [("main", "sorted"), ("main", "compress"), ("main", "sleep")],
     "methods": [("main", "Shuffled.sort"), ("main", "epoll.poll"), ("main", "str.join")],
-    "dispatch": [("wrapper", "sorted"), ("main", "sorted"), ("main", "compress"), ("<lambda>", "sorted")],
+    "dispatch": [("wrapper", "sorted"), ("main", "sorted"), ("main", "compress"), ("<lambda>", "sorted"),
+                 ("batches", "sorted")],
     "lookalikes": [("compress", "compress"), ("sleep", "sleep"), ("wait", "lock.acquire")],
 }
 
