@@ -235,31 +235,46 @@ static void add_read(read_list *list, uintptr_t addr, void *dst, size_t len)
 }
 
 /* The reads a query needs for its stage; returns how many it added. */
+/* A method descriptor's first argument, in the callable's round (NULL slot: none). */
+static uintptr_t argument_to_read(const pi_callee_query *q)
+{
+    int callable, self;
+    place_call(q, &callable, &self);
+    return q->call.layout != PI_CALL_EX && self >= 0 ? slot_object(q->slots, self) : 0;
+}
+
+static void add_owner_reads(read_list *list, pi_callee_query *q, uintptr_t owner)
+{
+    add_read(list, owner, q->owner, sizeof q->owner);
+    add_read(list, owner, q->owner_as_type, pi_type_read_size());
+    add_read(list, owner + pi_type_qualname_offset(), &q->owner_qualname, sizeof(uintptr_t));
+}
+
+/* The reads a query needs for its stage; returns how many it added. */
 static size_t stage_reads(pi_callee_query *q, read_list *list)
 {
     size_t before = list->count;
-    size_t word = sizeof(uintptr_t);
+    int callable, self;
     switch (q->stage) {
     case STAGE_SLOTS:
         add_read(list, q->slots_addr, q->slots, pi_call_slot_count(&q->call) * sizeof(uintptr_t));
         break;
-    case STAGE_CALLABLE: {
-        int callable, self;
+    case STAGE_CALLABLE:
         place_call(q, &callable, &self);
         add_read(list, slot_object(q->slots, callable), q->callable, pi_callable_read_size());
-        /* after the callable: the frame and its slots, unchanged if the call still runs */
+        /* the argument a method descriptor would run bound to: the stack holds it too */
+        if (argument_to_read(q))
+            add_owner_reads(list, q, argument_to_read(q));
+        /* after them: the frame and its slots, unchanged if the call still runs */
         add_read(list, q->frame, q->frame_again, pi_runtime_layout.frame_read_size);
         add_read(list, q->slots_addr, q->slots_again, pi_call_slot_count(&q->call) * sizeof(uintptr_t));
         break;
-    }
     case STAGE_OWNER:
-        add_read(list, q->owner_addr, q->owner, sizeof q->owner);
-        add_read(list, q->owner_addr, q->owner_as_type, pi_type_read_size());
-        add_read(list, q->owner_addr + pi_type_qualname_offset(), &q->owner_qualname, word);
+        add_owner_reads(list, q, q->owner_addr);
         break;
     case STAGE_TYPE:
         add_read(list, q->type_addr, q->type, pi_type_read_size());
-        add_read(list, q->type_addr + pi_type_qualname_offset(), &q->type_qualname, word);
+        add_read(list, q->type_addr + pi_type_qualname_offset(), &q->type_qualname, sizeof(uintptr_t));
         break;
     default:
         break;
@@ -288,8 +303,66 @@ static bool call_unchanged(const pi_callee_query *q, const pi_read *frame_read, 
            memcmp(q->slots, q->slots_again, pi_call_slot_count(&q->call) * sizeof(uintptr_t)) == 0;
 }
 
-/* Takes the results of a query's stage (`reads`, as added) and moves it on. */
-static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads)
+/* The owner read (a builtin's __self__, a method descriptor's argument): a module names
+ * the function alone, anything else by its type, read next. */
+static void take_owner(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
+                       bool module_only)
+{
+    uintptr_t owner_type;
+    if (!reads[0].ok || pi_parse_object_header(q->owner, &owner_type) != 0) {
+        finish_unknown(t, codes, q);
+    } else if (owner_type == pi_module_type()) {
+        finish(q, callee_identity(t, codes, q->method_def, 0, NULL));
+    } else if (module_only) {
+        finish_unknown(t, codes, q);
+    } else {
+        q->owner_as_type_ok = reads[1].ok && reads[2].ok;
+        q->type_addr = owner_type;
+        q->stage = STAGE_TYPE;
+    }
+}
+
+static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
+                          size_t count)
+{
+    bool unchanged = call_unchanged(q, &reads[count - 2], &reads[count - 1]);
+    const pi_read *owner_reads = count == 6 ? &reads[1] : NULL;
+    pi_callable c;
+    if (unchanged && reads[0].ok && (pi_object_dying(q->callable) || (owner_reads && owner_reads[0].ok &&
+                                                                       pi_object_dying(q->owner)))) {
+        /* the stack let go of them: the call returned, its cleanup runs in the caller */
+        finish(q, -1);
+    } else if (!reads[0].ok || pi_parse_callable(q->callable, &c) != 0) {
+        finish_unknown(t, codes, q);
+    } else if (!unchanged && !(q->have_slots && c.kind == PI_CALLABLE_CFUNCTION)) {
+        /* the call ended meanwhile: the object read may be another one by now */
+        finish_unknown(t, codes, q);
+    } else if (c.kind == PI_CALLABLE_OTHER) {
+        finish(q, -1); /* a Python function, a class...: no C function */
+    } else if (c.kind == PI_CALLABLE_CFUNCTION && !c.self) {
+        finish(q, callee_identity(t, codes, c.method_def, 0, NULL));
+    } else if (c.kind == PI_CALLABLE_CFUNCTION) {
+        /* its __self__ lives as long as it does: read next */
+        q->method_def = c.method_def;
+        q->owner_addr = c.self;
+        q->owner_must_be_module = !unchanged;
+        q->stage = STAGE_OWNER;
+    } else if (q->call.layout == PI_CALL_EX) {
+        finish_unknown(t, codes, q); /* its argument is inside the arguments tuple */
+    } else if (!owner_reads) {
+        finish(q, -1); /* a method descriptor without argument raises before running */
+    } else {
+        /* a method descriptor runs bound to its first argument, named as that bound
+         * builtin is */
+        q->method_def = c.method_def;
+        q->owner_addr = argument_to_read(q);
+        take_owner(t, codes, q, owner_reads, false);
+    }
+}
+
+/* Takes the results of a query's stage (`count` reads, as added) and moves it on. */
+static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
+                       size_t count)
 {
     if (q->stage == STAGE_SLOTS) {
         if (reads[0].ok)
@@ -297,48 +370,9 @@ static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query
         else
             finish_unknown(t, codes, q);
     } else if (q->stage == STAGE_CALLABLE) {
-        int callable, self;
-        place_call(q, &callable, &self);
-        pi_callable c;
-        bool unchanged = call_unchanged(q, &reads[1], &reads[2]);
-        if (!reads[0].ok || pi_parse_callable(q->callable, &c) != 0) {
-            finish_unknown(t, codes, q);
-        } else if (!unchanged && !(q->have_slots && c.kind == PI_CALLABLE_CFUNCTION)) {
-            /* the call ended meanwhile: the object read may be another one by now */
-            finish_unknown(t, codes, q);
-        } else if (c.kind == PI_CALLABLE_OTHER) {
-            finish(q, -1); /* a Python function, a class...: no C function */
-        } else if (c.kind == PI_CALLABLE_CFUNCTION && !c.self) {
-            finish(q, callee_identity(t, codes, c.method_def, 0, NULL));
-        } else if (c.kind == PI_CALLABLE_CFUNCTION) {
-            q->method_def = c.method_def;
-            q->owner_addr = c.self;
-            q->owner_must_be_module = !unchanged;
-            q->stage = STAGE_OWNER;
-        } else if (q->call.layout == PI_CALL_EX) {
-            finish_unknown(t, codes, q); /* its argument is inside the arguments tuple */
-        } else if (self < 0 || !slot_object(q->slots, self)) {
-            finish(q, -1); /* a method descriptor without argument raises before running */
-        } else {
-            /* a method descriptor runs bound to its first argument, named as that
-             * bound builtin is */
-            q->method_def = c.method_def;
-            q->owner_addr = slot_object(q->slots, self);
-            q->stage = STAGE_OWNER;
-        }
+        take_callable(t, codes, q, reads, count);
     } else if (q->stage == STAGE_OWNER) {
-        uintptr_t owner_type;
-        if (!reads[0].ok || pi_parse_object_header(q->owner, &owner_type) != 0) {
-            finish_unknown(t, codes, q);
-        } else if (owner_type == pi_module_type()) {
-            finish(q, callee_identity(t, codes, q->method_def, 0, NULL));
-        } else if (q->owner_must_be_module) {
-            finish_unknown(t, codes, q);
-        } else {
-            q->owner_as_type_ok = reads[1].ok && reads[2].ok;
-            q->type_addr = owner_type;
-            q->stage = STAGE_TYPE;
-        }
+        take_owner(t, codes, q, reads, q->owner_must_be_module);
     } else if (q->stage == STAGE_TYPE) {
         /* __self__ a module (of a subclass): the function's own name; a class: named
          * after it; an instance: after its type */
@@ -364,7 +398,7 @@ void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_quer
             queries[i].identity = pi_callees_unknown(t, codes);
         return;
     }
-    read_list list = {malloc(4 * count * sizeof(pi_read) + 1), 0, 4 * count};
+    read_list list = {malloc(6 * count * sizeof(pi_read) + 1), 0, 6 * count};
     size_t *first = malloc(count * sizeof *first + 1), *added = malloc(count * sizeof *added + 1);
     for (size_t i = 0; i < count; i++) {
         queries[i].identity = -1;
@@ -386,7 +420,7 @@ void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_quer
         *syscalls += (uint64_t)pi_read_batch(list.reads, list.count);
         for (size_t i = 0; i < count; i++)
             if (added[i])
-                stage_take(t, codes, &queries[i], list.reads + first[i]);
+                stage_take(t, codes, &queries[i], list.reads + first[i], added[i]);
     }
 done:
     free(list.reads);

@@ -172,6 +172,8 @@ typedef struct {
 size_t pi_callable_read_size(void);
 /* -1 unless buf holds a live object; kinds other than C functions are PI_CALLABLE_OTHER. */
 int pi_parse_callable(const void *buf, pi_callable *out);
+/* An object whose reference count fell to 0 (being deallocated). */
+bool pi_object_dying(const void *buf);
 /* Any live object's type (the first 16 bytes of it); -1 unless alive. */
 int pi_parse_object_header(const void *buf, uintptr_t *type);
 typedef struct {

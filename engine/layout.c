@@ -589,6 +589,17 @@ int pi_parse_object_header(const void *buf, uintptr_t *type)
     return object_alive(buf) && *type ? 0 : -1;
 }
 
+bool pi_object_dying(const void *buf)
+{
+    uint64_t refcnt;
+    memcpy(&refcnt, buf, sizeof refcnt);
+#if PY_VERSION_HEX >= 0x030E0000
+    refcnt &= 0x0000FFFFFFFFFFFFULL;
+#endif
+    PI_LOAD(PyObject, o, buf);
+    return refcnt == 0 && o.ob_type != NULL;
+}
+
 int pi_parse_callable(const void *buf, pi_callable *out)
 {
     memset(out, 0, sizeof *out);
