@@ -666,10 +666,11 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
     PyFrameObject *frame = frame_object;
 #if PY_VERSION_HEX >= 0x030B0000
     _PyInterpreterFrame *f = frame->f_frame;
-    uintptr_t code_addr, instr;
-    frame_position(f, &code_addr, &instr);
+    uintptr_t code_addr = 0, instr;
+    if (f)
+        frame_position(f, &code_addr, &instr);
     PyCodeObject *code = (PyCodeObject *)code_addr;
-    if (!f || !code || (size_t)code->co_stacksize < first + count)
+    if (!code || (size_t)code->co_stacksize < first + count)
         return -1;
     for (size_t i = 0; i < count; i++) {
 #if PY_VERSION_HEX >= 0x030E0000
