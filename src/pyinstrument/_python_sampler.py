@@ -11,19 +11,20 @@ engine names it.
 
 from __future__ import annotations
 
+import dis
 import sys
 import threading
 import time
-from array import array
-import dis
 import types
+from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument import _engine
 
 _BUILTIN = "<built-in>"
-_CALLS = {dis.opmap[name] for name in ("CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW",
-                                        "CALL_FUNCTION_EX", "CALL_METHOD", "PRECALL") if name in dis.opmap}
+_CALL_NAMES = ("CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CALL_METHOD", "PRECALL")
+_CALLS = {dis.opmap[name] for name in _CALL_NAMES if name in dis.opmap}
+
 
 def _thread_cpu_seconds(ident: int) -> Optional[float]:
     try:

@@ -179,7 +179,6 @@ def session_from_snapshot(
             os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
         )
 
-
     threads = snapshot["threads"]
     names = _thread_names([t[0] for t in threads], thread_names)
     thread_roots = [frame_string(names[ident], "<thread>", ident) for ident, _, _, _ in threads]
