@@ -101,6 +101,36 @@ def test_methods_are_named_with_their_class():
     assert time_in(result["stacks"], "Worker.compute") > 0.15
 
 
+def test_a_wrapper_made_with_functools_wraps_keeps_its_own_name():
+    # wraps copies the wrapped function's __qualname__ onto the wrapper; 3.9/3.10 name
+    # frames after the qualified names of live functions, which must not rename it
+    result = run_program(
+        """
+        import functools
+
+        def traced(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return fn(*args)
+            return wrapper
+
+        @traced
+        def work():
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                pass
+
+        with Profiler() as p:
+            work()
+        report(p.last_session)
+        """
+    )
+    stacks = result["stacks"]
+    wrapper = "wrapper" if sys.version_info < (3, 11) else "traced.<locals>.wrapper"  # co_qualname
+    assert time_in(stacks, wrapper) > 0.15, stacks
+    assert not any(" > work > work" in k for k in stacks), stacks
+
+
 def test_leaves_name_blocking_c_calls():
     result = run_program(
         """

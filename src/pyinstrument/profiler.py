@@ -76,7 +76,9 @@ def _qualnames_before_311(identities: Sequence[Tuple[str, str, int, bool]]) -> D
         if type(obj) is types.FunctionType:
             code = obj.__code__
             key = (code.co_name, code.co_filename, code.co_firstlineno)
-            if key in wanted and "<locals>" not in obj.__qualname__.split(".")[-1:]:
+            # a qualified name not ending in the code's own name was given to another
+            # function's code (functools.wraps copies it onto the wrapper)
+            if key in wanted and obj.__qualname__.rsplit(".", 1)[-1] == code.co_name:
                 found[key] = obj.__qualname__
     return found
 
