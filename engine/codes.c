@@ -41,14 +41,12 @@ struct pi_code_entry {
     int cache_index[PI_LINE_CACHE];
     int cache_line[PI_LINE_CACHE];
     unsigned cache_next;
-    /* decoded bytecode, copied at the first sample standing on a call */
+    /* decoded bytecode and the stack depth before each instruction (NULL when it
+     * could not be computed), made at the first sample standing on a call */
     pi_instr *instrs;
+    int32_t *depths;
     size_t instr_count;
     bool bytecode_tried;
-    /* call sites seen: code-unit index -> callee identity (or -1) */
-    int32_t *callee_unit;
-    int64_t *callee_identity;
-    size_t callee_count;
 };
 
 static uint64_t hash_ptr(uintptr_t p)
@@ -86,8 +84,7 @@ void pi_codes_free(pi_code_table *t)
 {
     for (size_t i = 0; i < t->entry_count; i++) {
         free(t->entries[i]->instrs);
-        free(t->entries[i]->callee_unit);
-        free(t->entries[i]->callee_identity);
+        free(t->entries[i]->depths);
         free(t->entries[i]->linetable);
         free(t->entries[i]);
     }
@@ -134,7 +131,7 @@ static size_t utf8_put(char *out, uint32_t c)
 }
 
 /* Copies a str object as a new UTF-8 C string; NULL if it cannot be read. */
-static char *read_unicode(uintptr_t addr)
+char *pi_read_unicode(uintptr_t addr)
 {
     uint8_t header[256];
     size_t header_size = pi_unicode_header_size();
@@ -215,7 +212,7 @@ static bool names_hide_traceback(uintptr_t tuple_addr)
     bool found = false;
     if (pi_read_exact(tuple_addr + items_offset, items, (size_t)count * sizeof *items) == 0) {
         for (int64_t i = 0; i < count && !found; i++) {
-            char *name = read_unicode(items[i]);
+            char *name = pi_read_unicode(items[i]);
             if (name && strlen(name) == marker_len && memcmp(name, marker, marker_len) == 0)
                 found = true;
             free(name);
@@ -347,8 +344,8 @@ static bool fingerprint_same(const fingerprint *fp, const uint8_t *now)
 
 static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code *header)
 {
-    char *function = read_unicode(header->qualname ? header->qualname : header->name);
-    char *filename = read_unicode(header->filename);
+    char *function = pi_read_unicode(header->qualname ? header->qualname : header->name);
+    char *filename = pi_read_unicode(header->filename);
     size_t linetable_len = 0;
     uint8_t *linetable = header->linetable ? read_bytes(header->linetable, &linetable_len) : NULL;
     pi_code_entry *e = calloc(1, sizeof *e);
@@ -552,20 +549,25 @@ int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti)
     return line;
 }
 
-/* ---- callees: the C function a frame standing on a call is in ---- */
+/* ---- call sites: where the callable is when a frame stands on a call ---- */
 
 #define PI_MAX_CODE_UNITS (1u << 20)
-#define PI_MAX_CALL_SITES 256
+#define PI_MAX_STACK_DEPTH (1 << 20)
 
-static void copy_bytecode(pi_code_entry *e)
+/* Copies the bytecode and computes the stack depth at every instruction, once. */
+static void analyse_bytecode(pi_code_entry *e)
 {
     e->bytecode_tried = true;
-    uint8_t *code = NULL;
-    size_t units;
+    uint8_t *code = NULL, *exceptions = NULL;
+    size_t units, exceptions_len = 0;
     if (e->header.code_units >= 0) {
         units = (size_t)e->header.code_units;
         if (units == 0 || units > PI_MAX_CODE_UNITS || !(code = malloc(units * 2)) ||
             pi_read_exact(e->header.code_start, code, units * 2) != 0) {
+            free(code);
+            return;
+        }
+        if (e->header.exceptiontable && !(exceptions = read_bytes(e->header.exceptiontable, &exceptions_len))) {
             free(code);
             return;
         }
@@ -579,32 +581,27 @@ static void copy_bytecode(pi_code_entry *e)
         units = len / 2;
     }
     e->instrs = malloc((units + 1) * sizeof *e->instrs);
-    if (e->instrs)
+    e->depths = malloc((units + 1) * sizeof *e->depths);
+    if (e->instrs && e->depths) {
         e->instr_count = pi_decode_bytecode(code, units, e->instrs);
+        if (pi_stack_depths(e->instrs, e->instr_count, exceptions, exceptions_len, PI_MAX_STACK_DEPTH, e->depths) != 0) {
+            free(e->depths);
+            e->depths = NULL; /* calls here keep an unknown callee */
+        }
+    }
     free(code);
+    free(exceptions);
 }
 
-/* The string at `index` of a tuple of names. */
-static char *tuple_item_string(uintptr_t tuple_addr, uint32_t index)
+int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out)
 {
-    uint8_t header[64];
-    int64_t count;
-    size_t items_offset;
-    uintptr_t item;
-    if (tuple_addr == 0 || pi_tuple_header_size() > sizeof header ||
-        pi_read_exact(tuple_addr, header, pi_tuple_header_size()) != 0 ||
-        pi_parse_tuple(header, &count, &items_offset) != 0 || (int64_t)index >= count ||
-        pi_read_exact(tuple_addr + items_offset + (uintptr_t)index * sizeof item, &item, sizeof item) != 0)
-        return NULL;
-    return read_unicode(item);
-}
-
-static int64_t find_callee(pi_code_table *t, pi_code_entry *e, int unit)
-{
-    if (!e->bytecode_tried)
-        copy_bytecode(e);
-    if (!e->instr_count)
+    int unit = instr_index(e, instr, lasti);
+    if (unit < 0)
         return -1;
+    if (!e->bytecode_tried)
+        analyse_bytecode(e);
+    if (!e->instr_count)
+        return -1; /* whether it is a call at all is unknown */
     /* the instruction starting at this code unit (binary search) */
     size_t lo = 0, hi = e->instr_count;
     while (lo < hi) {
@@ -616,42 +613,21 @@ static int64_t find_callee(pi_code_table *t, pi_code_entry *e, int unit)
     }
     if (lo >= e->instr_count || e->instrs[lo].unit != (uint32_t)unit)
         return -1;
-    int kind;
-    uint32_t index;
-    if (pi_callee_name_ref(e->instrs, e->instr_count, lo, &kind, &index) != 0)
-        return -1;
-    char *name = tuple_item_string(kind == PI_NAME_NAMES ? e->header.names : e->header.varnames, index);
-    char *builtin = strdup("<built-in>");
-    if (!name || !builtin) {
-        free(name);
-        free(builtin);
-        return -1;
-    }
-    return intern_identity(t, name, builtin, 0, false);
+    return pi_call_layout(&e->instrs[lo], e->depths ? e->depths[lo] : -1, out);
 }
 
-int64_t pi_code_callee(pi_code_table *t, pi_code_entry *e, uintptr_t instr, int lasti)
+int pi_code_stack_offset(const pi_code_entry *e)
 {
-    int unit = instr_index(e, instr, lasti);
-    if (unit < 0)
+    return e->header.nlocalsplus;
+}
+
+int64_t pi_codes_builtin(pi_code_table *t, const char *name)
+{
+    char *function = strdup(name), *filename = strdup("<built-in>");
+    if (!function || !filename) {
+        free(function);
+        free(filename);
         return -1;
-    for (size_t i = 0; i < e->callee_count; i++)
-        if (e->callee_unit[i] == unit)
-            return e->callee_identity[i];
-    int64_t identity = find_callee(t, e, unit);
-    if (e->callee_count < PI_MAX_CALL_SITES) {
-        size_t n = e->callee_count + 1;
-        int32_t *units = realloc(e->callee_unit, n * sizeof *units);
-        if (units)
-            e->callee_unit = units;
-        int64_t *ids = realloc(e->callee_identity, n * sizeof *ids);
-        if (ids)
-            e->callee_identity = ids;
-        if (units && ids) {
-            e->callee_unit[e->callee_count] = unit;
-            e->callee_identity[e->callee_count] = identity;
-            e->callee_count = n;
-        }
     }
-    return identity;
+    return intern_identity(t, function, filename, 0, false);
 }

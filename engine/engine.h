@@ -95,6 +95,7 @@ typedef struct {
     uintptr_t instr;     /* 3.11+: address of the current/previous code unit */
     int lasti;           /* 3.9/3.10: instruction index */
     int kind;            /* PI_FRAME_PYTHON, or PI_FRAME_SKIP for shim/C-stack frames */
+    uintptr_t valuestack; /* 3.9/3.10: the bottom of its value stack */
 } pi_frame;
 
 int pi_parse_frame(const void *buf, pi_frame *out);
@@ -110,6 +111,8 @@ typedef struct {
     int64_t code_units;   /* size of the bytecode, in code units */
     uintptr_t code_start; /* address of the first code unit (3.11+) */
     uintptr_t code_bytes; /* 3.9/3.10: the co_code bytes object */
+    uintptr_t exceptiontable; /* 3.11+: the co_exceptiontable bytes object */
+    int nlocalsplus;      /* 3.11+: slots before the value stack */
 } pi_code;
 
 int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out);
@@ -152,6 +155,39 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out);
 /* The object pointer in a copied value-stack slot (3.14+ slots are tagged); 0 for a
  * slot holding no object. */
 uintptr_t pi_stack_slot_object(uintptr_t slot);
+/* With the GIL held (the Python sampler): the code of a live frame object and
+ * `count` of its value-stack slots from `first` (object pointers, 0 where empty);
+ * -1 when out of its stack's bounds. */
+int pi_local_frame_slots(void *frame, size_t first, size_t count, uintptr_t *out);
+
+/* The object a call instruction calls: where a frame's local slots begin (3.11+; the
+ * value stack follows them), and what a copied callable or type is. */
+size_t pi_frame_locals_offset(void);
+enum { PI_CALLABLE_OTHER, PI_CALLABLE_CFUNCTION, PI_CALLABLE_METHOD_DESCRIPTOR };
+typedef struct {
+    int kind;             /* PI_CALLABLE_* */
+    uintptr_t method_def; /* its PyMethodDef */
+    uintptr_t self;       /* a C function's __self__ (0 if none) */
+} pi_callable;
+size_t pi_callable_read_size(void);
+/* -1 unless buf holds a live object; kinds other than C functions are PI_CALLABLE_OTHER. */
+int pi_parse_callable(const void *buf, pi_callable *out);
+/* An object whose reference count fell to 0 (being deallocated). */
+bool pi_object_dying(const void *buf);
+/* Any live object's type (the first 16 bytes of it); -1 unless alive. */
+int pi_parse_object_header(const void *buf, uintptr_t *type);
+typedef struct {
+    uintptr_t name;     /* tp_name (a C string) */
+    uintptr_t qualname; /* heap types: ht_qualname (a str) */
+    uintptr_t base;     /* tp_base */
+    bool heap, is_metatype;
+} pi_type;
+size_t pi_type_read_size(void);
+size_t pi_type_qualname_offset(void);
+/* From a copy of pi_type_read_size() bytes and the word at pi_type_qualname_offset(). */
+int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out);
+uintptr_t pi_module_type(void);
+size_t pi_method_def_name_offset(void);
 
 /* Line number for an instruction index, from a copied line table. -1 if unknown. */
 int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index);
@@ -159,18 +195,39 @@ int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int ins
 /* ----------------------------------------------------------------- opcodes.c */
 
 typedef struct {
-    uint8_t op;    /* base (unspecialised) opcode */
-    uint32_t arg;  /* with EXTENDED_ARG folded in */
-    uint32_t unit; /* code-unit index of the instruction */
+    uint8_t op;     /* base (unspecialised) opcode */
+    uint32_t arg;   /* with EXTENDED_ARG folded in */
+    uint32_t unit;  /* code-unit index of the instruction */
+    uint32_t start; /* code-unit index of its first EXTENDED_ARG, else unit */
 } pi_instr;
-
-enum { PI_NAME_NAMES, PI_NAME_LOCALS };
 
 /* Decodes a copy of `units` code units into at most `units` instructions. */
 size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out);
-/* If instruction k is a call, where the callee's name is: (co_names or the local
- * names, index). Returns 0 when found, -1 otherwise. */
-int pi_callee_name_ref(const pi_instr *ins, size_t count, size_t k, int *kind, uint32_t *index);
+/* The value-stack depth before each instruction (-1: unreachable), from the entry and
+ * the exception handlers (3.11+: the co_exceptiontable bytes). -1 when the bytecode
+ * cannot be analysed (instrumented, inconsistent, deeper than max_depth). */
+int pi_stack_depths(const pi_instr *ins, size_t count, const uint8_t *exceptions, size_t exceptions_len,
+                    int32_t max_depth, int32_t *depths);
+
+/* Where a call instruction's callable is, as value-stack slots from `bottom`:
+ *   PLAIN:      callable, first argument
+ *   NULL_FIRST: method or NULL, then self or the callable, then the first argument
+ *   SELF_AFTER: callable, self or NULL, then the first argument
+ *   EX:         the callable (its arguments are in a tuple) */
+enum { PI_CALL_PLAIN, PI_CALL_NULL_FIRST, PI_CALL_SELF_AFTER, PI_CALL_EX };
+typedef struct {
+    int layout;
+    int32_t bottom;
+    uint32_t argc; /* positional arguments after self (0 for EX) */
+} pi_call;
+/* Which of the slots from `bottom` hold the callable and its first argument (-1: none
+ * to see), given whether the first two slots hold an object. */
+void pi_call_place(const pi_call *call, bool first_slot_set, bool second_slot_set, int *callable, int *self);
+/* How many slots from `bottom` hold the callable and its first argument. */
+size_t pi_call_slot_count(const pi_call *call);
+/* 0 when the instruction is a call and `depth` (-1: unknown) places its callable; 1 for
+ * a call whose callable cannot be placed; -1 for an instruction that is no call. */
+int pi_call_layout(const pi_instr *in, int32_t depth, pi_call *out);
 
 /* ---------------------------------------------------------------- linetable.c */
 
@@ -223,11 +280,60 @@ bool pi_code_stale(const pi_code_entry *e);
 uint32_t pi_code_identity(const pi_code_entry *e);
 int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti);
 bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
-/* When the frame stands on a call into C: the identity of the callee as a
- * `name <built-in>` frame; -1 otherwise. */
-int64_t pi_code_callee(pi_code_table *t, pi_code_entry *e, uintptr_t instr, int lasti);
+/* When the frame stands on a call instruction: 0 and where its callable is (value-stack
+ * slots, counted from the first slot after the frame's pi_code_stack_offset() local
+ * slots), 1 when it is a call whose callable cannot be placed, -1 when it is no call. */
+int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out);
+/* 3.11+: how many local slots precede the frame's value stack. */
+int pi_code_stack_offset(const pi_code_entry *e);
+/* The identity of a C function's frame, `name <built-in>`. */
+int64_t pi_codes_builtin(pi_code_table *t, const char *name);
 
 int64_t pi_codes_synthetic(pi_code_table *t, const char *name);
+/* Copies a str object as a new UTF-8 C string (capped length); NULL if unreadable. */
+char *pi_read_unicode(uintptr_t addr);
+
+/* ---------------------------------------------------------------- callees.c */
+
+/* C functions' names, by what names them: (method def, type, its name pointers). */
+typedef struct pi_callee_name pi_callee_name;
+typedef struct {
+    pi_callee_name *names; /* open addressing */
+    size_t slot_count, used;
+    int64_t unknown; /* identity of [unknown C call], -1 until made */
+} pi_callee_table;
+
+#define PI_SLOTS_READ (3 * sizeof(uintptr_t))
+#define PI_TYPE_READ_MAX 512
+/* One thread whose innermost frame stands on a call, and what it calls. */
+typedef struct {
+    /* in: the frame as walked, and where the call's value-stack slots are */
+    uintptr_t frame;
+    pi_frame seen;
+    pi_call call;
+    uintptr_t slots_addr;
+    bool have_slots; /* `slots` holds them already (copied with the frame) */
+    /* out: the callee's identity, -1 for no C leaf */
+    int64_t identity;
+    /* working copies */
+    int stage;
+    uint8_t slots[PI_SLOTS_READ], slots_again[PI_SLOTS_READ];
+    uint8_t callable[128], frame_again[PI_MAX_FRAME_READ];
+    uint8_t owner[16], owner_as_type[PI_TYPE_READ_MAX], type[PI_TYPE_READ_MAX];
+    uintptr_t owner_qualname, type_qualname;
+    uintptr_t method_def, owner_addr, type_addr;
+    bool owner_as_type_ok;
+    bool owner_must_be_module; /* the call ended before it was confirmed */
+} pi_callee_query;
+
+int pi_callees_init(pi_callee_table *t);
+void pi_callees_free(pi_callee_table *t);
+/* The identity of `[unknown C call]`. */
+int64_t pi_callees_unknown(pi_callee_table *t, pi_code_table *codes);
+/* Names what each query's call calls, with one vectored read per step for all of
+ * them; adds the syscalls made to *syscalls. */
+void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_query *queries, size_t count,
+                        uint64_t *syscalls);
 
 /* ---------------------------------------------------------------- context.c */
 
@@ -353,6 +459,7 @@ typedef struct pi_scratch pi_scratch;
 
 typedef struct {
     pi_code_table codes;
+    pi_callee_table callees;
     pi_tree tree;
     pi_stats stats;
     int64_t truncated_identity; /* the "[frames truncated]" marker's identity, -1 until needed */

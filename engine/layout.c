@@ -273,6 +273,7 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
     out->previous = (uintptr_t)f.f_back;
     out->code = (uintptr_t)f.f_code;
+    out->valuestack = (uintptr_t)f.f_valuestack;
 #if PY_VERSION_HEX >= 0x030A0000
     out->lasti = f.f_lasti; /* instruction index */
 #else
@@ -311,6 +312,8 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
     out->linetable = (uintptr_t)c.co_linetable;
     out->varnames = (uintptr_t)c.co_localsplusnames;
     out->first_traceable = c._co_firsttraceable;
+    out->exceptiontable = (uintptr_t)c.co_exceptiontable;
+    out->nlocalsplus = c.co_nlocalsplus;
     out->code_units = COPY_SIZE(c);
     out->code_start = addr + offsetof(PyCodeObject, co_code_adaptive);
 #else
@@ -561,4 +564,127 @@ int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int ins
 #else
     return pi_line_lnotab(table, len, firstlineno, instr_index * 2);
 #endif
+}
+
+/* ---- the object a call instruction calls ---- */
+
+size_t pi_frame_locals_offset(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return offsetof(pi_iframe_t, localsplus);
+#else
+    return 0;
+#endif
+}
+
+size_t pi_callable_read_size(void)
+{
+    size_t a = sizeof(PyCFunctionObject), b = sizeof(PyMethodDescrObject);
+    return a > b ? a : b;
+}
+
+int pi_parse_object_header(const void *buf, uintptr_t *type)
+{
+    PI_LOAD(PyObject, o, buf);
+    *type = (uintptr_t)o.ob_type;
+    return object_alive(buf) && *type ? 0 : -1;
+}
+
+bool pi_object_dying(const void *buf)
+{
+    uint64_t refcnt;
+    memcpy(&refcnt, buf, sizeof refcnt);
+#if PY_VERSION_HEX >= 0x030E0000
+    refcnt &= 0x0000FFFFFFFFFFFFULL;
+#endif
+    PI_LOAD(PyObject, o, buf);
+    return refcnt == 0 && o.ob_type != NULL;
+}
+
+int pi_parse_callable(const void *buf, pi_callable *out)
+{
+    memset(out, 0, sizeof *out);
+    uintptr_t type;
+    if (pi_parse_object_header(buf, &type) != 0)
+        return -1;
+    /* the kinds of object sys.setprofile reports as c_call */
+    if (type == (uintptr_t)&PyCFunction_Type || type == (uintptr_t)&PyCMethod_Type) {
+        PI_LOAD(PyCFunctionObject, f, buf);
+        out->kind = PI_CALLABLE_CFUNCTION;
+        out->method_def = (uintptr_t)f.m_ml;
+        out->self = (uintptr_t)f.m_self;
+    } else if (type == (uintptr_t)&PyMethodDescr_Type) {
+        PI_LOAD(PyMethodDescrObject, d, buf);
+        out->kind = PI_CALLABLE_METHOD_DESCRIPTOR;
+        out->method_def = (uintptr_t)d.d_method;
+    } else {
+        out->kind = PI_CALLABLE_OTHER;
+        return 0;
+    }
+    return out->method_def ? 0 : -1;
+}
+
+size_t pi_type_read_size(void)
+{
+    return offsetof(PyTypeObject, tp_base) + sizeof(PyTypeObject *);
+}
+
+size_t pi_type_qualname_offset(void)
+{
+    return offsetof(PyHeapTypeObject, ht_qualname);
+}
+
+int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
+{
+    memset(out, 0, sizeof *out);
+    uintptr_t metatype;
+    if (pi_parse_object_header(buf, &metatype) != 0)
+        return -1;
+    PyTypeObject t;
+    memcpy(&t, buf, pi_type_read_size());
+    out->name = (uintptr_t)t.tp_name;
+    out->base = (uintptr_t)t.tp_base;
+    out->is_metatype = (t.tp_flags & Py_TPFLAGS_TYPE_SUBCLASS) != 0;
+    out->heap = (t.tp_flags & Py_TPFLAGS_HEAPTYPE) != 0;
+    out->qualname = out->heap ? qualname : 0;
+    if (!out->name || (out->heap && !out->qualname))
+        return -1;
+    return 0;
+}
+
+uintptr_t pi_module_type(void)
+{
+    return (uintptr_t)&PyModule_Type;
+}
+
+size_t pi_method_def_name_offset(void)
+{
+    return offsetof(PyMethodDef, ml_name);
+}
+
+int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr_t *out)
+{
+    PyFrameObject *frame = frame_object;
+#if PY_VERSION_HEX >= 0x030B0000
+    _PyInterpreterFrame *f = frame->f_frame;
+    uintptr_t code_addr = 0, instr;
+    if (f)
+        frame_position(f, &code_addr, &instr);
+    PyCodeObject *code = (PyCodeObject *)code_addr;
+    if (!code || (size_t)code->co_stacksize < first + count)
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+#if PY_VERSION_HEX >= 0x030E0000
+        out[i] = pi_stack_slot_object(f->localsplus[code->co_nlocalsplus + first + i].bits);
+#else
+        out[i] = (uintptr_t)f->localsplus[code->co_nlocalsplus + first + i];
+#endif
+    }
+#else
+    if (!frame->f_valuestack || (size_t)frame->f_code->co_stacksize < first + count)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        out[i] = (uintptr_t)frame->f_valuestack[first + i];
+#endif
+    return 0;
 }

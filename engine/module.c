@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <frameobject.h>
 
 #include "sampler.h"
 
@@ -327,33 +328,104 @@ static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromLong(line);
 }
 
-static PyObject *debug_callee(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *debug_stack_depths(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer code;
-    int unit;
-    if (!PyArg_ParseTuple(args, "y*i", &code, &unit))
+    Py_buffer code, exceptions;
+    if (!PyArg_ParseTuple(args, "y*y*", &code, &exceptions))
         return NULL;
     size_t units = (size_t)code.len / 2;
     pi_instr *instrs = PyMem_Malloc((units + 1) * sizeof *instrs);
-    if (!instrs) {
-        PyBuffer_Release(&code);
-        return PyErr_NoMemory();
+    int32_t *depths = PyMem_Malloc((units + 1) * sizeof *depths);
+    PyObject *result = NULL;
+    if (!instrs || !depths) {
+        PyErr_NoMemory();
+        goto done;
     }
     size_t count = pi_decode_bytecode(code.buf, units, instrs);
+    if (pi_stack_depths(instrs, count, exceptions.buf, (size_t)exceptions.len, 1 << 20, depths) != 0) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+        goto done;
+    }
+    result = PyDict_New();
+    for (size_t k = 0; result && k < count; k++) {
+        PyObject *key = PyLong_FromUnsignedLong(instrs[k].unit), *value = PyLong_FromLong(depths[k]);
+        if (!key || !value || PyDict_SetItem(result, key, value) != 0)
+            Py_CLEAR(result);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+done:
+    PyMem_Free(instrs);
+    PyMem_Free(depths);
     PyBuffer_Release(&code);
-    int kind;
-    uint32_t index;
-    int found = -1;
-    for (size_t k = 0; k < count; k++) {
-        if (instrs[k].unit == (uint32_t)unit) {
-            found = pi_callee_name_ref(instrs, count, k, &kind, &index);
-            break;
+    PyBuffer_Release(&exceptions);
+    return result;
+}
+
+/* ---- for the Python sampler, which holds the GIL ---- */
+
+/* The value-stack depths of a code object's instructions, and the call at `unit`. */
+static int call_at(PyCodeObject *code, int unit, pi_call *call)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *bytecode = PyCode_GetCode(code);
+    PyObject *exceptions = code->co_exceptiontable;
+#else
+    PyObject *bytecode = code->co_code;
+    Py_XINCREF(bytecode);
+    PyObject *exceptions = NULL;
+#endif
+    if (!bytecode)
+        return -1;
+    size_t units = (size_t)PyBytes_GET_SIZE(bytecode) / 2;
+    pi_instr *instrs = PyMem_Malloc((units + 1) * sizeof *instrs);
+    int32_t *depths = PyMem_Malloc((units + 1) * sizeof *depths);
+    int result = -1;
+    if (instrs && depths) {
+        size_t count = pi_decode_bytecode((const uint8_t *)PyBytes_AS_STRING(bytecode), units, instrs);
+        const uint8_t *table = exceptions ? (const uint8_t *)PyBytes_AS_STRING(exceptions) : NULL;
+        size_t table_len = exceptions ? (size_t)PyBytes_GET_SIZE(exceptions) : 0;
+        if (pi_stack_depths(instrs, count, table, table_len, code->co_stacksize, depths) == 0) {
+            for (size_t k = 0; k < count; k++)
+                if (instrs[k].unit == (uint32_t)unit)
+                    result = pi_call_layout(&instrs[k], depths[k], call);
         }
     }
     PyMem_Free(instrs);
-    if (found != 0)
+    PyMem_Free(depths);
+    Py_DECREF(bytecode);
+    return result;
+}
+
+static PyObject *frame_callee(PyObject *Py_UNUSED(module), PyObject *frame_arg)
+{
+    if (!PyFrame_Check(frame_arg)) {
+        PyErr_SetString(PyExc_TypeError, "a frame object is needed");
+        return NULL;
+    }
+    PyFrameObject *frame = (PyFrameObject *)frame_arg;
+#if PY_VERSION_HEX >= 0x030B0000
+    int lasti = PyFrame_GetLasti(frame);
+    int unit = lasti < 0 ? -1 : lasti / 2;
+#elif PY_VERSION_HEX >= 0x030A0000
+    int unit = frame->f_lasti;
+#else
+    int unit = frame->f_lasti < 0 ? -1 : frame->f_lasti / 2;
+#endif
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    pi_call call;
+    int found = unit < 0 ? -1 : call_at(code, unit, &call);
+    Py_DECREF(code);
+    uintptr_t slots[3] = {0, 0, 0};
+    if (found != 0 || pi_local_frame_slots(frame, (size_t)call.bottom, pi_call_slot_count(&call), slots) != 0)
         Py_RETURN_NONE;
-    return Py_BuildValue("(sI)", kind == PI_NAME_NAMES ? "names" : "locals", index);
+    int callable, self;
+    pi_call_place(&call, slots[0] != 0, slots[1] != 0, &callable, &self);
+    if (!slots[callable])
+        Py_RETURN_NONE;
+    PyObject *first = self >= 0 && slots[self] ? (PyObject *)slots[self] : Py_None;
+    return Py_BuildValue("(OO)", (PyObject *)slots[callable], first);
 }
 
 /* ---- profiled child processes (pyinstrument._subprocesses) ---- */
@@ -395,8 +467,12 @@ static PyMethodDef module_methods[] = {
     {"_hamt_types", hamt_types, METH_O, "_hamt_types(context): (HAMT type, root node type), as the sampler reads them."},
     {"_context_get", context_get, METH_VARARGS,
      "_context_get(context, var, (hamt, bitmap, array types)): the sampler's lookup: value address or None."},
-    {"_debug_callee", debug_callee, METH_VARARGS,
-     "_debug_callee(bytecode, code_unit): where the engine finds the callee's name, or None."},
+    {"_frame_callee", frame_callee, METH_O,
+     "_frame_callee(frame): (callable, first argument or None) of the call a frame of another thread stands "
+     "on (the GIL held), or None."},
+    {"_debug_stack_depths", debug_stack_depths, METH_VARARGS,
+     "_debug_stack_depths(bytecode, exceptiontable): {code unit: stack depth before it (-1 unreachable)}, "
+     "or None when the engine cannot analyse the bytecode."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -100,6 +100,10 @@ struct pi_walker {
     size_t solo_chunk_count, spec_chunk_count;
     region spec_chunks[PI_MAX_CHUNKS];
     bool spec_chunk_ok[PI_MAX_CHUNKS];
+    /* the innermost Python frame, and what it calls if it stands on a call (the
+     * identity of a C function's leaf, or -1) */
+    uintptr_t leaf_frame, leaf_valuestack;
+    int64_t leaf_callee;
     /* async mode: the stack was replaced by the profiled task's await chain under the
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
@@ -136,6 +140,9 @@ struct pi_scratch {
     size_t owner_cap, next_owner_cap;
     /* recording */
     code_set codes;
+    pi_callee_query *queries;
+    size_t *query_walker;
+    size_t queries_cap, query_walker_cap;
     uint32_t identities[PI_MAX_DEPTH + 1];
     int32_t lines[PI_MAX_DEPTH + 1];
     /* async mode: the profiled task's await chain as last read, outermost first */
@@ -165,7 +172,8 @@ int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, s
         free(s->scratch);
         return -1;
     }
-    if (pi_tree_init(&s->tree, timeline_budget) != 0) {
+    if (pi_tree_init(&s->tree, timeline_budget) != 0 || pi_callees_init(&s->callees) != 0) {
+        pi_tree_free(&s->tree);
         pi_codes_free(&s->codes);
         free(s->scratch);
         return -1;
@@ -210,6 +218,8 @@ void pi_state_free(pi_state *s)
         free(x->codes.index);
         free(x->codes.distinct);
         free(x->codes.entries);
+        free(x->queries);
+        free(x->query_walker);
         free(x->contexts);
         free(x->context_states);
         free(x->confirm_reads);
@@ -217,6 +227,7 @@ void pi_state_free(pi_state *s)
         free(x);
     }
     pi_codes_free(&s->codes);
+    pi_callees_free(&s->callees);
     pi_tree_free(&s->tree);
     free(s->async.prefix_codes);
     free(s->async.prefix_lines);
@@ -402,6 +413,10 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
     if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
         walker_fail(w);
         return;
+    }
+    if (f.kind == PI_FRAME_PYTHON && w->depth == 0) {
+        w->leaf_frame = w->cur;
+        w->leaf_valuestack = f.valuestack;
     }
     if (f.kind == PI_FRAME_PYTHON && push_frame(w, &f) != 0) {
         walker_fail(w);
@@ -740,6 +755,57 @@ static pi_code_entry *code_entry(const code_set *set, uintptr_t code)
     return set->addrs[slot] ? set->entries[set->index[slot]] : NULL;
 }
 
+/* ---- the C function a thread is in ---- */
+
+/* For every thread whose innermost frame stands on a call: what it calls
+ * (w->leaf_callee), all threads' reads batched together (callees.c). */
+static void name_leaves(pi_state *s, size_t walker_count)
+{
+    pi_scratch *x = s->scratch;
+    size_t n = 0;
+    for (size_t i = 0; i < walker_count; i++) {
+        pi_walker *w = &s->walkers[i];
+        w->leaf_callee = -1;
+        if (w->state != WALK_DONE || w->depth == 0 || w->async_leaf != UINT32_MAX)
+            continue;
+        pi_code_entry *e = code_entry(&x->codes, w->codes[0]);
+        pi_call call;
+        if (!e || pi_code_stale(e) || !pi_code_instr_traceable(e, w->instrs[0]))
+            continue;
+        int site = pi_code_call_site(e, w->instrs[0], w->lastis[0], &call);
+        if (site < 0)
+            continue;
+        if (site > 0 || GROW(x->queries, x->queries_cap, n + 1) != 0 ||
+            GROW(x->query_walker, x->query_walker_cap, n + 1) != 0) {
+            w->leaf_callee = pi_callees_unknown(&s->callees, &s->codes);
+            continue;
+        }
+        pi_callee_query *q = &x->queries[n];
+        q->frame = w->leaf_frame;
+        q->seen = (pi_frame){.code = w->codes[0], .instr = w->instrs[0], .lasti = w->lastis[0]};
+        q->call = call;
+        size_t word = sizeof(uintptr_t);
+        if (pi_runtime_layout.frames_in_chunks)
+            q->slots_addr = w->leaf_frame + pi_frame_locals_offset() +
+                            ((size_t)pi_code_stack_offset(e) + (size_t)call.bottom) * word;
+        else
+            q->slots_addr = w->leaf_valuestack + (size_t)call.bottom * word;
+        /* 3.11+: usually copied with the frame, in the same read */
+        size_t slots_len = pi_call_slot_count(&call) * word;
+        const uint8_t *copy = find_in_chunks(w, q->slots_addr, slots_len);
+        q->have_slots = copy != NULL;
+        memset(q->slots, 0, sizeof q->slots);
+        if (copy)
+            memcpy(q->slots, copy, slots_len);
+        x->query_walker[n++] = i;
+    }
+    if (n == 0)
+        return;
+    pi_callees_resolve(&s->callees, &s->codes, x->queries, n, &s->stats.syscalls);
+    for (size_t k = 0; k < n; k++)
+        s->walkers[x->query_walker[k]].leaf_callee = x->queries[k].identity;
+}
+
 /* ---- the tick ---- */
 
 static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
@@ -790,9 +856,8 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
         depth++;
         if (k == 0 && !awaiting) {
             /* the innermost frame stands on a call: the thread is in C code */
-            int64_t callee = pi_code_callee(&s->codes, e, w->instrs[0], w->lastis[0]);
-            if (callee >= 0) {
-                x->identities[depth] = (uint32_t)callee;
+            if (w->leaf_callee >= 0) {
+                x->identities[depth] = (uint32_t)w->leaf_callee;
                 x->lines[depth] = 0;
                 depth++;
             }
@@ -1088,6 +1153,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
         s->stats.dropped += walker_count;
         return;
     }
+    name_leaves(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
         if (w->state == WALK_DONE) {

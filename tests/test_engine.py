@@ -101,6 +101,36 @@ def test_methods_are_named_with_their_class():
     assert time_in(result["stacks"], "Worker.compute") > 0.15
 
 
+def test_a_wrapper_made_with_functools_wraps_keeps_its_own_name():
+    # wraps copies the wrapped function's __qualname__ onto the wrapper; 3.9/3.10 name
+    # frames after the qualified names of live functions, which must not rename it
+    result = run_program(
+        """
+        import functools
+
+        def traced(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return fn(*args)
+            return wrapper
+
+        @traced
+        def work():
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                pass
+
+        with Profiler() as p:
+            work()
+        report(p.last_session)
+        """
+    )
+    stacks = result["stacks"]
+    wrapper = "wrapper" if sys.version_info < (3, 11) else "traced.<locals>.wrapper"  # co_qualname
+    assert time_in(stacks, wrapper) > 0.15, stacks
+    assert not any(" > work > work" in k for k in stacks), stacks
+
+
 def test_leaves_name_blocking_c_calls():
     result = run_program(
         """
@@ -128,9 +158,10 @@ def test_leaves_name_blocking_c_calls():
         """
     )
     stacks = result["stacks"]
-    # as long as the program measured (a busy machine may fire the Timer late)
-    assert time_in(stacks, "acquire") == pytest.approx(result["waited"], rel=0.2), stacks
-    assert any(k.endswith("blocked_on_socket > recv") for k in stacks), stacks
+    # as long as the program measured (a busy machine may fire the Timer late), and named as
+    # upstream names them: the method with the type of the object it belongs to
+    assert time_in(stacks, "lock.acquire") == pytest.approx(result["waited"], rel=0.2), stacks
+    assert any(k.endswith("blocked_on_socket > socket.recv") for k in stacks), stacks
 
 
 def test_default_reports_only_the_starting_thread_and_all_threads_reports_each():
@@ -232,7 +263,8 @@ def test_thread_churn_does_not_crash_or_misname():
     for key in stacks:
         frames = key.split(" > ")[1:]  # after the thread's root
         if "short_lived" in frames:
-            assert frames[-1] in ("short_lived", "perf_counter"), key
+            # (a call that ended while being read is honestly unknown)
+            assert frames[-1] in ("short_lived", "perf_counter", "[unknown C call]"), key
 
 
 def test_code_objects_created_and_dropped_are_not_confused():

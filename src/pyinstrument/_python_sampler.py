@@ -4,19 +4,26 @@ It has the C engine's Sampler interface and produces the same snapshot, so the r
 pyinstrument does not know which one ran. It is a Python thread reading
 sys._current_frames(), so it takes the GIL on every tick: the profiled program slows
 down more than under the C engine, which is why the Profiler says so when it falls back.
+A thread standing on a call is in what it called: the engine reads the callable from the
+frame's value stack (`_engine._frame_callee`, with the GIL held) and it is named as the C
+engine names it.
 """
 
 from __future__ import annotations
 
+import dis
 import sys
 import threading
 import time
+import types
 from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument import _engine
 
 _BUILTIN = "<built-in>"
+_CALL_NAMES = ("CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CALL_METHOD", "PRECALL")
+_CALLS = {dis.opmap[name] for name in _CALL_NAMES if name in dis.opmap}
 
 
 def _thread_cpu_seconds(ident: int) -> Optional[float]:
@@ -26,25 +33,25 @@ def _thread_cpu_seconds(ident: int) -> Optional[float]:
         return None
 
 
-def _callee_name(frame: Any) -> Optional[str]:
-    """The C function the innermost frame is calling, decoded as the C engine does."""
+def _c_function_name(frame: Any) -> Optional[str]:
+    """The C function a frame's call is in, named as sys.setprofile's c_call names it;
+    None when it stands on no call or calls no C function."""
     code = frame.f_code
-    bytecode = getattr(code, "_co_code_adaptive", code.co_code)
-    lasti = frame.f_lasti
-    if lasti < 0:
+    if frame.f_lasti < 0 or code.co_code[frame.f_lasti] not in _CALLS:
         return None
-    ref = _engine._debug_callee(bytecode, lasti // 2)
-    if ref is None:
+    called = _engine._frame_callee(frame)
+    if called is None:
         return None
-    kind, index = ref
-    try:
-        if kind == "names":
-            return code.co_names[index]
-        if hasattr(code, "_varname_from_oparg"):
-            return code._varname_from_oparg(index)
-        return code.co_varnames[index]
-    except (IndexError, ValueError):
-        return None
+    function, first = called
+    if isinstance(function, types.BuiltinFunctionType):
+        return function.__qualname__
+    if isinstance(function, types.MethodDescriptorType) and first is not None:
+        # it runs bound to its first argument: named as that bound builtin is
+        if isinstance(first, types.ModuleType):
+            return function.__name__
+        owner = first if isinstance(first, type) else type(first)
+        return f"{owner.__qualname__}.{function.__name__}"
+    return None
 
 
 class PythonSampler:
@@ -136,7 +143,7 @@ class PythonSampler:
                 stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
                 frame = frame.f_back
             stack.reverse()
-            callee = _callee_name(leaf)
+            callee = _c_function_name(leaf)
             if callee:
                 stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
             record = self._thread_record(ident)

@@ -30,7 +30,6 @@ os.register_at_fork(before=_engine.pause_samplers, after_in_parent=_engine.resum
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
-_BUILTIN = "<built-in>"
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 _TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
 _COMMAND_LINE_FILE = os.path.join(os.path.dirname(_PROFILER_FILE), "__main__.py")
@@ -120,7 +119,10 @@ class _QualnameWalk:
                 if accessor is not None:
                     self.value(accessor)
         elif isinstance(value, types.FunctionType):
-            self.code(value.__code__, value.__qualname__)
+            # functools.wraps gives a wrapper the qualified name of the function it wraps:
+            # a name not ending in the code's own is not this code's
+            if value.__qualname__.rsplit(".", 1)[-1] == value.__code__.co_name:
+                self.code(value.__code__, value.__qualname__)
             # a decorated function: the original is __wrapped__ or in the wrapper's closure
             wrapped = getattr(value, "__wrapped__", None)
             if wrapped is not None:
@@ -271,12 +273,6 @@ def session_from_snapshot(
         function = qualnames.get((function, filename, line_no), function)
         base.append(frame_string(function, filename, line_no, hides=hides))
 
-    # A leaf that names a call's callee is C code only when no Python function of that
-    # name ran: a thread caught while setting up a call to a Python function is not in C.
-    python_names = {f.rsplit(".", 1)[-1] for f, filename, _, _ in identities if filename != _BUILTIN}
-    python_names.update(q.rsplit(".", 1)[-1] for q in qualnames.values())
-    not_in_c = [filename == _BUILTIN and f in python_names for f, filename, _, _ in identities]
-
     start_call_stack = [_with_qualname(frame, qualnames) for frame in start_call_stack]
     start_identities = [frame_info_get_identifier(frame) for frame in start_call_stack]
 
@@ -313,7 +309,7 @@ def session_from_snapshot(
         samples_total += samples
         parent_stack = stacks[parent]
         assert parent_stack is not None
-        if not_in_c[identity] or is_profiler_code[identity] or inside_profiler[parent]:
+        if is_profiler_code[identity] or inside_profiler[parent]:
             # its time stays with the caller (a tick inside the profiler's own start/stop,
             # such as the last one at stop(), belongs to the code that called it)
             stacks[index] = parent_stack
