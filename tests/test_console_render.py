@@ -632,7 +632,7 @@ def test_timeline_naming_a_missing_record_is_refused(index):
 
 def test_big_tree_renders_quickly():
     # 100k distinct nodes: catches any quadratic step in building, processing or
-    # rendering (the bound is generous for slow machines; it is ~0.5s normally)
+    # rendering (the bound is generous for slow machines; it is ~1 s of CPU normally)
     records = []
     fns = [fi(f"f{i}", f"{APP}/mod{i % 40}.py" if i % 3 else f"{SITE}/lib{i % 7}/m.py", i) for i in range(3000)]
     for a in range(40):
@@ -642,8 +642,9 @@ def test_big_tree_renders_quickly():
     deep = [MAIN] + [fns[i % 3000] for i in range(3000)]
     records.append((deep, 1.0))
     session = make_session(records)
-    start = time.perf_counter()
+    # CPU time, not wall time: other programs on a busy machine do not count
+    start = time.process_time()
     text = ConsoleRenderer(processor_options={"filter_threshold": 0}).render(session)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert text.count("\n") > 50_000
     assert elapsed < 10, elapsed
