@@ -35,6 +35,11 @@ HARNESS = textwrap.dedent(
             out[key] = out.get(key, 0.0) + seconds
         return out
 
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
     def report(session, **extra):
         print(json.dumps({"stacks": flatten(session), "duration": session.duration,
                           "samples": session.sample_count, "dropped": session.dropped_samples,

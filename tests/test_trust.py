@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from test_engine import run_program, time_in
+from test_engine import HARNESS, run_program, time_in
 
 pytestmark = pytest.mark.engine
 
@@ -21,11 +21,6 @@ def test_stop_returns_at_once_and_counts_the_last_partial_interval():
     # a 5 s interval: no tick falls inside the 0.3 s of work, the one at stop() must count it
     result = run_program(
         """
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         def main():
             p = Profiler(interval=5)
             p.start()
@@ -46,16 +41,8 @@ def test_stop_returns_at_once_and_counts_the_last_partial_interval():
 
 
 def test_fork_prints_nothing_plain_python_would_not_and_both_processes_go_on():
-    program = textwrap.dedent(
+    program = HARNESS + textwrap.dedent(
         """
-        import os, time, warnings
-        from pyinstrument import Profiler
-
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         with Profiler() as p:
             spin(0.1)
             pid = os.fork()
@@ -81,11 +68,6 @@ def test_fork_prints_nothing_plain_python_would_not_and_both_processes_go_on():
 def test_threads_reusing_an_ident_each_get_their_own_subtree_and_name():
     result = run_program(
         """
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         idents = set()
         with Profiler(all_threads=True) as p:
             for i in range(6):
@@ -111,11 +93,6 @@ def test_qualified_names_without_walking_the_heap():
     result = run_program(
         """
         import functools, gc
-
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
 
         def logged(function):
             def wrapper(*args):
@@ -199,11 +176,6 @@ def test_stacks_deeper_than_the_engine_keeps_lose_no_time():
     result = run_program(
         """
         sys.setrecursionlimit(30000)
-
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
 
         def down(n):
             if n == 0:
