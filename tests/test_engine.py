@@ -131,8 +131,8 @@ def test_a_wrapper_made_with_functools_wraps_keeps_its_own_name():
         """
     )
     stacks = result["stacks"]
-    wrapper = "wrapper" if sys.version_info < (3, 11) else "traced.<locals>.wrapper"  # co_qualname
-    assert time_in(stacks, wrapper) > 0.15, stacks
+    # its qualified name (3.11+: co_qualname; 3.9/3.10: from the decorator's code constants)
+    assert time_in(stacks, "traced.<locals>.wrapper") > 0.15, stacks
     assert not any(" > work > work" in k for k in stacks), stacks
 
 
