@@ -454,7 +454,24 @@ static PyObject *resume_samplers(PyObject *Py_UNUSED(module), PyObject *Py_UNUSE
     Py_RETURN_NONE;
 }
 
+static int resume_pending(void *Py_UNUSED(arg))
+{
+    pi_samplers_resume();
+    return 0;
+}
+
+/* 3.13's os.fork() counts the process's threads after the at-fork hooks have run: the
+ * threads start again from the interpreter's pending calls, once os.fork() returned */
+static PyObject *resume_samplers_soon(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    if (Py_AddPendingCall(resume_pending, NULL) != 0)
+        pi_samplers_resume();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"resume_samplers_soon", resume_samplers_soon, METH_NOARGS,
+     "Starts the paused sampling threads again once the running call (os.fork) has returned."},
     {"pause_samplers", pause_samplers, METH_NOARGS,
      "Joins every sampling thread (before os.fork: the process forks with the threads it would have unprofiled)."},
     {"resume_samplers", resume_samplers, METH_NOARGS, "Starts the paused sampling threads again (after os.fork, in the parent)."},

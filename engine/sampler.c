@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,6 +87,7 @@ static bool sleep_until(pi_sampler *s, int64_t deadline)
 static void *sampler_main(void *arg)
 {
     pi_sampler *s = arg;
+    atomic_store(&s->tid, (int)syscall(SYS_gettid));
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* default 50 us slack would stretch 0.1 ms ticks */
     pi_native_id_discover();
     int64_t deadline = s->first_deadline_ns;
@@ -148,6 +150,7 @@ static int start_thread(pi_sampler *s, char *err, size_t errlen)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     atomic_store(&s->stop_requested, PI_RUN);
+    atomic_store(&s->tid, 0);
     int rc = pthread_create(&s->thread, NULL, sampler_main, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0 && err)
@@ -163,6 +166,12 @@ static void end_thread(pi_sampler *s, int how)
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->wake_lock);
     pthread_join(s->thread, NULL);
+    /* pthread_join returns when the kernel clears the thread's id, a moment before the
+     * thread leaves the process's thread count, which os.fork() reads (/proc/self/stat) */
+    char task[64];
+    snprintf(task, sizeof task, "/proc/self/task/%d", atomic_load(&s->tid));
+    for (int i = 0; i < 10000 && atomic_load(&s->tid) > 0 && access(task, F_OK) == 0; i++)
+        sched_yield();
 }
 
 int pi_sampler_start(pi_sampler *s, char *err, size_t errlen)

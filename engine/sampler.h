@@ -20,6 +20,7 @@ typedef struct pi_sampler {
     pthread_cond_t wake;
     int64_t interval_ns;
     int64_t first_deadline_ns; /* the thread's deadlines count from here */
+    atomic_int tid;            /* the sampling thread's kernel id, once it runs */
     struct pi_sampler *next_running; /* the list pi_samplers_pause/resume go through */
 } pi_sampler;
 

@@ -25,8 +25,12 @@ from pyinstrument._files import write_report_file
 from pyinstrument.session import Session, Timeline
 
 # The process forks with the threads it would have unprofiled: the sampling threads are
-# joined around os.fork() (CPython 3.12+ warns when a process with threads forks).
-os.register_at_fork(before=_engine.pause_samplers, after_in_parent=_engine.resume_samplers)
+# joined around os.fork() (CPython 3.12+ warns when a process with threads forks; 3.13
+# counts them after the at-fork hooks, so there they start again once os.fork() returned).
+os.register_at_fork(
+    before=_engine.pause_samplers,
+    after_in_parent=_engine.resume_samplers_soon if sys.version_info[:2] == (3, 13) else _engine.resume_samplers,
+)
 
 _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
