@@ -166,8 +166,12 @@ static void end_thread(pi_sampler *s, int how)
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->wake_lock);
     pthread_join(s->thread, NULL);
-    /* pthread_join returns when the kernel clears the thread's id, a moment before the
-     * thread leaves the process's thread count, which os.fork() reads (/proc/self/stat) */
+}
+
+/* pthread_join returns when the kernel clears the thread's id, a moment before the
+ * thread leaves the process's thread count, which os.fork() reads (/proc/self/stat) */
+static void wait_until_gone(pi_sampler *s)
+{
     char task[64];
     snprintf(task, sizeof task, "/proc/self/task/%d", atomic_load(&s->tid));
     for (int i = 0; i < 10000 && atomic_load(&s->tid) > 0 && access(task, F_OK) == 0; i++)
@@ -218,6 +222,7 @@ void pi_samplers_pause(void)
     for (pi_sampler *s = running_samplers; s; s = s->next_running) {
         if (s->owner_pid == getpid() && !s->paused) {
             end_thread(s, PI_PAUSE);
+            wait_until_gone(s);
             s->paused = true;
         }
     }
