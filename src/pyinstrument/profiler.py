@@ -278,15 +278,6 @@ def session_from_snapshot(
         base.append(frame_string(function, filename, line_no, hides=hides))
 
     start_call_stack = [_with_qualname(frame, qualnames) for frame in start_call_stack]
-    start_identities = [frame_info_get_identifier(frame) for frame in start_call_stack]
-
-    def above_the_start(stack: List[str]) -> bool:
-        """Whether a stack is a part of the stem leading to where profiling started:
-        the profiler's own caller (the command line's launcher), not the program."""
-        frames = stack[1:] if all_threads else stack
-        return len(frames) < len(start_identities) and all(
-            frame_info_get_identifier(frame) == start for frame, start in zip(frames, start_identities)
-        )
 
     threads = snapshot["threads"]
     thread_keys = [(ident, native) for ident, native, _, _ in threads]
@@ -328,8 +319,6 @@ def session_from_snapshot(
             stacks[index] = parent_stack + [text]
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
-            if inside_profiler[index] and above_the_start(stacks[index]):
-                continue  # e.g. the last tick, in stop() called by the command line
             record_of_node[index] = len(records)
             threads_sampled.add(thread)
             records.append((stacks[index], wall_ns / 1e9))
