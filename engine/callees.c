@@ -15,11 +15,14 @@
  * stack slots again, after it: a frame still on the same instruction with the same
  * slots means the call was still under way when the callable was read, so the object
  * was alive (the value stack holds a reference to it). A call that ended meanwhile
- * (short calls in a loop: `time.perf_counter()`) is still named when its slot was
- * copied with the frame (3.11+) and the object is a module's function (or a builtin):
- * those live in their module for good, so the address cannot have been reused within
- * microseconds; anything else is unknown. Names are cached by what determines them:
- * the method def and the type's address and name pointers.
+ * (short calls in a loop: `time.perf_counter()`, `line.split()`) is still named when
+ * its slots were copied with the frame (3.11+) and the object outlives calls to it, so
+ * its address cannot have been reused within microseconds: a module's function (or a
+ * builtin) lives in its module, a method descriptor in its type. A descriptor is then
+ * named only when the argument read is of the descriptor's own type, the one name both
+ * give (an argument freed and reused by another type's object, or a subclass's
+ * instance, is unknown); anything else is unknown. Names are cached by what determines
+ * them: the method def and the type's address and name pointers.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -304,17 +307,20 @@ static bool call_unchanged(const pi_callee_query *q, const pi_read *frame_read, 
 }
 
 /* The owner read (a builtin's __self__, a method descriptor's argument): a module names
- * the function alone, anything else by its type, read next. */
+ * the function alone, anything else by its type, read next. `must_be` (0: any) is the
+ * only type of owner that may be named. */
 static void take_owner(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
-                       bool module_only)
+                       uintptr_t must_be)
 {
-    uintptr_t owner_type;
-    if (!reads[0].ok || pi_parse_object_header(q->owner, &owner_type) != 0) {
+    uintptr_t owner_type = 0;
+    /* an owner of the required type may have died since the call ended: its type is
+     * still the one the call ran on */
+    bool readable = reads[0].ok && (must_be ? (owner_type = pi_object_type(q->owner)) == must_be
+                                            : pi_parse_object_header(q->owner, &owner_type) == 0);
+    if (!readable) {
         finish_unknown(t, codes, q);
     } else if (owner_type == pi_module_type()) {
         finish(q, callee_identity(t, codes, q->method_def, 0, NULL));
-    } else if (module_only) {
-        finish_unknown(t, codes, q);
     } else {
         q->owner_as_type_ok = reads[1].ok && reads[2].ok;
         q->type_addr = owner_type;
@@ -334,7 +340,7 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
         finish(q, -1);
     } else if (!reads[0].ok || pi_parse_callable(q->callable, &c) != 0) {
         finish_unknown(t, codes, q);
-    } else if (!unchanged && !(q->have_slots && c.kind == PI_CALLABLE_CFUNCTION)) {
+    } else if (!unchanged && !(q->have_slots && c.kind != PI_CALLABLE_OTHER)) {
         /* the call ended meanwhile: the object read may be another one by now */
         finish_unknown(t, codes, q);
     } else if (c.kind == PI_CALLABLE_OTHER) {
@@ -345,7 +351,7 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
         /* its __self__ lives as long as it does: read next */
         q->method_def = c.method_def;
         q->owner_addr = c.self;
-        q->owner_must_be_module = !unchanged;
+        q->owner_must_be = unchanged ? 0 : pi_module_type();
         q->stage = STAGE_OWNER;
     } else if (q->call.layout == PI_CALL_EX) {
         finish_unknown(t, codes, q); /* its argument is inside the arguments tuple */
@@ -356,7 +362,7 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
          * builtin is */
         q->method_def = c.method_def;
         q->owner_addr = argument_to_read(q);
-        take_owner(t, codes, q, owner_reads, false);
+        take_owner(t, codes, q, owner_reads, unchanged ? 0 : c.type);
     }
 }
 
@@ -372,7 +378,7 @@ static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query
     } else if (q->stage == STAGE_CALLABLE) {
         take_callable(t, codes, q, reads, count);
     } else if (q->stage == STAGE_OWNER) {
-        take_owner(t, codes, q, reads, q->owner_must_be_module);
+        take_owner(t, codes, q, reads, q->owner_must_be);
     } else if (q->stage == STAGE_TYPE) {
         /* __self__ a module (of a subclass): the function's own name; a class: named
          * after it; an instance: after its type */

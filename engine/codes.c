@@ -616,6 +616,11 @@ int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out
     return pi_call_layout(&e->instrs[lo], e->depths ? e->depths[lo] : -1, out);
 }
 
+int pi_code_stack_size(const pi_code_entry *e)
+{
+    return e->header.stacksize;
+}
+
 int pi_code_stack_offset(const pi_code_entry *e)
 {
     return e->header.nlocalsplus;

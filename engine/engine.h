@@ -113,6 +113,7 @@ typedef struct {
     uintptr_t code_bytes; /* 3.9/3.10: the co_code bytes object */
     uintptr_t exceptiontable; /* 3.11+: the co_exceptiontable bytes object */
     int nlocalsplus;      /* 3.11+: slots before the value stack */
+    int stacksize;        /* slots of its value stack */
 } pi_code;
 
 int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out);
@@ -168,12 +169,15 @@ typedef struct {
     int kind;             /* PI_CALLABLE_* */
     uintptr_t method_def; /* its PyMethodDef */
     uintptr_t self;       /* a C function's __self__ (0 if none) */
+    uintptr_t type;       /* a method descriptor's type (the one it was defined in) */
 } pi_callable;
 size_t pi_callable_read_size(void);
 /* -1 unless buf holds a live object; kinds other than C functions are PI_CALLABLE_OTHER. */
 int pi_parse_callable(const void *buf, pi_callable *out);
 /* An object whose reference count fell to 0 (being deallocated). */
 bool pi_object_dying(const void *buf);
+/* An object's type field, alive or not. */
+uintptr_t pi_object_type(const void *buf);
 /* Any live object's type (the first 16 bytes of it); -1 unless alive. */
 int pi_parse_object_header(const void *buf, uintptr_t *type);
 typedef struct {
@@ -286,6 +290,8 @@ bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
 int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out);
 /* 3.11+: how many local slots precede the frame's value stack. */
 int pi_code_stack_offset(const pi_code_entry *e);
+/* How many slots its frames' value stacks have. */
+int pi_code_stack_size(const pi_code_entry *e);
 /* The identity of a C function's frame, `name <built-in>`. */
 int64_t pi_codes_builtin(pi_code_table *t, const char *name);
 
@@ -323,7 +329,8 @@ typedef struct {
     uintptr_t owner_qualname, type_qualname;
     uintptr_t method_def, owner_addr, type_addr;
     bool owner_as_type_ok;
-    bool owner_must_be_module; /* the call ended before it was confirmed */
+    uintptr_t owner_must_be; /* the call ended before it was confirmed: the type its
+                              * owner must have to be named (0: any) */
 } pi_callee_query;
 
 int pi_callees_init(pi_callee_table *t);

@@ -307,6 +307,7 @@ int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
     out->filename = (uintptr_t)c.co_filename;
     out->names = (uintptr_t)c.co_names;
     out->firstlineno = c.co_firstlineno;
+    out->stacksize = c.co_stacksize;
 #if PY_VERSION_HEX >= 0x030B0000
     out->qualname = (uintptr_t)c.co_qualname;
     out->linetable = (uintptr_t)c.co_linetable;
@@ -590,6 +591,12 @@ int pi_parse_object_header(const void *buf, uintptr_t *type)
     return object_alive(buf) && *type ? 0 : -1;
 }
 
+uintptr_t pi_object_type(const void *buf)
+{
+    PI_LOAD(PyObject, o, buf);
+    return (uintptr_t)o.ob_type;
+}
+
 bool pi_object_dying(const void *buf)
 {
     uint64_t refcnt;
@@ -617,6 +624,7 @@ int pi_parse_callable(const void *buf, pi_callable *out)
         PI_LOAD(PyMethodDescrObject, d, buf);
         out->kind = PI_CALLABLE_METHOD_DESCRIPTOR;
         out->method_def = (uintptr_t)d.d_method;
+        out->type = (uintptr_t)d.d_common.d_type;
     } else {
         out->kind = PI_CALLABLE_OTHER;
         return 0;

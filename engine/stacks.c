@@ -26,6 +26,7 @@
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
+#define PI_MAX_LEAF_READ (32 * 1024) /* a 3.9/3.10 frame object with its value stack */
 
 /* Grows *array to at least n items of `size` bytes; 0, or -1 when out of memory. */
 static int grow(void **array, size_t *cap, size_t n, size_t size)
@@ -104,6 +105,12 @@ struct pi_walker {
      * identity of a C function's leaf, or -1) */
     uintptr_t leaf_frame, leaf_valuestack;
     int64_t leaf_callee;
+    /* 3.9/3.10: when the innermost frame is last tick's, its frame object is read whole,
+     * value stack included, so that a call's slots are copied in the same read as the
+     * frame standing on it, as 3.11+ copies them with the data stack (`leaf_copied`:
+     * this tick's innermost frame is that copy) */
+    region leaf_whole;
+    bool leaf_pending, leaf_copied;
     /* async mode: the stack was replaced by the profiled task's await chain under the
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
@@ -187,6 +194,7 @@ static void walker_free(pi_walker *w)
         free(w->chunks[i].data);
         free(w->spec_chunks[i].data);
     }
+    free(w->leaf_whole.data);
     free(w->codes);
     free(w->instrs);
     free(w->lastis);
@@ -320,6 +328,8 @@ static int spec_prepare(pi_walker *w, bool same_thread)
         w->spec_chunk_count = i + 1;
     }
     w->solo_chunk_count = 0;
+    if (!same_thread)
+        w->leaf_whole.len = 0;
     return spec_index(w);
 }
 
@@ -371,13 +381,19 @@ static void remember_solo(pi_walker *w, uintptr_t addr)
 
 /* ---- walking ---- */
 
+/* The copy of `size` bytes at addr, if region r holds them. */
+static const uint8_t *region_find(const region *r, uintptr_t addr, size_t size)
+{
+    return addr >= r->addr && r->len >= size && addr - r->addr <= r->len - size ? r->data + (addr - r->addr) : NULL;
+}
+
 /* The copy of `size` bytes at addr, if one of the copied chunks holds them. */
 static const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size)
 {
     for (size_t i = 0; i < w->chunk_count; i++) {
-        const region *r = &w->chunks[i];
-        if (addr >= r->addr && r->len >= size && addr - r->addr <= r->len - size)
-            return r->data + (addr - r->addr);
+        const uint8_t *copy = region_find(&w->chunks[i], addr, size);
+        if (copy)
+            return copy;
     }
     return NULL;
 }
@@ -477,6 +493,12 @@ static bool walker_need(pi_walker *w, pi_read *read)
         return true;
     }
     while (w->state == WALK_FRAMES) {
+        if (w->depth == 0 && w->leaf_whole.len >= frame_size && w->cur == w->leaf_whole.addr) {
+            remember_solo(w, w->cur);
+            w->leaf_pending = true;
+            *read = (pi_read){w->leaf_whole.addr, w->leaf_whole.data, w->leaf_whole.len, false};
+            return true;
+        }
         const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
         if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
             copy = spec_find(w, w->cur);
@@ -591,6 +613,15 @@ static void walker_take(pi_walker *w, const pi_read *read)
         take_current_chunk(w, read);
     } else if (w->chunk_pending) {
         take_older_chunk(w, read);
+    } else if (w->leaf_pending) {
+        w->leaf_pending = false;
+        w->leaf_copied = read->ok;
+        if (read->ok) {
+            step_frame(w, w->leaf_whole.data);
+        } else {
+            w->leaf_whole.len = 0; /* a smaller frame object now: read as any other frame */
+            walker_fail(w);
+        }
     } else if (!read->ok) {
         walker_fail(w);
     } else if (w->state == WALK_CFRAME) {
@@ -611,6 +642,8 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->want_current_chunk = false;
     w->cframe_read_ahead = false;
     w->depth = 0;
+    w->leaf_pending = false;
+    w->leaf_copied = false;
     w->brent_mark = 0;
     w->brent_power = 1;
     w->brent_steps = 0;
@@ -757,6 +790,20 @@ static pi_code_entry *code_entry(const code_set *set, uintptr_t code)
 
 /* ---- the C function a thread is in ---- */
 
+/* 3.9/3.10: when this innermost frame is still the innermost next tick, it is read
+ * whole with its value stack (which lies inside the frame object, after the locals). */
+static void plan_leaf_whole(pi_walker *w, const pi_code_entry *e)
+{
+    size_t len = 0;
+    uintptr_t stack = w->leaf_valuestack, end = stack + (size_t)pi_code_stack_size(e) * sizeof(uintptr_t);
+    if (!pi_runtime_layout.frames_in_chunks && stack > w->leaf_frame && end > stack &&
+        end - w->leaf_frame <= PI_MAX_LEAF_READ)
+        len = end - w->leaf_frame;
+    if (len && region_fill_prepare(&w->leaf_whole, w->leaf_frame, len) != 0)
+        len = 0;
+    w->leaf_whole.len = len;
+}
+
 /* For every thread whose innermost frame stands on a call: what it calls
  * (w->leaf_callee), all threads' reads batched together (callees.c). */
 static void name_leaves(pi_state *s, size_t walker_count)
@@ -790,14 +837,21 @@ static void name_leaves(pi_state *s, size_t walker_count)
                             ((size_t)pi_code_stack_offset(e) + (size_t)call.bottom) * word;
         else
             q->slots_addr = w->leaf_valuestack + (size_t)call.bottom * word;
-        /* 3.11+: usually copied with the frame, in the same read */
+        /* usually copied with the frame, in the same read */
         size_t slots_len = pi_call_slot_count(&call) * word;
-        const uint8_t *copy = find_in_chunks(w, q->slots_addr, slots_len);
+        const uint8_t *copy = w->leaf_copied ? region_find(&w->leaf_whole, q->slots_addr, slots_len)
+                                             : find_in_chunks(w, q->slots_addr, slots_len);
         q->have_slots = copy != NULL;
         memset(q->slots, 0, sizeof q->slots);
         if (copy)
             memcpy(q->slots, copy, slots_len);
         x->query_walker[n++] = i;
+    }
+    for (size_t i = 0; i < walker_count; i++) {
+        pi_walker *w = &s->walkers[i];
+        pi_code_entry *e = w->state == WALK_DONE && w->depth ? code_entry(&x->codes, w->codes[0]) : NULL;
+        if (e && !pi_code_stale(e))
+            plan_leaf_whole(w, e);
     }
     if (n == 0)
         return;

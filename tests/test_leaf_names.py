@@ -25,7 +25,7 @@ pytestmark = pytest.mark.engine
 UNKNOWN = "[unknown C call]"
 
 SETUP = """
-import functools, random, select, sys, threading, time, zlib
+import functools, random, re, select, sys, threading, time, zlib
 
 random.seed(1)
 DATA = [(i * 2654435761) % 1000003 for i in range(200_000)]  # no runs: sorting takes a while
@@ -112,16 +112,32 @@ PROGRAMS = {
         """,
 }
 
+PROGRAMS["short calls"] = """
+    # calls of a microsecond or two in a hot loop: most have ended before their
+    # callable is read, and must still be named
+    PATTERN = re.compile(r"(\\w+)=(\\d+)")
+    LINES = [f"key{i % 97}={i} rest of the line {i}" for i in range(50_000)]
+
+    def main():
+        counts = {}
+        for _ in range(6):
+            for line in LINES:
+                match = PATTERN.match(line)
+                fields = line.split()
+                counts[match.group(1)] = counts.get(fields[0], 0) + len(fields)
+    """
+
 # (the Python function, the C function it calls) that each program must show: calls
 # long enough that missing them means the leaf was lost or misnamed. The Python sampler
 # only runs while the GIL is free, so it sees only those that release it.
-HOLDS_GIL = {"sorted", "Shuffled.sort", "str.join"}
+HOLDS_GIL = {"sorted", "Shuffled.sort", "str.join", "Pattern.match", "str.split"}
 MUST_SHOW = {
     "aliases": [("main", "sorted"), ("main", "compress"), ("main", "sleep")],
     "methods": [("main", "Shuffled.sort"), ("main", "epoll.poll"), ("main", "str.join")],
     "dispatch": [("wrapper", "sorted"), ("main", "sorted"), ("main", "compress"), ("<lambda>", "sorted"),
                  ("batches", "sorted")],
     "lookalikes": [("compress", "compress"), ("sleep", "sleep"), ("wait", "lock.acquire")],
+    "short calls": [("main", "Pattern.match"), ("main", "str.split")],
 }
 
 
@@ -212,4 +228,15 @@ def test_every_c_leaf_is_what_the_interpreter_called(name, sampler):
         assert pair in truth, (pair, sorted(truth))  # the program does make that call
     for pair in must_show:
         assert leaves.get(pair, 0) > 0, (pair, leaves)
-    assert unknown <= 0.05 * total, leaves
+    assert unknown <= unknown_bound(name) * total, leaves
+
+
+def unknown_bound(name: str) -> float:
+    """The share of C-leaf samples allowed to be `[unknown C call]`.
+
+    A call that returns while its frame is being copied leaves its result where the
+    callable was: the sample is honestly unknown. Calls of a microsecond or two meet
+    that often: ~15-20% of their samples measured on 3.9/3.10, ~0-9% on 3.11+."""
+    if name != "short calls":
+        return 0.05
+    return 0.35 if sys.version_info < (3, 11) else 0.15
