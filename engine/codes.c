@@ -35,6 +35,7 @@ struct pi_code_entry {
     pi_code header;
     fingerprint name_fp, file_fp;
     bool stale; /* changed while being copied: never used again */
+    bool fresh; /* made by this tick's resolve */
     uint32_t identity;
     uint8_t *linetable;
     size_t linetable_len;
@@ -383,6 +384,7 @@ static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code
         t->fresh = grown;
         t->fresh_cap = cap;
     }
+    e->fresh = true;
     t->fresh[t->fresh_count++] = e;
     t->entries[t->entry_count++] = e;
     pi_code_entry **slot = slot_for(t, addr);
@@ -414,6 +416,8 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
         return -1;
     }
     size_t n = 0;
+    for (size_t i = 0; i < t->fresh_count; i++)
+        t->fresh[i]->fresh = false;
     t->fresh_count = 0;
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
@@ -499,10 +503,14 @@ int pi_codes_confirm_fresh(pi_code_table *t)
             t->unreadable++;
         }
     }
-    t->fresh_count = 0;
     free(buffers);
     free(reads);
     return syscalls;
+}
+
+bool pi_code_fresh(const pi_code_entry *e)
+{
+    return e->fresh;
 }
 
 bool pi_code_stale(const pi_code_entry *e)

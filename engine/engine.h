@@ -96,6 +96,7 @@ typedef struct {
     int lasti;           /* 3.9/3.10: instruction index */
     int kind;            /* PI_FRAME_PYTHON, or PI_FRAME_SKIP for shim/C-stack frames */
     uintptr_t valuestack; /* 3.9/3.10: the bottom of its value stack */
+    uintptr_t func;       /* 3.11+: the function object it runs */
 } pi_frame;
 
 int pi_parse_frame(const void *buf, pi_frame *out);
@@ -191,6 +192,9 @@ size_t pi_type_qualname_offset(void);
 /* From a copy of pi_type_read_size() bytes and the word at pi_type_qualname_offset(). */
 int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out);
 uintptr_t pi_module_type(void);
+uintptr_t pi_function_type(void);
+/* Objects of this type usually live as long as the program (classes, builtins). */
+bool pi_long_lived_type(uintptr_t type);
 size_t pi_method_def_name_offset(void);
 
 /* Line number for an instruction index, from a copied line table. -1 if unknown. */
@@ -280,6 +284,9 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
  * while being copied. Returns the syscalls made, or -1. */
 int pi_codes_confirm_fresh(pi_code_table *t);
 bool pi_code_stale(const pi_code_entry *e);
+/* Made by the last resolve: a frame seen running it may have run the code object that
+ * had its address before (see confirm_new_codes in stacks.c). */
+bool pi_code_fresh(const pi_code_entry *e);
 /* The entry's identity index, line for an instruction pointer, traceability. */
 uint32_t pi_code_identity(const pi_code_entry *e);
 int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti);

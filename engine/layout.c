@@ -250,6 +250,13 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     out->previous = (uintptr_t)f.previous;
     frame_position(&f, &out->code, &out->instr);
 #if PY_VERSION_HEX >= 0x030E0000
+    out->func = pi_stack_slot_object(f.f_funcobj.bits);
+#elif PY_VERSION_HEX >= 0x030C0000
+    out->func = (uintptr_t)f.f_funcobj;
+#else
+    out->func = (uintptr_t)f.f_func;
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
     if (f.owner >= FRAME_OWNED_BY_INTERPRETER)
         out->kind = PI_FRAME_SKIP;
 #elif PY_VERSION_HEX >= 0x030C0000
@@ -663,6 +670,17 @@ int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
 uintptr_t pi_module_type(void)
 {
     return (uintptr_t)&PyModule_Type;
+}
+
+uintptr_t pi_function_type(void)
+{
+    return (uintptr_t)&PyFunction_Type;
+}
+
+bool pi_long_lived_type(uintptr_t type)
+{
+    return type == (uintptr_t)&PyType_Type || type == (uintptr_t)&PyCFunction_Type ||
+           type == (uintptr_t)&PyCMethod_Type || type == (uintptr_t)&PyMethodDescr_Type;
 }
 
 size_t pi_method_def_name_offset(void)

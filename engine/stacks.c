@@ -26,6 +26,7 @@
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
+#define PI_LONG_LIVED 256 /* a direct-mapped cache, emptied every 1024 ticks */
 #define PI_MAX_LEAF_READ (32 * 1024) /* a 3.9/3.10 frame object with its value stack */
 
 /* Grows *array to at least n items of `size` bytes; 0, or -1 when out of memory. */
@@ -78,10 +79,11 @@ struct pi_walker {
     uint8_t *tstate_buf;
     size_t tstate_buf_cap;
     uint8_t scratch[PI_MAX_FRAME_READ];
-    /* frames found, leaf first */
-    uintptr_t *codes, *instrs;
+    /* frames found, leaf first: where each is, its code, instruction and function */
+    uintptr_t *frames, *codes, *instrs, *funcs;
     int *lastis;
-    size_t depth, codes_cap, instrs_cap, lastis_cap;
+    size_t depth, frames_cap, codes_cap, instrs_cap, funcs_cap, lastis_cap;
+    bool doubtful; /* a frame's code may have been another one's, or a call torn (rewalk_doubtful) */
     /* Brent's cycle detection over the frame chain */
     uintptr_t brent_mark;
     size_t brent_power, brent_steps;
@@ -164,6 +166,11 @@ struct pi_scratch {
     pi_read *confirm_reads;
     size_t *confirm_owner;
     size_t confirm_reads_cap, confirm_owner_cap;
+    uint8_t (*headers)[16]; /* object headers read by find_torn_calls */
+    size_t headers_cap;
+    /* callables of calls through C seen lately that live long (classes, builtins):
+     * no need to read their type again (find_torn_calls) */
+    uintptr_t long_lived[PI_LONG_LIVED];
 };
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget)
@@ -195,8 +202,10 @@ static void walker_free(pi_walker *w)
         free(w->spec_chunks[i].data);
     }
     free(w->leaf_whole.data);
+    free(w->frames);
     free(w->codes);
     free(w->instrs);
+    free(w->funcs);
     free(w->lastis);
     free(w->tstate_buf);
     free(w->solo);
@@ -232,6 +241,7 @@ void pi_state_free(pi_state *s)
         free(x->context_states);
         free(x->confirm_reads);
         free(x->confirm_owner);
+        free(x->headers);
         free(x);
     }
     pi_codes_free(&s->codes);
@@ -260,11 +270,16 @@ static int region_fill_prepare(region *r, uintptr_t addr, size_t len)
     return 0;
 }
 
-static int push_frame(pi_walker *w, const pi_frame *f)
+/* Adds a frame found at `addr` (0: not read from a thread's chain). */
+static int push_frame(pi_walker *w, uintptr_t addr, const pi_frame *f)
 {
-    if (GROW(w->codes, w->codes_cap, w->depth + 1) != 0 || GROW(w->instrs, w->instrs_cap, w->depth + 1) != 0 ||
-        GROW(w->lastis, w->lastis_cap, w->depth + 1) != 0)
+    size_t n = w->depth + 1;
+    if (GROW(w->frames, w->frames_cap, n) != 0 || GROW(w->codes, w->codes_cap, n) != 0 ||
+        GROW(w->instrs, w->instrs_cap, n) != 0 || GROW(w->funcs, w->funcs_cap, n) != 0 ||
+        GROW(w->lastis, w->lastis_cap, n) != 0)
         return -1;
+    w->frames[w->depth] = addr;
+    w->funcs[w->depth] = f->func;
     w->codes[w->depth] = f->code;
     w->instrs[w->depth] = f->instr;
     w->lastis[w->depth] = f->lasti;
@@ -434,7 +449,7 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         w->leaf_frame = w->cur;
         w->leaf_valuestack = f.valuestack;
     }
-    if (f.kind == PI_FRAME_PYTHON && push_frame(w, &f) != 0) {
+    if (f.kind == PI_FRAME_PYTHON && push_frame(w, w->cur, &f) != 0) {
         walker_fail(w);
         return;
     }
@@ -642,6 +657,7 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->want_current_chunk = false;
     w->cframe_read_ahead = false;
     w->depth = 0;
+    w->doubtful = false;
     w->leaf_pending = false;
     w->leaf_copied = false;
     w->brent_mark = 0;
@@ -996,14 +1012,14 @@ static void attribute_async(pi_state *s, pi_walker *w)
     w->depth = 0;
     for (long k = chain; k-- > 0;) {
         pi_frame f = {.code = x->chain_codes[k], .instr = x->chain_instrs[k], .lasti = x->chain_lastis[k]};
-        if (push_frame(w, &f) != 0) {
+        if (push_frame(w, 0, &f) != 0) {
             w->state = WALK_FAILED;
             return;
         }
     }
     for (size_t k = a->prefix_len; k-- > 0;) {
         pi_frame f = {.code = a->prefix_codes[k]};
-        if (push_frame(w, &f) != 0) {
+        if (push_frame(w, 0, &f) != 0) {
             w->state = WALK_FAILED;
             return;
         }
@@ -1109,46 +1125,12 @@ static void round_add_spec(round_list *round, pi_walker *w, size_t index)
     }
 }
 
-void pi_tick(pi_state *s, int64_t now_ns)
+/* The lock-step rounds from the first (in x->reads): one vectored read per round
+ * serves every thread still walking. */
+static void run_rounds(pi_state *s, size_t pending)
 {
     pi_scratch *x = s->scratch;
-    uintptr_t *addrs = NULL;
-    pi_tstate *states = NULL;
-    size_t thread_count = read_threads(s, &addrs, &states);
-    int64_t wall_ns = s->last_tick_ns ? now_ns - s->last_tick_ns : 0;
-    if (!s->first_tick_ns) /* the sampler's start when it set last_tick_ns, else this tick */
-        s->first_tick_ns = s->last_tick_ns ? s->last_tick_ns : now_ns;
-    s->last_tick_ns = now_ns;
-    s->stats.ticks++;
-    if (thread_count == 0 || wall_ns <= 0 || ensure_walkers(s, thread_count) != 0)
-        return;
-
-    /* the first round: each thread's first read, and last tick's solo frames */
     size_t frame_size = pi_runtime_layout.frame_read_size;
-    size_t walker_count = 0;
-    round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
-    bool classified = s->async.enabled && classify_threads(s, states, thread_count) == 0;
-    bool follow = classified && s->only_thread && s->async.follow_threads;
-    for (size_t i = 0; i < thread_count; i++) {
-        bool followed = false;
-        if (s->only_thread && states[i].thread_id != s->only_thread) {
-            followed = follow && x->context_states[i] == PI_IN_CONTEXT;
-            if (!followed)
-                continue;
-        }
-        size_t index = walker_count++;
-        pi_walker *w = &s->walkers[index];
-        w->followed = followed;
-        w->in_context = classified ? x->context_states[i] : PI_CONTEXT_UNKNOWN;
-        w->context_before = states[i].context;
-        pi_read read;
-        if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
-            w->state = WALK_FAILED;
-        round_add_spec(&round, w, index);
-    }
-    size_t pending = round.count;
-
-    /* lock-step rounds: one vectored read per round serves every thread */
     while (pending > 0) {
         s->stats.syscalls += (uint64_t)pi_read_batch(x->reads, pending);
         for (size_t r = 0; r < pending; r++) {
@@ -1195,6 +1177,154 @@ void pi_tick(pi_state *s, int64_t now_ns)
         pending = next_pending;
     }
 
+}
+
+/* 3.11+: calls torn by the copy. A caller's frame and its callee's are copied at
+ * different moments when they came from different reads, or when the thread was
+ * preempted between two pages of one read; the thread may have moved on to another
+ * call in between, and the stack would join a caller to a callee it never called. A
+ * caller standing on a call whose callable (on its value stack) is a Python function
+ * must be the function its callee's frame runs. Sets `doubtful` on such stacks. */
+static size_t long_lived_slot(uintptr_t object)
+{
+    return (size_t)(((uint64_t)object >> 4) * 0x9E3779B97F4A7C15ULL >> 56) % PI_LONG_LIVED;
+}
+
+static void find_torn_calls(pi_state *s, size_t walker_count)
+{
+    pi_scratch *x = s->scratch;
+    size_t word = sizeof(uintptr_t), n = 0;
+    if (!pi_runtime_layout.frames_in_chunks)
+        return;
+    if ((s->stats.ticks & 1023) == 0) /* an address cached long ago may hold anything now */
+        memset(x->long_lived, 0, sizeof x->long_lived);
+    for (size_t i = 0; i < walker_count; i++) {
+        pi_walker *w = &s->walkers[i];
+        for (size_t d = 1; w->state == WALK_DONE && !w->doubtful && d < w->depth; d++) {
+            pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
+            pi_call call;
+            if (!w->frames[d] || !w->frames[d - 1] || !e || pi_code_stale(e) ||
+                pi_code_call_site(e, w->instrs[d], w->lastis[d], &call) != 0)
+                continue;
+            uintptr_t slots_addr =
+                w->frames[d] + pi_frame_locals_offset() + ((size_t)pi_code_stack_offset(e) + (size_t)call.bottom) * word;
+            size_t count = pi_call_slot_count(&call);
+            const uint8_t *slots = find_in_chunks(w, slots_addr, count * word);
+            if (!slots || count == 0)
+                continue;
+            uintptr_t first, second = 0;
+            memcpy(&first, slots, word);
+            if (count > 1)
+                memcpy(&second, slots + word, word);
+            int callable, self;
+            pi_call_place(&call, pi_stack_slot_object(first) != 0, pi_stack_slot_object(second) != 0, &callable,
+                          &self);
+            uintptr_t raw;
+            if (callable < 0 || (size_t)callable >= count)
+                continue;
+            memcpy(&raw, slots + (size_t)callable * word, word);
+            uintptr_t object = pi_stack_slot_object(raw);
+            if (!object || object == w->funcs[d - 1] || x->long_lived[long_lived_slot(object)] == object)
+                continue;
+            /* another object: a torn call if it is a function, else a call through C
+             * (a class, a builtin calling back, a partial...) */
+            if (GROW(x->confirm_reads, x->confirm_reads_cap, n + 1) != 0 ||
+                GROW(x->confirm_owner, x->confirm_owner_cap, n + 1) != 0 ||
+                GROW(x->headers, x->headers_cap, n + 1) != 0) {
+                w->doubtful = true;
+                break;
+            }
+            x->confirm_reads[n] = (pi_read){object, NULL, sizeof x->headers[0], false};
+            x->confirm_owner[n++] = i;
+        }
+    }
+    for (size_t r = 0; r < n; r++) /* the buffer may have moved while it grew */
+        x->confirm_reads[r].dst = x->headers[r];
+    s->stats.syscalls += (uint64_t)pi_read_batch(x->confirm_reads, n);
+    for (size_t r = 0; r < n; r++) {
+        uintptr_t type, object = x->confirm_reads[r].addr;
+        if (!x->confirm_reads[r].ok || pi_parse_object_header(x->headers[r], &type) != 0)
+            continue;
+        if (type == pi_function_type())
+            s->walkers[x->confirm_owner[r]].doubtful = true;
+        else if (pi_long_lived_type(type))
+            x->long_lived[long_lived_slot(object)] = object;
+    }
+}
+
+/* Stacks that may not be what the thread ran: a torn call (find_torn_calls), or a
+ * code object seen at an address for the first time (or replacing the one seen
+ * there), read after the frames: the frame that ran there may have ended, and its
+ * code been freed and another made at the same address, in between (a sampler
+ * preempted between the two reads makes that window long). Such a stack is walked
+ * again: when the new walk finds only code entries known and still the same, and no
+ * torn call, the code read is what the frames ran. Otherwise it is dropped, counted
+ * with the code drops. Returns whether any stack was walked again. */
+static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
+{
+    pi_scratch *x = s->scratch;
+    round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
+    bool any = false;
+    find_torn_calls(s, walker_count);
+    for (size_t i = 0; i < walker_count; i++) {
+        pi_walker *w = &s->walkers[i];
+        if (w->state != WALK_DONE || w->async_leaf != UINT32_MAX || w->followed)
+            continue;
+        for (size_t d = 0; d < w->depth && !w->doubtful; d++) {
+            pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
+            w->doubtful = e && pi_code_fresh(e);
+        }
+        if (!w->doubtful || check_only)
+            continue;
+        any = true;
+        pi_read read;
+        w->state = WALK_RETRY;
+        if (walker_need(w, &read) && round_add(&round, &read, i) != 0)
+            w->state = WALK_FAILED;
+    }
+    if (any)
+        run_rounds(s, round.count);
+    return any;
+}
+
+void pi_tick(pi_state *s, int64_t now_ns)
+{
+    pi_scratch *x = s->scratch;
+    uintptr_t *addrs = NULL;
+    pi_tstate *states = NULL;
+    size_t thread_count = read_threads(s, &addrs, &states);
+    int64_t wall_ns = s->last_tick_ns ? now_ns - s->last_tick_ns : 0;
+    if (!s->first_tick_ns) /* the sampler's start when it set last_tick_ns, else this tick */
+        s->first_tick_ns = s->last_tick_ns ? s->last_tick_ns : now_ns;
+    s->last_tick_ns = now_ns;
+    s->stats.ticks++;
+    if (thread_count == 0 || wall_ns <= 0 || ensure_walkers(s, thread_count) != 0)
+        return;
+
+    /* the first round: each thread's first read, and last tick's solo frames */
+    size_t walker_count = 0;
+    round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
+    bool classified = s->async.enabled && classify_threads(s, states, thread_count) == 0;
+    bool follow = classified && s->only_thread && s->async.follow_threads;
+    for (size_t i = 0; i < thread_count; i++) {
+        bool followed = false;
+        if (s->only_thread && states[i].thread_id != s->only_thread) {
+            followed = follow && x->context_states[i] == PI_IN_CONTEXT;
+            if (!followed)
+                continue;
+        }
+        size_t index = walker_count++;
+        pi_walker *w = &s->walkers[index];
+        w->followed = followed;
+        w->in_context = classified ? x->context_states[i] : PI_CONTEXT_UNKNOWN;
+        w->context_before = states[i].context;
+        pi_read read;
+        if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
+            w->state = WALK_FAILED;
+        round_add_spec(&round, w, index);
+    }
+    run_rounds(s, round.count);
+
     if (s->async.enabled) {
         confirm_contexts(s, walker_count);
         for (size_t i = 0; i < walker_count; i++)
@@ -1207,10 +1337,20 @@ void pi_tick(pi_state *s, int64_t now_ns)
         s->stats.dropped += walker_count;
         return;
     }
+    if (rewalk_doubtful(s, walker_count, false)) {
+        if (resolve_codes(s, walker_count, &x->codes) != 0) {
+            s->stats.dropped += walker_count;
+            return;
+        }
+        rewalk_doubtful(s, walker_count, true);
+    }
     name_leaves(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        if (w->state == WALK_DONE) {
+        if (w->state == WALK_DONE && w->doubtful) {
+            s->stats.dropped++;
+            s->stats.dropped_code++;
+        } else if (w->state == WALK_DONE) {
             record_thread(s, w, wall_ns, now_ns);
         } else if (w->state != WALK_LEFT) {
             s->stats.dropped++;

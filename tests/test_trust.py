@@ -206,3 +206,37 @@ def test_stacks_deeper_than_the_engine_keeps_lose_no_time():
     assert result["depth"] <= 8192
     counts = {int(marker.strip("[").split()[0]) for marker in result["markers"]}
     assert counts and all(0 < count <= 12003 - 8000 for count in counts), result["markers"]
+
+
+
+def test_code_objects_freed_and_reused_never_credit_a_sample_to_another_function():
+    # each round makes an outer/inner pair of new functions, runs them for a millisecond
+    # and drops them: their code objects die and the next pair's take their addresses.
+    # Every sample must pair outer_k with its own inner_k.
+    result = run_program(
+        """
+        import gc
+
+        def make(i):
+            src = (f"def inner_{i:04}(end):\\n    while time.perf_counter() < end:\\n        pass\\n"
+                   f"def outer_{i:04}():\\n    inner_{i:04}(time.perf_counter() + 0.001)\\n")
+            ns = {"time": time}
+            exec(compile(src, "generated.py", "exec"), ns)
+            return ns[f"outer_{i:04}"]
+
+        with Profiler(interval=0.0001) as p:
+            for i in range(1500):
+                make(i)()
+                gc.collect(0)
+        report(p.last_session)
+        """
+    )
+    pairs = {}
+    for key, seconds in result["stacks"].items():
+        names = key.split(" > ")
+        outer = [name[6:] for name in names if name.startswith("outer_")]
+        inner = [name[6:] for name in names if name.startswith("inner_")]
+        if outer and inner:
+            pairs[key] = (outer[0], inner[0])
+    assert len(pairs) > 200, result["stacks"]
+    assert not [key for key, (outer, inner) in pairs.items() if outer != inner]
