@@ -391,11 +391,14 @@ static uintptr_t instance_attribute(const pi_attr_place *place, uintptr_t obj, u
     } else {
         return 0;
     }
-    /* the keys object: all of its entries usually fit in the read */
+    /* the keys object: all of its entries usually fit in the read, which is halved
+     * where the object ends near the end of mapped memory */
     size_t len = sizeof buf;
-    for (++*syscalls; !keys || pi_read_exact(keys, buf, len) != 0; ++*syscalls) {
-        len /= 2; /* it ends near the end of mapped memory */
-        if (!keys || len < 64)
+    if (!keys)
+        return 0;
+    for (++*syscalls; pi_read_exact(keys, buf, len) != 0; ++*syscalls) {
+        len /= 2;
+        if (len < 64)
             return 0;
     }
     if (pi_dict_keys_find(buf, len, key, &index, &value) != 0)

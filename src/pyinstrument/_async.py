@@ -11,10 +11,11 @@ Nothing runs per call or per await.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import sys
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pyinstrument import _engine
 
@@ -146,10 +147,11 @@ async def _probe_await(awaitable: Any) -> Any:
 
 
 def task_layout() -> Optional[Dict[str, Any]]:
-    """What the engine needs of asyncio's Future and Task, for bind_async; None when it
-    could not be learned or checked (task_layout_error() says why)."""
+    """What the engine needs of asyncio's Future and Task, for bind_async; None when
+    asyncio is not in use, or when it could not be learned or checked (then
+    task_layout_error() says why)."""
     global _task_layout, _task_layout_error
-    if _task_layout is None and _task_layout_error is None:
+    if _task_layout is None and _task_layout_error is None and "asyncio" in sys.modules:
         try:
             _task_layout = _probe_task_layout()
         except Exception as error:  # anything unexpected: keep the plain await chain
@@ -164,11 +166,14 @@ def task_layout_error() -> Optional[str]:
 _task_layout_noticed = False
 
 
-def first_task_layout_notice() -> bool:
-    """True the first time it is asked: the failed check is reported once a process."""
+def task_layout_notice() -> Optional[str]:
+    """Why awaited tasks are not followed, the first time it is asked after the check
+    failed (it is reported once a process); else None."""
     global _task_layout_noticed
-    first, _task_layout_noticed = not _task_layout_noticed, True
-    return first
+    if _task_layout_error is None or _task_layout_noticed:
+        return None
+    _task_layout_noticed = True
+    return _task_layout_error
 
 
 def _words(obj: object, size: int) -> List[int]:
@@ -200,29 +205,37 @@ def _int_offset_of(holders: List[Tuple[object, int]], what: str) -> int:
     return found.pop()
 
 
-class _RunningLoop:
-    """Makes `loop` this thread's running loop, and `task` (if any) its current task,
-    briefly: asyncio's functions look for them (and must not find the caller's). The
-    caller's task is set aside meanwhile (3.14+ allow one current task a thread)."""
+class _ProbeLoop:
+    """A new event loop that never runs, made this thread's running loop while the probe
+    uses it (asyncio's functions look for one, and must not find the caller's). The
+    caller's loop and current task are set aside meanwhile and restored after."""
 
-    def __init__(self, asyncio: Any, loop: Any, task: Any = None) -> None:
-        self.events, self.tasks, self.loop, self.task = asyncio.events, asyncio.tasks, loop, task
+    def __init__(self, asyncio: Any) -> None:
+        self.events, self.tasks = asyncio.events, asyncio.tasks
+        self.loop = asyncio.new_event_loop()
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "_ProbeLoop":
         self.previous = self.events._get_running_loop()
-        self.previous_task = self.tasks.current_task(self.previous) if self.previous and self.task else None
+        self.previous_task = self.tasks.current_task(self.previous) if self.previous else None
         if self.previous_task is not None:
             self.tasks._leave_task(self.previous, self.previous_task)
         self.events._set_running_loop(self.loop)
-        if self.task is not None:
-            self.tasks._enter_task(self.loop, self.task)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.task is not None:
-            self.tasks._leave_task(self.loop, self.task)
         self.events._set_running_loop(self.previous)
         if self.previous_task is not None:
             self.tasks._enter_task(self.previous, self.previous_task)
+        self.loop.close()
+
+    @contextlib.contextmanager
+    def in_task(self, task: Any) -> Iterator[None]:
+        """As if `task` ran: wait_for() and TaskGroup ask for the current task."""
+        self.tasks._enter_task(self.loop, task)
+        try:
+            yield
+        finally:
+            self.tasks._leave_task(self.loop, task)
 
 
 def _started(coroutine: Any) -> Any:
@@ -243,23 +256,23 @@ def _probe_task_layout() -> Dict[str, Any]:
     gathering_type = getattr(asyncio.tasks, "_GatheringFuture", None)
     if gathering_type is None:
         raise RuntimeError("asyncio.gather's future is not where expected")
-    loop = asyncio.new_event_loop()
     coroutines: List[Any] = []
     tasks: List[Any] = []
-    try:
-        with _RunningLoop(asyncio, loop):
-            try:
-                return _learn_and_check(asyncio, loop, gathering_type, coroutines, tasks)
-            finally:
-                for task in tasks:
-                    task._log_destroy_pending = False  # never run: the probe's loop never runs
-                for coroutine in reversed(coroutines):
-                    coroutine.close()
-    finally:
-        loop.close()
+    with _ProbeLoop(asyncio) as probe:
+        try:
+            return _learn_and_check(asyncio, probe, gathering_type, coroutines, tasks)
+        finally:
+            for task in tasks:
+                task._log_destroy_pending = False  # the probe's loop never runs them
+            for coroutine in reversed(coroutines):
+                coroutine.close()
 
 
-def _learn_and_check(asyncio: Any, loop: Any, gathering_type: type, coroutines: List[Any], tasks: List[Any]) -> Dict[str, Any]:
+def _learn_and_check(
+    asyncio: Any, probe: _ProbeLoop, gathering_type: type, coroutines: List[Any], tasks: List[Any]
+) -> Dict[str, Any]:
+    loop = probe.loop
+
     def suspended(coroutine: Any) -> Any:
         coroutines.append(coroutine)
         return _started(coroutine)
@@ -320,12 +333,12 @@ def _learn_and_check(asyncio: Any, loop: Any, gathering_type: type, coroutines: 
     if sys.version_info < (3, 12) and wait_for.__code__.co_varnames[0] == "fut":
         # before 3.12 wait_for() awaits a Future of its own; the task is its local `fut`
         layout["wait_for_code"] = id(wait_for.__code__)
-        with _RunningLoop(asyncio, loop, task_a):
+        with probe.in_task(task_a):
             waiting = suspended(wait_for(task_b, 1000))
         checks["wait_for"] = chain(waiting) == [id(wait_for.__code__), wait_b]
     task_group = getattr(asyncio, "TaskGroup", None)
     if task_group is not None:
-        group_exit = _learn_taskgroup(asyncio, loop, task_group, layout, suspended, task_a, tasks)
+        group_exit = _learn_taskgroup(probe, task_group, layout, suspended, task_a, tasks)
         if group_exit is not None:
             exits = [code for code in layout["taskgroup_codes"] if code]
             checks["TaskGroup"] = sorted(chain(group_exit, pick) for pick in range(2)) == sorted(
@@ -338,7 +351,7 @@ def _learn_and_check(asyncio: Any, loop: Any, gathering_type: type, coroutines: 
 
 
 def _learn_taskgroup(
-    asyncio: Any, loop: Any, task_group: type, layout: Dict[str, Any], suspended: Any, parent: Any, tasks: List[Any]
+    probe: _ProbeLoop, task_group: type, layout: Dict[str, Any], suspended: Any, parent: Any, tasks: List[Any]
 ) -> Optional[Any]:
     """TaskGroup's exit awaits a plain Future; its tasks are in self._tasks, found from
     the exit coroutine's `self`. Fills in the layout's TaskGroup fields and returns a
@@ -348,7 +361,8 @@ def _learn_taskgroup(
     if not codes or any(code.co_varnames[:1] != ("self",) for code in codes):
         return None
     group = task_group()
-    with _RunningLoop(asyncio, loop, parent):
+    loop = probe.loop
+    with probe.in_task(parent):
         try:
             group.__aenter__().send(None)
         except StopIteration:

@@ -527,9 +527,10 @@ class Profiler:
             )
             return
         task_layout = _async.task_layout() if task is not None else None
-        if task is not None and task_layout is None and _async.first_task_layout_notice():
+        why_not = _async.task_layout_notice()
+        if why_not is not None:
             _notice(
-                f"the await chain stops at awaited asyncio Tasks and Futures here ({_async.task_layout_error()}): "
+                f"the await chain stops at awaited asyncio Tasks and Futures here ({why_not}): "
                 "time waiting in them is [await] under the line that awaits them"
             )
         self._async_engine_refs = (task, codes)  # kept alive while the engine reads them
