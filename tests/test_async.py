@@ -407,3 +407,57 @@ def test_when_tasks_cannot_be_read_the_chain_stops_at_the_await_with_one_notice(
         tree = load_tree(tmp_path / report)
         assert time_of(tree, "handler", "[await]") >= 0.2
         assert "slow_child" not in functions(tree)
+
+
+# Tasks, gathers and task groups made and finished by the thousand while the sampler
+# follows them: it reads objects that change and die under it, and must neither crash
+# nor credit the wait to something else than the children.
+CHURN = """
+async def leaf():
+    await asyncio.sleep(0)
+
+async def branch(depth):
+    if depth:
+        await asyncio.gather(*(branch(depth - 1) for _ in range(3)))
+    else:
+        await asyncio.shield(asyncio.ensure_future(leaf()))
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        await branch(3)
+        if sys.version_info >= (3, 11):
+            async with asyncio.TaskGroup() as group:
+                for _ in range(20):
+                    group.create_task(leaf())
+    profiler.stop()
+    report(profiler, "report.json")
+
+async def unrelated():  # another task of the loop, outside the profiled context
+    while True:
+        busy(0.002)
+        await asyncio.gather(leaf(), leaf())
+
+async def main():
+    other = asyncio.ensure_future(unrelated())
+    await handler()
+    other.cancel()
+
+asyncio.run(main())
+"""
+
+
+def test_following_tasks_that_come_and_go_by_the_thousand(tmp_path: Any) -> None:
+    run_program(tmp_path, CHURN, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    assert time_of(tree, "handler") >= 0.1
+    # of the program's functions, only the profiled task's and its children's
+    ours = {"main", "handler", "branch", "branch.<locals>.<genexpr>", "leaf", "[await]", "[self]"}
+    foreign = {
+        chain[-1]["function"]
+        for chain in walk(tree)
+        if chain[-1]["file_path_short"].endswith("program.py") and chain[-1]["function"] not in ours
+    }
+    assert not foreign, foreign
