@@ -7,7 +7,10 @@
  * variable up in the profiled thread's current Context: a contextvars HAMT, walked
  * here node by node. While the thread runs elsewhere (the event loop, other tasks),
  * the profiled task is suspended in an await, and its chain of awaited coroutines
- * tells where: each coroutine's value-stack top is the object it awaits.
+ * tells where: each coroutine's value-stack top is the object it awaits. Where that
+ * is an asyncio Future or Task, the chain goes on into the task(s) it stands for
+ * (await task, gather, shield, wait_for, TaskGroup), with the private struct offsets
+ * the Python layer learned and checked (pi_task_layout).
  *
  * The HAMT's node structs are private to CPython's Python/hamt.c; they are mirrored
  * below, unchanged since 3.7, and the Python layer checks this code against real

@@ -298,9 +298,7 @@ def _learn_and_check(
         "task_type": id(asyncio.Task),
         **_attribute_place("gathering", gathering_type),
         "iter_future": _offset_of([(waits_a.__await__(), waits_a), (task_b.__await__(), task_b)], "Future iterator"),
-        "fut_state": _int_offset_of(
-            [(waits_a, 0), (task_a, 0), (cancelled, 1), (finished, 2)], "Future state"
-        ),
+        "fut_state": _int_offset_of([(waits_a, 0), (task_a, 0), (cancelled, 1), (finished, 2)], "Future state"),
         "fut_callback0": _offset_of([(callback_holder, _probe_wait), (outer, shield_callback)], "Future callback"),
         "task_coro": _offset_of([(task_a, task_a.get_coro()), (task_b, task_b.get_coro())], "Task coroutine"),
         # the keys of attribute dicts are the interned attribute names
@@ -326,7 +324,8 @@ def _learn_and_check(
     checks = {
         "await task": chain(suspended(_probe_await(task_b))) == [awaits, wait_b],
         # the pending children in turn; the finished one is passed over
-        "gather": [chain(awaits_gather, pick) for pick in range(3)] == [[awaits, wait_a], [awaits, wait_b], [awaits, wait_a]],
+        "gather": [chain(awaits_gather, pick) for pick in range(3)]
+        == [[awaits, wait_a], [awaits, wait_b], [awaits, wait_a]],
         "shield": chain(suspended(_probe_await(outer))) == [awaits, wait_a],
     }
     wait_for = asyncio.tasks.wait_for
@@ -338,7 +337,10 @@ def _learn_and_check(
         checks["wait_for"] = chain(waiting) == [id(wait_for.__code__), wait_b]
     task_group = getattr(asyncio, "TaskGroup", None)
     if task_group is not None:
-        group_exit = _learn_taskgroup(probe, task_group, layout, suspended, task_a, tasks)
+        try:
+            group_exit = _learn_taskgroup(probe, task_group, layout, suspended, task_a, tasks)
+        except Exception:  # TaskGroup works differently here: it is not followed
+            group_exit = None
         if group_exit is not None:
             exits = [code for code in layout["taskgroup_codes"] if code]
             checks["TaskGroup"] = sorted(chain(group_exit, pick) for pick in range(2)) == sorted(
