@@ -321,6 +321,7 @@ static uintptr_t awaited_object(const pi_coro *coro, const object_copy *copy, ui
 /* ---- from an awaited Future into the tasks it waits for ---- */
 
 #define PI_MAX_FANOUT 64     /* tasks of one gather or TaskGroup looked at */
+#define PI_SET_SLOTS 256     /* slots of a TaskGroup's set read for them */
 #define PI_MAX_TASK_HOPS 64  /* Futures and Tasks passed in one chain */
 #define PI_MAX_DICT_READ 1024 /* bytes of a dict's keys object read */
 
@@ -473,18 +474,20 @@ static uintptr_t taskgroup_task(const pi_task_layout *t, uintptr_t group, uint64
     ++*syscalls;
     if (!tasks || pi_read_exact(tasks, buf, size) != 0 || pi_parse_set(buf, &table, &slots) != 0)
         return 0;
-    /* the set's table: keys, hashes; empty and deleted entries are not Futures */
-    uintptr_t entries[PI_MAX_FANOUT * 2], members[PI_MAX_FANOUT];
-    size_t entry_words = pi_set_entry_size() / sizeof(uintptr_t);
-    size_t readable = slots < PI_MAX_FANOUT ? slots : PI_MAX_FANOUT;
+    /* the set's table (keys and hashes, at most 3/5 full): its first members; deleted
+     * entries' dummy key is no Future and is passed over with the rest */
+    uintptr_t entries[PI_SET_SLOTS * 2], members[PI_MAX_FANOUT];
+    size_t entry_words = pi_set_entry_size() / sizeof(uintptr_t), count = 0;
+    size_t readable = slots < PI_SET_SLOTS ? slots : PI_SET_SLOTS;
     if (entry_words == 0 || entry_words > 2)
         return 0;
     ++*syscalls;
     if (pi_read_exact(table, entries, readable * entry_words * sizeof(uintptr_t)) != 0)
         return 0;
-    for (size_t i = 0; i < readable; i++)
-        members[i] = entries[i * entry_words];
-    return pick_pending(t, members, readable, pick, syscalls);
+    for (size_t i = 0; i < readable && count < PI_MAX_FANOUT; i++)
+        if (entries[i * entry_words])
+            members[count++] = entries[i * entry_words];
+    return pick_pending(t, members, count, pick, syscalls);
 }
 
 /* What a Future, a Task or a Future's iterator in `copy` (type `type`) waits for: the
