@@ -7,7 +7,10 @@
  * variable up in the profiled thread's current Context: a contextvars HAMT, walked
  * here node by node. While the thread runs elsewhere (the event loop, other tasks),
  * the profiled task is suspended in an await, and its chain of awaited coroutines
- * tells where: each coroutine's value-stack top is the object it awaits.
+ * tells where: each coroutine's value-stack top is the object it awaits. Where that
+ * is an asyncio Future or Task, the chain goes on into the task(s) it stands for
+ * (await task, gather, shield, wait_for, TaskGroup), with the private struct offsets
+ * the Python layer learned and checked (pi_task_layout).
  *
  * The HAMT's node structs are private to CPython's Python/hamt.c; they are mirrored
  * below, unchanged since 3.7, and the Python layer checks this code against real
@@ -269,13 +272,21 @@ static int copy_object(uintptr_t addr, size_t size, object_copy *copy, pi_chain_
     return 0;
 }
 
-/* Reads one coroutine or generator and, before 3.11, its frame; `copy` keeps the
- * memory its value stack is in. */
-static int read_coro(uintptr_t addr, pi_coro *coro, object_copy *copy, pi_chain_cache *cache, uint64_t *syscalls)
+/* The word at addr: from the copy when it holds it, else read. */
+static int copied_word(const object_copy *copy, uintptr_t addr, uintptr_t *word, uint64_t *syscalls)
 {
-    if (copy_object(addr, pi_coro_read_size(), copy, cache, syscalls) != 0 ||
-        pi_parse_coro(copy->bytes, addr, coro) != 0)
-        return -1;
+    if (addr >= copy->addr && addr - copy->addr <= copy->len && copy->len - (addr - copy->addr) >= sizeof *word) {
+        memcpy(word, copy->bytes + (addr - copy->addr), sizeof *word);
+        return 0;
+    }
+    ++*syscalls;
+    return pi_read_exact(addr, word, sizeof *word);
+}
+
+/* Finishes reading a coroutine whose object is in `copy`: before 3.11, its frame
+ * object is read into `copy`, which then keeps the memory its value stack is in. */
+static int read_coro_frame(pi_coro *coro, object_copy *copy, pi_chain_cache *cache, uint64_t *syscalls)
+{
     if (coro->suspended && coro->frame &&
         (copy_object(coro->frame, pi_runtime_layout.frame_read_size, copy, cache, syscalls) != 0 ||
          pi_parse_coro_frame(copy->bytes, coro->frame, coro) != 0))
@@ -284,7 +295,7 @@ static int read_coro(uintptr_t addr, pi_coro *coro, object_copy *copy, pi_chain_
 }
 
 /* The object on top of a suspended coroutine's value stack: the awaitable. Since 3.15
- * an await keeps a slot holding no object above it, so the top two slots are read. */
+ * an await keeps a slot holding no object above it, so the top two are read. */
 static uintptr_t awaited_object(const pi_coro *coro, const object_copy *copy, uint64_t *syscalls)
 {
     uintptr_t slots[2];
@@ -307,6 +318,218 @@ static uintptr_t awaited_object(const pi_coro *coro, const object_copy *copy, ui
     return 0;
 }
 
+/* ---- from an awaited Future into the tasks it waits for ---- */
+
+#define PI_MAX_FANOUT 64     /* tasks of one gather or TaskGroup looked at */
+#define PI_SET_SLOTS 256     /* slots of a TaskGroup's set read for them */
+#define PI_MAX_TASK_HOPS 64  /* Futures and Tasks passed in one chain */
+#define PI_MAX_DICT_READ 1024 /* bytes of a dict's keys object read */
+
+/* The coroutine that awaits the Future being followed: some wait in plain Futures
+ * that say nothing of what they wait for (wait_for, TaskGroup), their frame does. */
+typedef struct {
+    uintptr_t code;
+    uintptr_t first_local;
+} pi_awaiter;
+
+static bool is_future_type(const pi_task_layout *t, uintptr_t type)
+{
+    return type == t->future_type || type == t->task_type || type == t->gathering.type;
+}
+
+/* Of `count` awaited objects, the pending Futures and Tasks; returns one of them,
+ * chosen by *pick (consumed), or 0 when none is pending. */
+static uintptr_t pick_pending(const pi_task_layout *t, const uintptr_t *objects, size_t count, uint64_t *pick,
+                              uint64_t *syscalls)
+{
+    uintptr_t heads[PI_MAX_FANOUT][2];
+    int states[PI_MAX_FANOUT];
+    pi_read reads[2 * PI_MAX_FANOUT];
+    size_t n = 0;
+    for (size_t i = 0; i < count && i < PI_MAX_FANOUT; i++) {
+        if (!objects[i])
+            continue;
+        reads[2 * n] = (pi_read){objects[i], heads[n], sizeof heads[n], false};
+        reads[2 * n + 1] = (pi_read){objects[i] + t->fut_state, &states[n], sizeof states[n], false};
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    *syscalls += (uint64_t)pi_read_batch(reads, 2 * n);
+    uintptr_t pending[PI_MAX_FANOUT];
+    size_t pending_count = 0;
+    for (size_t i = 0, k = 0; i < count && i < PI_MAX_FANOUT; i++) {
+        if (!objects[i])
+            continue;
+        uintptr_t type;
+        if (reads[2 * k].ok && reads[2 * k + 1].ok && pi_parse_object_header(heads[k], &type) == 0 &&
+            is_future_type(t, type) && states[k] == 0)
+            pending[pending_count++] = objects[i];
+        k++;
+    }
+    if (pending_count == 0)
+        return 0;
+    uintptr_t chosen = pending[*pick % pending_count];
+    *pick /= pending_count; /* a gather inside a gather chooses independently */
+    return chosen;
+}
+
+/* The value of attribute `key` (a str, compared by identity) of an instance of
+ * place->type: from its dict, else from its values and its type's shared keys. */
+static uintptr_t instance_attribute(const pi_attr_place *place, uintptr_t obj, uintptr_t key, uint64_t *syscalls)
+{
+    uint8_t buf[PI_MAX_DICT_READ];
+    uintptr_t dict, values, keys, value;
+    int64_t index;
+    size_t size = pi_container_read_size();
+    if (size > sizeof buf || pi_instance_attributes(obj, place, &dict, &values, syscalls) != 0)
+        return 0;
+    if (dict) {
+        ++*syscalls;
+        if (pi_read_exact(dict, buf, size) != 0 || pi_parse_dict(buf, &keys, &values) != 0)
+            return 0;
+    } else if (values) {
+        ++*syscalls;
+        if (pi_read_exact(place->type + pi_type_cached_keys_offset(), &keys, sizeof keys) != 0)
+            return 0;
+    } else {
+        return 0;
+    }
+    /* the keys object: all of its entries usually fit in the read, which is halved
+     * where the object ends near the end of mapped memory */
+    size_t len = sizeof buf;
+    if (!keys)
+        return 0;
+    for (++*syscalls; pi_read_exact(keys, buf, len) != 0; ++*syscalls) {
+        len /= 2;
+        if (len < 64)
+            return 0;
+    }
+    if (pi_dict_keys_find(buf, len, key, &index, &value) != 0)
+        return 0;
+    ++*syscalls;
+    if (values && pi_read_exact(values + pi_dict_values_offset() + (size_t)index * sizeof(uintptr_t), &value,
+                                sizeof value) != 0)
+        return 0;
+    return value;
+}
+
+/* A gather's children: the list in its attribute "_children". */
+static uintptr_t gather_child(const pi_task_layout *t, uintptr_t gathering, uint64_t *pick, uint64_t *syscalls)
+{
+    uint8_t buf[512];
+    uintptr_t list = instance_attribute(&t->gathering, gathering, t->children_key, syscalls), items;
+    int64_t length;
+    size_t size = pi_container_read_size();
+    ++*syscalls;
+    if (!list || size > sizeof buf || pi_read_exact(list, buf, size) != 0 || pi_parse_list(buf, &length, &items) != 0)
+        return 0;
+    uintptr_t children[PI_MAX_FANOUT];
+    size_t count = length < PI_MAX_FANOUT ? (size_t)length : PI_MAX_FANOUT;
+    ++*syscalls;
+    if (count == 0 || pi_read_exact(items, children, count * sizeof *children) != 0)
+        return 0;
+    return pick_pending(t, children, count, pick, syscalls);
+}
+
+/* shield(): the outer Future's first done callback holds the inner one in its closure. */
+static uintptr_t shielded(const pi_task_layout *t, const object_copy *copy, uint64_t *syscalls)
+{
+    uint8_t buf[512];
+    uintptr_t callback, code, closure, cell, inner;
+    int64_t length;
+    size_t items;
+    size_t size = pi_container_read_size();
+    if (!t->shield_code || size > sizeof buf ||
+        copied_word(copy, copy->addr + t->fut_callback0, &callback, syscalls) != 0 || !callback)
+        return 0;
+    ++*syscalls;
+    if (pi_read_exact(callback, buf, size) != 0 || pi_parse_function(buf, &code, &closure) != 0 ||
+        code != t->shield_code || !closure)
+        return 0;
+    ++*syscalls;
+    if (pi_read_exact(closure, buf, size) != 0 || pi_parse_tuple(buf, &length, &items) != 0 ||
+        (int64_t)t->shield_inner_cell >= length)
+        return 0;
+    ++*syscalls;
+    if (pi_read_exact(closure + items + t->shield_inner_cell * sizeof(uintptr_t), &cell, sizeof cell) != 0 || !cell)
+        return 0;
+    ++*syscalls;
+    if (pi_read_exact(cell, buf, size) != 0 || pi_parse_cell(buf, &inner) != 0)
+        return 0;
+    return inner;
+}
+
+/* A TaskGroup's exit awaits a plain Future; its tasks are in the set self._tasks. */
+static uintptr_t taskgroup_task(const pi_task_layout *t, uintptr_t group, uint64_t *pick, uint64_t *syscalls)
+{
+    uint8_t buf[512];
+    uintptr_t type, tasks, table;
+    size_t slots, size = pi_container_read_size();
+    ++*syscalls;
+    if (!group || size > sizeof buf || pi_read_exact(group, buf, 2 * sizeof(uintptr_t)) != 0 ||
+        pi_parse_object_header(buf, &type) != 0 || type != t->taskgroup.type)
+        return 0;
+    tasks = instance_attribute(&t->taskgroup, group, t->tasks_key, syscalls);
+    ++*syscalls;
+    if (!tasks || pi_read_exact(tasks, buf, size) != 0 || pi_parse_set(buf, &table, &slots) != 0)
+        return 0;
+    /* the set's table (keys and hashes, at most 3/5 full): its first members; deleted
+     * entries' dummy key is no Future and is passed over with the rest */
+    uintptr_t entries[PI_SET_SLOTS * 2], members[PI_MAX_FANOUT];
+    size_t entry_words = pi_set_entry_size() / sizeof(uintptr_t), count = 0;
+    size_t readable = slots < PI_SET_SLOTS ? slots : PI_SET_SLOTS;
+    if (entry_words == 0 || entry_words > 2)
+        return 0;
+    ++*syscalls;
+    if (pi_read_exact(table, entries, readable * entry_words * sizeof(uintptr_t)) != 0)
+        return 0;
+    for (size_t i = 0; i < readable && count < PI_MAX_FANOUT; i++)
+        if (entries[i * entry_words])
+            members[count++] = entries[i * entry_words];
+    return pick_pending(t, members, count, pick, syscalls);
+}
+
+/* What a Future, a Task or a Future's iterator in `copy` (type `type`) waits for: the
+ * next object of the chain, or 0 where the chain ends. */
+static uintptr_t future_awaits(const pi_task_layout *t, uintptr_t type, const object_copy *copy,
+                               const pi_awaiter *awaiter, uint64_t *pick, uint64_t *syscalls)
+{
+    uintptr_t next = 0;
+    int state;
+    if (type == t->future_iter_type) {
+        copied_word(copy, copy->addr + t->iter_future, &next, syscalls);
+        return next;
+    }
+    if (!is_future_type(t, type))
+        return 0;
+    if (copy->len < t->fut_state + sizeof state)
+        return 0;
+    memcpy(&state, copy->bytes + t->fut_state, sizeof state);
+    if (state != 0)
+        return 0; /* done: about to wake its awaiter */
+    if (type == t->task_type) {
+        copied_word(copy, copy->addr + t->task_coro, &next, syscalls);
+        return next;
+    }
+    if (type == t->gathering.type)
+        return gather_child(t, copy->addr, pick, syscalls);
+    next = shielded(t, copy, syscalls);
+    if (next)
+        return next;
+    if (awaiter->code && awaiter->code == t->wait_for_code)
+        return awaiter->first_local; /* the task wait_for() waits for */
+    if (awaiter->code && (awaiter->code == t->taskgroup_codes[0] || awaiter->code == t->taskgroup_codes[1]))
+        return taskgroup_task(t, awaiter->first_local, pick, syscalls);
+    return 0;
+}
+
+/* The coroutines that wait in plain Futures whose frames say what for. */
+static bool awaits_via_frame(const pi_task_layout *t, uintptr_t code)
+{
+    return code && (code == t->wait_for_code || code == t->taskgroup_codes[0] || code == t->taskgroup_codes[1]);
+}
+
 /* Reads every object the last walk copied, in one vectored read: a task waiting where
  * it waited a tick ago costs one syscall whatever its chain's length. */
 static void read_ahead(pi_chain_cache *cache, uint64_t *syscalls)
@@ -326,16 +549,30 @@ static void read_ahead(pi_chain_cache *cache, uint64_t *syscalls)
     cache->next_count = 0;
 }
 
-long pi_await_chain(uintptr_t coro_addr, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max,
-                    pi_chain_cache *cache, uint64_t *syscalls)
+long pi_await_chain(const pi_task_layout *tasks, uintptr_t coro_addr, uint64_t pick, uintptr_t *codes,
+                    uintptr_t *instrs, int *lastis, size_t max, pi_chain_cache *cache, uint64_t *syscalls)
 {
     object_copy copy;
-    size_t depth = 0;
+    size_t depth = 0, hops = 0;
+    pi_awaiter awaiter = {0};
     read_ahead(cache, syscalls);
     for (uintptr_t addr = coro_addr; addr && depth < max && depth < PI_MAX_AWAIT_DEPTH;) {
         pi_coro coro;
-        if (read_coro(addr, &coro, &copy, cache, syscalls) != 0 || !coro.suspended)
-            break; /* not a coroutine; or running, finished, not started */
+        uintptr_t type;
+        if (copy_object(addr, pi_coro_read_size(), &copy, cache, syscalls) != 0 ||
+            pi_parse_object_header(copy.bytes, &type) != 0)
+            break;
+        if (pi_parse_coro(copy.bytes, addr, &coro) != 0) {
+            /* not a coroutine: a Future or Task it awaits, or the chain's end */
+            if (!tasks->enabled || ++hops > PI_MAX_TASK_HOPS)
+                break;
+            addr = future_awaits(tasks, type, &copy, &awaiter, &pick, syscalls);
+            if (type != tasks->future_iter_type)
+                awaiter = (pi_awaiter){0}; /* its frame told what its own Future waits for */
+            continue;
+        }
+        if (read_coro_frame(&coro, &copy, cache, syscalls) != 0 || !coro.suspended)
+            break; /* running, finished, not started */
         codes[depth] = coro.code;
         instrs[depth] = coro.instr;
         lastis[depth] = coro.lasti;
@@ -344,6 +581,10 @@ long pi_await_chain(uintptr_t coro_addr, uintptr_t *codes, uintptr_t *instrs, in
          * a generator may stand in a plain yield, so the chain ends there */
         if (!coro.is_coroutine)
             break;
+        awaiter = (pi_awaiter){coro.code, 0};
+        if (tasks->enabled && awaits_via_frame(tasks, coro.code) &&
+            copied_word(&copy, coro.locals, &awaiter.first_local, syscalls) == 0)
+            awaiter.first_local = pi_stack_slot_object(awaiter.first_local);
         addr = awaited_object(&coro, &copy, syscalls);
     }
     return depth ? (long)depth : -1;

@@ -145,6 +145,7 @@ typedef struct {
     uintptr_t frame;        /* 3.9/3.10: its frame object, to read and parse next */
     uintptr_t code, instr;  /* where it stands (3.11+; 3.9/3.10 from the frame) */
     int lasti;
+    uintptr_t locals;       /* its first local's slot (a method's self, a function's first argument) */
     uintptr_t stack_top;    /* just past its value stack's top: what it awaits is there */
     size_t stack_slots;     /* slots readable below stack_top */
 } pi_coro;
@@ -157,6 +158,33 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out);
 /* The object pointer in a copied value-stack slot (3.14+ slots are tagged); 0 for a
  * slot holding no object. */
 uintptr_t pi_stack_slot_object(uintptr_t slot);
+/* Async mode: the containers a gather, a shield or a TaskGroup keeps what it waits on
+ * in. Each parse returns -1 unless buf holds a live object of that type. */
+size_t pi_container_read_size(void);
+int pi_parse_list(const void *buf, int64_t *length, uintptr_t *items);
+int pi_parse_set(const void *buf, uintptr_t *table, size_t *slots);
+size_t pi_set_entry_size(void); /* an entry starts with its key (NULL: empty) */
+int pi_parse_function(const void *buf, uintptr_t *code, uintptr_t *closure);
+int pi_parse_cell(const void *buf, uintptr_t *contents);
+/* A dict's keys object and, for a split table, its values (else 0). */
+int pi_parse_dict(const void *buf, uintptr_t *keys, uintptr_t *values);
+/* Where the values array's items begin in a split table's values. */
+size_t pi_dict_values_offset(void);
+/* Finds `key` (by identity) among the entries of a copied keys object of `len` bytes:
+ * its entry index and, in a combined table, its value. */
+int pi_dict_keys_find(const void *buf, size_t len, uintptr_t key, int64_t *index, uintptr_t *value);
+/* Where instances of a type keep their attributes: a dict at dict_offset (0: a managed
+ * dict, 3.11+) or, with no dict of its own yet, a values array keyed by the type's
+ * shared keys (3.13+: inline after the object when inline_values). */
+typedef struct {
+    uintptr_t type;
+    size_t dict_offset, basicsize, inline_values;
+} pi_attr_place;
+/* An instance's dict (0 if none) and its values array (0 if none), read from memory. */
+int pi_instance_attributes(uintptr_t obj, const pi_attr_place *place, uintptr_t *dict, uintptr_t *values,
+                           uint64_t *syscalls);
+/* Where a heap type points at the keys its instances share. */
+size_t pi_type_cached_keys_offset(void);
 /* With the GIL held (the Python sampler): the code of a live frame object and
  * `count` of its value-stack slots from `first` (object pointers, 0 where empty);
  * -1 when out of its stack's bounds. */
@@ -351,6 +379,26 @@ void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_quer
 
 /* ---------------------------------------------------------------- context.c */
 
+/* What asyncio's private Future and Task objects look like, learned and checked by the
+ * Python layer (_async.py) at bind time; with it the await chain continues from an
+ * awaited Future or Task into the coroutines of the tasks it waits for. */
+typedef struct {
+    bool enabled;
+    uintptr_t future_iter_type, future_type, task_type; /* exact types */
+    size_t iter_future;   /* a Future's __await__ iterator: the Future */
+    size_t fut_state;     /* int: 0 while pending */
+    size_t fut_callback0; /* its first done callback */
+    size_t task_coro;
+    pi_attr_place gathering;      /* gather()'s Future, a Python subclass... */
+    uintptr_t children_key;       /* ...its tasks in the attribute "_children" (this str) */
+    uintptr_t shield_code;        /* shield()'s callback on the outer Future... */
+    size_t shield_inner_cell;     /* ...and the cell of its closure holding the inner one */
+    uintptr_t wait_for_code;      /* before 3.12: wait_for() awaits a plain Future, its task in local 0 */
+    uintptr_t taskgroup_codes[2]; /* TaskGroup.__aexit__ (and _aexit): self in local 0... */
+    pi_attr_place taskgroup;
+    uintptr_t tasks_key;          /* ...its tasks in the attribute "_tasks" */
+} pi_task_layout;
+
 /* A profiler bound to an async context (async_mode "enabled" or "strict"): its
  * thread's samples are checked against a context variable, and while the thread runs
  * outside that context the time goes to what the profiled task awaits. */
@@ -364,6 +412,7 @@ typedef struct {
     uintptr_t task_coro;       /* the coroutine of the task that started it, or 0 */
     uintptr_t task_code;       /* that coroutine's code object */
     uintptr_t hamt_type, bitmap_type, array_type; /* HAMT object and node types */
+    pi_task_layout tasks;
     /* the stack outside the task (all of it without a task) at start, root first */
     uintptr_t *prefix_codes;
     int32_t *prefix_lines;
@@ -378,8 +427,11 @@ int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count
  * -1 when the memory read is not a Context or a HAMT we understand. */
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);
 /* The frames of a suspended coroutine and of everything it awaits, outermost first,
- * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. Adds the
- * syscalls made to *syscalls. */
+ * as (code, instr, lasti); returns how many, or -1 if `coro` is not suspended. Where
+ * it awaits a Task, the chain continues in the task's coroutine; where it awaits
+ * several (gather, TaskGroup), in one pending task's: `pick` chooses which (the tick
+ * count: over many samples each pending task gets an equal share). Adds the syscalls
+ * made to *syscalls. */
 #define PI_MAX_AWAIT_DEPTH 512
 #define PI_CHAIN_CACHE 64    /* objects of an await chain read ahead */
 #define PI_CHAIN_OBJECT 2048 /* bytes read per object */
@@ -391,8 +443,8 @@ typedef struct {
     size_t count, used, next_count;
     uint8_t data[PI_CHAIN_CACHE * PI_CHAIN_OBJECT];
 } pi_chain_cache;
-long pi_await_chain(uintptr_t coro, uintptr_t *codes, uintptr_t *instrs, int *lastis, size_t max,
-                    pi_chain_cache *cache, uint64_t *syscalls);
+long pi_await_chain(const pi_task_layout *tasks, uintptr_t coro, uint64_t pick, uintptr_t *codes, uintptr_t *instrs,
+                    int *lastis, size_t max, pi_chain_cache *cache, uint64_t *syscalls);
 int32_t pi_hamt_hash(int64_t hash);
 
 /* -------------------------------------------------------------- aggregate.c */

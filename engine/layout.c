@@ -37,6 +37,9 @@
 #include "internal/pycore_interp.h"
 #include "internal/pycore_context.h"
 #include "internal/pycore_hamt.h"
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_dict.h"
+#endif
 #if PY_VERSION_HEX >= 0x030D0000
 #include "internal/pycore_runtime.h"
 #endif
@@ -481,6 +484,7 @@ int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
     if (!out->suspended)
         return 0;
     frame_position(&f, &out->code, &out->instr);
+    out->locals = frame + offsetof(pi_iframe_t, localsplus);
 #if PY_VERSION_HEX >= 0x030E0000
     uintptr_t base = frame + offsetof(pi_iframe_t, localsplus);
     uintptr_t top = (uintptr_t)f.stackpointer;
@@ -521,6 +525,7 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out)
     if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf) || !f.f_code)
         return -1;
     out->code = (uintptr_t)f.f_code;
+    out->locals = addr + offsetof(PyFrameObject, f_localsplus);
     uintptr_t stack = (uintptr_t)f.f_valuestack;
 #if PY_VERSION_HEX >= 0x030A0000
     out->lasti = f.f_lasti;
@@ -545,6 +550,194 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out)
 #endif
     (void)addr;
     return 0;
+#endif
+}
+
+/* ---- async mode: what a gather, a shield or a TaskGroup waits on ---- */
+
+size_t pi_container_read_size(void)
+{
+    size_t size = sizeof(PyListObject);
+    size = size < sizeof(PySetObject) ? sizeof(PySetObject) : size;
+    size = size < sizeof(PyFunctionObject) ? sizeof(PyFunctionObject) : size;
+    size = size < sizeof(PyCellObject) ? sizeof(PyCellObject) : size;
+    size = size < sizeof(PyDictObject) ? sizeof(PyDictObject) : size;
+    return size < sizeof(PyTupleObject) ? sizeof(PyTupleObject) : size;
+}
+
+int pi_parse_list(const void *buf, int64_t *length, uintptr_t *items)
+{
+    PI_LOAD(PyListObject, l, buf);
+    if (COPY_TYPE(l) != (uintptr_t)&PyList_Type || !object_alive(buf))
+        return -1;
+    *length = COPY_SIZE(l);
+    *items = (uintptr_t)l.ob_item;
+    return *length < 0 || (*length > 0 && !*items) ? -1 : 0;
+}
+
+int pi_parse_set(const void *buf, uintptr_t *table, size_t *slots)
+{
+    PI_LOAD(PySetObject, s, buf);
+    if (COPY_TYPE(s) != (uintptr_t)&PySet_Type || !object_alive(buf) || s.mask < 0 || !s.table)
+        return -1;
+    *table = (uintptr_t)s.table;
+    *slots = (size_t)s.mask + 1;
+    return 0;
+}
+
+size_t pi_set_entry_size(void)
+{
+    _Static_assert(offsetof(setentry, key) == 0, "a set entry starts with its key");
+    return sizeof(setentry);
+}
+
+int pi_parse_function(const void *buf, uintptr_t *code, uintptr_t *closure)
+{
+    PI_LOAD(PyFunctionObject, f, buf);
+    if (COPY_TYPE(f) != (uintptr_t)&PyFunction_Type || !object_alive(buf))
+        return -1;
+    *code = (uintptr_t)f.func_code;
+    *closure = (uintptr_t)f.func_closure;
+    return 0;
+}
+
+int pi_parse_cell(const void *buf, uintptr_t *contents)
+{
+    PI_LOAD(PyCellObject, c, buf);
+    if (COPY_TYPE(c) != (uintptr_t)&PyCell_Type || !object_alive(buf))
+        return -1;
+    *contents = (uintptr_t)c.ob_ref;
+    return 0;
+}
+
+int pi_parse_dict(const void *buf, uintptr_t *keys, uintptr_t *values)
+{
+    PI_LOAD(PyDictObject, d, buf);
+    if (COPY_TYPE(d) != (uintptr_t)&PyDict_Type || !object_alive(buf) || !d.ma_keys)
+        return -1;
+    *keys = (uintptr_t)d.ma_keys;
+    *values = (uintptr_t)d.ma_values;
+    return 0;
+}
+
+#if PY_VERSION_HEX < 0x030B0000
+/* 3.9/3.10's keys object (Objects/dict-common.h, not installed), then its indices, then its entries */
+typedef struct {
+    Py_ssize_t dk_refcnt, dk_size;
+    void *dk_lookup;
+    Py_ssize_t dk_usable, dk_nentries;
+} pi_dict_keys_head;
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key, *value;
+} pi_dict_entry;
+#endif
+
+size_t pi_dict_values_offset(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return offsetof(PyDictValues, values);
+#else
+    return 0; /* ma_values is the array itself */
+#endif
+}
+
+int pi_dict_keys_find(const void *buf, size_t len, uintptr_t key, int64_t *index, uintptr_t *value)
+{
+    size_t entries, entry_size, key_at, value_at;
+    int64_t count;
+#if PY_VERSION_HEX >= 0x030B0000
+    if (len < offsetof(PyDictKeysObject, dk_indices))
+        return -1;
+    PyDictKeysObject k;
+    memcpy(&k, buf, offsetof(PyDictKeysObject, dk_indices));
+    if (k.dk_log2_index_bytes > 40)
+        return -1;
+    entries = offsetof(PyDictKeysObject, dk_indices) + ((size_t)1 << k.dk_log2_index_bytes);
+    count = k.dk_nentries;
+    if (k.dk_kind == DICT_KEYS_GENERAL) {
+        entry_size = sizeof(PyDictKeyEntry);
+        key_at = offsetof(PyDictKeyEntry, me_key);
+        value_at = offsetof(PyDictKeyEntry, me_value);
+    } else {
+        entry_size = sizeof(PyDictUnicodeEntry);
+        key_at = offsetof(PyDictUnicodeEntry, me_key);
+        value_at = offsetof(PyDictUnicodeEntry, me_value);
+    }
+#else
+    if (len < sizeof(pi_dict_keys_head))
+        return -1;
+    PI_LOAD(pi_dict_keys_head, k, buf);
+    if (k.dk_size <= 0 || k.dk_size > (1 << 24))
+        return -1;
+    size_t index_bytes = k.dk_size <= 0xff ? 1 : k.dk_size <= 0xffff ? 2 : 4;
+    entries = sizeof(pi_dict_keys_head) + (size_t)k.dk_size * index_bytes;
+    count = k.dk_nentries;
+    entry_size = sizeof(pi_dict_entry);
+    key_at = offsetof(pi_dict_entry, key);
+    value_at = offsetof(pi_dict_entry, value);
+#endif
+    /* a linear scan of the entries that were copied: the key is a known object */
+    for (int64_t i = 0; i < count; i++) {
+        size_t at = entries + (size_t)i * entry_size;
+        if (at + entry_size > len)
+            return -1;
+        uintptr_t entry_key;
+        memcpy(&entry_key, (const uint8_t *)buf + at + key_at, sizeof entry_key);
+        if (entry_key == key) {
+            *index = i;
+            memcpy(value, (const uint8_t *)buf + at + value_at, sizeof *value);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+size_t pi_type_cached_keys_offset(void)
+{
+    return offsetof(PyHeapTypeObject, ht_cached_keys);
+}
+
+int pi_instance_attributes(uintptr_t obj, const pi_attr_place *place, uintptr_t *dict, uintptr_t *values,
+                           uint64_t *syscalls)
+{
+    uintptr_t word;
+    *dict = *values = 0;
+    if (place->dict_offset) {
+        ++*syscalls;
+        return pi_read_exact(obj + place->dict_offset, dict, sizeof *dict);
+    }
+#if PY_VERSION_HEX >= 0x030B0000
+    /* a managed dict: a pointer just before the object */
+    ++*syscalls;
+    if (pi_read_exact(obj - 3 * sizeof(uintptr_t), &word, sizeof word) != 0)
+        return -1;
+#if PY_VERSION_HEX >= 0x030D0000
+    *dict = word;
+    if (place->inline_values) {
+        /* the values live after the object, valid until a combined dict took them over */
+        PyDictValues head;
+        ++*syscalls;
+        if (pi_read_exact(obj + place->basicsize, &head, offsetof(PyDictValues, values)) == 0 && head.valid &&
+            head.embedded)
+            *values = obj + place->basicsize;
+    }
+#elif PY_VERSION_HEX >= 0x030C0000
+    /* a dict, or values tagged by their address - 1 (odd) */
+    if (word & 1)
+        *values = word + 1;
+    else
+        *dict = word;
+#else
+    *dict = word;
+    ++*syscalls;
+    if (pi_read_exact(obj - 4 * sizeof(uintptr_t), values, sizeof *values) != 0)
+        return -1;
+#endif
+    return 0;
+#else
+    (void)word;
+    return -1; /* every dict has an offset before 3.11 */
 #endif
 }
 

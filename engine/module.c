@@ -202,15 +202,76 @@ static int parse_node_types(PyObject *types, pi_async *a)
     return 0;
 }
 
-/* bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types):
+/* The word-sized fields of a pi_task_layout, by the names _async.py gives them. */
+static const struct {
+    const char *name;
+    size_t offset;
+    bool is_size;
+} task_layout_fields[] = {
+#define PI_ADDR_FIELD(f) {#f, offsetof(pi_task_layout, f), false}
+#define PI_SIZE_FIELD(f) {#f, offsetof(pi_task_layout, f), true}
+    PI_ADDR_FIELD(future_iter_type), PI_ADDR_FIELD(future_type), PI_ADDR_FIELD(task_type),
+    PI_SIZE_FIELD(iter_future), PI_SIZE_FIELD(fut_state), PI_SIZE_FIELD(fut_callback0), PI_SIZE_FIELD(task_coro),
+    PI_ADDR_FIELD(gathering.type), PI_SIZE_FIELD(gathering.dict_offset), PI_SIZE_FIELD(gathering.basicsize),
+    PI_SIZE_FIELD(gathering.inline_values), PI_ADDR_FIELD(children_key), PI_ADDR_FIELD(shield_code),
+    PI_SIZE_FIELD(shield_inner_cell), PI_ADDR_FIELD(wait_for_code), PI_ADDR_FIELD(taskgroup.type),
+    PI_SIZE_FIELD(taskgroup.dict_offset), PI_SIZE_FIELD(taskgroup.basicsize), PI_SIZE_FIELD(taskgroup.inline_values),
+    PI_ADDR_FIELD(tasks_key),
+#undef PI_ADDR_FIELD
+#undef PI_SIZE_FIELD
+};
+
+/* A dict of addresses and offsets (see _async.task_layout) into `out`; None: disabled. */
+static int parse_task_layout(PyObject *layout, pi_task_layout *out)
+{
+    memset(out, 0, sizeof *out);
+    if (layout == Py_None)
+        return 0;
+    if (!PyDict_Check(layout)) {
+        PyErr_SetString(PyExc_TypeError, "the task layout must be a dict or None");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof task_layout_fields / sizeof *task_layout_fields; i++) {
+        PyObject *value = PyDict_GetItemString(layout, task_layout_fields[i].name); /* borrowed */
+        unsigned long long number = value ? PyLong_AsUnsignedLongLong(value) : 0;
+        if (!value || (number == (unsigned long long)-1 && PyErr_Occurred()) ||
+            (task_layout_fields[i].is_size && number > PI_CHAIN_OBJECT)) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "the task layout's %s is missing or out of range",
+                             task_layout_fields[i].name);
+            return -1;
+        }
+        uint8_t *field = (uint8_t *)out + task_layout_fields[i].offset;
+        if (task_layout_fields[i].is_size) {
+            size_t size = (size_t)number;
+            memcpy(field, &size, sizeof size);
+        } else {
+            uintptr_t address = (uintptr_t)number;
+            memcpy(field, &address, sizeof address);
+        }
+    }
+    PyObject *codes = PyDict_GetItemString(layout, "taskgroup_codes");
+    unsigned long long exit_code, inner_exit_code;
+    if (!codes || !PyArg_ParseTuple(codes, "KK;taskgroup_codes must be two addresses", &exit_code, &inner_exit_code)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the task layout's taskgroup_codes is missing");
+        return -1;
+    }
+    out->taskgroup_codes[0] = (uintptr_t)exit_code;
+    out->taskgroup_codes[1] = (uintptr_t)inner_exit_code;
+    out->enabled = true;
+    return 0;
+}
+
+/* bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks):
  * attribute the thread's time outside the Context where var is token (see context.c). */
 static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
 {
-    PyObject *var, *token, *coro, *codes, *lines, *types;
+    PyObject *var, *token, *coro, *codes, *lines, *types, *tasks = Py_None;
     int strict;
     unsigned long thread_id;
-    if (!PyArg_ParseTuple(args, "O!OOO!O!pkO!", &PyContextVar_Type, &var, &token, &coro, &PyList_Type, &codes,
-                          &PyList_Type, &lines, &strict, &thread_id, &PyTuple_Type, &types))
+    if (!PyArg_ParseTuple(args, "O!OOO!O!pkO!|O", &PyContextVar_Type, &var, &token, &coro, &PyList_Type, &codes,
+                          &PyList_Type, &lines, &strict, &thread_id, &PyTuple_Type, &types, &tasks))
         return NULL;
     if (!self->initialised || self->sampler.running) {
         PyErr_SetString(PyExc_RuntimeError, "bind_async() needs an initialised, stopped Sampler");
@@ -227,7 +288,7 @@ static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
     pi_state *st = &self->sampler.state;
     pi_async a = {.enabled = true, .strict = strict != 0, .follow_threads = true, .var = (uintptr_t)var, .token = (uintptr_t)token,
                   .var_hash = pi_hamt_hash((int64_t)hash), .task_coro = coro == Py_None ? 0 : (uintptr_t)coro};
-    if (parse_node_types(types, &a) != 0)
+    if (parse_node_types(types, &a) != 0 || parse_task_layout(tasks, &a.tasks) != 0)
         return NULL;
     if (a.task_coro) {
         /* a coroutine or generator holds its code object: it lives as long as coro */
@@ -313,6 +374,59 @@ static PyObject *context_get(PyObject *Py_UNUSED(module), PyObject *args)
     if (!found)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong((unsigned long long)value);
+}
+
+/* _read_memory(address, size): bytes read as the sampler reads them, for _async.py to
+ * learn asyncio's private layouts from objects it made. */
+static PyObject *read_memory(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    unsigned long long address;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "Kn", &address, &size))
+        return NULL;
+    if (size < 0 || size > PI_CHAIN_OBJECT) {
+        PyErr_SetString(PyExc_ValueError, "size out of range");
+        return NULL;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (!bytes)
+        return NULL;
+    if (pi_read_exact((uintptr_t)address, PyBytes_AS_STRING(bytes), (size_t)size) != 0) {
+        Py_DECREF(bytes);
+        PyErr_SetString(PyExc_RuntimeError, "the memory could not be read");
+        return NULL;
+    }
+    return bytes;
+}
+
+/* _await_chain(coro, tasks, pick): the sampler's await chain of a suspended coroutine,
+ * as a list of code object addresses, outermost first. */
+static PyObject *await_chain(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *coro, *layout;
+    unsigned long long pick;
+    if (!PyArg_ParseTuple(args, "OOK", &coro, &layout, &pick))
+        return NULL;
+    pi_task_layout tasks;
+    if (parse_task_layout(layout, &tasks) != 0)
+        return NULL;
+    pi_chain_cache *cache = calloc(1, sizeof *cache);
+    uintptr_t codes[PI_MAX_AWAIT_DEPTH], instrs[PI_MAX_AWAIT_DEPTH];
+    int lastis[PI_MAX_AWAIT_DEPTH];
+    uint64_t syscalls = 0;
+    if (!cache)
+        return PyErr_NoMemory();
+    long depth = pi_await_chain(&tasks, (uintptr_t)coro, (uint64_t)pick, codes, instrs, lastis, PI_MAX_AWAIT_DEPTH,
+                                cache, &syscalls);
+    free(cache);
+    PyObject *list = PyList_New(0);
+    for (long k = 0; list && k < depth; k++) {
+        PyObject *code = PyLong_FromUnsignedLongLong((unsigned long long)codes[k]);
+        if (!code || PyList_Append(list, code) != 0)
+            Py_CLEAR(list);
+        Py_XDECREF(code);
+    }
+    return list;
 }
 
 /* ---- checks of the decoders on local data, for the test suite ---- */
@@ -484,6 +598,9 @@ static PyMethodDef module_methods[] = {
     {"_hamt_types", hamt_types, METH_O, "_hamt_types(context): (HAMT type, root node type), as the sampler reads them."},
     {"_context_get", context_get, METH_VARARGS,
      "_context_get(context, var, (hamt, bitmap, array types)): the sampler's lookup: value address or None."},
+    {"_read_memory", read_memory, METH_VARARGS, "_read_memory(address, size): bytes, read as the sampler reads."},
+    {"_await_chain", await_chain, METH_VARARGS,
+     "_await_chain(coro, task_layout, pick): the sampler's await chain of a suspended coroutine (code addresses)."},
     {"_frame_callee", frame_callee, METH_O,
      "_frame_callee(frame): (callable, first argument or None) of the call a frame of another thread stands "
      "on (the GIL held), or None."},
@@ -497,7 +614,8 @@ static PyMethodDef Sampler_methods[] = {
     {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
     {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
-     "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types): async mode."},
+     "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks=None): "
+     "async mode."},
     {"snapshot", (PyCFunction)Sampler_snapshot, METH_NOARGS,
      "The aggregated samples as plain data (only while stopped)."},
     {NULL, NULL, 0, NULL},

@@ -985,8 +985,8 @@ static void attribute_async(pi_state *s, pi_walker *w)
         return;
     long chain = -1;
     if (a->task_coro) {
-        chain = pi_await_chain(a->task_coro, x->chain_codes, x->chain_instrs, x->chain_lastis, PI_MAX_AWAIT_DEPTH,
-                               &x->chain_cache, &s->stats.syscalls);
+        chain = pi_await_chain(&a->tasks, a->task_coro, s->stats.ticks, x->chain_codes, x->chain_instrs,
+                               x->chain_lastis, PI_MAX_AWAIT_DEPTH, &x->chain_cache, &s->stats.syscalls);
         /* the task's own frame right under the prefix: it runs, in another context */
         bool task_runs = w->depth > a->prefix_len && w->codes[w->depth - 1 - a->prefix_len] == a->task_code;
         if (chain > 0) {

@@ -81,13 +81,15 @@ LOOPS = ["asyncio", pytest.param("trio", marks=pytest.mark.skipif(trio is None, 
 # (wall time they cannot take less of), with room for samples dropped on a loaded machine.
 
 
-def run_program(tmp_path: Any, body: str, mode: str) -> None:
+def run_program(tmp_path: Any, body: str, mode: str) -> str:
+    """Runs the program; returns what it wrote to stderr."""
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(PREAMBLE) + textwrap.dedent(body))
     result = subprocess.run([sys.executable, str(script), mode], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
 
 
 def load_tree(path: Any) -> Dict[str, Any]:
@@ -304,3 +306,158 @@ def test_two_async_profilers_in_one_context_are_refused_clearly() -> None:
 
     message = asyncio.run(main())
     assert "async_mode='disabled'" in message
+
+
+# The profiled task awaits child tasks through each of asyncio's ways of waiting for them;
+# while they sleep, the report follows the await into the child's own coroutine.
+AWAITS_CHILD_TASKS = """
+async def slow_child():
+    await asyncio.sleep(0.3)
+
+async def quick_child():
+    await asyncio.sleep(0.01)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    {awaits}
+    profiler.stop()
+    report(profiler, "report.json")
+
+asyncio.run(handler())
+"""
+
+CHILD_TASK_AWAITS = {
+    "gather": "await asyncio.gather(quick_child(), slow_child())",
+    "await task": "await asyncio.ensure_future(slow_child())",
+    "wait_for": "await asyncio.wait_for(asyncio.ensure_future(slow_child()), 60)",
+    "wait_for coroutine": "await asyncio.wait_for(slow_child(), 60)",
+    "shield": "await asyncio.shield(slow_child())",
+    "TaskGroup": """async with asyncio.TaskGroup() as group:
+        group.create_task(quick_child())
+        group.create_task(slow_child())""",
+}
+
+
+@pytest.mark.parametrize("construct", CHILD_TASK_AWAITS)
+def test_the_await_chain_continues_into_the_awaited_child_task(tmp_path: Any, construct: str) -> None:
+    if construct == "TaskGroup" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup is new in 3.11")
+    stderr = run_program(tmp_path, AWAITS_CHILD_TASKS.format(awaits=CHILD_TASK_AWAITS[construct]), "enabled")
+    assert "pyinstrument:" not in stderr  # no notice: the engine reads this Python's tasks
+    tree = load_tree(tmp_path / "report.json")
+    # 0.3 s asleep in the child task, which the report shows waiting in sleep()
+    assert time_of(tree, "handler", "slow_child", "sleep", "[await]") >= 0.2
+
+
+TWO_SLEEPING_CHILDREN = """
+async def sleeps_a():
+    await asyncio.sleep(0.3)
+
+async def sleeps_b():
+    await asyncio.sleep(0.3)
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await asyncio.gather(sleeps_a(), sleeps_b())
+    profiler.stop()
+    report(profiler, "report.json")
+
+asyncio.run(handler())
+"""
+
+
+def test_time_awaiting_several_pending_tasks_is_shared_among_them(tmp_path: Any) -> None:
+    run_program(tmp_path, TWO_SLEEPING_CHILDREN, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    waiting_a = time_of(tree, "handler", "sleeps_a", "sleep", "[await]")
+    waiting_b = time_of(tree, "handler", "sleeps_b", "sleep", "[await]")
+    assert waiting_a + waiting_b >= 0.2
+    assert waiting_a >= 0.05 and waiting_b >= 0.05  # each sample follows one; both get a share
+
+
+UNREADABLE_TASKS = """
+from pyinstrument import _async
+
+def refuse():
+    raise RuntimeError("a made-up layout problem")
+
+_async._probe_task_layout = refuse  # as if this Python's asyncio were laid out differently
+
+async def slow_child():
+    await asyncio.sleep(0.3)
+
+async def handler(name):
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    await asyncio.gather(slow_child())
+    profiler.stop()
+    report(profiler, name)
+
+asyncio.run(handler("first.json"))
+asyncio.run(handler("second.json"))
+"""
+
+
+def test_when_tasks_cannot_be_read_the_chain_stops_at_the_await_with_one_notice(tmp_path: Any) -> None:
+    stderr = run_program(tmp_path, UNREADABLE_TASKS, "enabled")
+    assert stderr.count("a made-up layout problem") == 1, stderr
+    for report in ("first.json", "second.json"):
+        tree = load_tree(tmp_path / report)
+        assert time_of(tree, "handler", "[await]") >= 0.2
+        assert "slow_child" not in functions(tree)
+
+
+# Tasks, gathers and task groups made and finished by the thousand while the sampler
+# follows them: it reads objects that change and die under it, and must neither crash
+# nor credit the wait to something else than the children.
+CHURN = """
+async def leaf():
+    await asyncio.sleep(0)
+
+async def branch(depth):
+    if depth:
+        await asyncio.gather(*(branch(depth - 1) for _ in range(3)))
+    else:
+        await asyncio.shield(asyncio.ensure_future(leaf()))
+
+async def handler():
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        await branch(3)
+        if sys.version_info >= (3, 11):
+            async with asyncio.TaskGroup() as group:
+                for _ in range(20):
+                    group.create_task(leaf())
+    profiler.stop()
+    report(profiler, "report.json")
+
+async def unrelated():  # another task of the loop, outside the profiled context
+    while True:
+        busy(0.002)
+        await asyncio.gather(leaf(), leaf())
+
+async def main():
+    other = asyncio.ensure_future(unrelated())
+    await handler()
+    other.cancel()
+
+asyncio.run(main())
+"""
+
+
+def test_following_tasks_that_come_and_go_by_the_thousand(tmp_path: Any) -> None:
+    run_program(tmp_path, CHURN, "enabled")
+    tree = load_tree(tmp_path / "report.json")
+    assert time_of(tree, "handler") >= 0.1
+    # of the program's functions, only the profiled task's and its children's
+    ours = {"main", "handler", "branch", "branch.<locals>.<genexpr>", "leaf", "[await]", "[self]"}
+    foreign = {
+        chain[-1]["function"]
+        for chain in walk(tree)
+        if chain[-1]["file_path_short"].endswith("program.py") and chain[-1]["function"] not in ours
+    }
+    assert not foreign, foreign

@@ -526,9 +526,16 @@ class Profiler:
                 "profiling as 'disabled'"
             )
             return
+        task_layout = _async.task_layout() if task is not None else None
+        why_not = _async.task_layout_notice()
+        if why_not is not None:
+            _notice(
+                f"the await chain stops at awaited asyncio Tasks and Futures here ({why_not}): "
+                "time waiting in them is [await] under the line that awaits them"
+            )
         self._async_engine_refs = (task, codes)  # kept alive while the engine reads them
         self._sampler.bind_async(
-            _async.active_profiler, binding, task, codes, lines, strict, threading.get_ident(), node_types
+            _async.active_profiler, binding, task, codes, lines, strict, threading.get_ident(), node_types, task_layout
         )
 
     def _unbind_async_context(self) -> None:
