@@ -1176,7 +1176,6 @@ static void run_rounds(pi_state *s, size_t pending)
         x->next_owner_cap = owner_cap;
         pending = next_pending;
     }
-
 }
 
 /* 3.11+: calls torn by the copy. A caller's frame and its callee's are copied at
@@ -1281,6 +1280,10 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
         w->state = WALK_RETRY;
         if (walker_need(w, &read) && round_add(&round, &read, i) != 0)
             w->state = WALK_FAILED;
+        if (w->respec) {
+            w->respec = false;
+            round_add_spec(&round, w, i);
+        }
     }
     if (any)
         run_rounds(s, round.count);

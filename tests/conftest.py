@@ -15,3 +15,11 @@ def private_data_directory(tmp_path_factory, monkeypatch):
     directory = tmp_path_factory.mktemp("data")
     monkeypatch.setenv("XDG_DATA_HOME", str(directory))
     return directory
+
+
+def pytest_collection_modifyitems(items):
+    # tests driving the browser check the page's JavaScript, the same on every Python:
+    # `make test` runs them on one interpreter (-m "not browser" on the others)
+    for item in items:
+        if {"browser", "open_report"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
