@@ -1257,7 +1257,8 @@ static void find_torn_calls(pi_state *s, size_t walker_count)
  * code been freed and another made at the same address, in between (a sampler
  * preempted between the two reads makes that window long). Such a stack is walked
  * again: when the new walk finds only code entries known and still the same, and no
- * torn call, the code read is what the frames ran. Otherwise it is dropped, counted
+ * torn call, the code read is what the frames ran (in async mode, where the stack was
+ * classified as walked, it is not walked again). Otherwise it is dropped, counted
  * with the code drops. Returns whether any stack was walked again. */
 static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
 {
@@ -1273,7 +1274,8 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
             pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
             w->doubtful = e && pi_code_fresh(e);
         }
-        if (!w->doubtful || check_only)
+        /* async mode classified the stack as walked: a new walk is dropped instead */
+        if (!w->doubtful || check_only || s->async.enabled)
             continue;
         any = true;
         pi_read read;
