@@ -6,10 +6,16 @@
 # when one is missing. (go tool pprof comes with Go; the speedscope schema is fetched
 # by its test.) The HTML report's tests drive headless Chromium through its WebDriver:
 # Debian's chromium and chromium-driver packages, installed here with apt-get when
-# running as root.
+# running as root. .cache/tools links to a directory outside the clone
+# ($PYINSTRUMENT_TEST_TOOLS, else ~/.cache/pyinstrument-in-c/test-tools), so that fresh
+# clones (CI) build the tools once.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 root="$top/.cache/tools"
+shared="${PYINSTRUMENT_TEST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/pyinstrument-in-c/test-tools}"
+if [ ! -e "$root" ] && mkdir -p "$shared" "$top/.cache" 2>/dev/null; then
+    ln -s "$shared" "$root"
+fi
 inferno_version=0.12.8
 if [ ! -x "$root/bin/inferno-flamegraph" ]; then
     if command -v cargo >/dev/null; then
