@@ -221,6 +221,7 @@ size_t pi_type_qualname_offset(void);
 int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out);
 uintptr_t pi_module_type(void);
 uintptr_t pi_function_type(void);
+uintptr_t pi_none_object(void);
 /* Objects of this type usually live as long as the program (classes, builtins). */
 bool pi_long_lived_type(uintptr_t type);
 size_t pi_method_def_name_offset(void);

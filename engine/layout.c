@@ -865,6 +865,11 @@ uintptr_t pi_module_type(void)
     return (uintptr_t)&PyModule_Type;
 }
 
+uintptr_t pi_none_object(void)
+{
+    return (uintptr_t)Py_None;
+}
+
 uintptr_t pi_function_type(void)
 {
     return (uintptr_t)&PyFunction_Type;

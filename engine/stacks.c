@@ -1223,7 +1223,10 @@ static void find_torn_calls(pi_state *s, size_t walker_count)
                 continue;
             memcpy(&raw, slots + (size_t)callable * word, word);
             uintptr_t object = pi_stack_slot_object(raw);
-            if (!object || object == w->funcs[d - 1] || x->long_lived[long_lived_slot(object)] == object)
+            /* an interpreter shim between them (3.13+ runs __init__ under one that
+             * holds None) is no function's frame */
+            if (!object || object == w->funcs[d - 1] || w->funcs[d - 1] == pi_none_object() ||
+                x->long_lived[long_lived_slot(object)] == object)
                 continue;
             /* another object: a torn call if it is a function, else a call through C
              * (a class, a builtin calling back, a partial...) */

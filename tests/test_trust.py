@@ -240,3 +240,24 @@ def test_code_objects_freed_and_reused_never_credit_a_sample_to_another_function
             pairs[key] = (outer[0], inner[0])
     assert len(pairs) > 200, result["stacks"]
     assert not [key for key, (outer, inner) in pairs.items() if outer != inner]
+
+
+def test_a_class_instantiated_in_a_loop_keeps_its_samples():
+    # 3.13+ runs a class's __init__ under an interpreter shim frame between the caller
+    # and __init__: that is no torn call, and the stacks are kept
+    result = run_program(
+        """
+        class Slow:
+            def __init__(self):
+                end = time.perf_counter() + 0.002
+                while time.perf_counter() < end:
+                    pass
+
+        with Profiler(interval=0.0005) as p:
+            for i in range(200):
+                Slow()
+        report(p.last_session)
+        """
+    )
+    assert result["dropped"] <= 0.05 * (result["samples"] + result["dropped"]), result["dropped"]
+    assert time_in(result["stacks"], "Slow.__init__") >= 0.2
