@@ -36,6 +36,10 @@ typedef struct {
     bool ok;
 } pi_read;
 
+/* A read of our own memory that cannot fault and needs no process_vm_readv (refused
+ * where the Python sampler runs): the kernel copies through a pipe. At most PIPE_BUF
+ * bytes; callers hold the GIL. */
+int pi_read_via_pipe(uintptr_t addr, void *dst, size_t len);
 /* Reads every request with as few syscalls as possible. A request that faults is
  * marked !ok; the others still complete. Returns the number of syscalls made. */
 int pi_read_batch(pi_read *reads, size_t count);
@@ -185,9 +189,10 @@ int pi_instance_attributes(uintptr_t obj, const pi_attr_place *place, uintptr_t 
                            uint64_t *syscalls);
 /* Where a heap type points at the keys its instances share. */
 size_t pi_type_cached_keys_offset(void);
-/* With the GIL held (the Python sampler): the code of a live frame object and
- * `count` of its value-stack slots from `first` (object pointers, 0 where empty);
- * -1 when out of its stack's bounds. */
+/* With the GIL held (the Python sampler): `count` of a live frame object's value-stack
+ * slots from `first` (object addresses, 0 where empty); -1 when out of its stack's
+ * bounds or (3.14+) above its saved stack pointer. Before 3.14 a slot may be left over
+ * from a call that ended, its object freed: compare the addresses, never follow them. */
 int pi_local_frame_slots(void *frame, size_t first, size_t count, uintptr_t *out);
 
 /* The object a call instruction calls: where a frame's local slots begin (3.11+; the

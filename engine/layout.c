@@ -897,6 +897,12 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
     PyCodeObject *code = (PyCodeObject *)code_addr;
     if (!code || (size_t)code->co_stacksize < first + count)
         return -1;
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+ saves the stack pointer around every call that may let go of the GIL: slots
+       above it are left over from a call that ended */
+    if (!f->stackpointer || f->stackpointer < f->localsplus + code->co_nlocalsplus + first + count)
+        return -1;
+#endif
     for (size_t i = 0; i < count; i++) {
 #if PY_VERSION_HEX >= 0x030E0000
         out[i] = pi_stack_slot_object(f->localsplus[code->co_nlocalsplus + first + i].bits);

@@ -512,7 +512,12 @@ static int call_at(PyCodeObject *code, int unit, pi_call *call)
     return result;
 }
 
-static PyObject *frame_callee(PyObject *Py_UNUSED(module), PyObject *frame_arg)
+/* The call a frame of another thread stands on, as addresses: the Python sampler holds
+   the GIL, but that thread may have let go of it just after a call ended (at the eval
+   breaker), leaving freed objects in the slots. Nothing here follows a slot but the
+   first argument's type field, read through a pipe; the caller names the call only
+   from addresses of objects it holds itself. */
+static PyObject *frame_call_site(PyObject *Py_UNUSED(module), PyObject *frame_arg)
 {
     if (!PyFrame_Check(frame_arg)) {
         PyErr_SetString(PyExc_TypeError, "a frame object is needed");
@@ -531,15 +536,18 @@ static PyObject *frame_callee(PyObject *Py_UNUSED(module), PyObject *frame_arg)
     pi_call call;
     int found = unit < 0 ? -1 : call_at(code, unit, &call);
     Py_DECREF(code);
+    if (found < 0 && PyErr_Occurred())
+        return NULL;
     uintptr_t slots[3] = {0, 0, 0};
     if (found != 0 || pi_local_frame_slots(frame, (size_t)call.bottom, pi_call_slot_count(&call), slots) != 0)
         Py_RETURN_NONE;
-    int callable, self;
-    pi_call_place(&call, slots[0] != 0, slots[1] != 0, &callable, &self);
-    if (!slots[callable])
-        Py_RETURN_NONE;
-    PyObject *first = self >= 0 && slots[self] ? (PyObject *)slots[self] : Py_None;
-    return Py_BuildValue("(OO)", (PyObject *)slots[callable], first);
+    int callable, first;
+    pi_call_place(&call, slots[0] != 0, slots[1] != 0, &callable, &first);
+    uintptr_t first_addr = first >= 0 ? slots[first] : 0, first_type = 0;
+    if (first_addr && pi_read_via_pipe(first_addr + offsetof(PyObject, ob_type), &first_type, sizeof first_type) != 0)
+        first_type = 0;
+    return Py_BuildValue("(KKK)", (unsigned long long)slots[callable], (unsigned long long)first_addr,
+                         (unsigned long long)first_type);
 }
 
 /* ---- profiled child processes (pyinstrument._subprocesses) ---- */
@@ -601,9 +609,9 @@ static PyMethodDef module_methods[] = {
     {"_read_memory", read_memory, METH_VARARGS, "_read_memory(address, size): bytes, read as the sampler reads."},
     {"_await_chain", await_chain, METH_VARARGS,
      "_await_chain(coro, task_layout, pick): the sampler's await chain of a suspended coroutine (code addresses)."},
-    {"_frame_callee", frame_callee, METH_O,
-     "_frame_callee(frame): (callable, first argument or None) of the call a frame of another thread stands "
-     "on (the GIL held), or None."},
+    {"_frame_call_site", frame_call_site, METH_O,
+     "_frame_call_site(frame): (callable, first argument, that argument's type) of the call a frame of "
+     "another thread stands on, as addresses (0 where absent, never to be followed), or None."},
     {"_debug_stack_depths", debug_stack_depths, METH_VARARGS,
      "_debug_stack_depths(bytecode, exceptiontable): {code unit: stack depth before it (-1 unreachable)}, "
      "or None when the engine cannot analyse the bytecode."},

@@ -193,7 +193,8 @@ else:
         caller = short(identities[nodes[parent][1]][0]) if nodes[parent][1] < len(identities) else ""
         key = caller + "\\x00" + identities[identity][0]
         leaves[key] = leaves.get(key, 0) + samples
-    print(json.dumps(leaves))
+    stats = {k: snapshot[k] for k in ("ticks", "samples", "dropped", "missed_ticks")}
+    print(json.dumps(dict(leaves=leaves, stats=stats)))
 """
 
 
@@ -201,6 +202,7 @@ def run(name: str, mode: str):
     script = f"SETUP = {SETUP!r}\nPROGRAM = {textwrap.dedent(PROGRAMS[name])!r}\n" + HARNESS
     proc = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert not proc.stderr, proc.stderr  # a sampler thread that died says so here
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -211,9 +213,12 @@ def test_every_c_leaf_is_what_the_interpreter_called(name, sampler):
     truth = {tuple(pair) for pair in run(name, "setprofile")}
     must_show = [p for p in MUST_SHOW[name] if sampler == "engine" or p[1] not in HOLDS_GIL]
     leaves = {}
+    runs = []  # each run's sampler statistics, for the message of a failure
     # a sampler starved by a busy machine may miss a call: up to five runs, all checked
     for attempt in range(5):
-        for key, samples in run(name, sampler).items():
+        result = run(name, sampler)
+        runs.append(result["stats"])
+        for key, samples in result["leaves"].items():
             pair = tuple(key.split("\x00"))
             leaves[pair] = leaves.get(pair, 0) + samples
         if all(leaves.get(pair, 0) > 0 for pair in must_show):
@@ -227,7 +232,7 @@ def test_every_c_leaf_is_what_the_interpreter_called(name, sampler):
     for pair in MUST_SHOW[name]:
         assert pair in truth, (pair, sorted(truth))  # the program does make that call
     for pair in must_show:
-        assert leaves.get(pair, 0) > 0, (pair, leaves)
+        assert leaves.get(pair, 0) > 0, (pair, leaves, runs)
     assert unknown <= unknown_bound(name) * total, leaves
 
 

@@ -4,9 +4,9 @@ It has the C engine's Sampler interface and produces the same snapshot, so the r
 pyinstrument does not know which one ran. It is a Python thread reading
 sys._current_frames(), so it takes the GIL on every tick: the profiled program slows
 down more than under the C engine, which is why the Profiler says so when it falls back.
-A thread standing on a call is in what it called: the engine reads the callable from the
-frame's value stack (`_engine._frame_callee`, with the GIL held) and it is named as the C
-engine names it.
+A thread standing on a call is in what it called: the engine reads the callable's address
+from the frame's value stack (`_engine._frame_call_site`, with the GIL held) and it is
+named when it is a C function of a loaded module or type, as the C engine names it.
 """
 
 from __future__ import annotations
@@ -33,25 +33,66 @@ def _thread_cpu_seconds(ident: int) -> Optional[float]:
         return None
 
 
-def _c_function_name(frame: Any) -> Optional[str]:
-    """The C function a frame's call is in, named as sys.setprofile's c_call names it;
-    None when it stands on no call or calls no C function."""
+class _KnownCallables:
+    """The C functions the sampler can name, by address: the builtins in loaded modules
+    and the method descriptors of the types found there. Holding them keeps each address
+    theirs, so an address read from another thread's value stack, which may be left over
+    from a call that ended, is looked up here and never followed."""
+
+    def __init__(self) -> None:
+        self._modules_seen: Dict[int, types.ModuleType] = {}
+        self._module_count = -1
+        self.functions: Dict[int, Any] = {}  # id -> builtin function
+        self.descriptors: Dict[int, Any] = {}  # id -> method descriptor
+        self.types: Dict[int, type] = {}  # id -> type
+
+    def refresh(self) -> None:
+        """Takes in the modules imported since the last call (cheap when there are none)."""
+        if len(sys.modules) == self._module_count:
+            return
+        self._module_count = len(sys.modules)
+        for module in list(sys.modules.values()):
+            if not isinstance(module, types.ModuleType) or id(module) in self._modules_seen:
+                continue
+            self._modules_seen[id(module)] = module
+            for value in list(getattr(module, "__dict__", {}).values()):
+                if isinstance(value, types.BuiltinFunctionType):
+                    self.functions[id(value)] = value
+                elif isinstance(value, type) and id(value) not in self.types:
+                    self.types[id(value)] = value
+                    for attribute in list(vars(value).values()):
+                        if isinstance(attribute, types.MethodDescriptorType):
+                            self.descriptors[id(attribute)] = attribute
+
+    def name(self, call_site: Tuple[int, int, int]) -> Optional[str]:
+        """The C function of a call site, named as sys.setprofile's c_call names it."""
+        callable_addr, first_addr, first_type = call_site
+        function = self.functions.get(callable_addr)
+        if function is not None:
+            return function.__qualname__
+        descriptor = self.descriptors.get(callable_addr)
+        if descriptor is None or not first_addr:
+            return None
+        # it runs bound to its first argument: named as that bound builtin is
+        if first_type == id(types.ModuleType):
+            return descriptor.__name__
+        if first_type == id(type):  # a method of classes, called on one: named after that class
+            owner, instance_type = self.types.get(first_addr), type
+        else:
+            owner = instance_type = self.types.get(first_type)
+        if owner is None or not issubclass(instance_type, descriptor.__objclass__):
+            return None
+        return f"{owner.__qualname__}.{descriptor.__name__}"
+
+
+def _c_function_name(frame: Any, known: _KnownCallables) -> Optional[str]:
+    """The C function a frame's call is in; None when it stands on no call or calls no C
+    function the sampler knows."""
     code = frame.f_code
     if frame.f_lasti < 0 or code.co_code[frame.f_lasti] not in _CALLS:
         return None
-    called = _engine._frame_callee(frame)
-    if called is None:
-        return None
-    function, first = called
-    if isinstance(function, types.BuiltinFunctionType):
-        return function.__qualname__
-    if isinstance(function, types.MethodDescriptorType) and first is not None:
-        # it runs bound to its first argument: named as that bound builtin is
-        if isinstance(first, types.ModuleType):
-            return function.__name__
-        owner = first if isinstance(first, type) else type(first)
-        return f"{owner.__qualname__}.{function.__name__}"
-    return None
+    call_site = _engine._frame_call_site(frame)
+    return known.name(call_site) if call_site is not None else None
 
 
 class PythonSampler:
@@ -73,6 +114,7 @@ class PythonSampler:
         self._threads: Dict[int, Dict[str, Any]] = {}  # ident -> {index, root, last_cpu, timeline}
         self._stats = dict(ticks=0, samples=0, dropped=0, truncated=0, missed_ticks=0, tick_ns_total=0, syscalls=0)
         self._timeline_truncated = False
+        self._known = _KnownCallables()
 
     @property
     def running(self) -> bool:
@@ -131,41 +173,48 @@ class PythonSampler:
         return record
 
     def _tick(self, me: int, wall: float) -> None:
+        self._known.refresh()
         for ident, frame in sys._current_frames().items():
             if ident == me or (self.only_thread and ident != self.only_thread):
                 continue
-            stack = []
-            leaf = frame
-            while frame is not None:
-                code = frame.f_code
-                name = getattr(code, "co_qualname", code.co_name)
-                hides = "__tracebackhide__" in code.co_varnames
-                stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
-                frame = frame.f_back
-            stack.reverse()
-            callee = _c_function_name(leaf)
-            if callee:
-                stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
-            record = self._thread_record(ident)
-            node = record["root"]
-            for identity, line in stack:
-                key = (node, identity, line)
-                child = self._children.get(key)
-                if child is None:
-                    child = self._children[key] = len(self._nodes)
-                    self._nodes.append([node, identity, line, record["index"], 0.0, 0.0, 0])
-                node = child
-            cpu_now = _thread_cpu_seconds(ident)
-            cpu = 0.0
-            if cpu_now is not None and record["last_cpu"] is not None:
-                cpu = max(0.0, cpu_now - record["last_cpu"])
-            record["last_cpu"] = cpu_now
-            entry = self._nodes[node]
-            entry[4] += wall
-            entry[5] += cpu
-            entry[6] += 1
-            self._record_timeline(record["timeline"], node, wall)
-            self._stats["samples"] += 1
+            try:
+                self._sample(ident, frame, wall)
+            except Exception:  # one unreadable stack is a lost sample, not the end of profiling
+                self._stats["dropped"] += 1
+
+    def _sample(self, ident: int, frame: Any, wall: float) -> None:
+        stack = []
+        leaf = frame
+        while frame is not None:
+            code = frame.f_code
+            name = getattr(code, "co_qualname", code.co_name)
+            hides = "__tracebackhide__" in code.co_varnames
+            stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
+            frame = frame.f_back
+        stack.reverse()
+        callee = _c_function_name(leaf, self._known)
+        if callee:
+            stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
+        record = self._thread_record(ident)
+        node = record["root"]
+        for identity, line in stack:
+            key = (node, identity, line)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = len(self._nodes)
+                self._nodes.append([node, identity, line, record["index"], 0.0, 0.0, 0])
+            node = child
+        cpu_now = _thread_cpu_seconds(ident)
+        cpu = 0.0
+        if cpu_now is not None and record["last_cpu"] is not None:
+            cpu = max(0.0, cpu_now - record["last_cpu"])
+        record["last_cpu"] = cpu_now
+        entry = self._nodes[node]
+        entry[4] += wall
+        entry[5] += cpu
+        entry[6] += 1
+        self._record_timeline(record["timeline"], node, wall)
+        self._stats["samples"] += 1
 
     def _record_timeline(self, timeline: array, node: int, wall: float) -> None:
         wall_ns = min(int(wall * 1e9), 0xFFFFFFFF)
