@@ -1,10 +1,13 @@
 /*
- * sampler.c: the sampling thread.
+ * sampler.c: the process's one sampling thread.
  *
- * A pthread with no Python thread state: it never takes the GIL and never calls
- * the C API. It sleeps to absolute deadlines (so its own work does not stretch the
- * interval), skips deadlines it missed instead of bursting, and blocks every signal
- * so that Ctrl-C and friends still reach Python's main thread.
+ * Every profiler subscribes to the same thread, made at the first start() and kept
+ * (idle, asleep) after the last stop(): starting or stopping a profiler makes no
+ * thread. It is a pthread with no Python thread state: it never takes the GIL and
+ * never calls the C API. It sleeps to the earliest absolute deadline of the running
+ * subscriptions (so its own work does not stretch their intervals), ticks those due,
+ * skips deadlines they overran instead of bursting, and blocks every signal so that
+ * Ctrl-C and friends still reach Python's main thread.
  */
 #define _GNU_SOURCE
 #include "sampler.h"
@@ -13,6 +16,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -69,46 +73,102 @@ unsigned long pi_native_id_of(unsigned long pthread_id)
     return (unsigned long)tid;
 }
 
-enum { PI_RUN, PI_STOP, PI_PAUSE };
+/* The process's one sampling thread and the subscriptions it ticks. `lock` guards all
+ * of it: the thread holds it while it ticks and sleeps on `wake` in between, so that a
+ * subscription starting or stopping (which signals `wake`) is seen at once. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_cond_t ticked; /* a subscription's tick ended */
+    pi_sampler *subscribers;
+    pthread_t thread;
+    bool thread_running;
+    bool pausing; /* the thread is asked to end, before a fork */
+    bool paused;  /* it ended for a fork, and starts again after it */
+    atomic_int tid;
+    atomic_int pid; /* the process all this belongs to (0: not made yet) */
+} hub;
 
-/* Sleeps until the absolute CLOCK_MONOTONIC deadline; false when asked to stop first. */
-static bool sleep_until(pi_sampler *s, int64_t deadline)
+/* Locks the hub, first making it this process's: at first use, and in a forked child,
+ * where the parent's thread does not exist and its subscriptions are not the child's. */
+static void hub_enter(void)
 {
-    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
-    pthread_mutex_lock(&s->wake_lock);
-    while (atomic_load(&s->stop_requested) == PI_RUN &&
-           pthread_cond_timedwait(&s->wake, &s->wake_lock, &ts) != ETIMEDOUT)
-        ;
-    bool run = atomic_load(&s->stop_requested) == PI_RUN;
-    pthread_mutex_unlock(&s->wake_lock);
-    return run;
+    pid_t pid = getpid();
+    if (atomic_load(&hub.pid) != pid) {
+        /* callers hold the GIL here (start, and the fork hooks): no other thread races */
+        pthread_mutex_init(&hub.lock, NULL);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&hub.wake, &attr);
+        pthread_condattr_destroy(&attr);
+        pthread_cond_init(&hub.ticked, NULL);
+        hub.subscribers = NULL;
+        hub.thread_running = hub.pausing = hub.paused = false;
+        atomic_store(&hub.pid, pid);
+    }
+    pthread_mutex_lock(&hub.lock);
 }
 
-static void *sampler_main(void *arg)
+/* Ticks a subscription that is due and sets its next deadline, skipping deadlines it
+ * overran rather than sampling in a burst. */
+static void tick_subscriber(pi_sampler *s)
 {
-    pi_sampler *s = arg;
-    atomic_store(&s->tid, (int)syscall(SYS_gettid));
+    int64_t start = monotonic_ns();
+    pi_tick(&s->state, start);
+    int64_t end = monotonic_ns();
+    s->state.stats.tick_ns_total += (uint64_t)(end - start);
+    s->next_deadline_ns += s->interval_ns;
+    if (end > s->next_deadline_ns) {
+        int64_t missed = (end - s->next_deadline_ns) / s->interval_ns + 1;
+        s->state.stats.missed_ticks += (uint64_t)missed;
+        s->next_deadline_ns += missed * s->interval_ns;
+    }
+}
+
+static void *hub_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&hub.tid, (int)syscall(SYS_gettid));
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* default 50 us slack would stretch 0.1 ms ticks */
     pi_native_id_discover();
-    int64_t deadline = s->first_deadline_ns;
-    for (;;) {
-        deadline += s->interval_ns;
-        int64_t now = monotonic_ns();
-        if (now > deadline) {
-            /* overran: skip the missed deadlines rather than sampling in a burst */
-            int64_t missed = (now - deadline) / s->interval_ns + 1;
-            s->state.stats.missed_ticks += (uint64_t)missed;
-            deadline += missed * s->interval_ns;
+    int64_t rest_until = 0;
+    pthread_mutex_lock(&hub.lock);
+    while (!hub.pausing) {
+        int64_t next = INT64_MAX;
+        for (pi_sampler *s = hub.subscribers; s; s = s->next)
+            if (s->next_deadline_ns < next)
+                next = s->next_deadline_ns;
+        if (next == INT64_MAX) {
+            pthread_cond_wait(&hub.wake, &hub.lock); /* idle until a profiler starts */
+            continue;
         }
-        if (!sleep_until(s, deadline))
-            break;
-        int64_t start = monotonic_ns();
-        pi_tick(&s->state, start);
-        s->state.stats.tick_ns_total += (uint64_t)(monotonic_ns() - start);
+        if (next < rest_until)
+            next = rest_until;
+        int64_t now = monotonic_ns();
+        if (now < next) {
+            struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
+            pthread_cond_timedwait(&hub.wake, &hub.lock, &ts);
+            continue;
+        }
+        /* each tick runs unlocked, so that start() and stop() never wait for a round;
+           stop() waits for the subscription's own tick to end (`ticking`) */
+        for (pi_sampler *s = hub.subscribers; s; s = s->next) {
+            if (s->next_deadline_ns > now)
+                continue;
+            s->ticking = true;
+            pthread_mutex_unlock(&hub.lock);
+            tick_subscriber(s);
+            pthread_mutex_lock(&hub.lock);
+            s->ticking = false;
+            pthread_cond_broadcast(&hub.ticked);
+        }
+        /* at most half of a core: a round that took long is followed by as long a rest,
+           its subscriptions' deadlines meanwhile skipped (counted as missed ticks) */
+        int64_t end = monotonic_ns();
+        rest_until = end + (end - now);
     }
-    /* stopping: the time since the last tick is a sample too, of its real length */
-    if (atomic_load(&s->stop_requested) == PI_STOP)
-        pi_tick(&s->state, monotonic_ns());
+    pthread_mutex_unlock(&hub.lock);
     return NULL;
 }
 
@@ -118,63 +178,32 @@ int pi_sampler_init(pi_sampler *s, double interval, unsigned long only_thread, s
     s->interval_ns = (int64_t)(interval * 1e9);
     if (s->interval_ns < 10000)
         s->interval_ns = 10000;
-    atomic_store(&s->stop_requested, PI_RUN);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->wake, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_init(&s->wake_lock, NULL);
     return pi_state_init(&s->state, only_thread, s->interval_ns, timeline_budget);
 }
 
-/* the samplers whose thread runs (or is paused around a fork), for pi_samplers_pause */
-static pi_sampler *running_samplers;
-static pthread_mutex_t running_samplers_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void forget_running(pi_sampler *s)
-{
-    pthread_mutex_lock(&running_samplers_lock);
-    for (pi_sampler **link = &running_samplers; *link; link = &(*link)->next_running) {
-        if (*link == s) {
-            *link = s->next_running;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&running_samplers_lock);
-}
-
-static int start_thread(pi_sampler *s, char *err, size_t errlen)
+/* Starts the sampling thread (hub locked). */
+static int start_thread(char *err, size_t errlen)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    atomic_store(&s->stop_requested, PI_RUN);
-    atomic_store(&s->tid, 0);
-    int rc = pthread_create(&s->thread, NULL, sampler_main, s);
+    atomic_store(&hub.tid, 0);
+    hub.pausing = false;
+    int rc = pthread_create(&hub.thread, NULL, hub_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0 && err)
         snprintf(err, errlen, "could not start the sampling thread: %s", strerror(rc));
+    hub.thread_running = rc == 0;
     return rc == 0 ? 0 : -1;
-}
-
-/* Asks the thread to end (PI_STOP or PI_PAUSE) and waits for it. */
-static void end_thread(pi_sampler *s, int how)
-{
-    pthread_mutex_lock(&s->wake_lock);
-    atomic_store(&s->stop_requested, how);
-    pthread_cond_signal(&s->wake);
-    pthread_mutex_unlock(&s->wake_lock);
-    pthread_join(s->thread, NULL);
 }
 
 /* pthread_join returns when the kernel clears the thread's id, a moment before the
  * thread leaves the process's thread count, which os.fork() reads (/proc/self/stat) */
-static void wait_until_gone(pi_sampler *s)
+static void wait_until_gone(void)
 {
     char task[64];
-    snprintf(task, sizeof task, "/proc/self/task/%d", atomic_load(&s->tid));
-    for (int i = 0; i < 10000 && atomic_load(&s->tid) > 0 && access(task, F_OK) == 0; i++)
+    snprintf(task, sizeof task, "/proc/self/task/%d", atomic_load(&hub.tid));
+    for (int i = 0; i < 10000 && atomic_load(&hub.tid) > 0 && access(task, F_OK) == 0; i++)
         sched_yield();
 }
 
@@ -182,17 +211,21 @@ int pi_sampler_start(pi_sampler *s, char *err, size_t errlen)
 {
     if (s->running)
         return 0;
-    /* time starts now, not when the new thread first runs (on a busy machine, later) */
-    s->state.last_tick_ns = s->first_deadline_ns = monotonic_ns();
-    if (start_thread(s, err, errlen) != 0)
+    hub_enter();
+    if (!hub.thread_running && !hub.paused && start_thread(err, errlen) != 0) {
+        pthread_mutex_unlock(&hub.lock);
         return -1;
+    }
+    /* time starts now, not when the thread first ticks (on a busy machine, later) */
+    int64_t now = monotonic_ns();
+    s->state.last_tick_ns = now;
+    s->next_deadline_ns = now + s->interval_ns;
     s->running = true;
-    s->paused = false;
     s->owner_pid = getpid();
-    pthread_mutex_lock(&running_samplers_lock);
-    s->next_running = running_samplers;
-    running_samplers = s;
-    pthread_mutex_unlock(&running_samplers_lock);
+    s->next = hub.subscribers;
+    hub.subscribers = s;
+    pthread_cond_signal(&hub.wake);
+    pthread_mutex_unlock(&hub.lock);
     return 0;
 }
 
@@ -200,45 +233,61 @@ void pi_sampler_stop(pi_sampler *s)
 {
     if (!s->running)
         return;
-    forget_running(s);
-    /* after fork the child has no sampling thread to join */
-    if (s->owner_pid == getpid() && !s->paused)
-        end_thread(s, PI_STOP);
     s->running = false;
-    s->paused = false;
+    if (s->owner_pid != getpid())
+        return; /* the copy a forked child inherited: its parent's subscription */
+    hub_enter();
+    while (s->ticking)
+        pthread_cond_wait(&hub.ticked, &hub.lock);
+    for (pi_sampler **link = &hub.subscribers; *link; link = &(*link)->next) {
+        if (*link == s) {
+            *link = s->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&hub.lock);
+    /* the time since the last tick is a sample too, of its real length: taken here,
+       where it is credited to stop()'s caller */
+    pi_tick(&s->state, monotonic_ns());
 }
 
 void pi_sampler_free(pi_sampler *s)
 {
     pi_sampler_stop(s);
     pi_state_free(&s->state);
-    pthread_cond_destroy(&s->wake);
-    pthread_mutex_destroy(&s->wake_lock);
 }
 
 void pi_samplers_pause(void)
 {
-    pthread_mutex_lock(&running_samplers_lock);
-    for (pi_sampler *s = running_samplers; s; s = s->next_running) {
-        if (s->owner_pid == getpid() && !s->paused) {
-            end_thread(s, PI_PAUSE);
-            wait_until_gone(s);
-            s->paused = true;
-        }
-    }
-    pthread_mutex_unlock(&running_samplers_lock);
+    if (atomic_load(&hub.pid) != getpid())
+        return;
+    pthread_mutex_lock(&hub.lock);
+    bool running = hub.thread_running;
+    hub.pausing = running;
+    pthread_cond_signal(&hub.wake);
+    pthread_mutex_unlock(&hub.lock);
+    if (!running)
+        return;
+    pthread_join(hub.thread, NULL);
+    wait_until_gone();
+    pthread_mutex_lock(&hub.lock);
+    hub.thread_running = hub.pausing = false;
+    hub.paused = true;
+    pthread_mutex_unlock(&hub.lock);
 }
 
 void pi_samplers_resume(void)
 {
-    pthread_mutex_lock(&running_samplers_lock);
-    for (pi_sampler *s = running_samplers; s; s = s->next_running) {
-        if (s->owner_pid != getpid() || !s->paused)
-            continue;
+    if (atomic_load(&hub.pid) != getpid())
+        return; /* a forked child: its parent's thread is not its own */
+    pthread_mutex_lock(&hub.lock);
+    if (hub.paused) {
         /* the next tick's wall time covers the fork: only the deadlines start again */
-        s->first_deadline_ns = monotonic_ns();
-        if (start_thread(s, NULL, 0) == 0)
-            s->paused = false;
+        int64_t now = monotonic_ns();
+        for (pi_sampler *s = hub.subscribers; s; s = s->next)
+            s->next_deadline_ns = now + s->interval_ns;
+        if (start_thread(NULL, 0) == 0)
+            hub.paused = false;
     }
-    pthread_mutex_unlock(&running_samplers_lock);
+    pthread_mutex_unlock(&hub.lock);
 }

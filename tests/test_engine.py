@@ -326,6 +326,64 @@ def test_fork_while_profiling_leaves_both_processes_working():
     assert time_in(result["stacks"], "spin") > 0.15
 
 
+def test_one_sampling_thread_serves_every_profiler():
+    # 10 overlapping profilers at different intervals: one sampling thread for them all,
+    # made at the first start and kept after the last stop; each profiler gets its own
+    # samples of its own span at its own interval
+    result = run_program(
+        """
+        def threads():
+            return len(os.listdir("/proc/self/task"))
+
+        before = threads()
+        profilers = []
+        for n in range(10):
+            p = Profiler(interval=0.001 if n % 2 else 0.004, async_mode="disabled")
+            p.start()
+            profilers.append(p)
+            spin(0.02)
+        during = threads()
+        sessions = [p.stop() for p in reversed(profilers)][::-1]
+        after = threads()
+        again = Profiler()
+        again.start()
+        spin(0.05)
+        again_during = threads()
+        again.stop()
+        report(sessions[0], before=before, during=during, after=after, again_during=again_during,
+               durations=[s.duration for s in sessions], samples=[s.sample_count for s in sessions],
+               spins=[sum(t for key, t in flatten(s).items() if key.startswith("<module> > spin")) for s in sessions])
+        """
+    )
+    assert result["during"] == result["before"] + 1
+    assert result["after"] == result["during"] and result["again_during"] == result["during"]
+    for n, (duration, samples, spun) in enumerate(zip(result["durations"], result["samples"], result["spins"])):
+        spans = 10 - n  # the spins this profiler saw (it started before the n-th)
+        assert duration >= spans * 0.02, (n, duration)
+        assert samples >= 0.5 * duration / (0.001 if n % 2 else 0.004), (n, samples, duration)  # a busy machine loses some
+        assert spun >= 0.7 * spans * 0.02, (n, spun)
+
+
+def test_the_python_sampler_also_runs_one_thread_for_all():
+    result = run_program(
+        """
+        from pyinstrument._python_sampler import PythonSampler
+
+        samplers = [PythonSampler(0.001, threading.get_ident()) for _ in range(5)]
+        for sampler in samplers:
+            sampler.start()
+        time.sleep(0.1)  # the GIL left free: a spinning thread would hand it over every 5 ms
+        sampling = [t.name for t in threading.enumerate() if t.name == "pyinstrument-sampler"]
+        for sampler in samplers:
+            sampler.stop()
+        report_counts = [sampler.snapshot()["samples"] for sampler in samplers]
+        print(json.dumps({"sampling_threads": len(sampling), "samples": report_counts}))
+        """
+    )
+    assert result["sampling_threads"] == 1
+    assert all(count >= 30 for count in result["samples"]), result["samples"]  # 100 ticks, a busy machine loses some
+
+
 def test_engine_refuses_bad_intervals():
     from pyinstrument import Profiler
 

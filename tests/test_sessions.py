@@ -400,3 +400,24 @@ def test_our_async_session_loads_in_upstream(tmp_path, upstream):
         print(root.await_time())
     """))
     assert float(report) >= 0.08  # upstream counts our [await] frames as await time
+
+
+def test_the_command_lines_exec_running_no_module_is_its_own_work():
+    # a tick that meets exec setting the program's <module> up or tearing it down (~35 µs
+    # that a tick met in about 1 run in 6 at some start-up timings) is the command line's,
+    # not the program's: before this the report's root was [root], not <module>
+    from pyinstrument import profiler
+    from pyinstrument.__main__ import _exec_target
+
+    code = _exec_target.__code__
+    stem = [profiler.frame_string("_exec_target", code.co_filename, code.co_firstlineno)]
+    module = profiler.frame_string("<module>", "script.py", 1)
+    records = [
+        (stem + [module], 0.05),
+        (stem + [profiler.frame_string("exec", "<built-in>", 0)], 0.001),
+        (stem + [profiler.frame_string("[unknown C call]", "<built-in>", 0)], 0.001),
+        (stem + [module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02),
+    ]
+    cpu = [0.0] * len(records)
+    assert profiler._strip_command_line_frames(records, cpu, stem) == []
+    assert records == [([module], 0.05), ([], 0.0), ([], 0.0), ([module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02)]

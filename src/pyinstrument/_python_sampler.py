@@ -1,9 +1,10 @@
 """A sampler in Python, for systems that refuse process_vm_readv (some seccomp sandboxes).
 
 It has the C engine's Sampler interface and produces the same snapshot, so the rest of
-pyinstrument does not know which one ran. It is a Python thread reading
-sys._current_frames(), so it takes the GIL on every tick: the profiled program slows
-down more than under the C engine, which is why the Profiler says so when it falls back.
+pyinstrument does not know which one ran. Like the engine, every sampler of the process
+is ticked by one thread, here a Python thread reading sys._current_frames(), so it takes
+the GIL on every tick: the profiled program slows down more than under the C engine,
+which is why the Profiler says so when it falls back.
 A thread standing on a call is in what it called: the engine reads the callable's address
 from the frame's value stack (`_engine._frame_call_site`, with the GIL held) and it is
 named when it is a C function of a loaded module or type, as the C engine names it.
@@ -12,6 +13,7 @@ named when it is a C function of a loaded module or type, as the C engine names 
 from __future__ import annotations
 
 import dis
+import os
 import sys
 import threading
 import time
@@ -95,6 +97,65 @@ def _c_function_name(frame: Any, known: _KnownCallables) -> Optional[str]:
     return known.name(call_site) if call_site is not None else None
 
 
+class _SamplingThread:
+    """The process's one Python sampling thread, shared by every PythonSampler running:
+    it sleeps to the earliest deadline among them and ticks those due. Made at the first
+    start() and kept, idle, after the last stop() (a forked child makes its own)."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition(threading.Lock())
+        self._subscribers: List["PythonSampler"] = []
+        self._thread: Optional[threading.Thread] = None
+        self.ident = 0  # the thread's, which no tick samples
+        self.known = _KnownCallables()
+
+    def add(self, sampler: "PythonSampler") -> None:
+        with self._wake:
+            self._subscribers.append(sampler)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pyinstrument-sampler", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, sampler: "PythonSampler") -> bool:
+        """Ends a subscription, once its tick under way (if any) is over; False if there was none."""
+        with self._wake:
+            if sampler not in self._subscribers:
+                return False
+            self._subscribers.remove(sampler)
+            return True
+
+    def _run(self) -> None:
+        me = self.ident = threading.get_ident()
+        with self._wake:
+            while True:
+                if not self._subscribers:
+                    self._wake.wait()
+                    continue
+                now = time.perf_counter()
+                earliest = min(sampler._deadline for sampler in self._subscribers)
+                if now < earliest:
+                    self._wake.wait(earliest - now)
+                    continue
+                self.known.refresh()
+                for sampler in list(self._subscribers):
+                    if sampler._deadline <= now:
+                        sampler._tick_due(me)
+
+
+_sampling_thread = _SamplingThread()
+
+
+def _after_fork_in_child() -> None:
+    # the parent's thread is not the child's, and it may have held the lock at the fork
+    global _sampling_thread
+    _sampling_thread = _SamplingThread()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class PythonSampler:
     """Same interface as pyinstrument._engine.Sampler."""
 
@@ -104,9 +165,10 @@ class PythonSampler:
         self.interval = interval
         self.only_thread = thread_id
         self.timeline_budget = timeline_budget
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self._running = False
         self._origin = 0.0  # perf_counter() at start()
+        self._last = 0.0  # perf_counter() at the last tick
+        self._deadline = 0.0  # of the next tick
         self._identities: List[Tuple[str, str, int, bool]] = []
         self._identity_index: Dict[Tuple[str, str, int], int] = {}
         self._nodes: List[List[Any]] = []  # [parent, identity, line, thread, wall, cpu, samples]
@@ -114,47 +176,41 @@ class PythonSampler:
         self._threads: Dict[int, Dict[str, Any]] = {}  # ident -> {index, root, last_cpu, timeline}
         self._stats = dict(ticks=0, samples=0, dropped=0, truncated=0, missed_ticks=0, tick_ns_total=0, syscalls=0)
         self._timeline_truncated = False
-        self._known = _KnownCallables()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._running
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._running:
             return
-        self._stop.clear()
-        self._origin = time.perf_counter()  # time starts now, not when the thread first runs
-        self._thread = threading.Thread(target=self._run, name="pyinstrument-sampler", daemon=True)
-        self._thread.start()
+        self._origin = self._last = time.perf_counter()  # time starts now, not at the first tick
+        self._deadline = self._origin + self.interval
+        self._running = True
+        _sampling_thread.add(self)
 
     def stop(self) -> None:
-        if self._thread is None:
+        if not self._running:
             return
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
+        self._running = False
+        if _sampling_thread.remove(self):
+            # the time since the last tick is a sample too, of its real length
+            self._tick(_sampling_thread.ident, time.perf_counter() - self._last)
 
-    def _run(self) -> None:
-        me = threading.get_ident()
-        last = deadline = self._origin
-        while not self._stop.is_set():
-            deadline += self.interval
-            now = time.perf_counter()
-            if now > deadline:
-                missed = int((now - deadline) / self.interval) + 1
-                self._stats["missed_ticks"] += missed
-                deadline += missed * self.interval
-            if self._stop.wait(max(0.0, deadline - time.perf_counter())):
-                break
-            tick_start = time.perf_counter()
-            self._tick(me, tick_start - last)
-            last = tick_start
-            self._stats["ticks"] += 1
-            self._stats["tick_ns_total"] += int((time.perf_counter() - tick_start) * 1e9)
-        # stopping: the time since the last tick is a sample too, of its real length
-        self._tick(me, time.perf_counter() - last)
+    def _tick_due(self, me: int) -> None:
+        """A tick at its deadline (on the sampling thread), then the next deadline,
+        skipping those overrun rather than sampling in a burst."""
+        tick_start = time.perf_counter()
+        self._tick(me, tick_start - self._last)
+        self._last = tick_start
+        self._stats["ticks"] += 1
+        end = time.perf_counter()
+        self._stats["tick_ns_total"] += int((end - tick_start) * 1e9)
+        self._deadline += self.interval
+        if end > self._deadline:
+            missed = int((end - self._deadline) / self.interval) + 1
+            self._stats["missed_ticks"] += missed
+            self._deadline += missed * self.interval
 
     def _identity(self, function: str, filename: str, line_no: int, hides: bool) -> int:
         key = (function, filename, line_no)
@@ -173,7 +229,6 @@ class PythonSampler:
         return record
 
     def _tick(self, me: int, wall: float) -> None:
-        self._known.refresh()
         for ident, frame in sys._current_frames().items():
             if ident == me or (self.only_thread and ident != self.only_thread):
                 continue
@@ -192,7 +247,7 @@ class PythonSampler:
             stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
             frame = frame.f_back
         stack.reverse()
-        callee = _c_function_name(leaf, self._known)
+        callee = _c_function_name(leaf, _sampling_thread.known)
         if callee:
             stack.append((self._identity(callee, _BUILTIN, 0, False), 0))
         record = self._thread_record(ident)

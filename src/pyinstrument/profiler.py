@@ -377,7 +377,10 @@ def _strip_command_line_frames(
     What goes: the start stack (the console script or runpy, ``main`` ...
     ``_exec_target``), then the command line's frames below it (loading the target,
     waiting for threads). A record with nothing else is the command line's own work:
-    it keeps its thread and no time, like the time between samples.
+    it keeps its thread and no time, like the time between samples. So is one in the
+    command line's ``exec`` (or ``[unknown C call]``, a call the engine could not name)
+    with no ``<module>`` under it: setting the program's frame up or tearing it down,
+    ~35 µs that a tick meets now and then.
     """
     stem = [frame_info_get_identifier(f) for f in start_call_stack]
     if not any(_file_of(identifier) == _COMMAND_LINE_FILE for identifier in stem):
@@ -389,6 +392,8 @@ def _strip_command_line_frames(
             n += 1
         if n - first < len(stem) and n < len(stack):
             continue  # another thread, or a stack not from the command line
+        if n == len(stack) - 1 and _file_of(stack[n]) == "<built-in>":
+            n += 1  # the command line's exec (the only C function it calls) running no <module>
         while n < len(stack) and is_path_in_package(_file_of(stack[n]), "pyinstrument"):
             n += 1
         if n == len(stack):
