@@ -1,9 +1,9 @@
-"""`make bench`: overhead, sampler cost, memory, accuracy and render speed, against the goals.
+"""`make bench`: overhead, sampler cost, many profilers at once, memory, accuracy and render speed, against the goals.
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
-Full run (about 45 minutes): overhead and sampler cost on each CPython 3.11-3.14 present (or
-each --python), memory, accuracy and render speed on the first of them; writes
+Full run (about 50 minutes): overhead and sampler cost on each CPython 3.11-3.14 present (or
+each --python), many profilers at once, memory, accuracy and render speed on the first of them; writes
 docs/benchmarks.md, its charts under docs/benchmarks/ and the raw numbers as
 docs/benchmarks/results.json. --quick (under 3 minutes): everything shorter, on this
 interpreter's version only, written under bench/out/ so the published numbers stay put.
@@ -24,16 +24,18 @@ from typing import Any, Dict, List, Tuple
 
 import accuracy
 import common
+import many_profilers
 import memory
 import overhead
 import render_speed
 import sampler_cost
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
-SECTIONS = ("overhead", "sampler", "memory", "accuracy", "render")
+SECTIONS = ("overhead", "sampler", "many", "memory", "accuracy", "render")
 PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost}   # measured on every interpreter
-ON_FIRST = {"memory": memory, "accuracy": accuracy, "render": render_speed}  # on the first one only
+ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
+          "many": "Many profilers at once",
           "memory": "Memory", "accuracy": "Accuracy", "render": "Render speed"}
 
 

@@ -61,3 +61,14 @@ def test_render_speed_child_times_the_console_report():
     result = child("render_speed.py", "render", minutes=1, threads=1, repeats=1)
     console = [f for f in result["formats"] if f["format"].startswith("text")]
     assert console and all(f["status"] == "ok" and f["bytes"] > 0 for f in console)
+
+
+def test_many_profilers_workloads_run_profiled_and_not():
+    import many_profilers
+
+    for kind in ("tasks", "threads"):
+        for on in (False, True):
+            assert many_profilers.run_once(sys.executable, kind, 3, on, pinned=False) > 0
+    lines, verdicts = many_profilers.report(dict(version="3.x", n=3, repeat=1, rows=[
+        dict(kind="tasks", pinned=False, off=1.0, on=1.05, ratio=1.05)]))
+    assert "**1.05x**" in "\n".join(lines) and verdicts[0].endswith("goal met")
