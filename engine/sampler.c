@@ -162,6 +162,8 @@ static void *hub_main(void *arg)
             pthread_mutex_lock(&hub.lock);
             s->ticking = false;
             pthread_cond_broadcast(&hub.ticked);
+            if (hub.pausing)
+                break; /* a fork waits: the rest of the round can come after it */
         }
         /* at most half of a core: a round that took long is followed by as long a rest,
            its subscriptions' deadlines meanwhile skipped (counted as missed ticks) */

@@ -360,8 +360,12 @@ def test_one_sampling_thread_serves_every_profiler():
     for n, (duration, samples, spun) in enumerate(zip(result["durations"], result["samples"], result["spins"])):
         spans = 10 - n  # the spins this profiler saw (it started before the n-th)
         assert duration >= spans * 0.02, (n, duration)
-        assert samples >= 0.5 * duration / (0.001 if n % 2 else 0.004), (n, samples, duration)  # a busy machine loses some
+        # the sampling thread spends at most half a core: on a busy machine ticks thin out
+        assert samples >= 0.25 * duration / (0.001 if n % 2 else 0.004), (n, samples, duration)
         assert spun >= 0.7 * spans * 0.02, (n, spun)
+    rates = [samples / duration for duration, samples in zip(result["durations"], result["samples"])]
+    fast, slow = sum(rates[1::2]) / 5, sum(rates[0::2]) / 5
+    assert fast >= 1.5 * slow, (fast, slow)  # each at its own interval
 
 
 def test_the_python_sampler_also_runs_one_thread_for_all():

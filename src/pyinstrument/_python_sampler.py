@@ -137,7 +137,10 @@ class _SamplingThread:
                 if now < earliest:
                     self._wake.wait(earliest - now)
                     continue
-                self.known.refresh()
+                try:
+                    self.known.refresh()
+                except Exception:  # a module whose namespace cannot be read names nothing
+                    pass
                 for sampler in list(self._subscribers):
                     if sampler._deadline <= now:
                         sampler._tick_due(me)
@@ -201,7 +204,10 @@ class PythonSampler:
         """A tick at its deadline (on the sampling thread), then the next deadline,
         skipping those overrun rather than sampling in a burst."""
         tick_start = time.perf_counter()
-        self._tick(me, tick_start - self._last)
+        try:
+            self._tick(me, tick_start - self._last)
+        except Exception:  # sys._current_frames() failed: this tick's samples are lost, not the thread
+            self._stats["dropped"] += 1
         self._last = tick_start
         self._stats["ticks"] += 1
         end = time.perf_counter()
