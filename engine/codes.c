@@ -280,6 +280,17 @@ error:
     return -1;
 }
 
+int64_t pi_codes_intern(pi_code_table *t, const pi_frame_identity *id)
+{
+    char *function = strdup(id->function), *filename = strdup(id->filename);
+    if (!function || !filename) {
+        free(function);
+        free(filename);
+        return -1;
+    }
+    return intern_identity(t, function, filename, id->firstlineno, id->hides_traceback);
+}
+
 /* An identity for a frame that is no code: its name, an empty file and first line -1. */
 int64_t pi_codes_synthetic(pi_code_table *t, const char *name)
 {

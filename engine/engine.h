@@ -337,6 +337,8 @@ int pi_code_stack_size(const pi_code_entry *e);
 int64_t pi_codes_builtin(pi_code_table *t, const char *name);
 
 int64_t pi_codes_synthetic(pi_code_table *t, const char *name);
+/* The identity in `t` of another table's identity (the same function, file and line). */
+int64_t pi_codes_intern(pi_code_table *t, const pi_frame_identity *id);
 /* Copies a str object as a new UTF-8 C string (capped length); NULL if unreadable. */
 char *pi_read_unicode(uintptr_t addr);
 
@@ -545,12 +547,21 @@ typedef struct {
     pi_async async;
     unsigned long async_thread; /* the thread whose samples async mode attributes */
     uint32_t await_identity, out_of_context_identity;
+    /* ticks shared with other profilers (pi_tick_group): the reader's identities in this
+     * state's table (UINT32_MAX: not yet), valid for the reader's generation */
+    uint32_t *identity_map;
+    size_t identity_map_cap;
+    uint64_t identity_map_generation;
+    uint64_t generation; /* as a reader: changes when it is reset */
 } pi_state;
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);
 void pi_state_free(pi_state *s);
 /* Samples every thread once. now_ns: monotonic time of this tick. */
 void pi_tick(pi_state *s, int64_t now_ns);
+/* One tick for several profilers (none in async mode): `reader` reads each thread any
+ * of them samples once, and each records the samples it wants in its own tree. */
+void pi_tick_group(pi_state *reader, pi_state **targets, size_t count, int64_t now_ns);
 
 /* Kernel tid of a pthread (3.9/3.10 thread states do not record it). */
 unsigned long pi_native_id_of(unsigned long pthread_id);

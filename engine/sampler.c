@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -87,7 +88,28 @@ static struct {
     bool paused;  /* it ended for a fork, and starts again after it */
     atomic_int tid;
     atomic_int pid; /* the process all this belongs to (0: not made yet) */
+    /* the thread's own: the subscriptions due in a round, and the reads they share */
+    pi_sampler **due;
+    size_t due_cap;
+    pi_state **states;
+    size_t states_cap;
+    pi_state reader;
+    bool reader_ready;
+    uint64_t reader_generation; /* each new reader's, so that translations start over */
 } hub;
+
+static int grow_states(size_t n)
+{
+    if (n <= hub.states_cap)
+        return 0;
+    size_t cap = n * 2;
+    pi_state **grown = realloc(hub.states, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    hub.states = grown;
+    hub.states_cap = cap;
+    return 0;
+}
 
 /* Locks the hub, first making it this process's: at first use, and in a forked child,
  * where the parent's thread does not exist and its subscriptions are not the child's. */
@@ -105,18 +127,20 @@ static void hub_enter(void)
         pthread_cond_init(&hub.ticked, NULL);
         hub.subscribers = NULL;
         hub.thread_running = hub.pausing = hub.paused = false;
+        /* a parent's thread may have been mid-tick: what it held is left, not freed */
+        hub.due = NULL;
+        hub.states = NULL;
+        hub.due_cap = hub.states_cap = 0;
+        hub.reader_ready = false;
         atomic_store(&hub.pid, pid);
     }
     pthread_mutex_lock(&hub.lock);
 }
 
-/* Ticks a subscription that is due and sets its next deadline, skipping deadlines it
+/* After a subscription's tick: its cost, and its next deadline, skipping deadlines it
  * overran rather than sampling in a burst. */
-static void tick_subscriber(pi_sampler *s)
+static void ticked(pi_sampler *s, int64_t start, int64_t end)
 {
-    int64_t start = monotonic_ns();
-    pi_tick(&s->state, start);
-    int64_t end = monotonic_ns();
     s->state.stats.tick_ns_total += (uint64_t)(end - start);
     s->next_deadline_ns += s->interval_ns;
     if (end > s->next_deadline_ns) {
@@ -124,6 +148,66 @@ static void tick_subscriber(pi_sampler *s)
         s->state.stats.missed_ticks += (uint64_t)missed;
         s->next_deadline_ns += missed * s->interval_ns;
     }
+}
+
+static void tick_subscriber(pi_sampler *s)
+{
+    int64_t start = monotonic_ns();
+    pi_tick(&s->state, start);
+    ticked(s, start, monotonic_ns());
+}
+
+static int due_grow(size_t n)
+{
+    if (n <= hub.due_cap)
+        return 0;
+    size_t cap = hub.due_cap ? hub.due_cap * 2 : 16;
+    pi_sampler **grown = realloc(hub.due, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    hub.due = grown;
+    hub.due_cap = cap;
+    return 0;
+}
+
+/* Subscriptions due together (none in async mode): one alone ticks with its own reads
+ * (and caches), several share the reader's. */
+static void tick_together(pi_sampler **due, size_t count)
+{
+    if (count == 1) {
+        tick_subscriber(due[0]);
+        return;
+    }
+    if (!hub.reader_ready) {
+        if (pi_state_init(&hub.reader, 0, 0, 0) != 0) {
+            for (size_t i = 0; i < count; i++)
+                tick_subscriber(due[i]);
+            return;
+        }
+        hub.reader.generation = ++hub.reader_generation;
+        hub.reader_ready = true;
+    }
+    if (grow_states(count) != 0) {
+        for (size_t i = 0; i < count; i++)
+            tick_subscriber(due[i]);
+        return;
+    }
+    for (size_t i = 0; i < count; i++)
+        hub.states[i] = &due[i]->state;
+    int64_t start = monotonic_ns();
+    pi_tick_group(&hub.reader, hub.states, count, start);
+    int64_t end = monotonic_ns();
+    for (size_t i = 0; i < count; i++)
+        ticked(due[i], start, end);
+}
+
+/* The reader's caches and identities go when no profiler runs (hub locked, the thread's). */
+static void reset_reader(void)
+{
+    if (!hub.reader_ready)
+        return;
+    pi_state_free(&hub.reader);
+    hub.reader_ready = false;
 }
 
 static void *hub_main(void *arg)
@@ -151,10 +235,29 @@ static void *hub_main(void *arg)
             pthread_cond_timedwait(&hub.wake, &hub.lock, &ts);
             continue;
         }
-        /* each tick runs unlocked, so that start() and stop() never wait for a round;
-           stop() waits for the subscription's own tick to end (`ticking`) */
+        /* ticks run unlocked, so that start() and stop() never wait for a round; stop()
+           waits for its subscription's own tick to end (`ticking`). Subscriptions due
+           together outside async mode share one tick, each thread read once for all;
+           each async one reads for itself (its context decides what it records) */
+        size_t due = 0;
         for (pi_sampler *s = hub.subscribers; s; s = s->next) {
             if (s->next_deadline_ns > now)
+                continue;
+            if (!s->state.async.enabled && due_grow(due + 1) == 0) {
+                hub.due[due++] = s;
+                s->ticking = true;
+            }
+        }
+        if (due > 0) {
+            pthread_mutex_unlock(&hub.lock);
+            tick_together(hub.due, due);
+            pthread_mutex_lock(&hub.lock);
+            for (size_t i = 0; i < due; i++)
+                hub.due[i]->ticking = false;
+            pthread_cond_broadcast(&hub.ticked);
+        }
+        for (pi_sampler *s = hub.subscribers; s && !hub.pausing; s = s->next) {
+            if (s->next_deadline_ns > now || !s->state.async.enabled)
                 continue;
             s->ticking = true;
             pthread_mutex_unlock(&hub.lock);
@@ -162,9 +265,9 @@ static void *hub_main(void *arg)
             pthread_mutex_lock(&hub.lock);
             s->ticking = false;
             pthread_cond_broadcast(&hub.ticked);
-            if (hub.pausing)
-                break; /* a fork waits: the rest of the round can come after it */
         }
+        if (!hub.subscribers)
+            reset_reader(); /* idle: what the shared reads cached goes */
         /* at most half of a core: a round that took long is followed by as long a rest,
            its subscriptions' deadlines meanwhile skipped (counted as missed ticks) */
         int64_t end = monotonic_ns();
@@ -221,7 +324,8 @@ int pi_sampler_start(pi_sampler *s, char *err, size_t errlen)
     /* time starts now, not when the thread first ticks (on a busy machine, later) */
     int64_t now = monotonic_ns();
     s->state.last_tick_ns = now;
-    s->next_deadline_ns = now + s->interval_ns;
+    /* on the grid of its interval, so that profilers at one interval tick together */
+    s->next_deadline_ns = (now / s->interval_ns + 1) * s->interval_ns;
     s->running = true;
     s->owner_pid = getpid();
     s->next = hub.subscribers;
@@ -287,7 +391,7 @@ void pi_samplers_resume(void)
         /* the next tick's wall time covers the fork: only the deadlines start again */
         int64_t now = monotonic_ns();
         for (pi_sampler *s = hub.subscribers; s; s = s->next)
-            s->next_deadline_ns = now + s->interval_ns;
+            s->next_deadline_ns = (now / s->interval_ns + 1) * s->interval_ns;
         if (start_thread(NULL, 0) == 0)
             hub.paused = false;
     }

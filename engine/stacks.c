@@ -168,6 +168,9 @@ struct pi_scratch {
     size_t confirm_reads_cap, confirm_owner_cap;
     uint8_t (*headers)[16]; /* object headers read by find_torn_calls */
     size_t headers_cap;
+    /* pi_tick_group: each target's wall time since its previous tick */
+    int64_t *group_walls;
+    size_t group_walls_cap;
     /* callables of calls through C seen lately that live long (classes, builtins):
      * no need to read their type again (find_torn_calls) */
     uintptr_t long_lived[PI_LONG_LIVED];
@@ -242,6 +245,7 @@ void pi_state_free(pi_state *s)
         free(x->confirm_reads);
         free(x->confirm_owner);
         free(x->headers);
+        free(x->group_walls);
         free(x);
     }
     pi_codes_free(&s->codes);
@@ -249,6 +253,7 @@ void pi_state_free(pi_state *s)
     pi_tree_free(&s->tree);
     free(s->async.prefix_codes);
     free(s->async.prefix_lines);
+    free(s->identity_map);
     memset(s, 0, sizeof *s);
 }
 
@@ -878,7 +883,12 @@ static void name_leaves(pi_state *s, size_t walker_count)
 
 /* ---- the tick ---- */
 
-static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
+/* Why a walked stack makes no sample. */
+enum { BUILD_DROPPED = -1, BUILD_DROPPED_CODE = -2 };
+
+/* The sample of a walked thread, root first, in x->identities and x->lines: its depth,
+ * or BUILD_DROPPED(_CODE). `truncated`: it was deeper than a sample keeps. */
+static long build_sample(pi_state *s, pi_walker *w, bool *truncated)
 {
     pi_scratch *x = s->scratch;
     size_t depth = 0;
@@ -887,16 +897,14 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
     /* frames [cut_from, cut_to) from the root give way to one marker, leaving room for
      * the marker and a leaf (the C callee or [await]) */
     size_t cut_from = SIZE_MAX, cut_to = 0;
-    if (w->depth > PI_MAX_DEPTH - 2) {
+    *truncated = w->depth > PI_MAX_DEPTH - 2;
+    if (*truncated) {
         cut_from = (PI_MAX_DEPTH - 2) / 2;
         cut_to = w->depth - (PI_MAX_DEPTH - 3 - cut_from);
         if (s->truncated_identity < 0)
             s->truncated_identity = pi_codes_synthetic(&s->codes, "[frames truncated]");
-        if (s->truncated_identity < 0) {
-            s->stats.dropped++;
-            return;
-        }
-        s->stats.truncated++;
+        if (s->truncated_identity < 0)
+            return BUILD_DROPPED;
     }
     /* root first: the walker holds the leaf first */
     for (size_t k = w->depth; k-- > 0;) {
@@ -909,11 +917,8 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
             continue;
         }
         pi_code_entry *e = code_entry(&x->codes, w->codes[k]);
-        if (!e || pi_code_stale(e)) {
-            s->stats.dropped++;
-            s->stats.dropped_code++;
-            return;
-        }
+        if (!e || pi_code_stale(e))
+            return BUILD_DROPPED_CODE;
         if (from_root < given_lines) {
             x->identities[depth] = pi_code_identity(e);
             x->lines[depth++] = s->async.prefix_lines[from_root];
@@ -937,36 +942,67 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
         x->identities[depth] = w->async_leaf;
         x->lines[depth++] = 0;
     }
-    unsigned long native_id = w->ts.native_id;
-    if (!pi_runtime_layout.has_native_thread_id)
-        native_id = pi_native_id_of(w->ts.thread_id);
-    size_t known_threads = s->tree.thread_count;
-    pi_thread_record *t = pi_tree_thread(&s->tree, w->ts.thread_id, native_id);
-    if (!t) {
-        s->stats.dropped++;
+    return (long)depth;
+}
+
+static void count_drop(pi_state *t, long why)
+{
+    t->stats.dropped++;
+    if (why == BUILD_DROPPED_CODE)
+        t->stats.dropped_code++;
+}
+
+/* The kernel tid of a walked thread (3.9/3.10 thread states do not record it). */
+static unsigned long walked_native_id(const pi_walker *w)
+{
+    return pi_runtime_layout.has_native_thread_id ? w->ts.native_id : pi_native_id_of(w->ts.thread_id);
+}
+
+/* Adds a built sample of thread `w` to `t`'s tree: `wall_ns` since t's previous tick,
+ * the thread's CPU clock now `cpu_now` (-1: unknown). */
+static void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const uint32_t *identities,
+                       const int32_t *lines, size_t depth, int64_t wall_ns, int64_t now_ns, int64_t cpu_now)
+{
+    size_t known_threads = t->tree.thread_count;
+    pi_thread_record *r = pi_tree_thread(&t->tree, w->ts.thread_id, native_id);
+    if (!r) {
+        t->stats.dropped++;
         return;
     }
     /* a thread seen first after the first tick did not exist for the whole gap (one seen
      * at the first tick existed when profiling started, however late that tick came) */
-    if (s->tree.thread_count > known_threads && s->stats.ticks > 1 && s->interval_ns > 0 && wall_ns > s->interval_ns)
-        wall_ns = s->interval_ns;
+    if (t->tree.thread_count > known_threads && t->stats.ticks > 1 && t->interval_ns > 0 && wall_ns > t->interval_ns)
+        wall_ns = t->interval_ns;
     /* CPU used since a sample before a gap was not all this sample's */
-    bool continuous = t->clock_ns >= now_ns - s->first_tick_ns - wall_ns;
+    bool continuous = r->clock_ns >= now_ns - t->first_tick_ns - wall_ns;
     /* the time before this sample that the thread's timeline lacks (it did not exist,
      * or earlier samples were dropped) becomes a gap, so its clock stays true */
-    pi_tree_catch_up(&s->tree, t, now_ns - s->first_tick_ns - wall_ns);
+    pi_tree_catch_up(&t->tree, r, now_ns - t->first_tick_ns - wall_ns);
     int64_t cpu_ns = 0;
-    int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
-    if (continuous && cpu_now >= 0 && t->last_cpu_ns >= 0 && cpu_now > t->last_cpu_ns)
-        cpu_ns = cpu_now - t->last_cpu_ns;
-    t->last_cpu_ns = cpu_now;
-    if (awaiting)
+    if (continuous && cpu_now >= 0 && r->last_cpu_ns >= 0 && cpu_now > r->last_cpu_ns)
+        cpu_ns = cpu_now - r->last_cpu_ns;
+    r->last_cpu_ns = cpu_now;
+    if (w->async_leaf != UINT32_MAX)
         cpu_ns = 0; /* the thread ran other contexts' code while the task waited */
-    if (pi_tree_add(&s->tree, t, x->identities, x->lines, depth, wall_ns, cpu_ns) != 0) {
-        s->stats.dropped++;
+    if (pi_tree_add(&t->tree, r, identities, lines, depth, wall_ns, cpu_ns) != 0) {
+        t->stats.dropped++;
         return;
     }
-    s->stats.samples++;
+    t->stats.samples++;
+}
+
+static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
+{
+    bool truncated;
+    long depth = build_sample(s, w, &truncated);
+    if (depth < 0) {
+        count_drop(s, depth);
+        return;
+    }
+    s->stats.truncated += truncated;
+    unsigned long native_id = walked_native_id(w);
+    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns,
+               native_id ? pi_thread_cpu_ns(native_id) : -1);
 }
 
 /* Async mode: while the profiled thread runs outside the profiler's context, its
@@ -1365,4 +1401,134 @@ void pi_tick(pi_state *s, int64_t now_ns)
             s->stats.dropped_walk++;
         }
     }
+}
+
+/* ---- one tick for several profilers ---- */
+
+/* Whether `g` samples thread `thread_id` this tick (a target with no time since its
+ * previous tick, as the tick that starts it, records nothing). */
+static bool target_wants(const pi_state *g, int64_t wall_ns, unsigned long thread_id)
+{
+    return wall_ns > 0 && (g->only_thread == 0 || g->only_thread == thread_id);
+}
+
+/* The reader's identities as `g`'s, interned in g's table at first use and remembered
+ * (g->identity_map, valid for the reader's generation). */
+static int translate_identities(pi_state *g, const pi_state *r, const uint32_t *from, uint32_t *to, size_t depth)
+{
+    size_t known = r->codes.identity_count;
+    if (g->identity_map_generation != r->generation) {
+        memset(g->identity_map, 0xff, g->identity_map_cap * sizeof *g->identity_map);
+        g->identity_map_generation = r->generation;
+    }
+    if (known > g->identity_map_cap) {
+        size_t old = g->identity_map_cap;
+        if (GROW(g->identity_map, g->identity_map_cap, known) != 0)
+            return -1;
+        memset(g->identity_map + old, 0xff, (g->identity_map_cap - old) * sizeof *g->identity_map);
+    }
+    for (size_t k = 0; k < depth; k++) {
+        if (from[k] >= known)
+            return -1;
+        uint32_t *own = &g->identity_map[from[k]];
+        if (*own == UINT32_MAX) {
+            int64_t interned = pi_codes_intern(&g->codes, &r->codes.identities[from[k]]);
+            if (interned < 0)
+                return -1;
+            *own = (uint32_t)interned;
+        }
+        to[k] = *own;
+    }
+    return 0;
+}
+
+/* Hands a walked thread's sample (or its loss) to every target that samples it. */
+static void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count, int64_t now_ns)
+{
+    int64_t *walls = r->scratch->group_walls;
+    long depth = BUILD_DROPPED;
+    bool truncated = false, walk_failed = w->state != WALK_DONE;
+    if (w->state == WALK_DONE)
+        depth = w->doubtful ? BUILD_DROPPED_CODE : build_sample(r, w, &truncated);
+    unsigned long native_id = 0;
+    int64_t cpu_now = -1;
+    bool cpu_read = false;
+    for (size_t t = 0; t < count; t++) {
+        pi_state *g = targets[t];
+        if (!target_wants(g, walls[t], w->ts.thread_id))
+            continue;
+        if (depth < 0) {
+            count_drop(g, depth);
+            g->stats.dropped_walk += walk_failed;
+            continue;
+        }
+        if (!cpu_read) {
+            native_id = walked_native_id(w);
+            cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
+            cpu_read = true;
+        }
+        if (translate_identities(g, r, r->scratch->identities, g->scratch->identities, (size_t)depth) != 0) {
+            g->stats.dropped++;
+            continue;
+        }
+        g->stats.truncated += truncated;
+        add_sample(g, w, native_id, g->scratch->identities, r->scratch->lines, (size_t)depth, walls[t], now_ns,
+                   cpu_now);
+    }
+}
+
+void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
+{
+    pi_scratch *x = r->scratch;
+    uint64_t syscalls_before = r->stats.syscalls;
+    if (GROW(x->group_walls, x->group_walls_cap, count) != 0)
+        return;
+    for (size_t t = 0; t < count; t++) {
+        pi_state *g = targets[t];
+        x->group_walls[t] = g->last_tick_ns ? now_ns - g->last_tick_ns : 0;
+        if (!g->first_tick_ns)
+            g->first_tick_ns = g->last_tick_ns ? g->last_tick_ns : now_ns;
+        g->last_tick_ns = now_ns;
+        g->stats.ticks++;
+    }
+    uintptr_t *addrs = NULL;
+    pi_tstate *states = NULL;
+    size_t thread_count = read_threads(r, &addrs, &states);
+    r->stats.ticks++;
+    size_t walker_count = 0;
+    if (thread_count > 0 && ensure_walkers(r, thread_count) == 0) {
+        round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
+        for (size_t i = 0; i < thread_count; i++) {
+            bool wanted = false;
+            for (size_t t = 0; t < count && !wanted; t++)
+                wanted = target_wants(targets[t], x->group_walls[t], states[i].thread_id);
+            if (!wanted)
+                continue;
+            size_t index = walker_count++;
+            pi_walker *w = &r->walkers[index];
+            w->followed = false;
+            w->in_context = PI_CONTEXT_UNKNOWN;
+            w->context_before = states[i].context;
+            pi_read read;
+            if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
+                w->state = WALK_FAILED;
+            round_add_spec(&round, w, index);
+        }
+        run_rounds(r, round.count);
+        bool resolved = resolve_codes(r, walker_count, &x->codes) == 0;
+        if (resolved && rewalk_doubtful(r, walker_count, false)) {
+            resolved = resolve_codes(r, walker_count, &x->codes) == 0;
+            if (resolved)
+                rewalk_doubtful(r, walker_count, true);
+        }
+        if (resolved)
+            name_leaves(r, walker_count);
+        for (size_t i = 0; i < walker_count; i++) {
+            if (!resolved)
+                r->walkers[i].state = WALK_FAILED;
+            hand_out(r, &r->walkers[i], targets, count, now_ns);
+        }
+    }
+    for (size_t t = 0; t < count; t++)
+        targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
 }

@@ -368,6 +368,49 @@ def test_one_sampling_thread_serves_every_profiler():
     assert fast >= 1.5 * slow, (fast, slow)  # each at its own interval
 
 
+def test_profilers_sharing_ticks_each_get_their_own_threads():
+    # profilers due together share one read of each thread (pi_tick_group): each must
+    # still get only the threads it samples, under the right names, with its own times
+    result = run_program(
+        """
+        def work_a(): spin(0.3)
+        def work_b(): spin(0.3)
+        def work_c(): spin(0.3)
+        sessions = {}
+        ready = threading.Barrier(4)
+
+        def run(work):
+            ready.wait()
+            with Profiler(async_mode="disabled") as p:
+                work()
+            sessions[work.__name__] = p.last_session
+
+        threads = [threading.Thread(target=run, args=(w,)) for w in (work_a, work_b, work_c)]
+        everything = Profiler(all_threads=True, async_mode="disabled")
+        everything.start()
+        for t in threads:
+            t.start()
+        ready.wait()
+        for t in threads:
+            t.join()
+        everything.stop()
+        out = {name: flatten(s) for name, s in sessions.items()}
+        out["all"] = flatten(everything.last_session)
+        out["cpu"] = {name: s.cpu_time for name, s in sessions.items()}
+        print(json.dumps(out))
+        """
+    )
+    for name in ("work_a", "work_b", "work_c"):
+        stacks = result[name]
+        mine = sum(t for key, t in stacks.items() if name in key.split(" > "))
+        others = [key for key in stacks if any(w in key.split(" > ") for w in {"work_a", "work_b", "work_c"} - {name})]
+        assert not others, (name, others)
+        assert mine >= 0.2, (name, stacks)  # three spinning threads share two cores and the GIL
+    everything = result["all"]
+    for name in ("work_a", "work_b", "work_c"):
+        assert sum(t for key, t in everything.items() if name in key.split(" > ")) >= 0.2, everything
+
+
 def test_the_python_sampler_also_runs_one_thread_for_all():
     result = run_program(
         """
