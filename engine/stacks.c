@@ -1418,7 +1418,8 @@ static int translate_identities(pi_state *g, const pi_state *r, const uint32_t *
 {
     size_t known = r->codes.identity_count;
     if (g->identity_map_generation != r->generation) {
-        memset(g->identity_map, 0xff, g->identity_map_cap * sizeof *g->identity_map);
+        if (g->identity_map)
+            memset(g->identity_map, 0xff, g->identity_map_cap * sizeof *g->identity_map);
         g->identity_map_generation = r->generation;
     }
     if (known > g->identity_map_cap) {
