@@ -122,7 +122,8 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
              f"then a 1 ms `asyncio.sleep`) under its own `Profiler(async_mode=\"enabled\")`, as a profiling "
              f"middleware does for concurrent requests. **threads**: {n} threads doing the same steps with "
              f"`time.sleep`, each under its own profiler. Every profiler is a subscription to the process's one "
-             f"sampling thread; each still reads the stacks for itself (see docs/architecture.md).", "",
+             f"sampling thread; outside async mode those due together share each tick (each thread read once), "
+             f"an async-mode one reads for itself (see docs/architecture.md).", "",
              "| workload | placement | profilers off | profilers on | on / off |", "| --- | --- | --- | --- | --- |"]
     verdicts = []
     for row in result["rows"]:
