@@ -32,6 +32,13 @@ static int64_t monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t pi_thread_cpu_ns(unsigned long native_id)
 {
     /* the kernel's per-thread CPU clock id: ~tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED */
@@ -239,6 +246,7 @@ static void *hub_main(void *arg)
            waits for its subscription's own tick to end (`ticking`). Subscriptions due
            together outside async mode share one tick, each thread read once for all;
            each async one reads for itself (its context decides what it records) */
+        int64_t round_cpu = thread_cpu_ns();
         size_t due = 0;
         for (pi_sampler *s = hub.subscribers; s; s = s->next) {
             if (s->next_deadline_ns > now)
@@ -268,10 +276,10 @@ static void *hub_main(void *arg)
         }
         if (!hub.subscribers)
             reset_reader(); /* idle: what the shared reads cached goes */
-        /* at most half of a core: a round that took long is followed by as long a rest,
+        /* at most half of a core: a round is followed by a rest as long as the CPU time
+           it took (not its wall time, which a busy machine stretches by preempting it),
            its subscriptions' deadlines meanwhile skipped (counted as missed ticks) */
-        int64_t end = monotonic_ns();
-        rest_until = end + (end - now);
+        rest_until = monotonic_ns() + (thread_cpu_ns() - round_cpu);
     }
     pthread_mutex_unlock(&hub.lock);
     return NULL;
