@@ -97,26 +97,12 @@ static struct {
     atomic_int pid; /* the process all this belongs to (0: not made yet) */
     /* the thread's own: the subscriptions due in a round, and the reads they share */
     pi_sampler **due;
-    size_t due_cap;
-    pi_state **states;
-    size_t states_cap;
+    pi_state **states; /* theirs, for pi_tick_group */
+    size_t due_cap;    /* of both */
     pi_state reader;
     bool reader_ready;
     uint64_t reader_generation; /* each new reader's, so that translations start over */
 } hub;
-
-static int grow_states(size_t n)
-{
-    if (n <= hub.states_cap)
-        return 0;
-    size_t cap = n * 2;
-    pi_state **grown = realloc(hub.states, cap * sizeof *grown);
-    if (!grown)
-        return -1;
-    hub.states = grown;
-    hub.states_cap = cap;
-    return 0;
-}
 
 /* Locks the hub, first making it this process's: at first use, and in a forked child,
  * where the parent's thread does not exist and its subscriptions are not the child's. */
@@ -137,7 +123,7 @@ static void hub_enter(void)
         /* a parent's thread may have been mid-tick: what it held is left, not freed */
         hub.due = NULL;
         hub.states = NULL;
-        hub.due_cap = hub.states_cap = 0;
+        hub.due_cap = 0;
         hub.reader_ready = false;
         atomic_store(&hub.pid, pid);
     }
@@ -164,15 +150,20 @@ static void tick_subscriber(pi_sampler *s)
     ticked(s, start, monotonic_ns());
 }
 
+/* Room for n due subscriptions, and their states, in the thread's round arrays. */
 static int due_grow(size_t n)
 {
     if (n <= hub.due_cap)
         return 0;
     size_t cap = hub.due_cap ? hub.due_cap * 2 : 16;
-    pi_sampler **grown = realloc(hub.due, cap * sizeof *grown);
-    if (!grown)
+    pi_sampler **due = realloc(hub.due, cap * sizeof *due);
+    if (due)
+        hub.due = due;
+    pi_state **states = realloc(hub.states, cap * sizeof *states);
+    if (states)
+        hub.states = states;
+    if (!due || !states)
         return -1;
-    hub.due = grown;
     hub.due_cap = cap;
     return 0;
 }
@@ -181,20 +172,11 @@ static int due_grow(size_t n)
  * (and caches), several share the reader's. */
 static void tick_together(pi_sampler **due, size_t count)
 {
-    if (count == 1) {
-        tick_subscriber(due[0]);
-        return;
-    }
-    if (!hub.reader_ready) {
-        if (pi_state_init(&hub.reader, 0, 0, 0) != 0) {
-            for (size_t i = 0; i < count; i++)
-                tick_subscriber(due[i]);
-            return;
-        }
+    if (count > 1 && !hub.reader_ready && pi_state_init(&hub.reader, 0, 0, 0) == 0) {
         hub.reader.generation = ++hub.reader_generation;
         hub.reader_ready = true;
     }
-    if (grow_states(count) != 0) {
+    if (count == 1 || !hub.reader_ready) {
         for (size_t i = 0; i < count; i++)
             tick_subscriber(due[i]);
         return;

@@ -1331,6 +1331,35 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
     return any;
 }
 
+/* Starts a walker on a thread of the list, its first reads added to the round. */
+static void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, const pi_tstate *ts,
+                       bool followed, int in_context)
+{
+    pi_walker *w = &s->walkers[index];
+    w->followed = followed;
+    w->in_context = in_context;
+    w->context_before = ts->context;
+    pi_read read;
+    if (walker_start(w, addr, ts, &read) && round_add(round, &read, index) != 0)
+        w->state = WALK_FAILED;
+    round_add_spec(round, w, index);
+}
+
+/* Validates the code objects of every walked stack in one batch, walking doubtful ones
+ * again (rewalk_doubtful); false when the codes could not be resolved at all. */
+static bool validate_walks(pi_state *s, size_t walker_count)
+{
+    code_set *codes = &s->scratch->codes;
+    if (resolve_codes(s, walker_count, codes) != 0)
+        return false;
+    if (rewalk_doubtful(s, walker_count, false)) {
+        if (resolve_codes(s, walker_count, codes) != 0)
+            return false;
+        rewalk_doubtful(s, walker_count, true);
+    }
+    return true;
+}
+
 void pi_tick(pi_state *s, int64_t now_ns)
 {
     pi_scratch *x = s->scratch;
@@ -1357,15 +1386,8 @@ void pi_tick(pi_state *s, int64_t now_ns)
             if (!followed)
                 continue;
         }
-        size_t index = walker_count++;
-        pi_walker *w = &s->walkers[index];
-        w->followed = followed;
-        w->in_context = classified ? x->context_states[i] : PI_CONTEXT_UNKNOWN;
-        w->context_before = states[i].context;
-        pi_read read;
-        if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
-            w->state = WALK_FAILED;
-        round_add_spec(&round, w, index);
+        begin_walk(s, &round, walker_count++, addrs[i], &states[i], followed,
+                   classified ? x->context_states[i] : PI_CONTEXT_UNKNOWN);
     }
     run_rounds(s, round.count);
 
@@ -1376,17 +1398,9 @@ void pi_tick(pi_state *s, int64_t now_ns)
                 attribute_async(s, &s->walkers[i]);
     }
 
-    /* validate the code objects of every stack in one batch, then record */
-    if (resolve_codes(s, walker_count, &x->codes) != 0) {
+    if (!validate_walks(s, walker_count)) {
         s->stats.dropped += walker_count;
         return;
-    }
-    if (rewalk_doubtful(s, walker_count, false)) {
-        if (resolve_codes(s, walker_count, &x->codes) != 0) {
-            s->stats.dropped += walker_count;
-            return;
-        }
-        rewalk_doubtful(s, walker_count, true);
     }
     name_leaves(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
@@ -1505,23 +1519,10 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
                 wanted = target_wants(targets[t], x->group_walls[t], states[i].thread_id);
             if (!wanted)
                 continue;
-            size_t index = walker_count++;
-            pi_walker *w = &r->walkers[index];
-            w->followed = false;
-            w->in_context = PI_CONTEXT_UNKNOWN;
-            w->context_before = states[i].context;
-            pi_read read;
-            if (walker_start(w, addrs[i], &states[i], &read) && round_add(&round, &read, index) != 0)
-                w->state = WALK_FAILED;
-            round_add_spec(&round, w, index);
+            begin_walk(r, &round, walker_count++, addrs[i], &states[i], false, PI_CONTEXT_UNKNOWN);
         }
         run_rounds(r, round.count);
-        bool resolved = resolve_codes(r, walker_count, &x->codes) == 0;
-        if (resolved && rewalk_doubtful(r, walker_count, false)) {
-            resolved = resolve_codes(r, walker_count, &x->codes) == 0;
-            if (resolved)
-                rewalk_doubtful(r, walker_count, true);
-        }
+        bool resolved = validate_walks(r, walker_count);
         if (resolved)
             name_leaves(r, walker_count);
         for (size_t i = 0; i < walker_count; i++) {
