@@ -67,11 +67,13 @@ def child_env(result_file: str) -> Dict[str, str]:
     return env
 
 
-def run_child(python: str, script: str, name: str, timeout: float = 900, **args: Any) -> Dict[str, Any]:
-    """Runs one measurement in a fresh interpreter and returns its JSON result."""
+def run_child(python: str, script: str, name: str, timeout: float = 900, prefix: Sequence[str] = (),
+              **args: Any) -> Dict[str, Any]:
+    """Runs one measurement in a fresh interpreter (under `prefix`, e.g. taskset) and returns its JSON result."""
     with tempfile.TemporaryDirectory(prefix="pyi-bench-") as tmp:
         result_file = os.path.join(tmp, "result.json")
-        proc = subprocess.run(child_command(python, script, name, **args), cwd=tmp, env=child_env(result_file),
+        proc = subprocess.run([*prefix, *child_command(python, script, name, **args)], cwd=tmp,
+                              env=child_env(result_file),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
                               universal_newlines=True)
         return read_result(proc.returncode, proc.stderr, result_file, f"{script} {name} {args}")

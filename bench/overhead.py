@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import common
 
@@ -133,14 +133,16 @@ def child_whole(workload: str, profiler: str, reps: int) -> Dict[str, Any]:
 # -- parent side ------------------------------------------------------------------------------------
 
 
-def run_under_pyspy(env: common.PythonEnv, workload: str, interval: float, reps: int) -> Dict[str, Any]:
-    """`py-spy record --pid` on a child that waits until py-spy reports it is sampling."""
+def run_under_pyspy(env: common.PythonEnv, workload: str, interval: float, reps: int,
+                    prefix: Sequence[str] = ()) -> Dict[str, Any]:
+    """`py-spy record --pid` on a child that waits until py-spy reports it is sampling (both under
+    `prefix`, e.g. taskset)."""
     with tempfile.TemporaryDirectory(prefix="pyi-bench-") as tmp:
         result_file, raw = os.path.join(tmp, "result.json"), os.path.join(tmp, "py-spy.txt")
         cmd = common.child_command(env.ours, "overhead.py", "whole", workload=workload, profiler="py-spy", reps=reps)
-        child = subprocess.Popen(cmd, cwd=tmp, env=common.child_env(result_file), stdin=subprocess.PIPE,
+        child = subprocess.Popen([*prefix, *cmd], cwd=tmp, env=common.child_env(result_file), stdin=subprocess.PIPE,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
-        spy = subprocess.Popen([env.pyspy, "record", "--rate", str(round(1 / interval)), "--format", "raw",
+        spy = subprocess.Popen([*prefix, env.pyspy, "record", "--rate", str(round(1 / interval)), "--format", "raw",
                                 "--output", raw, "--pid", str(child.pid)], cwd=tmp,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         assert spy.stdout is not None

@@ -1,8 +1,9 @@
-"""`make bench`: overhead, sampler cost, many profilers at once, memory, accuracy and render speed, against the goals.
+"""`make bench`: overhead, sampler cost, pinned to one core, many profilers at once, memory, accuracy and render
+speed, against the goals.
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
-Full run (about 50 minutes): overhead and sampler cost on each CPython 3.11-3.14 present (or
+Full run (about 70 minutes): overhead, sampler cost and pinned on each CPython 3.11-3.14 present (or
 each --python), many profilers at once, memory, accuracy and render speed on the first of them; writes
 docs/benchmarks.md, its charts under docs/benchmarks/ and the raw numbers as
 docs/benchmarks/results.json. --quick (under 3 minutes): everything shorter, on this
@@ -27,14 +28,16 @@ import common
 import many_profilers
 import memory
 import overhead
+import pinned
 import render_speed
 import sampler_cost
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
-SECTIONS = ("overhead", "sampler", "many", "memory", "accuracy", "render")
-PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost}   # measured on every interpreter
+SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render")
+PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost, "pinned": pinned}   # measured on every interpreter
 ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
+          "pinned": "No spare core: pinned to one core",
           "many": "Many profilers at once",
           "memory": "Memory", "accuracy": "Accuracy", "render": "Render speed"}
 

@@ -139,9 +139,24 @@ def make_asyncio() -> Callable[[int], None]:
     return run
 
 
+def make_pool() -> Callable[[int], None]:
+    """fib in the main thread while the 15 threads of a worker pool wait, 10 frames deep."""
+    idle = threading.Event()
+
+    def waiting(depth: int) -> None:
+        if depth > 1:
+            waiting(depth - 1)
+        else:
+            idle.wait()
+
+    for _ in range(15):
+        threading.Thread(target=waiting, args=(10,), daemon=True).start()
+    return make_fib()
+
+
 MAKERS = {"fib": make_fib, "django": make_django, "mixed": make_mixed, "threads": make_threads,
-          "asyncio": make_asyncio}
-NAMES = list(MAKERS)
+          "asyncio": make_asyncio, "pool": make_pool}
+NAMES = ["fib", "django", "mixed", "threads", "asyncio"]  # the overhead benchmark's
 DESCRIPTIONS = {
     "fib": "recursive fib(20), repeated",
     "django": "a Django template (loops, filters, cycle, if) rendered repeatedly, as in pyinstrument's docs "
@@ -149,6 +164,7 @@ DESCRIPTIONS = {
     "mixed": "json round trips, regex findall/sub, dict grouping and sorting of 200 records, repeated",
     "threads": "four threads each running fib(18) repeatedly (all threads profiled where the profiler can)",
     "asyncio": "asyncio.run of 500 tasks, each awaiting 20 times between small computations, repeated",
+    "pool": "recursive fib(20) in the main thread while 15 threads of a worker pool wait 10 frames deep",
 }
 
 

@@ -39,6 +39,7 @@ struct pi_callee_name {
 };
 
 enum {
+    STAGE_RECHECK,  /* the call named last tick: read the callable (and argument) again */
     STAGE_SLOTS,    /* read the call's value-stack slots */
     STAGE_CALLABLE, /* read the callable, its self argument, and confirm the frame */
     STAGE_OWNER,    /* read a builtin's __self__ (and the same memory as a type) */
@@ -259,6 +260,12 @@ static size_t stage_reads(pi_callee_query *q, read_list *list)
     size_t before = list->count;
     int callable, self;
     switch (q->stage) {
+    case STAGE_RECHECK:
+        place_call(q, &callable, &self);
+        add_read(list, slot_object(q->slots, callable), q->callable, pi_callable_read_size());
+        if (q->memo.kind == PI_MEMO_DESCRIPTOR)
+            add_read(list, argument_to_read(q), q->owner, sizeof q->owner);
+        break;
     case STAGE_SLOTS:
         add_read(list, q->slots_addr, q->slots, pi_call_slot_count(&q->call) * sizeof(uintptr_t));
         break;
@@ -291,6 +298,35 @@ static void finish(pi_callee_query *q, int64_t identity)
     q->stage = STAGE_DONE;
 }
 
+/* Finishes with a name that the next tick may take again (see pi_callee_memo). */
+static void finish_kept(pi_callee_table *t, pi_callee_query *q, int64_t identity, int kind)
+{
+    finish(q, identity);
+    if (identity >= 0 && identity != t->unknown)
+        q->memo = (pi_callee_memo){kind, q->parsed, identity};
+}
+
+/* The call named last tick, read again: the same live callable (a module's function,
+ * or a method descriptor whose argument is still of its own type) has the same name.
+ * Anything else is named from scratch, from the next round. */
+static void take_recheck(pi_callee_query *q, const pi_read *reads, size_t count)
+{
+    pi_callable c;
+    uintptr_t owner_type = 0;
+    const pi_callable *m = &q->memo.callable;
+    bool same = reads[0].ok && !pi_object_dying(q->callable) && pi_parse_callable(q->callable, &c) == 0 &&
+                c.kind == m->kind && c.method_def == m->method_def && c.self == m->self && c.type == m->type;
+    if (same && q->memo.kind == PI_MEMO_DESCRIPTOR)
+        same = count == 2 && reads[1].ok && !pi_object_dying(q->owner) &&
+               pi_parse_object_header(q->owner, &owner_type) == 0 && owner_type == c.type;
+    if (same) {
+        finish(q, q->memo.identity);
+    } else {
+        q->memo.kind = PI_MEMO_NONE;
+        q->stage = STAGE_CALLABLE;
+    }
+}
+
 static void finish_unknown(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q)
 {
     finish(q, pi_callees_unknown(t, codes));
@@ -320,7 +356,11 @@ static void take_owner(pi_callee_table *t, pi_code_table *codes, pi_callee_query
     if (!readable) {
         finish_unknown(t, codes, q);
     } else if (owner_type == pi_module_type()) {
-        finish(q, callee_identity(t, codes, q->method_def, 0, NULL));
+        int64_t identity = callee_identity(t, codes, q->method_def, 0, NULL);
+        if (q->parsed.kind == PI_CALLABLE_CFUNCTION)
+            finish_kept(t, q, identity, PI_MEMO_FUNCTION);
+        else
+            finish(q, identity);
     } else {
         q->owner_as_type_ok = reads[1].ok && reads[2].ok;
         q->type_addr = owner_type;
@@ -334,11 +374,14 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
     bool unchanged = call_unchanged(q, &reads[count - 2], &reads[count - 1]);
     const pi_read *owner_reads = count == 6 ? &reads[1] : NULL;
     pi_callable c;
+    bool parsed = reads[0].ok && pi_parse_callable(q->callable, &c) == 0;
+    if (parsed)
+        q->parsed = c;
     if (unchanged && reads[0].ok && (pi_object_dying(q->callable) || (owner_reads && owner_reads[0].ok &&
                                                                        pi_object_dying(q->owner)))) {
         /* the stack let go of them: the call returned, its cleanup runs in the caller */
         finish(q, -1);
-    } else if (!reads[0].ok || pi_parse_callable(q->callable, &c) != 0) {
+    } else if (!parsed) {
         finish_unknown(t, codes, q);
     } else if (!unchanged && !(q->have_slots && c.kind != PI_CALLABLE_OTHER)) {
         /* the call ended meanwhile: the object read may be another one by now */
@@ -346,7 +389,7 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
     } else if (c.kind == PI_CALLABLE_OTHER) {
         finish(q, -1); /* a Python function, a class...: no C function */
     } else if (c.kind == PI_CALLABLE_CFUNCTION && !c.self) {
-        finish(q, callee_identity(t, codes, c.method_def, 0, NULL));
+        finish_kept(t, q, callee_identity(t, codes, c.method_def, 0, NULL), PI_MEMO_FUNCTION);
     } else if (c.kind == PI_CALLABLE_CFUNCTION) {
         /* its __self__ lives as long as it does: read next */
         q->method_def = c.method_def;
@@ -370,7 +413,9 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
 static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
                        size_t count)
 {
-    if (q->stage == STAGE_SLOTS) {
+    if (q->stage == STAGE_RECHECK) {
+        take_recheck(q, reads, count);
+    } else if (q->stage == STAGE_SLOTS) {
         if (reads[0].ok)
             q->stage = STAGE_CALLABLE;
         else
@@ -387,6 +432,9 @@ static void stage_take(pi_callee_table *t, pi_code_table *codes, pi_callee_query
             finish_unknown(t, codes, q);
         else if (type.base == pi_module_type())
             finish(q, callee_identity(t, codes, q->method_def, 0, NULL));
+        else if (!type.is_metatype && q->parsed.kind == PI_CALLABLE_METHOD_DESCRIPTOR &&
+                 q->type_addr == q->parsed.type)
+            finish_kept(t, q, callee_identity(t, codes, q->method_def, q->type_addr, &type), PI_MEMO_DESCRIPTOR);
         else if (!type.is_metatype)
             finish(q, callee_identity(t, codes, q->method_def, q->type_addr, &type));
         else if (q->owner_as_type_ok && pi_parse_type(q->owner_as_type, q->owner_qualname, &owner) == 0)
@@ -407,8 +455,12 @@ void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_quer
     read_list list = {malloc(6 * count * sizeof(pi_read) + 1), 0, 6 * count};
     size_t *first = malloc(count * sizeof *first + 1), *added = malloc(count * sizeof *added + 1);
     for (size_t i = 0; i < count; i++) {
-        queries[i].identity = -1;
-        queries[i].stage = queries[i].have_slots ? STAGE_CALLABLE : STAGE_SLOTS;
+        pi_callee_query *q = &queries[i];
+        q->identity = -1;
+        memset(&q->parsed, 0, sizeof q->parsed);
+        if (!q->have_slots)
+            q->memo.kind = PI_MEMO_NONE;
+        q->stage = q->memo.kind != PI_MEMO_NONE ? STAGE_RECHECK : q->have_slots ? STAGE_CALLABLE : STAGE_SLOTS;
     }
     if (!list.reads || !first || !added) {
         for (size_t i = 0; i < count; i++)

@@ -7,10 +7,14 @@
  * is re-read (one batched read for all code on all stacks) and compared with what
  * we saw. A changed header means a different code object: a new entry. Entries map
  * to interned identities (function, file, first line), the nodes of the call tree.
+ * On 3.12+ the interpreter tells us of every code object's death (a code watcher):
+ * an entry whose address has not died since it was last confirmed is still the same
+ * code object and is not read at all.
  */
 #define _GNU_SOURCE
 #include "engine.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +38,8 @@ struct pi_code_entry {
     uintptr_t addr;
     pi_code header;
     fingerprint name_fp, file_fp;
-    bool stale; /* changed while being copied: never used again */
+    bool stale; /* changed while being copied, or died: never used again */
+    uint64_t confirmed; /* the table's trust epoch when last read or made */
     bool fresh; /* made by this tick's resolve */
     uint32_t identity;
     uint8_t *linetable;
@@ -303,6 +308,50 @@ int64_t pi_codes_synthetic(pi_code_table *t, const char *name)
     return intern_identity(t, function, filename, -1, false);
 }
 
+/* ---- deaths of code objects, told by the interpreter (3.12+) ---- */
+
+/* The last PI_DEATH_LOG deaths; every table keeps how far it has looked. */
+#define PI_DEATH_LOG 4096
+static pthread_mutex_t death_lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t death_log[PI_DEATH_LOG];
+static uint64_t death_count;
+static bool deaths_told;
+
+void pi_codes_deaths_told(void)
+{
+    pthread_mutex_lock(&death_lock);
+    deaths_told = true;
+    pthread_mutex_unlock(&death_lock);
+}
+
+void pi_code_died(uintptr_t addr)
+{
+    pthread_mutex_lock(&death_lock);
+    death_log[death_count++ % PI_DEATH_LOG] = addr;
+    pthread_mutex_unlock(&death_lock);
+}
+
+static pi_code_entry **slot_for(pi_code_table *t, uintptr_t addr);
+
+/* Retires the entries whose code died since the table last looked; whether the
+ * entries confirmed since can be trusted without a read. When more died than the log
+ * keeps, none can: every entry is read again before it is trusted (a new epoch). */
+static bool take_deaths(pi_code_table *t)
+{
+    pthread_mutex_lock(&death_lock);
+    bool told = deaths_told && death_count - t->deaths_seen <= PI_DEATH_LOG;
+    if (!told)
+        t->trust_epoch++;
+    for (uint64_t k = t->deaths_seen; told && k < death_count; k++) {
+        pi_code_entry *e = *slot_for(t, death_log[k % PI_DEATH_LOG]);
+        if (e)
+            e->stale = true;
+    }
+    t->deaths_seen = death_count;
+    pthread_mutex_unlock(&death_lock);
+    return told;
+}
+
 /* ---- code entries ---- */
 
 static pi_code_entry **slot_for(pi_code_table *t, uintptr_t addr)
@@ -387,6 +436,7 @@ static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code
     e->linetable_len = linetable_len;
     for (int i = 0; i < PI_LINE_CACHE; i++)
         e->cache_index[i] = INT32_MIN;
+    e->confirmed = t->trust_epoch;
     if (t->fresh_count == t->fresh_cap) {
         size_t cap = t->fresh_cap ? t->fresh_cap * 2 : 64;
         pi_code_entry **grown = realloc(t->fresh, cap * sizeof *grown);
@@ -430,11 +480,14 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     for (size_t i = 0; i < t->fresh_count; i++)
         t->fresh[i]->fresh = false;
     t->fresh_count = 0;
+    bool told = take_deaths(t);
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
         known[i] = *slot_for(t, addrs[i]);
         if (known[i] && known[i]->stale)
             known[i] = NULL;
+        if (told && known[i] && known[i]->confirmed == t->trust_epoch)
+            continue; /* not dead since it was confirmed: the same code object */
         reads[n++] = (pi_read){addrs[i], buf, size, false};
         /* 3.12+ numbers every code object (co_version): then the strings need no check */
         if (known[i] && known[i]->header.version == 0) {
@@ -447,6 +500,10 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     size_t r = 0;
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
+        if (told && known[i] && known[i]->confirmed == t->trust_epoch) {
+            entries[i] = known[i];
+            continue;
+        }
         const pi_read *code_read = &reads[r++];
         bool strings_same = known[i] && known[i]->header.version != 0;
         if (known[i] && known[i]->header.version == 0) {
@@ -460,9 +517,10 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
             t->unreadable++;
             continue;
         }
-        if (known[i] && strings_same && pi_code_same(&known[i]->header, &header))
+        if (known[i] && strings_same && pi_code_same(&known[i]->header, &header)) {
             entries[i] = known[i];
-        else
+            known[i]->confirmed = t->trust_epoch;
+        } else
             entries[i] = load_entry(t, addrs[i], &header);
         if (!entries[i])
             t->unreadable++;

@@ -61,6 +61,7 @@ typedef struct {
     bool has_native_thread_id;  /* 3.11+: the thread state records the kernel tid */
     bool chains_end_in_shim;    /* 3.12+: a thread's outermost frame is an entry shim */
     uintptr_t shim_code;        /* 3.12+: what a shim frame's code slot holds */
+    uintptr_t gil_addr;         /* the main interpreter's GIL (0 on free-threaded builds) */
 } pi_layout;
 
 extern pi_layout pi_runtime_layout;
@@ -84,6 +85,11 @@ typedef struct {
 } pi_tstate;
 
 int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out);
+/* The GIL's last holder (a thread state) and its count of changes of holder: a thread
+ * takes the GIL only by becoming its holder, which counts a switch unless it was the
+ * last holder already. */
+size_t pi_gil_read_size(void);
+void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches);
 /* 3.11+: a data-stack chunk's header: the older chunk, and how many bytes are used
  * (header included) as saved when a newer chunk was pushed. */
 int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used);
@@ -305,6 +311,9 @@ typedef struct {
     /* entries made by the last pi_codes_resolve, to confirm */
     pi_code_entry **fresh;
     size_t fresh_count, fresh_cap;
+    /* code deaths looked at so far, and the epoch of entries that may be trusted
+     * without a read (see pi_code_died) */
+    uint64_t deaths_seen, trust_epoch;
 } pi_code_table;
 
 int pi_codes_init(pi_code_table *t);
@@ -314,6 +323,10 @@ void pi_codes_free(pi_code_table *t);
  * resolves each to an entry; entries[i] is NULL where the address is not a live
  * code object. */
 int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_code_entry **entries);
+/* The interpreter tells of every code object's death from now on (a code watcher,
+ * module.c): pi_code_died(address) before its memory is freed. */
+void pi_codes_deaths_told(void);
+void pi_code_died(uintptr_t addr);
 /* Re-checks the entries the last resolve created; marks stale those that changed
  * while being copied. Returns the syscalls made, or -1. */
 int pi_codes_confirm_fresh(pi_code_table *t);
@@ -354,6 +367,17 @@ typedef struct {
 
 #define PI_SLOTS_READ (3 * sizeof(uintptr_t))
 #define PI_TYPE_READ_MAX 512
+/* How a call was named, kept for the next tick: a thread that stands on the same call
+ * with the same slots (blocked in it, or calling it in a loop) is named again from
+ * the callable alone (and, for a method descriptor, its argument's type). Only the
+ * long-lived callables whose name those determine are kept: a module's function or
+ * builtin, and a method descriptor called on an object of its own type. */
+enum { PI_MEMO_NONE, PI_MEMO_FUNCTION, PI_MEMO_DESCRIPTOR };
+typedef struct {
+    int kind;             /* PI_MEMO_* */
+    pi_callable callable; /* as read then */
+    int64_t identity;
+} pi_callee_memo;
 /* One thread whose innermost frame stands on a call, and what it calls. */
 typedef struct {
     /* in: the frame as walked, and where the call's value-stack slots are */
@@ -362,6 +386,9 @@ typedef struct {
     pi_call call;
     uintptr_t slots_addr;
     bool have_slots; /* `slots` holds them already (copied with the frame) */
+    /* in: how this call was named last tick (kind NONE: not the same call); out: how
+     * it was named this tick, if that can be kept */
+    pi_callee_memo memo;
     /* out: the callee's identity, -1 for no C leaf */
     int64_t identity;
     /* working copies */
@@ -371,6 +398,7 @@ typedef struct {
     uint8_t owner[16], owner_as_type[PI_TYPE_READ_MAX], type[PI_TYPE_READ_MAX];
     uintptr_t owner_qualname, type_qualname;
     uintptr_t method_def, owner_addr, type_addr;
+    pi_callable parsed; /* the callable as read */
     bool owner_as_type_ok;
     uintptr_t owner_must_be; /* the call ended before it was confirmed: the type its
                               * owner must have to be named (0: any) */

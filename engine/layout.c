@@ -40,9 +40,8 @@
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_dict.h"
 #endif
-#if PY_VERSION_HEX >= 0x030D0000
 #include "internal/pycore_runtime.h"
-#endif
+#include "internal/pycore_gil.h"
 #pragma GCC diagnostic pop
 
 pi_layout pi_runtime_layout;
@@ -156,6 +155,13 @@ int pi_layout_init(char *err, size_t errlen)
 #endif
     l->tstate_read_size = sizeof(PyThreadState);
     l->code_type_addr = (uintptr_t)&PyCode_Type;
+#if defined(Py_GIL_DISABLED)
+    l->gil_addr = 0; /* no GIL: any thread may change its stack at any time */
+#elif PY_VERSION_HEX >= 0x030C0000
+    l->gil_addr = (uintptr_t)interp->ceval.gil;
+#else
+    l->gil_addr = (uintptr_t)&_PyRuntime.ceval.gil;
+#endif
     if (l->frame_read_size > PI_MAX_FRAME_READ || pi_cframe_read_size() > PI_MAX_CFRAME_READ) {
         snprintf(err, errlen, "this Python's frames are larger than pyinstrument's engine expects");
         return -1;
@@ -192,6 +198,21 @@ int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
 #endif
     out->context = (uintptr_t)ts.context;
     return 0;
+}
+
+size_t pi_gil_read_size(void)
+{
+    return offsetof(struct _gil_runtime_state, switch_number) + sizeof(unsigned long);
+}
+
+void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches)
+{
+    const uint8_t *b = buf;
+    unsigned long count;
+    /* 3.9-3.12: an _Py_atomic_address holding the pointer; 3.13+: the pointer */
+    memcpy(last_holder, b + offsetof(struct _gil_runtime_state, last_holder), sizeof *last_holder);
+    memcpy(&count, b + offsetof(struct _gil_runtime_state, switch_number), sizeof count);
+    *switches = count;
 }
 
 int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used)

@@ -646,6 +646,28 @@ static PyTypeObject SamplerType = {
     .tp_new = PyType_GenericNew,
 };
 
+#if PY_VERSION_HEX >= 0x030C0000
+/* A code object's death, told before its memory is freed (codes.c trusts an entry
+ * whose code has not died instead of reading it every tick). */
+static int code_event(PyCodeEvent event, PyCodeObject *code)
+{
+    if (event == PY_CODE_EVENT_DESTROY)
+        pi_code_died((uintptr_t)code);
+    return 0;
+}
+#endif
+
+/* Without a watcher (before 3.12, or all watcher ids taken) every code is read again. */
+static void watch_code_deaths(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyCode_AddWatcher(code_event) >= 0)
+        pi_codes_deaths_told();
+    else
+        PyErr_Clear();
+#endif
+}
+
 static struct PyModuleDef engine_module = {
     PyModuleDef_HEAD_INIT, .m_name = "pyinstrument._engine",
     .m_doc = "The sampling engine of pyinstrument, written in C.", .m_size = -1, .m_methods = module_methods,
@@ -673,5 +695,6 @@ PyMODINIT_FUNC PyInit__engine(void)
         return NULL;
     }
     Py_INCREF(ReadRefused); /* the module holds one reference, this file another */
+    watch_code_deaths();
     return m;
 }

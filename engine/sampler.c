@@ -204,6 +204,7 @@ static void *hub_main(void *arg)
     (void)arg;
     atomic_store(&hub.tid, (int)syscall(SYS_gettid));
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* default 50 us slack would stretch 0.1 ms ticks */
+    prctl(PR_SET_NAME, "pyinstrument", 0, 0, 0); /* as top -H and /proc/PID/task/TID/comm show it */
     pi_native_id_discover();
     int64_t rest_until = 0;
     pthread_mutex_lock(&hub.lock);

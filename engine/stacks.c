@@ -107,6 +107,12 @@ struct pi_walker {
      * identity of a C function's leaf, or -1) */
     uintptr_t leaf_frame, leaf_valuestack;
     int64_t leaf_callee;
+    /* the call it stood on last tick (frame, code, instruction, slots) and how that
+     * was named, taken again while it stands on the same one */
+    uintptr_t memo_frame;
+    pi_frame memo_seen;
+    uint8_t memo_slots[PI_SLOTS_READ];
+    pi_callee_memo leaf_memo;
     /* 3.9/3.10: when the innermost frame is last tick's, its frame object is read whole,
      * value stack included, so that a call's slots are copied in the same read as the
      * frame standing on it, as 3.11+ copies them with the data stack (`leaf_copied`:
@@ -117,6 +123,11 @@ struct pi_walker {
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
     bool followed;  /* recorded only while it runs in the profiled async context */
+    /* the stack walked last is complete and valid; the GIL's switch count read before it
+     * was copied, and whether this thread was not the GIL's last holder then */
+    bool kept, kept_unheld;
+    uint64_t kept_switches;
+    bool reused; /* this tick's stack is that one (stack_unmoved) */
     int in_context; /* async mode: PI_IN_CONTEXT... of its Context, before and after the walk */
     uintptr_t context_before; /* the Context that was looked up, read before the walk */
 };
@@ -142,6 +153,11 @@ struct pi_scratch {
     size_t states_cap;
     pi_read *list_reads;
     size_t list_reads_cap;
+    /* the GIL as read with the list this tick (gil_read: it was) */
+    uint8_t gil_buf[256];
+    bool gil_read;
+    uintptr_t gil_holder;
+    uint64_t gil_switches;
     /* the lock-step rounds */
     pi_read *reads, *next_reads;
     size_t reads_cap, next_reads_cap;
@@ -691,8 +707,10 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
 {
     bool same_thread = w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id;
     spec_prepare(w, same_thread);
-    if (!same_thread)
+    if (!same_thread) {
         w->bottom = 0;
+        w->leaf_memo.kind = PI_MEMO_NONE;
+    }
     w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
@@ -710,15 +728,23 @@ static size_t read_threads(pi_state *s, uintptr_t **addrs_out, pi_tstate **state
     pi_scratch *x = s->scratch;
     size_t ts_size = pi_runtime_layout.tstate_read_size;
     size_t cached = x->cache_len < PI_MAX_THREADS ? x->cache_len : PI_MAX_THREADS;
+    x->gil_read = false;
     if (GROW(x->tstate_bufs, x->tstate_bufs_cap, (cached + 1) * ts_size) != 0 ||
-        GROW(x->list_reads, x->list_reads_cap, cached + 1) != 0)
+        GROW(x->list_reads, x->list_reads_cap, cached + 2) != 0)
         return 0;
     uintptr_t head = 0;
     pi_read *reads = x->list_reads;
     reads[0] = (pi_read){pi_runtime_layout.thread_head_addr, &head, sizeof head, false};
     for (size_t i = 0; i < cached; i++)
         reads[i + 1] = (pi_read){x->cache[i], x->tstate_bufs + i * ts_size, ts_size, false};
-    s->stats.syscalls += (uint64_t)pi_read_batch(reads, cached + 1);
+    /* and the GIL, read before any stack is copied (see stack_unmoved) */
+    size_t gil_size = pi_gil_read_size();
+    bool gil_wanted = pi_runtime_layout.gil_addr && gil_size <= sizeof x->gil_buf;
+    reads[cached + 1] = (pi_read){pi_runtime_layout.gil_addr, x->gil_buf, gil_wanted ? gil_size : 0, false};
+    s->stats.syscalls += (uint64_t)pi_read_batch(reads, cached + 2);
+    x->gil_read = gil_wanted && reads[cached + 1].ok;
+    if (x->gil_read)
+        pi_parse_gil(x->gil_buf, &x->gil_holder, &x->gil_switches);
     if (!reads[0].ok)
         return 0;
 
@@ -833,6 +859,8 @@ static void name_leaves(pi_state *s, size_t walker_count)
     size_t n = 0;
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
+        if (w->reused && w->state == WALK_DONE)
+            continue; /* still in the call named when its stack was copied */
         w->leaf_callee = -1;
         if (w->state != WALK_DONE || w->depth == 0 || w->async_leaf != UINT32_MAX)
             continue;
@@ -866,19 +894,36 @@ static void name_leaves(pi_state *s, size_t walker_count)
         memset(q->slots, 0, sizeof q->slots);
         if (copy)
             memcpy(q->slots, copy, slots_len);
+        bool same_call = w->memo_frame == q->frame && w->memo_seen.code == q->seen.code &&
+                         w->memo_seen.instr == q->seen.instr && w->memo_seen.lasti == q->seen.lasti &&
+                         memcmp(w->memo_slots, q->slots, sizeof q->slots) == 0;
+        q->memo = w->leaf_memo;
+        if (!same_call)
+            q->memo.kind = PI_MEMO_NONE;
         x->query_walker[n++] = i;
     }
+    for (size_t i = 0; i < walker_count; i++)
+        if (!s->walkers[i].reused)
+            s->walkers[i].leaf_memo.kind = PI_MEMO_NONE; /* kept below for the calls named now */
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        pi_code_entry *e = w->state == WALK_DONE && w->depth ? code_entry(&x->codes, w->codes[0]) : NULL;
+        pi_code_entry *e = w->state == WALK_DONE && w->depth && !w->reused ? code_entry(&x->codes, w->codes[0])
+                                                                           : NULL;
         if (e && !pi_code_stale(e))
             plan_leaf_whole(w, e);
     }
     if (n == 0)
         return;
     pi_callees_resolve(&s->callees, &s->codes, x->queries, n, &s->stats.syscalls);
-    for (size_t k = 0; k < n; k++)
-        s->walkers[x->query_walker[k]].leaf_callee = x->queries[k].identity;
+    for (size_t k = 0; k < n; k++) {
+        pi_walker *w = &s->walkers[x->query_walker[k]];
+        const pi_callee_query *q = &x->queries[k];
+        w->leaf_callee = q->identity;
+        w->leaf_memo = q->memo;
+        w->memo_frame = q->frame;
+        w->memo_seen = q->seen;
+        memcpy(w->memo_slots, q->slots, sizeof w->memo_slots);
+    }
 }
 
 /* ---- the tick ---- */
@@ -1235,7 +1280,7 @@ static void find_torn_calls(pi_state *s, size_t walker_count)
         memset(x->long_lived, 0, sizeof x->long_lived);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        for (size_t d = 1; w->state == WALK_DONE && !w->doubtful && d < w->depth; d++) {
+        for (size_t d = 1; w->state == WALK_DONE && !w->doubtful && !w->reused && d < w->depth; d++) {
             pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
             pi_call call;
             if (!w->frames[d] || !w->frames[d - 1] || !e || pi_code_stale(e) ||
@@ -1318,6 +1363,7 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
             continue;
         any = true;
         pi_read read;
+        w->reused = false;
         w->state = WALK_RETRY;
         if (walker_need(w, &read) && round_add(&round, &read, i) != 0)
             w->state = WALK_FAILED;
@@ -1331,6 +1377,31 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
     return any;
 }
 
+/* Whether the thread's stack is the one its walker holds, with no read at all: on a GIL
+ * build a thread changes its frames only while it holds the GIL, and it can take the
+ * GIL only by becoming its last holder, which counts a switch unless it was the last
+ * holder already. Not the last holder when the walker's stack was copied, nor now, and
+ * no switch in between: it never held the GIL in between (a thread blocked in C, waiting
+ * for a lock or for I/O, or for the GIL itself). Async mode reads every stack (which task
+ * runs decides what it records). */
+static bool stack_unmoved(const pi_state *s, const pi_walker *w, uintptr_t addr, const pi_tstate *ts)
+{
+    const pi_scratch *x = s->scratch;
+    return w->kept && w->kept_unheld && !s->async.enabled && x->gil_read && x->gil_holder != addr &&
+           x->gil_switches == w->kept_switches && w->tstate_addr == addr && w->ts.thread_id == ts->thread_id;
+}
+
+/* Keeps a walk that ended well for the next tick (see stack_unmoved). */
+static void keep_walk(pi_state *s, pi_walker *w, bool good)
+{
+    const pi_scratch *x = s->scratch;
+    w->kept = good && !s->async.enabled;
+    if (w->kept && !w->reused) { /* copied after this tick's read of the GIL */
+        w->kept_unheld = x->gil_read && x->gil_holder != w->tstate_addr;
+        w->kept_switches = x->gil_switches;
+    }
+}
+
 /* Starts a walker on a thread of the list, its first reads added to the round. */
 static void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, const pi_tstate *ts,
                        bool followed, int in_context)
@@ -1339,6 +1410,13 @@ static void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t a
     w->followed = followed;
     w->in_context = in_context;
     w->context_before = ts->context;
+    w->reused = stack_unmoved(s, w, addr, ts);
+    if (w->reused) {
+        w->ts = *ts;
+        w->state = WALK_DONE;
+        w->doubtful = false;
+        return;
+    }
     pi_read read;
     if (walker_start(w, addr, ts, &read) && round_add(round, &read, index) != 0)
         w->state = WALK_FAILED;
@@ -1400,11 +1478,14 @@ void pi_tick(pi_state *s, int64_t now_ns)
 
     if (!validate_walks(s, walker_count)) {
         s->stats.dropped += walker_count;
+        for (size_t i = 0; i < walker_count; i++)
+            keep_walk(s, &s->walkers[i], false);
         return;
     }
     name_leaves(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
+        keep_walk(s, w, w->state == WALK_DONE && !w->doubtful && w->async_leaf == UINT32_MAX);
         if (w->state == WALK_DONE && w->doubtful) {
             s->stats.dropped++;
             s->stats.dropped_code++;
@@ -1526,9 +1607,11 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
         if (resolved)
             name_leaves(r, walker_count);
         for (size_t i = 0; i < walker_count; i++) {
+            pi_walker *w = &r->walkers[i];
             if (!resolved)
-                r->walkers[i].state = WALK_FAILED;
-            hand_out(r, &r->walkers[i], targets, count, now_ns);
+                w->state = WALK_FAILED;
+            keep_walk(r, w, w->state == WALK_DONE && !w->doubtful);
+            hand_out(r, w, targets, count, now_ns);
         }
     }
     for (size_t t = 0; t < count; t++)

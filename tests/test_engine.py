@@ -411,6 +411,43 @@ def test_profilers_sharing_ticks_each_get_their_own_threads():
         assert sum(t for key, t in everything.items() if name in key.split(" > ")) >= 0.2, everything
 
 
+def test_a_thread_left_unread_while_blocked_is_seen_where_it_goes_next():
+    # A thread that has not held the GIL since its stack was copied keeps that stack with
+    # no read (stack_unmoved). The moment it moves on, the samples must follow it: here
+    # a worker blocks on an Event while the main thread computes, then computes itself,
+    # then sleeps in another function; each phase must get its time.
+    result = run_program(
+        """
+        go = threading.Event()
+
+        def blocked(): go.wait()
+        def computing(): spin(0.3)
+        def napping(): time.sleep(0.3)
+
+        def worker():
+            blocked()
+            computing()
+            napping()
+
+        with Profiler(all_threads=True, async_mode="disabled") as p:
+            t = threading.Thread(target=worker)
+            t.start()
+            spin(0.3)
+            go.set()
+            t.join()
+        stacks = {k: v for k, v in flatten(p.last_session).items() if "worker" in k.split(" > ")}
+        print(json.dumps(stacks))
+        """
+    )
+    # the worker shares the GIL with the main thread while both compute: lower bounds
+    assert time_in(result, "blocked") >= 0.2, result
+    assert time_in(result, "computing") >= 0.2, result
+    assert time_in(result, "napping") >= 0.2, result
+    for name in ("computing", "napping"):
+        wrong = [key for key in result if name in key.split(" > ") and "blocked" in key.split(" > ")]
+        assert not wrong, result
+
+
 def test_the_python_sampler_also_runs_one_thread_for_all():
     result = run_program(
         """
