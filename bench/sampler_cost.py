@@ -212,9 +212,10 @@ def child_async(mode: str, tasks: int, idle_threads: int, interval: float, secon
         # the event loop thread in the report: the share of the profile's duration it holds (a
         # dropped sample's time is missing) and of that, the share the engine put under [await]
         session = watch.profiler.last_session
-        ident = str(threading.get_ident())
+        # a thread's root frame ends in its kernel tid (its ident where that is unknown)
+        keys = ("\x00" + str(threading.get_native_id()), "\x00" + str(threading.get_ident()))
         loop = [(stack, t) for stack, t in session.frame_records
-                if not stack or "\x00<thread>\x00" not in stack[0] or stack[0].endswith("\x00" + ident)]
+                if not stack or "\x00<thread>\x00" not in stack[0] or stack[0].endswith(keys)]
         recorded = sum(t for _, t in loop)
         result["loop_recorded"] = recorded / session.duration if session.duration else 0.0
         result["await_share"] = sum(t for stack, t in loop if stack and stack[-1] == "[await]") / recorded \

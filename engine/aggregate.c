@@ -35,8 +35,11 @@ int pi_tree_init(pi_tree *tree, size_t timeline_budget)
 
 void pi_tree_free(pi_tree *tree)
 {
-    for (size_t i = 0; i < tree->thread_count; i++)
+    for (size_t i = 0; i < tree->thread_count; i++) {
         free(tree->threads[i].timeline);
+        free(tree->threads[i].last_identities);
+        free(tree->threads[i].last_lines);
+    }
     free(tree->threads);
     free(tree->nodes);
     free(tree->child_slots);
@@ -131,6 +134,7 @@ pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigne
     t->native_id = native_id;
     t->root = (uint32_t)root;
     t->last_cpu_ns = -1;
+    t->last_leaf = PI_NO_NODE;
     return t;
 }
 
@@ -180,16 +184,54 @@ void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns)
         timeline_add(tree, thread, PI_NO_NODE, clock_ns - thread->clock_ns);
 }
 
+/* Whether this sample is the thread's last one again. */
+static bool same_as_last(const pi_thread_record *t, const uint32_t *identities, const int32_t *lines, size_t depth)
+{
+    return t->last_leaf != PI_NO_NODE && t->last_depth == depth &&
+           (depth == 0 || (memcmp(t->last_identities, identities, depth * sizeof *identities) == 0 &&
+                           memcmp(t->last_lines, lines, depth * sizeof *lines) == 0));
+}
+
+/* Remembers the sample that ended at `leaf` (or nothing, when there is no memory). */
+static void remember_last(pi_thread_record *t, const uint32_t *identities, const int32_t *lines, size_t depth,
+                          uint32_t leaf)
+{
+    t->last_leaf = PI_NO_NODE;
+    if (depth > t->last_cap) {
+        size_t cap = depth > 2 * t->last_cap ? depth : 2 * t->last_cap;
+        uint32_t *ids = realloc(t->last_identities, cap * sizeof *ids);
+        if (!ids)
+            return;
+        t->last_identities = ids;
+        int32_t *ls = realloc(t->last_lines, cap * sizeof *ls);
+        if (!ls)
+            return;
+        t->last_lines = ls;
+        t->last_cap = cap;
+    }
+    if (depth) {
+        memcpy(t->last_identities, identities, depth * sizeof *identities);
+        memcpy(t->last_lines, lines, depth * sizeof *lines);
+    }
+    t->last_depth = depth;
+    t->last_leaf = leaf;
+}
+
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns)
 {
     uint32_t node = thread->root;
     uint32_t thread_index = tree->nodes[node].thread;
-    for (size_t i = 0; i < depth; i++) {
-        int64_t child = child_of(tree, node, identities[i], lines[i], thread_index);
-        if (child < 0)
-            return -1;
-        node = (uint32_t)child;
+    if (same_as_last(thread, identities, lines, depth)) {
+        node = thread->last_leaf;
+    } else {
+        for (size_t i = 0; i < depth; i++) {
+            int64_t child = child_of(tree, node, identities[i], lines[i], thread_index);
+            if (child < 0)
+                return -1;
+            node = (uint32_t)child;
+        }
+        remember_last(thread, identities, lines, depth, node);
     }
     pi_node *leaf = &tree->nodes[node];
     leaf->self_wall_ns += wall_ns;

@@ -513,6 +513,12 @@ typedef struct {
     int64_t clock_ns;    /* wall time its timeline covers, gaps included */
     pi_timeline_entry *timeline;
     size_t timeline_len, timeline_cap;
+    /* its last sample, and the node it ended at: the same sample again (a thread that
+     * waits) goes there without walking the trie */
+    uint32_t *last_identities;
+    int32_t *last_lines;
+    size_t last_depth, last_cap;
+    uint32_t last_leaf; /* PI_NO_NODE: none */
 } pi_thread_record;
 
 typedef struct {

@@ -128,6 +128,11 @@ struct pi_walker {
     bool kept, kept_unheld;
     uint64_t kept_switches;
     bool reused; /* this tick's stack is that one (stack_unmoved) */
+    /* the sample built from that stack (kept_sample: there is one) */
+    uint32_t *kept_identities;
+    int32_t *kept_lines;
+    size_t kept_depth, kept_identities_cap, kept_lines_cap;
+    bool kept_sample, kept_truncated;
     int in_context; /* async mode: PI_IN_CONTEXT... of its Context, before and after the walk */
     uintptr_t context_before; /* the Context that was looked up, read before the walk */
 };
@@ -232,6 +237,8 @@ static void walker_free(pi_walker *w)
     free(w->spec_data);
     free(w->spec_ok);
     free(w->spec_slots);
+    free(w->kept_identities);
+    free(w->kept_lines);
 }
 
 void pi_state_free(pi_state *s)
@@ -795,7 +802,7 @@ static int resolve_codes(pi_state *s, size_t walker_count, code_set *set)
 {
     size_t total = 0;
     for (size_t i = 0; i < walker_count; i++)
-        if (s->walkers[i].state == WALK_DONE)
+        if (s->walkers[i].state == WALK_DONE && !s->walkers[i].reused)
             total += s->walkers[i].depth;
     size_t size = 64;
     while (size < total * 2)
@@ -808,7 +815,7 @@ static int resolve_codes(pi_state *s, size_t walker_count, code_set *set)
     set->count = 0;
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        if (w->state != WALK_DONE)
+        if (w->state != WALK_DONE || w->reused) /* a reused stack's sample is built already */
             continue;
         for (size_t d = 0; d < w->depth; d++) {
             size_t slot = code_slot(set, w->codes[d]);
@@ -1036,10 +1043,34 @@ static void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id,
     t->stats.samples++;
 }
 
+/* The sample of a walked thread in x->identities and x->lines (build_sample); for a
+ * thread whose stack has not moved (stack_unmoved), the one built when it was copied. */
+static long sample_of(pi_state *s, pi_walker *w, bool *truncated)
+{
+    pi_scratch *x = s->scratch;
+    if (w->reused) { /* kept_sample: the arrays exist, if only for depth 0 */
+        memcpy(x->identities, w->kept_identities, w->kept_depth * sizeof *x->identities);
+        memcpy(x->lines, w->kept_lines, w->kept_depth * sizeof *x->lines);
+        *truncated = w->kept_truncated;
+        return (long)w->kept_depth;
+    }
+    long depth = build_sample(s, w, truncated);
+    w->kept_sample = depth >= 0 && !s->async.enabled &&
+                     GROW(w->kept_identities, w->kept_identities_cap, (size_t)depth + 1) == 0 &&
+                     GROW(w->kept_lines, w->kept_lines_cap, (size_t)depth + 1) == 0;
+    if (w->kept_sample) {
+        memcpy(w->kept_identities, x->identities, (size_t)depth * sizeof *x->identities);
+        memcpy(w->kept_lines, x->lines, (size_t)depth * sizeof *x->lines);
+        w->kept_depth = (size_t)depth;
+        w->kept_truncated = *truncated;
+    }
+    return depth;
+}
+
 static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
 {
     bool truncated;
-    long depth = build_sample(s, w, &truncated);
+    long depth = sample_of(s, w, &truncated);
     if (depth < 0) {
         count_drop(s, depth);
         return;
@@ -1352,7 +1383,7 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
     find_torn_calls(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        if (w->state != WALK_DONE || w->async_leaf != UINT32_MAX || w->followed)
+        if (w->state != WALK_DONE || w->async_leaf != UINT32_MAX || w->followed || w->reused)
             continue;
         for (size_t d = 0; d < w->depth && !w->doubtful; d++) {
             pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
@@ -1363,7 +1394,6 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
             continue;
         any = true;
         pi_read read;
-        w->reused = false;
         w->state = WALK_RETRY;
         if (walker_need(w, &read) && round_add(&round, &read, i) != 0)
             w->state = WALK_FAILED;
@@ -1387,8 +1417,9 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
 static bool stack_unmoved(const pi_state *s, const pi_walker *w, uintptr_t addr, const pi_tstate *ts)
 {
     const pi_scratch *x = s->scratch;
-    return w->kept && w->kept_unheld && !s->async.enabled && x->gil_read && x->gil_holder != addr &&
-           x->gil_switches == w->kept_switches && w->tstate_addr == addr && w->ts.thread_id == ts->thread_id;
+    return w->kept && w->kept_sample && w->kept_unheld && !s->async.enabled && x->gil_read &&
+           x->gil_holder != addr && x->gil_switches == w->kept_switches && w->tstate_addr == addr &&
+           w->ts.thread_id == ts->thread_id;
 }
 
 /* Keeps a walk that ended well for the next tick (see stack_unmoved). */
@@ -1545,7 +1576,7 @@ static void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count
     long depth = BUILD_DROPPED;
     bool truncated = false, walk_failed = w->state != WALK_DONE;
     if (w->state == WALK_DONE)
-        depth = w->doubtful ? BUILD_DROPPED_CODE : build_sample(r, w, &truncated);
+        depth = w->doubtful ? BUILD_DROPPED_CODE : sample_of(r, w, &truncated);
     unsigned long native_id = 0;
     int64_t cpu_now = -1;
     bool cpu_read = false;
