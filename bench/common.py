@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 
 # pip picks the newest release supporting each interpreter (e.g. Django 4.2 on 3.9, 6.x on 3.12+)
-WORKLOAD_MODULES = {"django": "django"}  # {import name: requirement} the workloads need everywhere
+WORKLOAD_MODULES = {"django": "django", "uvicorn": "uvicorn", "starlette": "starlette"}  # {import name: requirement} the workloads need everywhere
 PYSPY_REQUIREMENT = "py-spy"
 
 

@@ -7,6 +7,11 @@ Two workloads, each run with the profilers off and on, in the same run:
   then `await asyncio.sleep(0.001)`), each task under its own Profiler (async_mode
   "enabled"), as a profiling middleware does for concurrent requests.
 - threads: N threads doing the same steps with time.sleep, each under its own Profiler.
+- asgi: uvicorn serving a Starlette app whose endpoint does the same steps, with
+  pyinstrument's ASGI middleware on (profile_dir set, slow_threshold high enough that
+  nothing is written: every request profiled, none kept) or not added; N concurrent
+  requests, 5 times, from a client in the same event loop (plain HTTP/1.1 over asyncio
+  streams), so that the client's own work is the same both ways.
 
 Each is timed with a spare core and with the whole process pinned to one core
 (`taskset -c 0`, as on a server with no core to spare): the median of the runs (off and on
@@ -65,7 +70,48 @@ def thread_body():
 async def all_tasks():
     await asyncio.gather(*(profiled_request() for _ in range(n)))
 
+async def serve_and_ask(rounds=5):
+    import socket, tempfile
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def endpoint(http_request):
+        await request()
+        return PlainTextResponse("done")
+
+    app = Starlette(routes=[Route("/work", endpoint)])
+    if on:
+        from pyinstrument.asgi import ProfilerMiddleware
+        app.add_middleware(ProfilerMiddleware, profile_dir=tempfile.mkdtemp(), slow_threshold=3600)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, backlog=4096))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+
+    async def ask():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /work HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+    began = time.perf_counter()
+    for _ in range(rounds):
+        await asyncio.gather(*(ask() for _ in range(n)))
+    seconds = time.perf_counter() - began
+    server.should_exit = True
+    await serving
+    return seconds
+
 start = time.perf_counter()
+if kind == "asgi":
+    print(json.dumps({"seconds": asyncio.run(serve_and_ask())}))
+    sys.exit(0)
 if kind == "tasks":
     asyncio.run(all_tasks())
 else:
@@ -79,6 +125,7 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
 GOAL = 1.10  # issue 14: 200 concurrent profilers cost at most 10%
+KINDS = ("tasks", "threads", "asgi")
 
 
 def run_once(python: str, kind: str, n: int, on: bool, pinned: bool) -> float:
@@ -98,7 +145,7 @@ def placements() -> List[bool]:
 
 def measure_with(python: str, n: int, repeat: int) -> List[Dict[str, Any]]:
     rows = []
-    for kind in ("tasks", "threads"):
+    for kind in KINDS:
         for pinned in placements():
             times: Dict[bool, List[float]] = {False: [], True: []}
             for _ in range(repeat):  # off and on alternate, so that a busy moment hits both
@@ -121,7 +168,10 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
              f"alternating). **tasks**: {n} asyncio tasks in one loop, each a request of 10 steps (20,000 additions, "
              f"then a 1 ms `asyncio.sleep`) under its own `Profiler(async_mode=\"enabled\")`, as a profiling "
              f"middleware does for concurrent requests. **threads**: {n} threads doing the same steps with "
-             f"`time.sleep`, each under its own profiler. Every profiler is a subscription to the process's one "
+             f"`time.sleep`, each under its own profiler. **asgi**: uvicorn and Starlette serving {n} concurrent "
+             f"requests of the same steps, 5 times, with pyinstrument's ASGI middleware (`profile_dir` set, "
+             f"`slow_threshold` above any request: all profiled, none written) or without it. "
+             f"Every profiler is a subscription to the process's one "
              f"sampling thread; outside async mode those due together share each tick (each thread read once), "
              f"an async-mode one reads for itself (see docs/architecture.md).", "",
              "| workload | placement | profilers off | profilers on | on / off |", "| --- | --- | --- | --- | --- |"]
@@ -130,7 +180,9 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
         placement = "pinned to one core" if row["pinned"] else "spare core"
         lines.append(f"| {row['kind']} | {placement} | {row['off']:.2f} s | {row['on']:.2f} s | **{row['ratio']:.2f}x** |")
         met = "met" if row["ratio"] <= GOAL else "NOT met"
-        verdicts.append(f"- {n} profiled {row['kind']}, {placement}, Python {result['version']}: "
+        what = f"concurrent requests through uvicorn + Starlette, middleware on" if row["kind"] == "asgi" \
+            else f"profiled {row['kind']}"
+        verdicts.append(f"- {n} {what}, {placement}, Python {result['version']}: "
                         f"{row['ratio']:.2f}x (goal <= {GOAL:.2f}x): goal {met}")
     lines.append("")
     return lines, verdicts

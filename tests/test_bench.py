@@ -66,9 +66,17 @@ def test_render_speed_child_times_the_console_report():
 def test_many_profilers_workloads_run_profiled_and_not():
     import many_profilers
 
-    for kind in ("tasks", "threads"):
+    for kind in many_profilers.KINDS:  # asgi: uvicorn and Starlette, with the middleware and without
         for on in (False, True):
             assert many_profilers.run_once(sys.executable, kind, 3, on, pinned=False) > 0
     lines, verdicts = many_profilers.report(dict(version="3.x", n=3, repeat=1, rows=[
         dict(kind="tasks", pinned=False, off=1.0, on=1.05, ratio=1.05)]))
     assert "**1.05x**" in "\n".join(lines) and verdicts[0].endswith("goal met")
+
+
+@pytest.mark.parametrize("profiler", ["floor", "ours"])
+def test_pinned_child_measures_on_one_core(profiler):
+    result = child("pinned.py", "alternate", workload="pool", profiler=profiler, interval=0.001, reps=5, pairs=2)
+    assert len(result["ratios"]) == 2 and all(r > 0 for r in result["ratios"])
+    if profiler == "ours":  # the sampling thread's CPU time and syscalls, per tick
+        assert result["ticks"] > 0 and result["cpu_ns"] > 0 and result["syscalls"] > 0
