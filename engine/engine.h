@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 /* ---------------------------------------------------------------- memread.c */
@@ -47,6 +48,8 @@ int pi_read_batch(pi_read *reads, size_t count);
 int pi_read_exact(uintptr_t addr, void *dst, size_t len);
 /* Checks that process_vm_readv works here; on failure writes why into err. */
 int pi_read_probe(char *err, size_t errlen);
+/* This process's pid (a forked child's own), without a syscall each time. */
+pid_t pi_own_pid(void);
 
 /* ----------------------------------------------------------------- layout.c */
 

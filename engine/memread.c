@@ -38,7 +38,7 @@ static void watch_forks(void)
     pthread_atfork(NULL, NULL, forget_pid);
 }
 
-static pid_t own_pid(void)
+pid_t pi_own_pid(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, watch_forks);
@@ -90,7 +90,7 @@ int pi_read_exact(uintptr_t addr, void *dst, size_t len)
         return -1;
     struct iovec local = {dst, len};
     struct iovec remote = {(void *)addr, len};
-    ssize_t got = process_vm_readv(own_pid(), &local, 1, &remote, 1, 0);
+    ssize_t got = process_vm_readv(pi_own_pid(), &local, 1, &remote, 1, 0);
     return got == (ssize_t)len ? 0 : -1;
 }
 
@@ -123,7 +123,7 @@ int pi_read_batch(pi_read *reads, size_t count)
     struct iovec local[PI_IOV_BATCH], remote[PI_IOV_BATCH];
     size_t index[PI_IOV_BATCH];
     int syscalls = 0;
-    pid_t pid = own_pid();
+    pid_t pid = pi_own_pid();
     size_t next = 0;
 
     for (size_t i = 0; i < count; i++)

@@ -127,6 +127,7 @@ struct pi_walker {
      * was copied, and whether this thread was not the GIL's last holder then */
     bool kept, kept_unheld;
     uint64_t kept_switches;
+    pid_t kept_pid; /* a forked child's threads are not its parent's */
     bool reused; /* this tick's stack is that one (stack_unmoved) */
     /* the sample built from that stack (kept_sample: there is one) */
     uint32_t *kept_identities;
@@ -1413,13 +1414,15 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
  * holder already. Not the last holder when the walker's stack was copied, nor now, and
  * no switch in between: it never held the GIL in between (a thread blocked in C, waiting
  * for a lock or for I/O, or for the GIL itself). Async mode reads every stack (which task
- * runs decides what it records). */
+ * runs decides what it records). In a forked child nothing kept in the parent holds: a new
+ * thread there may get a parent thread's state address and id before it first runs, and
+ * the child's GIL counts no switch for the thread that forked. */
 static bool stack_unmoved(const pi_state *s, const pi_walker *w, uintptr_t addr, const pi_tstate *ts)
 {
     const pi_scratch *x = s->scratch;
     return w->kept && w->kept_sample && w->kept_unheld && !s->async.enabled && x->gil_read &&
            x->gil_holder != addr && x->gil_switches == w->kept_switches && w->tstate_addr == addr &&
-           w->ts.thread_id == ts->thread_id;
+           w->ts.thread_id == ts->thread_id && w->kept_pid == pi_own_pid();
 }
 
 /* Keeps a walk that ended well for the next tick (see stack_unmoved). */
@@ -1430,6 +1433,7 @@ static void keep_walk(pi_state *s, pi_walker *w, bool good)
     if (w->kept && !w->reused) { /* copied after this tick's read of the GIL */
         w->kept_unheld = x->gil_read && x->gil_holder != w->tstate_addr;
         w->kept_switches = x->gil_switches;
+        w->kept_pid = pi_own_pid();
     }
 }
 
