@@ -486,8 +486,12 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
         known[i] = *slot_for(t, addrs[i]);
         if (known[i] && known[i]->stale)
             known[i] = NULL;
-        if (told && known[i] && known[i]->confirmed == t->trust_epoch)
-            continue; /* not dead since it was confirmed: the same code object */
+        if (told && known[i] && known[i]->confirmed == t->trust_epoch) {
+            entries[i] = known[i]; /* not dead since it was confirmed: the same code object */
+            known[i] = NULL;
+            continue;
+        }
+        entries[i] = NULL;
         reads[n++] = (pi_read){addrs[i], buf, size, false};
         /* 3.12+ numbers every code object (co_version): then the strings need no check */
         if (known[i] && known[i]->header.version == 0) {
@@ -500,10 +504,8 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
     size_t r = 0;
     for (size_t i = 0; i < count; i++) {
         uint8_t *buf = buffers + i * stride;
-        if (told && known[i] && known[i]->confirmed == t->trust_epoch) {
-            entries[i] = known[i];
-            continue;
-        }
+        if (entries[i])
+            continue; /* trusted above */
         const pi_read *code_read = &reads[r++];
         bool strings_same = known[i] && known[i]->header.version != 0;
         if (known[i] && known[i]->header.version == 0) {
@@ -511,7 +513,6 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
                            fingerprint_same(&known[i]->file_fp, buf + size + PI_FINGERPRINT);
             r += 2;
         }
-        entries[i] = NULL;
         pi_code header;
         if (!code_read->ok || pi_parse_code(buf, addrs[i], &header) != 0) {
             t->unreadable++;

@@ -15,8 +15,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -48,38 +46,6 @@ pid_t pi_own_pid(void)
         __atomic_store_n(&kept_pid, pid, __ATOMIC_RELAXED);
     }
     return pid;
-}
-
-/* Reads asking for the very bytes an earlier one of the batch asks for (the same
- * callable or type for many threads) are not read twice: first_of[i] is the first
- * such read (i itself for the rest). False when there was no memory to look. */
-static bool find_repeats(const pi_read *reads, size_t count, size_t *first_of)
-{
-    size_t slots = 16;
-    while (slots < count * 2)
-        slots *= 2;
-    size_t *table = malloc(slots * sizeof *table);
-    if (!table)
-        return false;
-    for (size_t k = 0; k < slots; k++)
-        table[k] = SIZE_MAX;
-    for (size_t i = 0; i < count; i++) {
-        uint64_t h = ((uint64_t)reads[i].addr ^ ((uint64_t)reads[i].len << 48)) * 0x9E3779B97F4A7C15ULL;
-        size_t k = (size_t)(h >> 32) & (slots - 1);
-        first_of[i] = i;
-        while (table[k] != SIZE_MAX) {
-            const pi_read *seen = &reads[table[k]];
-            if (seen->addr == reads[i].addr && seen->len == reads[i].len) {
-                first_of[i] = table[k];
-                break;
-            }
-            k = (k + 1) & (slots - 1);
-        }
-        if (first_of[i] == i)
-            table[k] = i;
-    }
-    free(table);
-    return true;
 }
 
 int pi_read_exact(uintptr_t addr, void *dst, size_t len)
@@ -128,19 +94,12 @@ int pi_read_batch(pi_read *reads, size_t count)
 
     for (size_t i = 0; i < count; i++)
         reads[i].ok = false;
-    size_t *first_of = count > 1 ? malloc(count * sizeof *first_of) : NULL;
-    if (first_of && !find_repeats(reads, count, first_of)) {
-        free(first_of);
-        first_of = NULL;
-    }
 
     while (next < count) {
         size_t n = 0;
         size_t scan = next;
         for (; scan < count && n < PI_IOV_BATCH; scan++) {
             pi_read *r = &reads[scan];
-            if (first_of && first_of[scan] != scan)
-                continue; /* copied from the first below */
             if (r->len == 0) {
                 r->ok = true;
                 continue;
@@ -172,14 +131,6 @@ int pi_read_batch(pi_read *reads, size_t count)
             next = index[done] + 1;
         }
     }
-    for (size_t i = 0; first_of && i < count; i++) {
-        const pi_read *first = &reads[first_of[i]];
-        if (first_of[i] != i && first->ok) {
-            memcpy(reads[i].dst, first->dst, first->len);
-            reads[i].ok = true;
-        }
-    }
-    free(first_of);
     return syscalls;
 }
 

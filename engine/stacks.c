@@ -123,17 +123,16 @@ struct pi_walker {
      * start prefix, ending in this synthetic leaf (UINT32_MAX: the stack is real) */
     uint32_t async_leaf;
     bool followed;  /* recorded only while it runs in the profiled async context */
-    /* the stack walked last is complete and valid; the GIL's switch count read before it
-     * was copied, and whether this thread was not the GIL's last holder then */
-    bool kept, kept_unheld;
-    uint64_t kept_switches;
-    pid_t kept_pid; /* a forked child's threads are not its parent's */
-    bool reused; /* this tick's stack is that one (stack_unmoved) */
-    /* the sample built from that stack (kept_sample: there is one) */
+    /* the last sample built from a copied stack (kept_sample: there is one), with the
+     * GIL's switch count read before that copy, whether this thread was not the GIL's
+     * last holder then, and the process it was made in (see stack_unmoved) */
     uint32_t *kept_identities;
     int32_t *kept_lines;
     size_t kept_depth, kept_identities_cap, kept_lines_cap;
-    bool kept_sample, kept_truncated;
+    bool kept_sample, kept_truncated, kept_unheld;
+    uint64_t kept_switches;
+    pid_t kept_pid;
+    bool reused; /* this tick's sample is that one */
     int in_context; /* async mode: PI_IN_CONTEXT... of its Context, before and after the walk */
     uintptr_t context_before; /* the Context that was looked up, read before the walk */
 };
@@ -1059,11 +1058,14 @@ static long sample_of(pi_state *s, pi_walker *w, bool *truncated)
     w->kept_sample = depth >= 0 && !s->async.enabled &&
                      GROW(w->kept_identities, w->kept_identities_cap, (size_t)depth + 1) == 0 &&
                      GROW(w->kept_lines, w->kept_lines_cap, (size_t)depth + 1) == 0;
-    if (w->kept_sample) {
+    if (w->kept_sample) { /* its stack was copied after this tick's read of the GIL */
         memcpy(w->kept_identities, x->identities, (size_t)depth * sizeof *x->identities);
         memcpy(w->kept_lines, x->lines, (size_t)depth * sizeof *x->lines);
         w->kept_depth = (size_t)depth;
         w->kept_truncated = *truncated;
+        w->kept_unheld = x->gil_read && x->gil_holder != w->tstate_addr;
+        w->kept_switches = x->gil_switches;
+        w->kept_pid = pi_own_pid();
     }
     return depth;
 }
@@ -1420,21 +1422,9 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
 static bool stack_unmoved(const pi_state *s, const pi_walker *w, uintptr_t addr, const pi_tstate *ts)
 {
     const pi_scratch *x = s->scratch;
-    return w->kept && w->kept_sample && w->kept_unheld && !s->async.enabled && x->gil_read &&
+    return w->kept_sample && w->kept_unheld && !s->async.enabled && x->gil_read &&
            x->gil_holder != addr && x->gil_switches == w->kept_switches && w->tstate_addr == addr &&
            w->ts.thread_id == ts->thread_id && w->kept_pid == pi_own_pid();
-}
-
-/* Keeps a walk that ended well for the next tick (see stack_unmoved). */
-static void keep_walk(pi_state *s, pi_walker *w, bool good)
-{
-    const pi_scratch *x = s->scratch;
-    w->kept = good && !s->async.enabled;
-    if (w->kept && !w->reused) { /* copied after this tick's read of the GIL */
-        w->kept_unheld = x->gil_read && x->gil_holder != w->tstate_addr;
-        w->kept_switches = x->gil_switches;
-        w->kept_pid = pi_own_pid();
-    }
 }
 
 /* Starts a walker on a thread of the list, its first reads added to the round. */
@@ -1513,14 +1503,11 @@ void pi_tick(pi_state *s, int64_t now_ns)
 
     if (!validate_walks(s, walker_count)) {
         s->stats.dropped += walker_count;
-        for (size_t i = 0; i < walker_count; i++)
-            keep_walk(s, &s->walkers[i], false);
         return;
     }
     name_leaves(s, walker_count);
     for (size_t i = 0; i < walker_count; i++) {
         pi_walker *w = &s->walkers[i];
-        keep_walk(s, w, w->state == WALK_DONE && !w->doubtful && w->async_leaf == UINT32_MAX);
         if (w->state == WALK_DONE && w->doubtful) {
             s->stats.dropped++;
             s->stats.dropped_code++;
@@ -1642,11 +1629,9 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
         if (resolved)
             name_leaves(r, walker_count);
         for (size_t i = 0; i < walker_count; i++) {
-            pi_walker *w = &r->walkers[i];
             if (!resolved)
-                w->state = WALK_FAILED;
-            keep_walk(r, w, w->state == WALK_DONE && !w->doubtful);
-            hand_out(r, w, targets, count, now_ns);
+                r->walkers[i].state = WALK_FAILED;
+            hand_out(r, &r->walkers[i], targets, count, now_ns);
         }
     }
     for (size_t t = 0; t < count; t++)
