@@ -20,7 +20,7 @@ test:
 	@failed=""; for py in $(PYTHONS); do \
 	    echo "=== $$($$py -c 'import sys; print(sys.version.split()[0])') ($$py)"; \
 	    if [ "$$py" = "$(BROWSER_PYTHON)" ]; then only=(); else only=(-m "not browser"); fi; \
-	    venv=$$(tools/venv.sh $$py) && $$venv -m pytest $(PYTEST_ARGS) "$${only[@]}" tests || failed="$$failed $$py"; \
+	    venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $$py) && $$venv -m pytest $(PYTEST_ARGS) "$${only[@]}" tests || failed="$$failed $$py"; \
 	done; \
 	$(MAKE) --no-print-directory test-sanitize || failed="$$failed sanitize"; \
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi
@@ -29,7 +29,7 @@ test:
 test-sanitize:
 	@for py in $(SANITIZE_PYTHONS); do \
 	    echo "=== sanitizers (ASan+UBSan) on $$py"; \
-	    venv=$$(PYINSTRUMENT_SANITIZE=1 tools/venv.sh $$py) && \
+	    venv=$$(PYINSTRUMENT_WERROR=1 PYINSTRUMENT_SANITIZE=1 tools/venv.sh $$py) && \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $$venv -m pytest $(PYTEST_ARGS) -m engine tests || exit 1; \
