@@ -355,6 +355,7 @@ static void take_owner(pi_callee_table *t, pi_code_table *codes, pi_callee_query
                                             : pi_parse_object_header(q->owner, &owner_type) == 0);
     if (!readable) {
         finish_unknown(t, codes, q);
+        q->ended = must_be != 0; /* the argument died with the call: reused by another type */
     } else if (owner_type == pi_module_type()) {
         int64_t identity = callee_identity(t, codes, q->method_def, 0, NULL);
         if (q->parsed.kind == PI_CALLABLE_CFUNCTION)
@@ -381,11 +382,11 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
                                                                        pi_object_dying(q->owner)))) {
         /* the stack let go of them: the call returned, its cleanup runs in the caller */
         finish(q, -1);
-    } else if (!parsed) {
+    } else if (!parsed || (!unchanged && !(q->have_slots && c.kind != PI_CALLABLE_OTHER))) {
+        /* unreadable, or the call ended meanwhile: the object read may be another one
+         * by now (its slot may hold the call's result, copied after the frame) */
         finish_unknown(t, codes, q);
-    } else if (!unchanged && !(q->have_slots && c.kind != PI_CALLABLE_OTHER)) {
-        /* the call ended meanwhile: the object read may be another one by now */
-        finish_unknown(t, codes, q);
+        q->ended = !unchanged;
     } else if (c.kind == PI_CALLABLE_OTHER) {
         finish(q, -1); /* a Python function, a class...: no C function */
     } else if (c.kind == PI_CALLABLE_CFUNCTION && !c.self) {
@@ -457,6 +458,7 @@ void pi_callees_resolve(pi_callee_table *t, pi_code_table *codes, pi_callee_quer
     for (size_t i = 0; i < count; i++) {
         pi_callee_query *q = &queries[i];
         q->identity = -1;
+        q->ended = false;
         memset(&q->parsed, 0, sizeof q->parsed);
         if (!q->have_slots)
             q->memo.kind = PI_MEMO_NONE;

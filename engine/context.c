@@ -211,7 +211,7 @@ int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t 
     return l.found;
 }
 
-int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states)
+int pi_context_values(const pi_async *a, const uintptr_t *contexts, size_t count, int *found, uintptr_t *values)
 {
     lookup lookups[PI_LOOKUP_BATCH];
     int syscalls = 0;
@@ -221,11 +221,28 @@ int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count
             lookup_start(&lookups[i], contexts[done + i]);
         syscalls += lookup_all(a, lookups, n, a->var, a->var_hash);
         for (size_t i = 0; i < n; i++) {
-            const lookup *l = &lookups[i];
-            states[done + i] = l->found < 0 ? PI_CONTEXT_UNKNOWN
-                             : l->found && l->value == a->token ? PI_IN_CONTEXT
-                                                                : PI_OUT_OF_CONTEXT;
+            found[done + i] = lookups[i].found;
+            values[done + i] = lookups[i].value;
         }
+    }
+    return syscalls;
+}
+
+int pi_context_state(const pi_async *a, int found, uintptr_t value)
+{
+    return found < 0 ? PI_CONTEXT_UNKNOWN : found && value == a->token ? PI_IN_CONTEXT : PI_OUT_OF_CONTEXT;
+}
+
+int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states)
+{
+    int found[PI_LOOKUP_BATCH];
+    uintptr_t values[PI_LOOKUP_BATCH];
+    int syscalls = 0;
+    for (size_t done = 0; done < count; done += PI_LOOKUP_BATCH) {
+        size_t n = count - done < PI_LOOKUP_BATCH ? count - done : PI_LOOKUP_BATCH;
+        syscalls += pi_context_values(a, contexts + done, n, found, values);
+        for (size_t i = 0; i < n; i++)
+            states[done + i] = pi_context_state(a, found[i], values[i]);
     }
     return syscalls;
 }

@@ -166,6 +166,9 @@ typedef struct {
 size_t pi_coro_read_size(void);
 /* Returns -1 unless buf holds a live coroutine or generator object. */
 int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out);
+/* The frame a live coroutine or generator (of this process, as an address) runs in: the
+ * frame a thread's walk finds while it runs. */
+uintptr_t pi_coro_frame(uintptr_t coro);
 /* 3.9/3.10: fills in the rest of `out` from a copy of its frame object. */
 int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out);
 /* The object pointer in a copied value-stack slot (3.14+ slots are tagged); 0 for a
@@ -405,6 +408,7 @@ typedef struct {
     bool owner_as_type_ok;
     uintptr_t owner_must_be; /* the call ended before it was confirmed: the type its
                               * owner must have to be named (0: any) */
+    bool ended; /* unknown because the call ended before what it called was read */
 } pi_callee_query;
 
 int pi_callees_init(pi_callee_table *t);
@@ -449,7 +453,7 @@ typedef struct {
     int32_t var_hash;          /* its hash in the HAMT */
     uintptr_t token;           /* its value in this profiler's contexts */
     uintptr_t task_coro;       /* the coroutine of the task that started it, or 0 */
-    uintptr_t task_code;       /* that coroutine's code object */
+    uintptr_t task_frame;      /* the frame it runs in (0: not a coroutine or generator) */
     uintptr_t hamt_type, bitmap_type, array_type; /* HAMT object and node types */
     pi_task_layout tasks;
     /* the stack outside the task (all of it without a task) at start, root first */
@@ -462,6 +466,11 @@ enum { PI_IN_CONTEXT, PI_OUT_OF_CONTEXT, PI_CONTEXT_UNKNOWN };
 /* Whether each Context in `contexts` holds a->var == a->token (PI_IN_CONTEXT...), with a
  * vectored read per step of the lookups. Returns the syscalls made. */
 int pi_context_states(const pi_async *a, const uintptr_t *contexts, size_t count, int *states);
+/* a->var's value in each Context (found: 1 set, 0 not set, -1 unreadable), for
+ * profilers that share the variable, each with its own token. Returns the syscalls made. */
+int pi_context_values(const pi_async *a, const uintptr_t *contexts, size_t count, int *found, uintptr_t *values);
+/* PI_IN_CONTEXT... for a value looked up by pi_context_values. */
+int pi_context_state(const pi_async *a, int found, uintptr_t value);
 /* Looks `var` up in a Context's variables: 1 and *value when set, 0 when not set,
  * -1 when the memory read is not a Context or a HAMT we understand. */
 int pi_context_get(const pi_async *a, uintptr_t context, uintptr_t var, int32_t var_hash, uintptr_t *value);
@@ -560,6 +569,7 @@ typedef struct {
     uint64_t dropped_walk;   /*   the frame chain changed while being read */
     uint64_t dropped_code;   /*   a code object on it could not be validated */
     uint64_t truncated;      /* stacks deeper than PI_MAX_DEPTH, recorded without their middle */
+    uint64_t calls_ended;    /* C leaves unknown because the call ended while being read */
     uint64_t missed_ticks;   /* deadlines skipped because a tick overran */
     uint64_t tick_ns_total;  /* time spent in ticks, for the cost-per-tick figure */
     uint64_t syscalls;
@@ -599,6 +609,11 @@ void pi_tick(pi_state *s, int64_t now_ns);
 /* One tick for several profilers (none in async mode): `reader` reads each thread any
  * of them samples once, and each records the samples it wants in its own tree. */
 void pi_tick_group(pi_state *reader, pi_state **targets, size_t count, int64_t now_ns);
+/* One tick for several async profilers of one thread: `reader` reads that thread and
+ * the threads running in their contexts once, looks their shared variable up once per
+ * Context, and each records its own thread's sample (or its task's await chain) and
+ * the threads in its own context. */
+void pi_tick_async_group(pi_state *reader, pi_state **targets, size_t count, int64_t now_ns);
 
 /* Kernel tid of a pthread (3.9/3.10 thread states do not record it). */
 unsigned long pi_native_id_of(unsigned long pthread_id);

@@ -479,6 +479,15 @@ size_t pi_coro_read_size(void)
 }
 
 /* Generators and coroutines share one layout (_PyGenObject_HEAD). */
+uintptr_t pi_coro_frame(uintptr_t coro)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return coro + offsetof(PyCoroObject, cr_iframe); /* run in place, inside the object */
+#else
+    return (uintptr_t)((PyCoroObject *)coro)->cr_frame; /* the same frame object until it ends */
+#endif
+}
+
 int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
 {
     PyCoroObject c;

@@ -177,11 +177,12 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
         return NULL;
     }
     return Py_BuildValue(
-        "{s N s N s N s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
+        "{s N s N s N s K s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
         threads, "ticks", (unsigned long long)st->stats.ticks, "samples", (unsigned long long)st->stats.samples,
         "dropped", (unsigned long long)st->stats.dropped, "dropped_walk",
         (unsigned long long)st->stats.dropped_walk, "dropped_code", (unsigned long long)st->stats.dropped_code,
-        "truncated", (unsigned long long)st->stats.truncated,
+        "truncated", (unsigned long long)st->stats.truncated, "calls_ended",
+        (unsigned long long)st->stats.calls_ended,
         "missed_ticks",
         (unsigned long long)st->stats.missed_ticks, "tick_ns_total", (unsigned long long)st->stats.tick_ns_total,
         "syscalls", (unsigned long long)st->stats.syscalls, "unreadable_codes",
@@ -290,14 +291,8 @@ static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
                   .var_hash = pi_hamt_hash((int64_t)hash), .task_coro = coro == Py_None ? 0 : (uintptr_t)coro};
     if (parse_node_types(types, &a) != 0 || parse_task_layout(tasks, &a.tasks) != 0)
         return NULL;
-    if (a.task_coro) {
-        /* a coroutine or generator holds its code object: it lives as long as coro */
-        PyObject *code = PyObject_GetAttrString(coro, PyCoro_CheckExact(coro) ? "cr_code" : "gi_code");
-        if (!code)
-            return NULL;
-        a.task_code = (uintptr_t)code;
-        Py_DECREF(code);
-    }
+    if (a.task_coro && (PyCoro_CheckExact(coro) || PyGen_CheckExact(coro)))
+        a.task_frame = pi_coro_frame(a.task_coro);
     a.prefix_codes = malloc(((size_t)n + 1) * sizeof *a.prefix_codes);
     a.prefix_lines = malloc(((size_t)n + 1) * sizeof *a.prefix_lines);
     if (!a.prefix_codes || !a.prefix_lines)

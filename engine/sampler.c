@@ -99,8 +99,8 @@ static struct {
     pi_sampler **due;
     pi_state **states; /* theirs, for pi_tick_group */
     size_t due_cap;    /* of both */
-    pi_state reader;
-    bool reader_ready;
+    pi_state reader, async_reader; /* of the subscriptions outside async mode, and in it */
+    bool reader_ready, async_reader_ready;
     uint64_t reader_generation; /* each new reader's, so that translations start over */
 } hub;
 
@@ -124,7 +124,7 @@ static void hub_enter(void)
         hub.due = NULL;
         hub.states = NULL;
         hub.due_cap = 0;
-        hub.reader_ready = false;
+        hub.reader_ready = hub.async_reader_ready = false;
         atomic_store(&hub.pid, pid);
     }
     pthread_mutex_lock(&hub.lock);
@@ -168,35 +168,82 @@ static int due_grow(size_t n)
     return 0;
 }
 
-/* Subscriptions due together (none in async mode): one alone ticks with its own reads
- * (and caches), several share the reader's. */
-static void tick_together(pi_sampler **due, size_t count)
+/* A reader for shared ticks, made at first need. */
+static bool reader_ready(pi_state *reader, bool *ready)
 {
-    if (count > 1 && !hub.reader_ready && pi_state_init(&hub.reader, 0, 0, 0) == 0) {
-        hub.reader.generation = ++hub.reader_generation;
-        hub.reader_ready = true;
+    if (!*ready && pi_state_init(reader, 0, 0, 0) == 0) {
+        reader->generation = ++hub.reader_generation;
+        *ready = true;
     }
-    if (count == 1 || !hub.reader_ready) {
-        for (size_t i = 0; i < count; i++)
-            tick_subscriber(due[i]);
-        return;
-    }
-    for (size_t i = 0; i < count; i++)
-        hub.states[i] = &due[i]->state;
-    int64_t start = monotonic_ns();
-    pi_tick_group(&hub.reader, hub.states, count, start);
-    int64_t end = monotonic_ns();
-    for (size_t i = 0; i < count; i++)
-        ticked(due[i], start, end);
+    return *ready;
 }
 
-/* The reader's caches and identities go when no profiler runs (hub locked, the thread's). */
-static void reset_reader(void)
+/* Subscriptions due together, all in async mode or none: one alone ticks with its own
+ * reads (and caches), several share a reader's. Async ones share it with those
+ * profiling the same thread (due sorted by it). */
+static void tick_together(pi_sampler **due, size_t count, bool async)
 {
-    if (!hub.reader_ready)
+    pi_state *reader = async ? &hub.async_reader : &hub.reader;
+    bool shared = count > 1 && reader_ready(reader, async ? &hub.async_reader_ready : &hub.reader_ready);
+    for (size_t first = 0, n; first < count; first += n) {
+        n = 1;
+        while (shared && first + n < count &&
+               (!async || due[first + n]->state.async_thread == due[first]->state.async_thread))
+            n++;
+        if (n == 1) {
+            tick_subscriber(due[first]);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            hub.states[i] = &due[first + i]->state;
+        int64_t start = monotonic_ns();
+        if (async)
+            pi_tick_async_group(reader, hub.states, n, start);
+        else
+            pi_tick_group(reader, hub.states, n, start);
+        int64_t end = monotonic_ns();
+        for (size_t i = 0; i < n; i++)
+            ticked(due[first + i], start, end);
+    }
+}
+
+static int by_async_thread(const void *a, const void *b)
+{
+    unsigned long x = (*(pi_sampler *const *)a)->state.async_thread;
+    unsigned long y = (*(pi_sampler *const *)b)->state.async_thread;
+    return (x > y) - (x < y);
+}
+
+/* Ticks the subscriptions due now, those in async mode (`async`) or the others. */
+static void tick_due(int64_t now, bool async)
+{
+    size_t due = 0;
+    for (pi_sampler *s = hub.subscribers; s; s = s->next) {
+        if (s->next_deadline_ns <= now && s->state.async.enabled == async && due_grow(due + 1) == 0) {
+            hub.due[due++] = s;
+            s->ticking = true;
+        }
+    }
+    if (due == 0)
         return;
-    pi_state_free(&hub.reader);
-    hub.reader_ready = false;
+    if (async)
+        qsort(hub.due, due, sizeof *hub.due, by_async_thread);
+    pthread_mutex_unlock(&hub.lock);
+    tick_together(hub.due, due, async);
+    pthread_mutex_lock(&hub.lock);
+    for (size_t i = 0; i < due; i++)
+        hub.due[i]->ticking = false;
+    pthread_cond_broadcast(&hub.ticked);
+}
+
+/* The readers' caches and identities go when no profiler runs (hub locked, the thread's). */
+static void reset_readers(void)
+{
+    if (hub.reader_ready)
+        pi_state_free(&hub.reader);
+    if (hub.async_reader_ready)
+        pi_state_free(&hub.async_reader);
+    hub.reader_ready = hub.async_reader_ready = false;
 }
 
 static void *hub_main(void *arg)
@@ -227,38 +274,15 @@ static void *hub_main(void *arg)
         }
         /* ticks run unlocked, so that start() and stop() never wait for a round; stop()
            waits for its subscription's own tick to end (`ticking`). Subscriptions due
-           together outside async mode share one tick, each thread read once for all;
-           each async one reads for itself (its context decides what it records) */
+           together share one tick, each thread read once for all: outside async mode
+           all of them, in it those of one thread (their contexts decide what each
+           records) */
         int64_t round_cpu = thread_cpu_ns();
-        size_t due = 0;
-        for (pi_sampler *s = hub.subscribers; s; s = s->next) {
-            if (s->next_deadline_ns > now)
-                continue;
-            if (!s->state.async.enabled && due_grow(due + 1) == 0) {
-                hub.due[due++] = s;
-                s->ticking = true;
-            }
-        }
-        if (due > 0) {
-            pthread_mutex_unlock(&hub.lock);
-            tick_together(hub.due, due);
-            pthread_mutex_lock(&hub.lock);
-            for (size_t i = 0; i < due; i++)
-                hub.due[i]->ticking = false;
-            pthread_cond_broadcast(&hub.ticked);
-        }
-        for (pi_sampler *s = hub.subscribers; s && !hub.pausing; s = s->next) {
-            if (s->next_deadline_ns > now || !s->state.async.enabled)
-                continue;
-            s->ticking = true;
-            pthread_mutex_unlock(&hub.lock);
-            tick_subscriber(s);
-            pthread_mutex_lock(&hub.lock);
-            s->ticking = false;
-            pthread_cond_broadcast(&hub.ticked);
-        }
+        tick_due(now, false);
+        if (!hub.pausing)
+            tick_due(now, true);
         if (!hub.subscribers)
-            reset_reader(); /* idle: what the shared reads cached goes */
+            reset_readers(); /* idle: what the shared reads cached goes */
         /* at most half of a core: a round is followed by a rest as long as the CPU time
            it took (not its wall time, which a busy machine stretches by preempting it),
            its subscriptions' deadlines meanwhile skipped (counted as missed ticks) */

@@ -107,6 +107,7 @@ struct pi_walker {
      * identity of a C function's leaf, or -1) */
     uintptr_t leaf_frame, leaf_valuestack;
     int64_t leaf_callee;
+    bool leaf_ended; /* leaf_callee is unknown because the call ended while being read */
     /* the call it stood on last tick (frame, code, instruction, slots) and how that
      * was named, taken again while it stands on the same one */
     uintptr_t memo_frame;
@@ -145,6 +146,12 @@ typedef struct {
     pi_code_entry **entries;
     size_t count, distinct_cap, entries_cap;
 } code_set;
+
+typedef struct {
+    int found, found_after; /* pi_context_values' found */
+    uintptr_t value, value_after;
+    bool lost; /* its Context could not be read again */
+} walked_context;
 
 struct pi_scratch {
     /* the thread list */
@@ -192,6 +199,12 @@ struct pi_scratch {
     /* pi_tick_group: each target's wall time since its previous tick */
     int64_t *group_walls;
     size_t group_walls_cap;
+    /* pi_tick_async_group: the shared variable in each listed thread's Context, and in
+     * each walked thread's before and after its walk */
+    int *list_found;
+    uintptr_t *list_values;
+    walked_context *walked;
+    size_t list_found_cap, list_values_cap, walked_cap;
     /* callables of calls through C seen lately that live long (classes, builtins):
      * no need to read their type again (find_torn_calls) */
     uintptr_t long_lived[PI_LONG_LIVED];
@@ -269,6 +282,9 @@ void pi_state_free(pi_state *s)
         free(x->confirm_owner);
         free(x->headers);
         free(x->group_walls);
+        free(x->list_found);
+        free(x->list_values);
+        free(x->walked);
         free(x);
     }
     pi_codes_free(&s->codes);
@@ -869,6 +885,7 @@ static void name_leaves(pi_state *s, size_t walker_count)
         if (w->reused && w->state == WALK_DONE)
             continue; /* still in the call named when its stack was copied */
         w->leaf_callee = -1;
+        w->leaf_ended = false;
         if (w->state != WALK_DONE || w->depth == 0 || w->async_leaf != UINT32_MAX)
             continue;
         pi_code_entry *e = code_entry(&x->codes, w->codes[0]);
@@ -926,6 +943,7 @@ static void name_leaves(pi_state *s, size_t walker_count)
         pi_walker *w = &s->walkers[x->query_walker[k]];
         const pi_callee_query *q = &x->queries[k];
         w->leaf_callee = q->identity;
+        w->leaf_ended = q->ended;
         w->leaf_memo = q->memo;
         w->memo_frame = q->frame;
         w->memo_seen = q->seen;
@@ -1070,7 +1088,9 @@ static long sample_of(pi_state *s, pi_walker *w, bool *truncated)
     return depth;
 }
 
-static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
+/* Records a walked thread's sample, its CPU clock read now `cpu_now` (-1: unknown). */
+static void record_walked(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns, unsigned long native_id,
+                          int64_t cpu_now)
 {
     bool truncated;
     long depth = sample_of(s, w, &truncated);
@@ -1079,67 +1099,88 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
         return;
     }
     s->stats.truncated += truncated;
+    s->stats.calls_ended += w->leaf_ended;
+    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns, cpu_now);
+}
+
+static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
+{
     unsigned long native_id = walked_native_id(w);
-    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns,
-               native_id ? pi_thread_cpu_ns(native_id) : -1);
+    record_walked(s, w, wall_ns, now_ns, native_id, native_id ? pi_thread_cpu_ns(native_id) : -1);
 }
 
 /* Async mode: while the profiled thread runs outside the profiler's context, its
  * sample becomes the start prefix + the profiled task's await chain + [await]; in
- * strict mode, without a suspended task, the prefix + [out-of-context]. */
-static void attribute_async(pi_state *s, pi_walker *w)
+ * strict mode, without a suspended task, the prefix + [out-of-context]. For the
+ * stack `real` walked in context state `state`: ASYNC_REAL (the sample is that
+ * stack), ASYNC_LOST, or the length of the chain in s's scratch (chain_codes...) that
+ * replaces it, with its leaf. */
+enum { ASYNC_REAL = -1, ASYNC_LOST = -2 };
+
+static long async_chain(pi_state *s, const pi_walker *real, int state, uint32_t *leaf)
 {
     pi_scratch *x = s->scratch;
     const pi_async *a = &s->async;
-    int state = w->in_context;
     if (state == PI_CONTEXT_UNKNOWN)
-        return; /* it could not be told: the real stack */
+        return ASYNC_REAL; /* it could not be told: the real stack */
     /* in the context, the thread runs the task's code or its children's; a stack no
      * deeper than the start prefix is the event loop about to resume the task */
-    if (state == PI_IN_CONTEXT && (!a->task_coro || w->depth > a->prefix_len))
-        return;
+    if (state == PI_IN_CONTEXT && (!a->task_coro || real->depth > a->prefix_len))
+        return ASYNC_REAL;
     long chain = -1;
     if (a->task_coro) {
         chain = pi_await_chain(&a->tasks, a->task_coro, s->stats.ticks, x->chain_codes, x->chain_instrs,
                                x->chain_lastis, PI_MAX_AWAIT_DEPTH, &x->chain_cache, &s->stats.syscalls);
-        /* the task's own frame right under the prefix: it runs, in another context */
-        bool task_runs = w->depth > a->prefix_len && w->codes[w->depth - 1 - a->prefix_len] == a->task_code;
+        /* the task's own frame right under the prefix: it runs, in another context
+         * (by the frame, not its code: other tasks may run the same coroutine function) */
+        bool task_runs = real->depth > a->prefix_len && a->task_frame &&
+                         real->frames[real->depth - 1 - a->prefix_len] == a->task_frame;
         if (chain > 0) {
             x->chain_len = chain;
         } else if (!task_runs) {
             /* caught being resumed or suspended: it awaited where it last did */
             chain = x->chain_len;
-            if (chain <= 0) {
-                w->state = WALK_FAILED; /* nowhere known yet: not the task's time to guess */
-                return;
-            }
+            if (chain <= 0)
+                return ASYNC_LOST; /* nowhere known yet: not the task's time to guess */
         }
     }
-    uint32_t leaf;
     if (chain > 0) {
-        leaf = s->await_identity;
-    } else if (a->strict) {
-        chain = 0;
-        leaf = s->out_of_context_identity;
-    } else {
-        return;
+        *leaf = s->await_identity;
+        return chain;
     }
+    if (a->strict) {
+        *leaf = s->out_of_context_identity;
+        return 0;
+    }
+    return ASYNC_REAL;
+}
+
+/* Replaces w's frames with the prefix and the chain async_chain found. */
+static int push_chain(pi_state *s, pi_walker *w, long chain, uint32_t leaf)
+{
+    pi_scratch *x = s->scratch;
+    const pi_async *a = &s->async;
     w->depth = 0;
     for (long k = chain; k-- > 0;) {
         pi_frame f = {.code = x->chain_codes[k], .instr = x->chain_instrs[k], .lasti = x->chain_lastis[k]};
-        if (push_frame(w, 0, &f) != 0) {
-            w->state = WALK_FAILED;
-            return;
-        }
+        if (push_frame(w, 0, &f) != 0)
+            return -1;
     }
     for (size_t k = a->prefix_len; k-- > 0;) {
         pi_frame f = {.code = a->prefix_codes[k]};
-        if (push_frame(w, 0, &f) != 0) {
-            w->state = WALK_FAILED;
-            return;
-        }
+        if (push_frame(w, 0, &f) != 0)
+            return -1;
     }
     w->async_leaf = leaf;
+    return 0;
+}
+
+static void attribute_async(pi_state *s, pi_walker *w)
+{
+    uint32_t leaf = 0;
+    long chain = async_chain(s, w, w->in_context, &leaf);
+    if (chain == ASYNC_LOST || (chain >= 0 && push_chain(s, w, chain, leaf) != 0))
+        w->state = WALK_FAILED;
 }
 
 /* Async mode: which threads of the list run in the profiled context (x->context_states). */
@@ -1590,17 +1631,18 @@ static void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count
             continue;
         }
         g->stats.truncated += truncated;
+        g->stats.calls_ended += w->leaf_ended;
         add_sample(g, w, native_id, g->scratch->identities, r->scratch->lines, (size_t)depth, walls[t], now_ns,
                    cpu_now);
     }
 }
 
-void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
+/* The tick begins for each target: its wall time since its previous tick in
+ * x->group_walls. */
+static int start_targets(pi_scratch *x, pi_state **targets, size_t count, int64_t now_ns)
 {
-    pi_scratch *x = r->scratch;
-    uint64_t syscalls_before = r->stats.syscalls;
     if (GROW(x->group_walls, x->group_walls_cap, count) != 0)
-        return;
+        return -1;
     for (size_t t = 0; t < count; t++) {
         pi_state *g = targets[t];
         x->group_walls[t] = g->last_tick_ns ? now_ns - g->last_tick_ns : 0;
@@ -1609,6 +1651,15 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
         g->last_tick_ns = now_ns;
         g->stats.ticks++;
     }
+    return 0;
+}
+
+void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
+{
+    pi_scratch *x = r->scratch;
+    uint64_t syscalls_before = r->stats.syscalls;
+    if (start_targets(x, targets, count, now_ns) != 0)
+        return;
     uintptr_t *addrs = NULL;
     pi_tstate *states = NULL;
     size_t thread_count = read_threads(r, &addrs, &states);
@@ -1634,6 +1685,206 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
             hand_out(r, &r->walkers[i], targets, count, now_ns);
         }
     }
+    for (size_t t = 0; t < count; t++)
+        targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
+}
+
+/* ---- one tick for several async profilers of one thread ---- */
+
+/* Whether `g` records a thread in context state `state`: its own thread, or one
+ * running in its context (followed). */
+static bool async_target_wants(const pi_state *g, int64_t wall_ns, unsigned long thread_id, int state)
+{
+    return wall_ns > 0 && (thread_id == g->async_thread || state == PI_IN_CONTEXT);
+}
+
+/* Each walked thread's Context read again after its walk (one vectored read for all),
+ * and where it changed, the variable looked up in the new one (x->walked). */
+static void confirm_walked_contexts(pi_state *r, size_t walker_count)
+{
+    pi_scratch *x = r->scratch;
+    if (GROW(x->confirm_reads, x->confirm_reads_cap, walker_count) != 0 ||
+        GROW(x->confirm_owner, x->confirm_owner_cap, walker_count) != 0 ||
+        GROW(x->contexts, x->contexts_cap, walker_count) != 0 ||
+        GROW(x->list_found, x->list_found_cap, walker_count) != 0 ||
+        GROW(x->list_values, x->list_values_cap, walker_count) != 0) {
+        for (size_t i = 0; i < walker_count; i++)
+            x->walked[i].lost = true;
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < walker_count; i++) {
+        x->confirm_reads[n] = (pi_read){r->walkers[i].tstate_addr + pi_tstate_context_offset(), &x->contexts[n],
+                                        sizeof x->contexts[n], false};
+        x->confirm_owner[n++] = i;
+    }
+    r->stats.syscalls += (uint64_t)pi_read_batch(x->confirm_reads, n);
+    size_t changed = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = x->confirm_owner[k];
+        x->walked[i].lost = !x->confirm_reads[k].ok;
+        if (x->confirm_reads[k].ok && x->contexts[k] != r->walkers[i].context_before) {
+            x->contexts[changed] = x->contexts[k];
+            x->confirm_owner[changed++] = i;
+        }
+    }
+    r->stats.syscalls += (uint64_t)pi_context_values(&r->async, x->contexts, changed, x->list_found, x->list_values);
+    for (size_t k = 0; k < changed; k++) {
+        walked_context *c = &x->walked[x->confirm_owner[k]];
+        c->found_after = x->list_found[k];
+        c->value_after = x->list_values[k];
+    }
+}
+
+/* g's own walker, made to hold the await chain that replaces thread `real`'s stack. */
+static pi_walker *chain_walker(pi_state *g, const pi_walker *real)
+{
+    if (ensure_walkers(g, 1) != 0)
+        return NULL;
+    pi_walker *w = &g->walkers[0];
+    w->ts = real->ts;
+    w->tstate_addr = real->tstate_addr;
+    w->state = WALK_DONE;
+    w->reused = w->doubtful = w->followed = w->kept_sample = false;
+    w->depth = 0;
+    w->async_leaf = UINT32_MAX;
+    w->leaf_callee = -1;
+    w->leaf_ended = false;
+    return w;
+}
+
+/* Thread `real`'s sample for its own async profiler `g`, when g's task is elsewhere:
+ * the prefix and the task's await chain, resolved in g's code table. */
+static void record_chain(pi_state *g, const pi_walker *real, long chain, uint32_t leaf, int64_t wall_ns,
+                         int64_t now_ns, unsigned long native_id, int64_t cpu_now)
+{
+    pi_walker *w = chain_walker(g, real);
+    if (!w || push_chain(g, w, chain, leaf) != 0 || !validate_walks(g, 1)) {
+        g->stats.dropped++;
+        return;
+    }
+    if (w->doubtful)
+        count_drop(g, BUILD_DROPPED_CODE);
+    else
+        record_walked(g, w, wall_ns, now_ns, native_id, cpu_now);
+}
+
+/* Hands walked thread `w` (index i) to every async target that records it. */
+static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targets, size_t count, int64_t now_ns)
+{
+    pi_scratch *x = r->scratch;
+    pi_walker *w = &r->walkers[i];
+    const walked_context *c = &x->walked[i];
+    long depth = BUILD_DROPPED;
+    bool truncated = false, built = false;
+    unsigned long native_id = 0;
+    int64_t cpu_now = -1;
+    bool cpu_read = false;
+    for (size_t t = 0; t < count; t++) {
+        pi_state *g = targets[t];
+        bool own = w->ts.thread_id == g->async_thread;
+        int before = pi_context_state(&g->async, c->found, c->value);
+        if (!async_target_wants(g, x->group_walls[t], w->ts.thread_id, before))
+            continue;
+        /* crossed into or out of g's context while read: its own thread's sample is
+         * lost, a followed one's left out */
+        if (c->lost || pi_context_state(&g->async, c->found_after, c->value_after) != before) {
+            if (own) {
+                g->stats.dropped++;
+                g->stats.dropped_walk++;
+            }
+            continue;
+        }
+        if (w->state != WALK_DONE || !resolved) {
+            g->stats.dropped++;
+            g->stats.dropped_walk += w->state != WALK_DONE;
+            continue;
+        }
+        if (!cpu_read) {
+            native_id = walked_native_id(w);
+            cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
+            cpu_read = true;
+        }
+        uint32_t leaf = 0;
+        long chain = own ? async_chain(g, w, before, &leaf) : ASYNC_REAL;
+        if (chain == ASYNC_LOST) {
+            g->stats.dropped++;
+            g->stats.dropped_walk++;
+            continue;
+        }
+        if (chain >= 0) {
+            record_chain(g, w, chain, leaf, x->group_walls[t], now_ns, native_id, cpu_now);
+            continue;
+        }
+        if (!built) { /* the walked stack's sample, built once for all that take it */
+            depth = w->doubtful ? BUILD_DROPPED_CODE : sample_of(r, w, &truncated);
+            built = true;
+        }
+        if (depth < 0) {
+            count_drop(g, depth);
+            continue;
+        }
+        if (translate_identities(g, r, x->identities, g->scratch->identities, (size_t)depth) != 0) {
+            g->stats.dropped++;
+            continue;
+        }
+        g->stats.truncated += truncated;
+        g->stats.calls_ended += w->leaf_ended;
+        add_sample(g, w, native_id, g->scratch->identities, x->lines, (size_t)depth, x->group_walls[t], now_ns,
+                   cpu_now);
+    }
+}
+
+void pi_tick_async_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
+{
+    pi_scratch *x = r->scratch;
+    uint64_t syscalls_before = r->stats.syscalls;
+    if (start_targets(x, targets, count, now_ns) != 0)
+        return;
+    /* the profilers share one variable (each with its own value): looked up once */
+    const pi_async *first = &targets[0]->async;
+    r->async.enabled = true;
+    r->async.var = first->var;
+    r->async.var_hash = first->var_hash;
+    r->async.hamt_type = first->hamt_type;
+    r->async.bitmap_type = first->bitmap_type;
+    r->async.array_type = first->array_type;
+    uintptr_t *addrs = NULL;
+    pi_tstate *states = NULL;
+    size_t thread_count = read_threads(r, &addrs, &states);
+    r->stats.ticks++;
+    if (thread_count == 0 || ensure_walkers(r, thread_count) != 0 ||
+        GROW(x->contexts, x->contexts_cap, thread_count) != 0 ||
+        GROW(x->list_found, x->list_found_cap, thread_count) != 0 ||
+        GROW(x->list_values, x->list_values_cap, thread_count) != 0 ||
+        GROW(x->walked, x->walked_cap, thread_count) != 0)
+        goto done;
+    for (size_t i = 0; i < thread_count; i++)
+        x->contexts[i] = states[i].context;
+    r->stats.syscalls += (uint64_t)pi_context_values(&r->async, x->contexts, thread_count, x->list_found,
+                                                     x->list_values);
+    /* each thread some target records, walked once */
+    size_t walker_count = 0;
+    round_list round = {&x->reads, &x->owner, &x->reads_cap, &x->owner_cap, 0};
+    for (size_t i = 0; i < thread_count; i++) {
+        bool wanted = false;
+        for (size_t t = 0; t < count && !wanted; t++)
+            wanted = async_target_wants(targets[t], x->group_walls[t], states[i].thread_id,
+                                        pi_context_state(&targets[t]->async, x->list_found[i], x->list_values[i]));
+        if (!wanted)
+            continue;
+        x->walked[walker_count] = (walked_context){x->list_found[i], x->list_found[i], x->list_values[i],
+                                                   x->list_values[i], false};
+        begin_walk(r, &round, walker_count++, addrs[i], &states[i], false, PI_CONTEXT_UNKNOWN);
+    }
+    run_rounds(r, round.count);
+    confirm_walked_contexts(r, walker_count);
+    bool resolved = validate_walks(r, walker_count);
+    if (resolved)
+        name_leaves(r, walker_count);
+    for (size_t i = 0; i < walker_count; i++)
+        hand_out_async(r, i, resolved, targets, count, now_ns);
+done:
     for (size_t t = 0; t < count; t++)
         targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
 }

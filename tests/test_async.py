@@ -285,6 +285,48 @@ def test_profilers_of_concurrent_tasks_in_one_loop_do_not_mix(tmp_path: Any) -> 
     assert "busy_alpha" not in functions(beta)
 
 
+# Many profilers in one loop tick together (one read of the loop's thread for all): each
+# still records only its own task's work, its own worker thread, and its own awaits.
+MANY_PROFILERS = """
+TASKS = 12
+
+def named(name):
+    namespace = {"busy": busy}
+    exec(f"def {name}(seconds):\\n    busy(seconds)\\n", namespace)
+    return namespace[name]
+
+WORK = [named(f"work_{i}") for i in range(TASKS)]
+IN_THREAD = [named(f"in_thread_{i}") for i in range(TASKS)]
+
+async def handler(i):
+    profiler = Profiler(async_mode=MODE)
+    profiler.start()
+    for _ in range(2):
+        WORK[i](0.02)
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(IN_THREAD[i], 0.03)
+    profiler.stop()
+    report(profiler, f"task{i}.json")
+
+async def main():
+    await asyncio.gather(*(handler(i) for i in range(TASKS)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode", ["enabled", "strict"])
+def test_many_profilers_of_concurrent_tasks_each_see_only_their_own(tmp_path: Any, mode: str) -> None:
+    run_program(tmp_path, MANY_PROFILERS, mode)
+    for i in range(12):
+        tree = load_tree(tmp_path / f"task{i}.json")
+        others = {f"{kind}_{j}" for kind in ("work", "in_thread") for j in range(12) if j != i}
+        assert not functions(tree) & others, i
+        assert time_of(tree, "handler", f"work_{i}") >= 0.02, i  # 0.04 s of its own busy loop
+        assert time_of(tree, f"in_thread_{i}") >= 0.01, i  # its worker thread, followed (0.03 s busy)
+        assert time_of(tree, "handler", "sleep", "[await]") >= 0.05, i  # 0.1 s asleep at least
+
+
 def test_two_async_profilers_in_one_context_are_refused_clearly() -> None:
     from pyinstrument import Profiler
 

@@ -207,7 +207,7 @@ else:
         caller = short(identities[nodes[parent][1]][0]) if nodes[parent][1] < len(identities) else ""
         key = caller + "\\x00" + identities[identity][0]
         leaves[key] = leaves.get(key, 0) + samples
-    stats = {k: snapshot[k] for k in ("ticks", "samples", "dropped", "missed_ticks")}
+    stats = {k: snapshot[k] for k in ("ticks", "samples", "dropped", "missed_ticks", "calls_ended")}
     print(json.dumps(dict(leaves=leaves, stats=stats)))
 """
 
@@ -239,26 +239,28 @@ def test_every_c_leaf_is_what_the_interpreter_called(name, sampler):
             break
     total = sum(leaves.values())
     unknown = sum(samples for (_, leaf), samples in leaves.items() if leaf == UNKNOWN)
+    ended = sum(stats["calls_ended"] for stats in runs)
     wrong = {pair: samples for pair, samples in leaves.items() if pair[1] != UNKNOWN and pair not in truth}
     print(f"\n{name} ({sampler}) on {sys.version.split()[0]}: {total} C-leaf samples, {sum(wrong.values())} wrong, "
-          f"{unknown} unknown ({unknown / max(total, 1):.1%})")
+          f"{unknown} unknown ({unknown / max(total, 1):.1%}), of which {ended} ended while read")
     assert not wrong, (wrong, sorted(truth))
     for pair in MUST_SHOW[name]:
         assert pair in truth, (pair, sorted(truth))  # the program does make that call
     for pair in must_show:
         assert leaves.get(pair, 0) > 0, (pair, leaves, runs)
-    assert unknown <= unknown_bound(name) * total, leaves
+    # an unknown leaf the engine cannot explain is a failure to name; one whose call
+    # ended while it was read is the honest answer, and common only for short calls
+    assert unknown - ended <= 0.05 * total, (leaves, runs)
+    assert ended <= ended_bound(name) * total, (leaves, runs)
 
 
-def unknown_bound(name: str) -> float:
-    """The share of C-leaf samples allowed to be `[unknown C call]`.
+def ended_bound(name: str) -> float:
+    """The share of C-leaf samples allowed to be calls that ended while being read.
 
-    A call that returns while its frame is being copied leaves its result where the
-    callable was: the sample is honestly unknown. Calls of a microsecond or two meet
-    that often: ~15-20% of their samples measured on 3.9/3.10, ~0-9% on 3.11-3.14 and
-    ~5-15% on 3.15, whose calls of that kind are quicker still (12 runs here, 2026-12-05)."""
-    if name != "short calls":
-        return 0.05
-    if sys.version_info < (3, 11):
-        return 0.35
-    return 0.15 if sys.version_info < (3, 15) else 0.25
+    A call that returns between the copy of its frame's instruction and that of its
+    value stack leaves its result where the callable was (on 3.9/3.10 the value stack
+    is read a round after the frame): the leaf is honestly unknown. Calls of a
+    microsecond or two meet that often, more on a busy machine: 5-17% of their samples
+    measured here on 3.9-3.15 (2026-12-06). The bound catches a lost way of naming
+    them: with the slots copied with the frame ignored, 100% of them are unknown."""
+    return 0.05 if name != "short calls" else 0.50

@@ -177,7 +177,8 @@ class PythonSampler:
         self._nodes: List[List[Any]] = []  # [parent, identity, line, thread, wall, cpu, samples]
         self._children: Dict[Tuple[int, int, int], int] = {}
         self._threads: Dict[int, Dict[str, Any]] = {}  # ident -> {index, root, last_cpu, timeline}
-        self._stats = dict(ticks=0, samples=0, dropped=0, truncated=0, missed_ticks=0, tick_ns_total=0, syscalls=0)
+        self._stats = dict(ticks=0, samples=0, dropped=0, truncated=0, calls_ended=0, missed_ticks=0, tick_ns_total=0,
+                           syscalls=0)
         self._timeline_truncated = False
 
     @property
