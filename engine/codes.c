@@ -331,6 +331,15 @@ void pi_code_died(uintptr_t addr)
     pthread_mutex_unlock(&death_lock);
 }
 
+bool pi_code_deaths(uint64_t *count)
+{
+    pthread_mutex_lock(&death_lock);
+    bool told = deaths_told;
+    *count = death_count;
+    pthread_mutex_unlock(&death_lock);
+    return told;
+}
+
 static pi_code_entry **slot_for(pi_code_table *t, uintptr_t addr);
 
 /* Retires the entries whose code died since the table last looked; whether the

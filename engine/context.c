@@ -549,21 +549,36 @@ static bool awaits_via_frame(const pi_task_layout *t, uintptr_t code)
 
 /* Reads every object the last walk copied, in one vectored read: a task waiting where
  * it waited a tick ago costs one syscall whatever its chain's length. */
-static void read_ahead(pi_chain_cache *cache, uint64_t *syscalls)
+size_t pi_chain_ahead_reads(pi_chain_cache *cache, pi_read *reads)
 {
-    pi_read reads[PI_CHAIN_CACHE];
     cache->count = cache->next_count;
     for (size_t k = 0; k < cache->count; k++) {
         cache->addrs[k] = cache->next_addrs[k];
         cache->lens[k] = cache->next_lens[k];
         reads[k] = (pi_read){cache->addrs[k], cache->data + k * PI_CHAIN_OBJECT, cache->lens[k], false};
     }
-    if (cache->count)
-        *syscalls += (uint64_t)pi_read_batch(reads, cache->count);
-    for (size_t k = 0; k < cache->count; k++)
+    return cache->count;
+}
+
+void pi_chain_ahead_taken(pi_chain_cache *cache, const pi_read *reads, size_t count)
+{
+    for (size_t k = 0; k < count; k++)
         cache->ok[k] = reads[k].ok;
     cache->used = 0;
     cache->next_count = 0;
+    cache->ahead_read = true;
+}
+
+static void read_ahead(pi_chain_cache *cache, uint64_t *syscalls)
+{
+    if (!cache->ahead_read) {
+        pi_read reads[PI_CHAIN_CACHE];
+        size_t count = pi_chain_ahead_reads(cache, reads);
+        if (count)
+            *syscalls += (uint64_t)pi_read_batch(reads, count);
+        pi_chain_ahead_taken(cache, reads, count);
+    }
+    cache->ahead_read = false;
 }
 
 long pi_await_chain(const pi_task_layout *tasks, uintptr_t coro_addr, uint64_t pick, uintptr_t *codes,

@@ -333,6 +333,9 @@ int pi_codes_resolve(pi_code_table *t, const uintptr_t *addrs, size_t count, pi_
  * module.c): pi_code_died(address) before its memory is freed. */
 void pi_codes_deaths_told(void);
 void pi_code_died(uintptr_t addr);
+/* Whether deaths are told, and how many code objects died so far: while the count
+ * stays, a code address read twice is the same code object. */
+bool pi_code_deaths(uint64_t *count);
 /* Re-checks the entries the last resolve created; marks stale those that changed
  * while being copied. Returns the syscalls made, or -1. */
 int pi_codes_confirm_fresh(pi_code_table *t);
@@ -489,8 +492,14 @@ typedef struct {
     size_t lens[PI_CHAIN_CACHE], next_lens[PI_CHAIN_CACHE];
     bool ok[PI_CHAIN_CACHE];
     size_t count, used, next_count;
+    bool ahead_read; /* the read-ahead is done (pi_chain_ahead_taken): the next walk uses it */
     uint8_t data[PI_CHAIN_CACHE * PI_CHAIN_OBJECT];
 } pi_chain_cache;
+/* The read-ahead of a cache, for a caller that reads several caches' in one batch:
+ * fills `reads` (room for PI_CHAIN_CACHE) and returns how many; after the batch,
+ * pi_chain_ahead_taken takes the results, for the next pi_await_chain with the cache. */
+size_t pi_chain_ahead_reads(pi_chain_cache *cache, pi_read *reads);
+void pi_chain_ahead_taken(pi_chain_cache *cache, const pi_read *reads, size_t count);
 long pi_await_chain(const pi_task_layout *tasks, uintptr_t coro, uint64_t pick, uintptr_t *codes, uintptr_t *instrs,
                     int *lastis, size_t max, pi_chain_cache *cache, uint64_t *syscalls);
 int32_t pi_hamt_hash(int64_t hash);

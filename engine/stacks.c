@@ -187,6 +187,16 @@ struct pi_scratch {
     int chain_lastis[PI_MAX_AWAIT_DEPTH];
     long chain_len; /* 0: not read yet */
     pi_chain_cache chain_cache;
+    /* ...and the sample last built from it in a shared tick (kept_chain_depth 0: none),
+     * taken again while the chain reads the same and no code object died */
+    uintptr_t *kept_chain;   /* codes, then instrs, then lastis, of kept_chain_len frames */
+    uint32_t *kept_chain_ids;
+    int32_t *kept_chain_lines;
+    size_t kept_chain_cap, kept_chain_ids_cap, kept_chain_lines_cap;
+    long kept_chain_len;
+    size_t kept_chain_depth;
+    uint32_t kept_chain_leaf;
+    uint64_t kept_chain_deaths;
     /* per thread of the list: in the async context?; per walker: its Context now */
     uintptr_t *contexts;
     int *context_states;
@@ -205,6 +215,10 @@ struct pi_scratch {
     uintptr_t *list_values;
     walked_context *walked;
     size_t list_found_cap, list_values_cap, walked_cap;
+    /* ...and the targets' await-chain read-aheads, read together */
+    pi_read *ahead_reads;
+    size_t *ahead_first, *ahead_count;
+    size_t ahead_reads_cap, ahead_first_cap, ahead_count_cap;
     /* callables of calls through C seen lately that live long (classes, builtins):
      * no need to read their type again (find_torn_calls) */
     uintptr_t long_lived[PI_LONG_LIVED];
@@ -285,6 +299,12 @@ void pi_state_free(pi_state *s)
         free(x->list_found);
         free(x->list_values);
         free(x->walked);
+        free(x->ahead_reads);
+        free(x->ahead_first);
+        free(x->ahead_count);
+        free(x->kept_chain);
+        free(x->kept_chain_ids);
+        free(x->kept_chain_lines);
         free(x);
     }
     pi_codes_free(&s->codes);
@@ -1117,15 +1137,20 @@ static void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
  * replaces it, with its leaf. */
 enum { ASYNC_REAL = -1, ASYNC_LOST = -2 };
 
+/* Whether a stack `depth` deep walked in context state `state` is the sample as it
+ * is: when the state could not be told, or in the context, where the thread runs the
+ * task's code or its children's (a stack no deeper than the start prefix is the event
+ * loop about to resume the task). */
+static bool async_real(const pi_async *a, int state, size_t depth)
+{
+    return state == PI_CONTEXT_UNKNOWN || (state == PI_IN_CONTEXT && (!a->task_coro || depth > a->prefix_len));
+}
+
 static long async_chain(pi_state *s, const pi_walker *real, int state, uint32_t *leaf)
 {
     pi_scratch *x = s->scratch;
     const pi_async *a = &s->async;
-    if (state == PI_CONTEXT_UNKNOWN)
-        return ASYNC_REAL; /* it could not be told: the real stack */
-    /* in the context, the thread runs the task's code or its children's; a stack no
-     * deeper than the start prefix is the event loop about to resume the task */
-    if (state == PI_IN_CONTEXT && (!a->task_coro || real->depth > a->prefix_len))
+    if (async_real(a, state, real->depth))
         return ASYNC_REAL;
     long chain = -1;
     if (a->task_coro) {
@@ -1753,28 +1778,134 @@ static pi_walker *chain_walker(pi_state *g, const pi_walker *real)
     return w;
 }
 
+/* Whether g's chain read now (in its scratch) is the one its kept sample was built
+ * from, the same code objects still at its addresses. */
+static bool chain_kept(const pi_scratch *x, long chain, uint32_t leaf, uint64_t *deaths)
+{
+    size_t n = (size_t)chain;
+    bool told = pi_code_deaths(deaths);
+    if (!told || !x->kept_chain_depth || x->kept_chain_len != chain || x->kept_chain_leaf != leaf ||
+        *deaths != x->kept_chain_deaths)
+        return false;
+    for (size_t k = 0; k < n; k++)
+        if (x->kept_chain[k] != x->chain_codes[k] || x->kept_chain[n + k] != x->chain_instrs[k] ||
+            x->kept_chain[2 * n + k] != (uintptr_t)x->chain_lastis[k])
+            return false;
+    return true;
+}
+
+/* Keeps the sample just built from g's chain (in its scratch) for chain_kept. */
+static void keep_chain(pi_scratch *x, long chain, uint32_t leaf, uint64_t deaths, size_t depth)
+{
+    size_t n = (size_t)chain;
+    x->kept_chain_depth = 0;
+    if (GROW(x->kept_chain, x->kept_chain_cap, 3 * n + 1) != 0 ||
+        GROW(x->kept_chain_ids, x->kept_chain_ids_cap, depth + 1) != 0 ||
+        GROW(x->kept_chain_lines, x->kept_chain_lines_cap, depth + 1) != 0)
+        return;
+    for (size_t k = 0; k < n; k++) {
+        x->kept_chain[k] = x->chain_codes[k];
+        x->kept_chain[n + k] = x->chain_instrs[k];
+        x->kept_chain[2 * n + k] = (uintptr_t)x->chain_lastis[k];
+    }
+    memcpy(x->kept_chain_ids, x->identities, depth * sizeof *x->identities);
+    memcpy(x->kept_chain_lines, x->lines, depth * sizeof *x->lines);
+    x->kept_chain_depth = depth;
+    x->kept_chain_leaf = leaf;
+    x->kept_chain_deaths = deaths;
+    x->kept_chain_len = chain;
+}
+
 /* Thread `real`'s sample for its own async profiler `g`, when g's task is elsewhere:
- * the prefix and the task's await chain, resolved in g's code table. */
+ * the prefix and the task's await chain, resolved in g's code table, or the sample
+ * built last time from the same chain (a task left waiting costs no resolving). */
 static void record_chain(pi_state *g, const pi_walker *real, long chain, uint32_t leaf, int64_t wall_ns,
                          int64_t now_ns, unsigned long native_id, int64_t cpu_now)
 {
+    pi_scratch *x = g->scratch;
     pi_walker *w = chain_walker(g, real);
-    if (!w || push_chain(g, w, chain, leaf) != 0 || !validate_walks(g, 1)) {
+    if (!w) {
         g->stats.dropped++;
         return;
     }
-    if (w->doubtful)
-        count_drop(g, BUILD_DROPPED_CODE);
-    else
-        record_walked(g, w, wall_ns, now_ns, native_id, cpu_now);
+    uint64_t deaths = 0;
+    if (chain_kept(x, chain, leaf, &deaths)) {
+        w->async_leaf = leaf;
+        add_sample(g, w, native_id, x->kept_chain_ids, x->kept_chain_lines, x->kept_chain_depth, wall_ns, now_ns,
+                   cpu_now);
+        return;
+    }
+    if (push_chain(g, w, chain, leaf) != 0 || !validate_walks(g, 1)) {
+        g->stats.dropped++;
+        return;
+    }
+    bool truncated;
+    long depth = w->doubtful ? BUILD_DROPPED_CODE : sample_of(g, w, &truncated);
+    if (depth < 0) {
+        count_drop(g, depth);
+        return;
+    }
+    g->stats.truncated += truncated;
+    if (!truncated)
+        keep_chain(x, chain, leaf, deaths, (size_t)depth);
+    add_sample(g, w, native_id, x->identities, x->lines, (size_t)depth, wall_ns, now_ns, cpu_now);
 }
 
-/* Hands walked thread `w` (index i) to every async target that records it. */
+/* What async target `g` takes of walked thread i: nothing (neither its thread nor in
+ * its context), a loss (LOST: it crossed g's context while read; DROPPED: its walk
+ * failed), the walked stack, or (ASYNC) what async_chain makes of it. */
+enum { TAKE_NONE, TAKE_LOST, TAKE_DROPPED, TAKE_STACK, TAKE_ASYNC };
+
+static int async_take(const pi_state *r, size_t i, bool resolved, const pi_state *g, int64_t wall_ns, int *state)
+{
+    const pi_walker *w = &r->walkers[i];
+    const walked_context *c = &r->scratch->walked[i];
+    bool own = w->ts.thread_id == g->async_thread;
+    *state = pi_context_state(&g->async, c->found, c->value);
+    if (!async_target_wants(g, wall_ns, w->ts.thread_id, *state))
+        return TAKE_NONE;
+    if (c->lost || pi_context_state(&g->async, c->found_after, c->value_after) != *state)
+        return own ? TAKE_LOST : TAKE_NONE; /* a followed thread's is left out */
+    if (w->state != WALK_DONE || !resolved)
+        return TAKE_DROPPED;
+    return own && !async_real(&g->async, *state, w->depth) ? TAKE_ASYNC : TAKE_STACK;
+}
+
+/* The read-aheads of the await chains the targets read this tick, in one batch (each
+ * would be a syscall of its own: 200 waiting tasks, 200 syscalls). */
+static void read_chains_ahead(pi_state *r, size_t walker_count, bool resolved, pi_state **targets, size_t count)
+{
+    pi_scratch *x = r->scratch;
+    if (GROW(x->ahead_first, x->ahead_first_cap, count) != 0 || GROW(x->ahead_count, x->ahead_count_cap, count) != 0)
+        return;
+    size_t n = 0;
+    for (size_t t = 0; t < count; t++) {
+        pi_state *g = targets[t];
+        x->ahead_count[t] = 0;
+        int state;
+        for (size_t i = 0; i < walker_count && g->async.task_coro; i++) {
+            if (async_take(r, i, resolved, g, x->group_walls[t], &state) != TAKE_ASYNC ||
+                GROW(x->ahead_reads, x->ahead_reads_cap, n + PI_CHAIN_CACHE) != 0)
+                continue;
+            x->ahead_first[t] = n;
+            x->ahead_count[t] = pi_chain_ahead_reads(&g->scratch->chain_cache, x->ahead_reads + n);
+            n += x->ahead_count[t];
+            break;
+        }
+    }
+    if (n)
+        r->stats.syscalls += (uint64_t)pi_read_batch(x->ahead_reads, n);
+    for (size_t t = 0; t < count; t++)
+        if (x->ahead_count[t])
+            pi_chain_ahead_taken(&targets[t]->scratch->chain_cache, x->ahead_reads + x->ahead_first[t],
+                                 x->ahead_count[t]);
+}
+
+/* Hands walked thread i to every async target that records it. */
 static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targets, size_t count, int64_t now_ns)
 {
     pi_scratch *x = r->scratch;
     pi_walker *w = &r->walkers[i];
-    const walked_context *c = &x->walked[i];
     long depth = BUILD_DROPPED;
     bool truncated = false, built = false;
     unsigned long native_id = 0;
@@ -1782,22 +1913,12 @@ static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targ
     bool cpu_read = false;
     for (size_t t = 0; t < count; t++) {
         pi_state *g = targets[t];
-        bool own = w->ts.thread_id == g->async_thread;
-        int before = pi_context_state(&g->async, c->found, c->value);
-        if (!async_target_wants(g, x->group_walls[t], w->ts.thread_id, before))
+        int state, take = async_take(r, i, resolved, g, x->group_walls[t], &state);
+        if (take == TAKE_NONE)
             continue;
-        /* crossed into or out of g's context while read: its own thread's sample is
-         * lost, a followed one's left out */
-        if (c->lost || pi_context_state(&g->async, c->found_after, c->value_after) != before) {
-            if (own) {
-                g->stats.dropped++;
-                g->stats.dropped_walk++;
-            }
-            continue;
-        }
-        if (w->state != WALK_DONE || !resolved) {
+        if (take == TAKE_LOST || take == TAKE_DROPPED) {
             g->stats.dropped++;
-            g->stats.dropped_walk += w->state != WALK_DONE;
+            g->stats.dropped_walk += take == TAKE_LOST || w->state != WALK_DONE;
             continue;
         }
         if (!cpu_read) {
@@ -1806,7 +1927,7 @@ static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targ
             cpu_read = true;
         }
         uint32_t leaf = 0;
-        long chain = own ? async_chain(g, w, before, &leaf) : ASYNC_REAL;
+        long chain = take == TAKE_ASYNC ? async_chain(g, w, state, &leaf) : ASYNC_REAL;
         if (chain == ASYNC_LOST) {
             g->stats.dropped++;
             g->stats.dropped_walk++;
@@ -1882,8 +2003,11 @@ void pi_tick_async_group(pi_state *r, pi_state **targets, size_t count, int64_t 
     bool resolved = validate_walks(r, walker_count);
     if (resolved)
         name_leaves(r, walker_count);
+    read_chains_ahead(r, walker_count, resolved, targets, count);
     for (size_t i = 0; i < walker_count; i++)
         hand_out_async(r, i, resolved, targets, count, now_ns);
+    for (size_t t = 0; t < count; t++)
+        targets[t]->scratch->chain_cache.ahead_read = false; /* read for this tick only */
 done:
     for (size_t t = 0; t < count; t++)
         targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
