@@ -9,7 +9,7 @@ SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(P
 BROWSER_PYTHON ?= $(firstword $(PYTHONS))
 PYTEST_ARGS ?= -q
 
-.PHONY: demo test test-one test-sanitize bench bench-quick clean
+.PHONY: demo test test-fast test-sanitize lint typecheck bench bench-quick clean
 
 demo:
 	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py -m pyinstrument examples/demo.py
@@ -24,6 +24,18 @@ test:
 	done; \
 	$(MAKE) --no-print-directory test-sanitize || failed="$$failed sanitize"; \
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi
+
+# the quick check while working: one interpreter, no browser, no sanitizers (a few minutes)
+test-fast:
+	@venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $(DEMO_PYTHON)) && $$venv -m pytest $(PYTEST_ARGS) -m "not browser" -x tests
+
+# ruff (lint and format) and mypy on the package, with the versions pyproject.toml pins
+lint:
+	@venv=$$(PYINSTRUMENT_EXTRAS=test,lint tools/venv.sh $(DEMO_PYTHON)) && \
+	    $$venv -m ruff check src && $$venv -m ruff format --check src
+
+typecheck:
+	@venv=$$(PYINSTRUMENT_EXTRAS=test,lint tools/venv.sh $(DEMO_PYTHON)) && $$venv -m mypy
 
 # the engine's tests in an AddressSanitizer + UndefinedBehaviorSanitizer build
 test-sanitize:

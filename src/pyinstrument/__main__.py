@@ -9,21 +9,20 @@ The program runs exactly as it would under plain ``python`` (same ``sys.argv``,
 ``sys.path[0]``, ``__main__`` module, working directory and exit status) while the
 sampling engine records it; the report is written when it ends, however it ends.
 
-This module imports nothing from the rest of the package at import time: the parser
-(:func:`parse_command_line`) works, and can be tested, without the compiled engine.
+At import time this module takes from the rest of the package only the renderer
+registry and the option parsing it shares with the web middlewares and the magic
+(``pyinstrument.renderers.registry``, ``.options``); the profiler is imported when a
+program is run.
 """
 
 from __future__ import annotations
 
 import argparse
 import builtins
-import fnmatch
 import importlib
 import importlib.machinery
 import importlib.util
-import inspect
 import io
-import json
 import linecache
 import os
 import re
@@ -35,41 +34,14 @@ import types
 import zipfile
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from pyinstrument.renderers import registry
+from pyinstrument.renderers.options import accepted_parameters, merge, parse_render_options, processor_options_from
+from pyinstrument.renderers.registry import RendererError
+
 PROG = "pyinstrument"
 USAGE = "pyinstrument [options] scriptfile [arg] ..."
 DEFAULT_TARGET_DESCRIPTION = "Program: {args}"
 
-#: renderer names accepted by ``-r``, mapped to class names in ``pyinstrument.renderers``
-RENDERER_NAMES: Dict[str, str] = {
-    "text": "ConsoleRenderer",
-    "html": "HTMLRenderer",
-    "json": "JSONRenderer",
-    "speedscope": "SpeedscopeRenderer",
-    "session": "SessionRenderer",
-    "pyisession": "SessionRenderer",
-    "pstats": "PstatsRenderer",
-    "collapsed": "CollapsedRenderer",
-    "flamegraph": "FlamegraphRenderer",
-    "firefox": "FirefoxRenderer",
-    "chrometrace": "ChromeTraceRenderer",
-    "pprof": "PprofRenderer",
-}
-
-# Output file suffixes that select a renderer when -r is absent; the first match wins,
-# so the longer ".speedscope.json" must come before ".json".
-_RENDERER_FOR_SUFFIX: Tuple[Tuple[str, str], ...] = (
-    (".html", "html"),
-    (".htm", "html"),
-    (".speedscope.json", "speedscope"),
-    (".firefox.json", "firefox"),
-    (".trace.json", "chrometrace"),
-    (".json", "json"),
-    (".pyisession", "session"),
-    (".pstats", "pstats"),
-    (".collapsed", "collapsed"),
-    (".svg", "flamegraph"),
-    (".pb.gz", "pprof"),
-)
 
 class UsageError(Exception):
     """A problem with the command line: reported as one line on stderr, exit status 2."""
@@ -87,7 +59,7 @@ class ReportNotWritten(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors raise UsageError instead of printing usage and exiting."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -115,7 +87,7 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
@@ -146,80 +118,166 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     add(general, "--version", action="store_true", help="show the pyinstrument and Python versions and exit")
 
     target = parser.add_argument_group("what to profile (one of, besides a script file)")
-    add(target, "-m", dest="module", metavar="MODULE",
-        help="run a library module as the program, like 'python -m MODULE'; the "
-             "remaining arguments go to it")
-    add(target, "-c", dest="program", metavar="PROGRAM",
-        help="run the program given as a string, like 'python -c PROGRAM'")
-    add(target, "--load", dest="load", metavar="FILENAME",
-        help="do not run anything: render a session saved earlier (.pyisession)")
-    add(target, "--load-prev", dest="load_prev", metavar="IDENTIFIER",
+    add(
+        target,
+        "-m",
+        dest="module",
+        metavar="MODULE",
+        help="run a library module as the program, like 'python -m MODULE'; the remaining arguments go to it",
+    )
+    add(
+        target,
+        "-c",
+        dest="program",
+        metavar="PROGRAM",
+        help="run the program given as a string, like 'python -c PROGRAM'",
+    )
+    add(
+        target,
+        "--load",
+        dest="load",
+        metavar="FILENAME",
+        help="do not run anything: render a session saved earlier (.pyisession)",
+    )
+    add(
+        target,
+        "--load-prev",
+        dest="load_prev",
+        metavar="IDENTIFIER",
         help="do not run anything: render one of the recent sessions kept by "
-             "pyinstrument, by the identifier printed after its report")
-    add(target, "--from-path", action="store_true",
-        help="look the script up on $PATH instead of in the working directory")
+        "pyinstrument, by the identifier printed after its report",
+    )
+    add(
+        target,
+        "--from-path",
+        action="store_true",
+        help="look the script up on $PATH instead of in the working directory",
+    )
 
     output = parser.add_argument_group("output")
-    add(output, "-o", "--outfile", metavar="FILE",
-        help="write the report to FILE instead of standard output")
-    add(output, "-r", "--renderer", metavar="RENDERER",
-        help="report format: text, html, json, speedscope, session (or pyisession), "
-             "pstats, collapsed, flamegraph, firefox, chrometrace, pprof, or the dotted "
-             "import path of a Renderer class. Without it the format follows the -o "
-             "extension (.html/.htm, .speedscope.json, .firefox.json, .trace.json, .json, "
-             ".pyisession, .pstats, .collapsed, .svg, .pb.gz), and is text otherwise")
-    add(output, "-p", "--render-option", dest="render_options", action="append", default=[],
+    add(output, "-o", "--outfile", metavar="FILE", help="write the report to FILE instead of standard output")
+    add(
+        output,
+        "-r",
+        "--renderer",
+        metavar="RENDERER",
+        help=f"report format: {_renderer_names_text()}, or the dotted import path of a "
+        "Renderer class. Without it the format follows the -o extension "
+        f"({_renderer_suffixes_text()}), and is text otherwise",
+    )
+    add(
+        output,
+        "-p",
+        "--render-option",
+        dest="render_options",
+        action="append",
+        default=[],
         metavar="KEY[=VALUE]",
         help="pass an option to the renderer; VALUE is read as JSON when it parses, "
-             "as a string otherwise; a bare KEY means true; a dotted KEY sets a key "
-             "inside a dict option, e.g. -p processor_options.filter_threshold=0. "
-             "Repeat for several options")
-    add(output, "-t", "--timeline", action="store_true",
-        help="keep calls in the order they happened instead of merging repeated calls")
-    add(output, "--target-description", metavar="TEXT", default=DEFAULT_TARGET_DESCRIPTION,
+        "as a string otherwise; a bare KEY means true; a dotted KEY sets a key "
+        "inside a dict option, e.g. -p processor_options.filter_threshold=0. "
+        "Repeat for several options",
+    )
+    add(
+        output,
+        "-t",
+        "--timeline",
+        action="store_true",
+        help="keep calls in the order they happened instead of merging repeated calls",
+    )
+    add(
+        output,
+        "--target-description",
+        metavar="TEXT",
+        default=DEFAULT_TARGET_DESCRIPTION,
         help="description shown in the report header; '{args}' stands for the "
-             "program and its arguments (default: %(default)r)")
+        "program and its arguments (default: %(default)r)",
+    )
 
     frames = parser.add_argument_group("which frames to show")
     hide = frames.add_mutually_exclusive_group()
-    add(hide, "--hide", metavar="GLOB",
-        help="hide frames whose file path matches this glob (by default, library code "
-             "is folded away)")
-    add(hide, "--hide-regex", metavar="REGEX",
-        help="hide frames whose file path matches this regular expression")
+    add(
+        hide,
+        "--hide",
+        metavar="GLOB",
+        help="hide frames whose file path matches this glob (by default, library code is folded away)",
+    )
+    add(hide, "--hide-regex", metavar="REGEX", help="hide frames whose file path matches this regular expression")
     show = frames.add_mutually_exclusive_group()
-    add(show, "--show", metavar="GLOB",
+    add(
+        show,
+        "--show",
+        metavar="GLOB",
         help="always show frames whose file path matches this glob, e.g. "
-             "--show '*/requests/*' to look inside a library")
-    add(show, "--show-regex", metavar="REGEX",
-        help="always show frames whose file path matches this regular expression")
-    add(show, "--show-all", action="store_true",
-        help="show every frame, library code included")
+        "--show '*/requests/*' to look inside a library",
+    )
+    add(
+        show, "--show-regex", metavar="REGEX", help="always show frames whose file path matches this regular expression"
+    )
+    add(show, "--show-all", action="store_true", help="show every frame, library code included")
 
     text = parser.add_argument_group("text output (detected from the output stream when not given)")
-    add(text, "--unicode", dest="unicode", action="store_const", const=True, default=None,
-        help="draw the tree with unicode characters")
-    add(text, "--no-unicode", dest="unicode", action="store_const", const=False,
-        help="draw the tree with ASCII characters only")
-    add(text, "--color", dest="color", action="store_const", const=True, default=None,
-        help="colour the report with ANSI escapes")
-    add(text, "--no-color", dest="color", action="store_const", const=False,
-        help="do not colour the report")
+    add(
+        text,
+        "--unicode",
+        dest="unicode",
+        action="store_const",
+        const=True,
+        default=None,
+        help="draw the tree with unicode characters",
+    )
+    add(
+        text,
+        "--no-unicode",
+        dest="unicode",
+        action="store_const",
+        const=False,
+        help="draw the tree with ASCII characters only",
+    )
+    add(
+        text,
+        "--color",
+        dest="color",
+        action="store_const",
+        const=True,
+        default=None,
+        help="colour the report with ANSI escapes",
+    )
+    add(text, "--no-color", dest="color", action="store_const", const=False, help="do not colour the report")
 
     sampling = parser.add_argument_group("sampling")
-    add(sampling, "-i", "--interval", type=_positive_float, default=0.001, metavar="SECONDS",
+    add(
+        sampling,
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=0.001,
+        metavar="SECONDS",
         help="time between two samples (default: %(default)s). A shorter interval "
-             "resolves shorter calls; a longer one keeps a long run's profile smaller")
-    add(sampling, "-a", "--all-threads", action="store_true",
+        "resolves shorter calls; a longer one keeps a long run's profile smaller",
+    )
+    add(
+        sampling,
+        "-a",
+        "--all-threads",
+        action="store_true",
         help="sample every thread of the program, not only the main thread; the "
-             "report then also waits for the program's non-daemon threads to finish")
-    add(sampling, "--use-timing-thread", action="store_true",
-        help="accepted for compatibility; the C engine always times samples from its "
-             "own thread")
-    add(sampling, "--subprocesses", action="store_true",
+        "report then also waits for the program's non-daemon threads to finish",
+    )
+    add(
+        sampling,
+        "--use-timing-thread",
+        action="store_true",
+        help="accepted for compatibility; the C engine always times samples from its own thread",
+    )
+    add(
+        sampling,
+        "--subprocesses",
+        action="store_true",
         help="profile the program's Python child processes too (os.fork, "
-             "multiprocessing, subprocess running Python) and merge them into the "
-             "report, one subtree per process")
+        "multiprocessing, subprocess running Python) and merge them into the "
+        "report, one subtree per process",
+    )
 
     # spellings from older documentation, still accepted
     add(parser, "--setprofile", action="store_true", help=argparse.SUPPRESS)
@@ -237,8 +295,15 @@ class CommandLine:
     identifier; ``target_args`` are the arguments given after it.
     """
 
-    def __init__(self, options: argparse.Namespace, target_kind: Optional[str], target: Optional[str],
-                 target_args: List[str], notes: List[str], render_options: Dict[str, Any]):
+    def __init__(
+        self,
+        options: argparse.Namespace,
+        target_kind: Optional[str],
+        target: Optional[str],
+        target_args: List[str],
+        notes: List[str],
+        render_options: Dict[str, Any],
+    ):
         self.options = options
         self.target_kind = target_kind
         self.target = target
@@ -261,15 +326,6 @@ class CommandLine:
 
     def target_description(self) -> str:
         return self.options.target_description.format(args=self.description_args())
-
-
-def guess_renderer_name(outfile: Optional[str]) -> str:
-    if outfile:
-        lowered = outfile.lower()
-        for suffix, name in _RENDERER_FOR_SUFFIX:
-            if lowered.endswith(suffix):
-                return name
-    return "text"
 
 
 def _resolve_long_option(word: str, table: _OptionTable) -> str:
@@ -300,7 +356,7 @@ def _split_argv(argv: Sequence[str], table: _OptionTable) -> Tuple[List[str], Op
         word = argv[i]
         if word == "--":
             if i + 1 < n:
-                return options, "script", argv[i + 1], list(argv[i + 2:])
+                return options, "script", argv[i + 1], list(argv[i + 2 :])
             raise UsageError("expected a script after '--'")
         if word.startswith("--"):
             name, has_value, value = word.partition("=")
@@ -329,56 +385,23 @@ def _split_argv(argv: Sequence[str], table: _OptionTable) -> Tuple[List[str], Op
                     options.append(table.canonical[flag])
                     j += 1
                     continue
-                value = word[j + 1:]
+                value = word[j + 1 :]
                 if not value:
                     if i + 1 >= n:
                         raise UsageError(f"option {flag} needs a value")
                     i += 1
                     value = argv[i]
                 if flag == "-m":
-                    return options, "module", value, list(argv[i + 1:])
+                    return options, "module", value, list(argv[i + 1 :])
                 if flag == "-c":
-                    return options, "program", value, list(argv[i + 1:])
+                    return options, "program", value, list(argv[i + 1 :])
                 options.append(f"{table.canonical[flag]}={value}")
                 break
             i += 1
             continue
         # the first plain word is the script ("-" means: read the program from stdin)
-        return options, "script", word, list(argv[i + 1:])
+        return options, "script", word, list(argv[i + 1 :])
     return options, None, None, []
-
-
-def parse_render_options(items: Sequence[str]) -> Dict[str, Any]:
-    """Turn ``-p`` values into renderer keyword arguments.
-
-    ``KEY=VALUE`` reads VALUE as JSON, falling back to the plain string; a bare ``KEY``
-    means ``True``; ``a.b=VALUE`` sets key ``b`` in the dict option ``a``.
-    """
-    result: Dict[str, Any] = {}
-    for item in items:
-        key, has_value, raw = item.partition("=")
-        key = key.strip()
-        if not key or any(not part for part in key.split(".")):
-            raise UsageError(f"invalid render option {item!r}: expected KEY or KEY=VALUE")
-        if not has_value:
-            value: Any = True
-        else:
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = raw
-        parts = key.split(".")
-        node = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise UsageError(f"render option {where!r} is set to a value, so {key!r} cannot set a key inside it")
-            node = child
-        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
-            raise UsageError(f"render option {key!r} was given keys with dotted options, so it cannot also be set to {raw!r}")
-        node[parts[-1]] = value
-    return result
 
 
 def check_target_description(text: str) -> None:
@@ -386,17 +409,19 @@ def check_target_description(text: str) -> None:
     try:
         fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
     except ValueError as exc:
-        raise UsageError(f"invalid --target-description {text!r}: {exc}")
+        raise UsageError(f"invalid --target-description {text!r}: {exc}") from None
     for field in fields:
         if field == "":
             raise UsageError("empty placeholder '{}' in --target-description; the only placeholder is {args}")
         base = field.split(".", 1)[0].split("[", 1)[0]
         if base != "args":
-            raise UsageError(f"unknown placeholder '{{{field}}}' in --target-description; the only placeholder is {{args}}")
+            raise UsageError(
+                f"unknown placeholder '{{{field}}}' in --target-description; the only placeholder is {{args}}"
+            )
     try:
         text.format(args="program arg")
     except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
-        raise UsageError(f"invalid --target-description {text!r}: {exc}")
+        raise UsageError(f"invalid --target-description {text!r}: {exc}") from None
 
 
 def format_help() -> str:
@@ -415,15 +440,20 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     notes: List[str] = []
 
     if options.setprofile:
-        notes.append("--setprofile is deprecated and has no effect: the C engine samples "
-                     "stacks from its own thread and installs no profile hook")
+        notes.append(
+            "--setprofile is deprecated and has no effect: the C engine samples "
+            "stacks from its own thread and installs no profile hook"
+        )
     if options.html:
         notes.append("--html is deprecated; use -r html")
         if options.renderer and options.renderer != "html":
             raise UsageError(f"--html conflicts with -r {options.renderer}")
         options.renderer = "html"
 
-    render_options = parse_render_options(options.render_options)
+    try:
+        render_options = parse_render_options(options.render_options)
+    except RendererError as exc:
+        raise UsageError(str(exc)) from None
     check_target_description(options.target_description)
 
     if options.version:
@@ -441,8 +471,7 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     if options.load_prev is not None:
         sources.append("--load-prev")
     if not sources:
-        raise UsageError("nothing to profile: give a script, -m MODULE, -c PROGRAM, "
-                         "--load FILE or --load-prev ID")
+        raise UsageError("nothing to profile: give a script, -m MODULE, -c PROGRAM, --load FILE or --load-prev ID")
     if len(sources) > 1:
         raise UsageError(f"{' and '.join(sources)} cannot be used together")
     if options.load is not None:
@@ -465,66 +494,6 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
 # ---------------------------------------------------------------------------------------
 
 
-def _import_object(path: str) -> Any:
-    module_name, _, attribute = path.rpartition(".")
-    if not module_name or not attribute:
-        raise UsageError(
-            f"unknown renderer {path!r}: use one of {', '.join(RENDERER_NAMES)}, "
-            f"or a dotted path such as mypackage.MyRenderer")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import renderer {path!r}: {exc}")
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise UsageError(f"cannot import renderer {path!r}: module {module_name!r} has no {attribute!r}")
-
-
-def get_renderer_class(name: str) -> type:
-    """The renderer class for a -r value; built-in ones are looked up by name in
-    ``pyinstrument.renderers`` only now, so renderers added later work unchanged."""
-    if name in RENDERER_NAMES:
-        class_name = RENDERER_NAMES[name]
-        try:
-            renderers = importlib.import_module("pyinstrument.renderers")
-        except ImportError as exc:
-            raise UsageError(f"renderers are not available: {exc}")
-        renderer_class = getattr(renderers, class_name, None)
-        if renderer_class is None:
-            raise UsageError(f"the {name} renderer is not available yet in this version of pyinstrument")
-        return renderer_class
-    renderer_class = _import_object(name)
-    if not isinstance(renderer_class, type) or not callable(getattr(renderer_class, "render", None)):
-        raise UsageError(f"{name!r} is not a renderer class (a class with a render(session) method)")
-    return renderer_class
-
-
-def _accepted_parameters(renderer_class: type) -> Optional[set]:
-    """Names the renderer's constructor accepts, or None when it takes **kwargs."""
-    try:
-        signature = inspect.signature(renderer_class)
-    except (TypeError, ValueError):
-        return None
-    names = set()
-    for parameter in signature.parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(parameter.name)
-    return names
-
-
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _stream_supports_unicode(stream: Any) -> bool:
     encoding = getattr(stream, "encoding", None) or ""
     return encoding.lower().replace("-", "").replace("_", "").startswith("utf")
@@ -543,18 +512,29 @@ def _wants_color(stream: Any) -> bool:
     return _stream_is_terminal(stream)
 
 
-def processor_options_from(options: Any) -> Dict[str, Any]:
-    """The ``processor_options`` that --hide, --hide-regex, --show and --show-regex ask for."""
-    processor_options: Dict[str, Any] = {}
-    if options.hide is not None:
-        processor_options["hide_regex"] = fnmatch.translate(options.hide)
-    if options.hide_regex is not None:
-        processor_options["hide_regex"] = options.hide_regex
-    if options.show is not None:
-        processor_options["show_regex"] = fnmatch.translate(options.show)
-    if options.show_regex is not None:
-        processor_options["show_regex"] = options.show_regex
-    return processor_options
+def _renderer_names_text() -> str:
+    """``text, html, ..., session (or pyisession), ...``: the -r names, for --help."""
+    return ", ".join(
+        info.names[0] + (f" (or {', '.join(info.names[1:])})" if len(info.names) > 1 else "")
+        for info in registry.BUILT_IN
+    )
+
+
+def _renderer_suffixes_text() -> str:
+    """``.html/.htm, .json, ...``: the -o suffixes that choose a renderer, for --help."""
+    return ", ".join("/".join(info.suffixes) for info in registry.BUILT_IN if info.suffixes)
+
+
+def get_renderer_class(name: str) -> type:
+    """The renderer class for a -r value (see pyinstrument.renderers.registry)."""
+    try:
+        return registry.renderer_class(name)
+    except RendererError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def guess_renderer_name(outfile: Optional[str]) -> str:
+    return registry.name_for_file(outfile) or "text"
 
 
 def create_renderer(cli: CommandLine, stdout: Any, own_code_regex: Optional[str] = None) -> Any:
@@ -564,7 +544,7 @@ def create_renderer(cli: CommandLine, stdout: Any, own_code_regex: Optional[str]
     options = cli.options
     name = cli.renderer_name
     renderer_class = get_renderer_class(name)
-    accepted = _accepted_parameters(renderer_class)
+    accepted = accepted_parameters(renderer_class)
 
     # options from flags: passed when the renderer takes them; a flag the user gave
     # explicitly that this renderer cannot use gets a note
@@ -604,13 +584,14 @@ def create_renderer(cli: CommandLine, stdout: Any, own_code_regex: Optional[str]
         if unknown:
             raise UsageError(
                 f"{renderer_class.__name__} has no option {', '.join(map(repr, unknown))}"
-                f" (its options: {', '.join(sorted(accepted)) or 'none'})")
-    kwargs = _merge(kwargs, cli.render_options)
+                f" (its options: {', '.join(sorted(accepted)) or 'none'})"
+            )
+    kwargs = merge(kwargs, cli.render_options)
 
     try:
         return renderer_class(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"cannot create {renderer_class.__name__} with these options: {exc}")
+        raise UsageError(f"cannot create {renderer_class.__name__} with these options: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -678,7 +659,7 @@ def _compile(source: Any, filename: str) -> types.CodeType:
     try:
         return compile(source, filename, "exec", dont_inherit=True)
     except ValueError as exc:  # e.g. null bytes, on Pythons that do not call it a SyntaxError
-        raise UsageError(f"can't compile {filename}: {exc}")
+        raise UsageError(f"can't compile {filename}: {exc}") from None
 
 
 class ScriptTarget(Target):
@@ -707,7 +688,7 @@ class ScriptTarget(Target):
             with io.open_code(path) as f:
                 source = f.read()
         except OSError as exc:
-            raise UsageError(f"can't open file {path!r}: {exc.strerror or exc}")
+            raise UsageError(f"can't open file {path!r}: {exc.strerror or exc}") from None
         sys.argv = [path] + self.args
         _set_path0(os.path.dirname(os.path.realpath(path)))
         # a SyntaxError here propagates: it is reported like python does, before profiling
@@ -729,7 +710,8 @@ class ScriptTarget(Target):
         _set_path0("")
         self.code = _compile(sys.stdin.read(), "<stdin>")
         self.module = _new_main_module(
-            __file__="<stdin>", __cached__=None, __loader__=importlib.machinery.BuiltinImporter)
+            __file__="<stdin>", __cached__=None, __loader__=importlib.machinery.BuiltinImporter
+        )
 
     def _prepare_path_entry(self, path: str) -> None:
         # a directory or zip file with a __main__.py, as `python DIR` runs it
@@ -806,7 +788,7 @@ def _remember_program_source(code: types.CodeType, program: str) -> None:
         return
     lines = [line + "\n" for line in program.splitlines()]
     if hasattr(linecache, "_interactive_cache"):  # 3.14+: looked up by code object
-        linecache._register_code(code, program, "<string>")  # type: ignore[attr-defined]
+        linecache._register_code(code, program, "<string>")
     else:  # 3.13: looked up by file name
         linecache.cache["<string>"] = (len(program), None, lines, "<string>")
 
@@ -865,7 +847,7 @@ class ModuleTarget(Target):
                 __import__(parent)  # runs the parent packages' __init__, as python -m does
             except ModuleNotFoundError as exc:
                 if exc.name is not None and (parent == exc.name or parent.startswith(exc.name + ".")):
-                    raise _ModuleNotFound(self._not_found(name, package_of))
+                    raise _ModuleNotFound(self._not_found(name, package_of)) from None
                 raise
             if not hasattr(sys.modules.get(parent), "__path__"):
                 raise _ModuleNotFound(f"no module named {name!r} ({parent!r} is not a package)")
@@ -884,8 +866,10 @@ class ModuleTarget(Target):
     @staticmethod
     def _not_found(name: str, package_of: Optional[str]) -> str:
         if package_of is not None:
-            return (f"no module named {name!r}: {package_of!r} is a package and cannot "
-                    f"be run directly (it has no __main__ module)")
+            return (
+                f"no module named {name!r}: {package_of!r} is a package and cannot "
+                f"be run directly (it has no __main__ module)"
+            )
         return f"no module named {name!r}"
 
 
@@ -951,7 +935,7 @@ def _run_profiled(cli: CommandLine, target: Target) -> Tuple[Any, Optional[BaseE
     try:
         from pyinstrument import Profiler
     except ImportError as exc:
-        raise _EngineMissing(f"the profiler is not available: {exc}")
+        raise _EngineMissing(f"the profiler is not available: {exc}") from None
     options = cli.options
     profiler_kwargs: Dict[str, Any] = dict(
         interval=options.interval,
@@ -1010,9 +994,9 @@ def load_previous_session(identifier: str) -> Any:
     try:
         return session_history.load(identifier)
     except LookupError as exc:
-        raise UsageError(str(exc))
+        raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"can't load previous session {identifier!r}: {exc}")
+        raise UsageError(f"can't load previous session {identifier!r}: {exc}") from None
 
 
 def load_session_file(path: str) -> Any:
@@ -1021,9 +1005,9 @@ def load_session_file(path: str) -> Any:
     try:
         return Session.load(path)
     except FileNotFoundError:
-        raise UsageError(f"can't open session file {path!r}: no such file")
+        raise UsageError(f"can't open session file {path!r}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"can't load session file {path!r}: {getattr(exc, 'strerror', None) or exc}")
+        raise UsageError(f"can't load session file {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1045,8 +1029,10 @@ def _check_output(cli: CommandLine, renderer: Any, stdout: Any) -> None:
         if os.path.isdir(outfile):
             raise UsageError(f"cannot write {outfile!r}: it is a directory")
     elif getattr(renderer, "output_is_binary", False) and _stream_is_terminal(stdout):
-        raise UsageError(f"the {cli.renderer_name} report is binary and will not be written "
-                         f"to a terminal; use -o FILE or redirect the output")
+        raise UsageError(
+            f"the {cli.renderer_name} report is binary and will not be written "
+            f"to a terminal; use -o FILE or redirect the output"
+        )
 
 
 def _as_bytes(report: Any) -> bytes:
@@ -1087,8 +1073,7 @@ def _open_in_browser(renderer: Any, session: Any, report: str) -> None:
     import tempfile
     import webbrowser
 
-    with tempfile.NamedTemporaryFile("w", suffix=".html", prefix="pyinstrument-", delete=False,
-                                     encoding="utf-8") as f:
+    with tempfile.NamedTemporaryFile("w", suffix=".html", prefix="pyinstrument-", delete=False, encoding="utf-8") as f:
         f.write(report)
     print(f"{PROG}: report written to {f.name}", file=sys.stderr)
     webbrowser.open("file://" + f.name)
@@ -1105,8 +1090,7 @@ def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, fro
             write_report_file(outfile, _as_bytes(report))
         except OSError as exc:
             identifier = remember_session_for_load_prev(session) if from_run else None
-            kept = (f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE"
-                    if identifier else "")
+            kept = f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE" if identifier else ""
             raise ReportNotWritten(f"can't write {outfile!r}: {exc.strerror or exc}{kept}") from None
         return
     if getattr(renderer, "output_file_extension", None) == "html" and _stream_is_terminal(stdout):
@@ -1116,8 +1100,12 @@ def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, fro
     if from_run and cli.renderer_name == "text":
         identifier = remember_session_for_load_prev(session)
         if identifier:
-            _write_stdout(stdout, "To view this report with different options, run:\n"
-                                  f"    pyinstrument --load-prev {identifier} [options]\n\n", False)
+            _write_stdout(
+                stdout,
+                "To view this report with different options, run:\n"
+                f"    pyinstrument --load-prev {identifier} [options]\n\n",
+                False,
+            )
 
 
 # ---------------------------------------------------------------------------------------

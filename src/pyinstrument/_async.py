@@ -59,9 +59,11 @@ def node_types() -> Tuple[int, int, int]:
 
 
 def _probe_node_types() -> Tuple[int, int, int]:
-    probe = contextvars.ContextVar("pyinstrument_probe")
+    probe: contextvars.ContextVar[object] = contextvars.ContextVar("pyinstrument_probe")
     marker = object()
-    others = [contextvars.ContextVar(f"pyinstrument_probe_{i}") for i in range(96)]
+    others: List[contextvars.ContextVar[object]] = [
+        contextvars.ContextVar(f"pyinstrument_probe_{i}") for i in range(96)
+    ]
     small = _context_with([probe], marker)
     # 97 variables over 32 slots at the root: the root becomes an array node
     large = _context_with(others + [probe], marker)

@@ -33,8 +33,12 @@ def write_report_file(path: "str | os.PathLike[str]", data: bytes) -> None:
         status: Optional[os.stat_result] = os.stat(path)
     except FileNotFoundError:
         status = None  # a new file (or a dangling link's future target)
-    if status is None or (stat.S_ISREG(status.st_mode) and status.st_nlink == 1
-                          and _is_same_file(real, status) and _may_replace(real, status)):
+    if status is None or (
+        stat.S_ISREG(status.st_mode)
+        and status.st_nlink == 1
+        and _is_same_file(real, status)
+        and _may_replace(real, status)
+    ):
         try:
             _replace(real, data, keep=status)
             return

@@ -78,11 +78,12 @@ class _KnownCallables:
         # it runs bound to its first argument: named as that bound builtin is
         if first_type == id(types.ModuleType):
             return descriptor.__name__
+        instance_type: Optional[type]
         if first_type == id(type):  # a method of classes, called on one: named after that class
             owner, instance_type = self.types.get(first_addr), type
         else:
             owner = instance_type = self.types.get(first_type)
-        if owner is None or not issubclass(instance_type, descriptor.__objclass__):
+        if owner is None or instance_type is None or not issubclass(instance_type, descriptor.__objclass__):
             return None
         return f"{owner.__qualname__}.{descriptor.__name__}"
 
@@ -177,8 +178,9 @@ class PythonSampler:
         self._nodes: List[List[Any]] = []  # [parent, identity, line, thread, wall, cpu, samples]
         self._children: Dict[Tuple[int, int, int], int] = {}
         self._threads: Dict[int, Dict[str, Any]] = {}  # ident -> {index, root, last_cpu, timeline}
-        self._stats = dict(ticks=0, samples=0, dropped=0, truncated=0, calls_ended=0, missed_ticks=0, tick_ns_total=0,
-                           syscalls=0)
+        self._stats = dict(
+            ticks=0, samples=0, dropped=0, truncated=0, calls_ended=0, missed_ticks=0, tick_ns_total=0, syscalls=0
+        )
         self._timeline_truncated = False
 
     @property
@@ -232,7 +234,9 @@ class PythonSampler:
         if record is None:
             root = len(self._nodes)
             self._nodes.append([-1, -1, 0, len(self._threads), 0.0, 0.0, 0])
-            record = self._threads[ident] = dict(index=len(self._threads), root=root, last_cpu=None, timeline=array("I"))
+            record = self._threads[ident] = dict(
+                index=len(self._threads), root=root, last_cpu=None, timeline=array("I")
+            )
         return record
 
     def _tick(self, me: int, wall: float) -> None:
@@ -291,9 +295,7 @@ class PythonSampler:
     def snapshot(self) -> Dict[str, Any]:
         if self.running:
             raise RuntimeError("cannot take a snapshot while the sampler is running")
-        threads = [
-            (ident, 0, record["root"], record["timeline"].tobytes()) for ident, record in self._threads.items()
-        ]
+        threads = [(ident, 0, record["root"], record["timeline"].tobytes()) for ident, record in self._threads.items()]
         return dict(
             identities=list(self._identities),
             nodes=b"".join(_pack_node(*n) for n in self._nodes),
@@ -308,5 +310,12 @@ def _pack_node(parent: int, identity: int, line: int, thread: int, wall: float, 
     """One node as the C engine's snapshot hands them over (see profiler.ENGINE_NODE)."""
     from pyinstrument.profiler import ENGINE_NODE, NO_NODE
 
-    return ENGINE_NODE.pack(NO_NODE if parent < 0 else parent, NO_NODE if identity < 0 else identity, line, thread,
-                            round(wall * 1e9), round(cpu * 1e9), samples)
+    return ENGINE_NODE.pack(
+        NO_NODE if parent < 0 else parent,
+        NO_NODE if identity < 0 else identity,
+        line,
+        thread,
+        round(wall * 1e9),
+        round(cpu * 1e9),
+        samples,
+    )

@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs
 
 from pyinstrument.profiler import Profiler
+from pyinstrument.renderers import registry
+from pyinstrument.renderers.registry import RendererError
 from pyinstrument.session import Session
 
 logger = logging.getLogger("pyinstrument")
@@ -76,12 +78,6 @@ PROXY_HEADER_PREFIXES = ("x-forwarded", "x-original-forwarded")
 
 #: the longest file name written, in bytes: file systems allow 255, and " (N)" may follow
 MAX_NAME_BYTES = 200
-
-_CONTENT_TYPES = {
-    "html": "text/html; charset=utf-8",
-    "json": "application/json",
-    "txt": "text/plain; charset=utf-8",
-}
 
 
 @dataclass(frozen=True)
@@ -252,11 +248,9 @@ def renderer_class_for(renderer: Union[None, str, type, Any], name: str = "rende
     if renderer is None:
         renderer = "html"
     if isinstance(renderer, str):
-        from pyinstrument.__main__ import UsageError, get_renderer_class
-
         try:
-            return get_renderer_class(renderer)
-        except UsageError as error:
+            return registry.renderer_class(renderer)
+        except RendererError as error:
             raise ValueError(f"{name}: {error}") from None
     if not callable(getattr(renderer, "render", None)):
         raise ValueError(f"{name} must be a renderer class or object (with a render(session) method), not {renderer!r}")
@@ -469,13 +463,10 @@ class WebProfiling:
         try:
             renderer = self.new_renderer(renderer)
             body = self.render(session, renderer)
-            extension = getattr(renderer, "output_file_extension", "txt")
-            binary = getattr(renderer, "output_is_binary", False)
         except Exception as error:
             self._log_failure("render", "rendering the report failed, the application's response is sent", error)
             return None
-        default = "application/octet-stream" if binary else "text/plain; charset=utf-8"
-        return body, _CONTENT_TYPES.get(extension, default)
+        return body, registry.content_type(renderer)
 
     def keep(self, request: Any, session: Session) -> Optional[str]:
         """Write the request's report into profile_dir if the slow-only rules keep it;

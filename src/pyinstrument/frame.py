@@ -70,7 +70,15 @@ _NON_LIBRARY_DIRS_UNDER_PREFIX = frozenset(["src", "home", "srv", "app"])
 
 
 #: file names of code the user typed or ran as text
-_TYPED_CODE_FILES = ("<string>", "<stdin>", "<console>", "<input>", "<ipython-input-", "<pyinstrument-cell-", "<doctest ")
+_TYPED_CODE_FILES = (
+    "<string>",
+    "<stdin>",
+    "<console>",
+    "<input>",
+    "<ipython-input-",
+    "<pyinstrument-cell-",
+    "<doctest ",
+)
 #: the file name of code run by exec() or eval() of a string
 EXEC_FILE = "<string>"
 
@@ -914,7 +922,6 @@ def is_path_in_package(path: Optional[str], package: str) -> bool:
         return False
     parts = re.split(r"[/\\]", path)
     return package in parts[:-1]
-
 
 
 def libraries_of(frames: List[Frame]) -> List[str]:

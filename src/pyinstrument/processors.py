@@ -135,7 +135,7 @@ def remove_importlib(frame: Optional[Frame], options: ProcessorOptions) -> Optio
         if "<frozen importlib._bootstrap" not in identifier:
             return False
         path = f._identifier_parts()[1]
-        return bool(path) and path.startswith("<frozen importlib._bootstrap")
+        return path is not None and path.startswith("<frozen importlib._bootstrap")
 
     _splice_out(frame, is_importlib)
     return frame
@@ -426,9 +426,7 @@ def _strip_launcher(frame: Frame) -> Frame:
     return current
 
 
-def remove_first_pyinstrument_frames_processor(
-    frame: Optional[Frame], options: ProcessorOptions
-) -> Optional[Frame]:
+def remove_first_pyinstrument_frames_processor(frame: Optional[Frame], options: ProcessorOptions) -> Optional[Frame]:
     """Remove the command line's own frames (pyinstrument's ``__main__``, ``runpy``,
     an ``exec`` wrapper) above the user's script or module, when the tree starts
     with them. Applied to each thread when the root is a thread or ``[root]`` frame."""

@@ -19,9 +19,9 @@ from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
+from pyinstrument._files import write_report_file
 from pyinstrument.frame import THREAD_FILE, frame_info_get_identifier, is_path_in_package
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument._files import write_report_file
 from pyinstrument.session import Session, Timeline
 
 # The process forks with the threads it would have unprofiled: the sampling threads are
@@ -71,7 +71,14 @@ def _caller_stack(frame: Optional[types.FrameType]) -> List[str]:
     stack = []
     while frame is not None:
         code = frame.f_code
-        stack.append(frame_string(getattr(code, "co_qualname", code.co_name), code.co_filename, code.co_firstlineno, line=frame.f_lineno or 0))
+        stack.append(
+            frame_string(
+                getattr(code, "co_qualname", code.co_name),
+                code.co_filename,
+                code.co_firstlineno,
+                line=frame.f_lineno or 0,
+            )
+        )
         frame = frame.f_back
     stack.reverse()
     return stack
@@ -307,7 +314,7 @@ def session_from_snapshot(
         if is_profiler_code[identity] or inside_profiler[parent]:
             # its time stays with the caller (a tick inside the profiler's own start/stop,
             # such as the last one at stop(), belongs to the code that called it)
-            stacks[index] = parent_stack
+            stack = parent_stack
         else:
             key = (identity, line)
             text = frame_strings.get(key)
@@ -316,12 +323,13 @@ def session_from_snapshot(
                     text = frame_strings[key] = f"[{line} frames truncated]"
                 else:
                     text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
-            stacks[index] = parent_stack + [text]
+            stack = parent_stack + [text]
+        stacks[index] = stack
         inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
         if samples:
             record_of_node[index] = len(records)
             threads_sampled.add(thread)
-            records.append((stacks[index], wall_ns / 1e9))
+            records.append((stack, wall_ns / 1e9))
             records_cpu.append(cpu_ns / 1e9)
 
     timeline_records, timeline_seconds = array("I"), array("f")
@@ -527,8 +535,7 @@ class Profiler:
             node_types = _async.node_types()
         except RuntimeError as error:
             _notice(
-                f"async_mode={self._async_mode!r} cannot follow async contexts here ({error}); "
-                "profiling as 'disabled'"
+                f"async_mode={self._async_mode!r} cannot follow async contexts here ({error}); profiling as 'disabled'"
             )
             return
         task_layout = _async.task_layout() if task is not None else None

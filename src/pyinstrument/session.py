@@ -378,7 +378,9 @@ class Session:
         except json.JSONDecodeError as exc:
             if exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string"):
                 raise SessionFileError("truncated pyinstrument session (the file ends too early)") from None
-            raise SessionFileError(f"not a pyinstrument session (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+            raise SessionFileError(
+                f"not a pyinstrument session (invalid JSON at line {exc.lineno}: {exc.msg})"
+            ) from None
         return Session.from_json(document)
 
     def __repr__(self) -> str:
@@ -403,8 +405,9 @@ def _read_frame_records(value: Any, gaps: Any) -> List[FrameRecordType]:
             raise SessionFileError(f"damaged pyinstrument session: frame record {i} is not a [stack, seconds] pair")
         records.append((item[0], _as_float(item[1])))
     if gaps is not None:  # see Session._write_gap_records
-        if not (isinstance(gaps, list) and all(type(i) is int and 0 <= i < len(records) and not records[i][1]
-                                               for i in gaps)):
+        if not (
+            isinstance(gaps, list) and all(type(i) is int and 0 <= i < len(records) and not records[i][1] for i in gaps)
+        ):
             raise SessionFileError("damaged pyinstrument session: 'gap_records' names no records of no time")
         for i in gaps:
             records[i] = ([], 0.0)
@@ -433,8 +436,9 @@ def _as_float(number: Union[int, float]) -> float:
 
 def _read_time(value: Any, what: str) -> float:
     if not (_is_number(value) and 0 <= value <= _MAX_SECONDS):
-        raise SessionFileError(f"damaged pyinstrument session: {what} is not a time in seconds "
-                               f"(a number from 0 to {_MAX_SECONDS:g})")
+        raise SessionFileError(
+            f"damaged pyinstrument session: {what} is not a time in seconds (a number from 0 to {_MAX_SECONDS:g})"
+        )
     return float(value)
 
 
@@ -456,14 +460,18 @@ def _check_total(times: Sequence[float], what: str) -> None:
     except (ValueError, OverflowError):  # inf - inf, or a sum too large
         total = math.inf
     if not (total <= _MAX_SECONDS and min(times, default=0.0) >= 0):
-        raise SessionFileError(f"damaged pyinstrument session: {what} include a negative or infinite time, "
-                               f"or add up to more than {_MAX_SECONDS:g} seconds")
+        raise SessionFileError(
+            f"damaged pyinstrument session: {what} include a negative or infinite time, "
+            f"or add up to more than {_MAX_SECONDS:g} seconds"
+        )
 
 
 def _read_start_time(value: Any) -> float:
     if not (_is_number(value) and 0 <= value <= _MAX_START_TIME):
-        raise SessionFileError("damaged pyinstrument session: 'start_time' is not a time since the epoch "
-                               "(a number of seconds from 1970 to 2255)")
+        raise SessionFileError(
+            "damaged pyinstrument session: 'start_time' is not a time since the epoch "
+            "(a number of seconds from 1970 to 2255)"
+        )
     return float(value)
 
 
@@ -509,14 +517,16 @@ def _read_timeline(value: Any) -> Optional[Timeline]:
         try:
             timeline = Timeline.from_arrays(array("I", records), array("f", [n / 1e9 for n in nanoseconds]))
         except (TypeError, OverflowError):
-            raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
-                                   "record indices and nanoseconds") from None
+            raise SessionFileError(
+                "damaged pyinstrument session: the timeline holds something other than record indices and nanoseconds"
+            ) from None
     elif isinstance(value, list):
         try:
             timeline = Timeline(value)
         except (TypeError, ValueError, OverflowError):
-            raise SessionFileError("damaged pyinstrument session: the timeline holds something other than "
-                                   "[record index, seconds] pairs") from None
+            raise SessionFileError(
+                "damaged pyinstrument session: the timeline holds something other than [record index, seconds] pairs"
+            ) from None
     else:
         raise SessionFileError("damaged pyinstrument session: the timeline is neither a list nor an object")
     _check_total(timeline.seconds, "the timeline's times")

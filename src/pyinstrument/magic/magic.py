@@ -31,11 +31,22 @@ from IPython.display import display
 from pyinstrument import Profiler
 from pyinstrument.renderers.console import ConsoleRenderer
 from pyinstrument.renderers.html import HTMLRenderer
+from pyinstrument.renderers.options import accepted_parameters, merge, parse_render_options, processor_options_from
+from pyinstrument.renderers.registry import RendererError
 from pyinstrument.session import Session
 
 #: holds the value of the cell's last expression while the cell runs
 _RESULT_NAME = "__pyinstrument_cell_result__"
-_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_BOOLEAN_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 _DEFAULT_HEIGHT = 400
 
 USAGE = """\
@@ -60,14 +71,24 @@ class _MagicParser:
     """The options: argparse, with errors raised as IPython's one-line UsageError."""
 
     # options that take the following word as their value (when not written with "=")
-    value_options = {"-p", "--render-option", "--show", "--show-regex", "--hide", "--hide-regex",
-                     "--interval", "--async_mode", "--async-mode", "--height"}
+    value_options = {
+        "-p",
+        "--render-option",
+        "--show",
+        "--show-regex",
+        "--hide",
+        "--hide-regex",
+        "--interval",
+        "--async_mode",
+        "--async-mode",
+        "--height",
+    }
 
     def __init__(self) -> None:
         import argparse
 
         class Parser(argparse.ArgumentParser):
-            def error(self, message: str) -> Any:  # type: ignore[override]
+            def error(self, message: str) -> Any:
                 raise UsageError(f"%pyinstrument: {message}")
 
         parser = Parser(prog="%pyinstrument", add_help=False, allow_abbrev=False)
@@ -80,8 +101,13 @@ class _MagicParser:
         hide.add_argument("--hide")
         hide.add_argument("--hide-regex")
         parser.add_argument("--interval", type=_positive_float, default=0.001)
-        parser.add_argument("--async_mode", "--async-mode", dest="async_mode", default="disabled",
-                            choices=["enabled", "disabled", "strict"])
+        parser.add_argument(
+            "--async_mode",
+            "--async-mode",
+            dest="async_mode",
+            default="disabled",
+            choices=["enabled", "disabled", "strict"],
+        )
         parser.add_argument("--timeline", nargs="?", const="true", default="false", type=_boolean)
         parser.add_argument("--height", type=int, default=_DEFAULT_HEIGHT)
         self.parser = parser
@@ -149,7 +175,7 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
@@ -161,18 +187,15 @@ def _boolean(text: str) -> bool:
     try:
         return _BOOLEAN_WORDS[text.lower()]
     except KeyError:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 def make_renderers(options: Any) -> Tuple[HTMLRenderer, ConsoleRenderer]:
     """The HTML and text renderers for these options; bad options raise UsageError."""
 
-    from pyinstrument.__main__ import UsageError as CommandLineUsageError
-    from pyinstrument.__main__ import _accepted_parameters, _merge, parse_render_options, processor_options_from
-
     try:
         render_options = parse_render_options(options.render_options)
-    except CommandLineUsageError as error:
+    except RendererError as error:
         raise UsageError(f"%pyinstrument: {error}") from None
 
     processor_options = processor_options_from(options)
@@ -180,8 +203,8 @@ def make_renderers(options: Any) -> Tuple[HTMLRenderer, ConsoleRenderer]:
     if processor_options:
         common["processor_options"] = processor_options
 
-    html_accepts = _accepted_parameters(HTMLRenderer) or set()
-    text_accepts = _accepted_parameters(ConsoleRenderer) or set()
+    html_accepts = accepted_parameters(HTMLRenderer) or set()
+    text_accepts = accepted_parameters(ConsoleRenderer) or set()
     unknown = sorted(set(render_options) - html_accepts - text_accepts)
     if unknown:
         raise UsageError(
@@ -189,11 +212,9 @@ def make_renderers(options: Any) -> Tuple[HTMLRenderer, ConsoleRenderer]:
             f"(options: {', '.join(sorted(html_accepts | text_accepts))})"
         )
     try:
-        html_renderer = HTMLRenderer(
-            **_merge(common, {k: v for k, v in render_options.items() if k in html_accepts})
-        )
+        html_renderer = HTMLRenderer(**merge(common, {k: v for k, v in render_options.items() if k in html_accepts}))
         text_renderer = ConsoleRenderer(
-            **_merge(
+            **merge(
                 dict(common, unicode=True, color=False),
                 {k: v for k, v in render_options.items() if k in text_accepts},
             )
@@ -264,6 +285,7 @@ class PyinstrumentMagic(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
+        self._shell = shell  # the InteractiveShell (Magics.shell may be None by its type)
         self._parser = _MagicParser()
 
     @no_var_expand
@@ -294,7 +316,7 @@ class PyinstrumentMagic(Magics):
             raw=True,
         )
         if error is not None:
-            _show_from_the_cell(self.shell, error, cell_filename)
+            _show_from_the_cell(self._shell, error, cell_filename)
             raise error
         return outcome
 
@@ -305,7 +327,7 @@ class PyinstrumentMagic(Magics):
     def _compile(self, code: str) -> Tuple[Any, str]:
         """The code compiled for the user's namespace (top-level await allowed), with the
         last expression's value kept, and its file name (cached for tracebacks)."""
-        shell = self.shell
+        shell = self._shell
         source = shell.transform_cell(code)
         try:
             tree = ast.parse(source)
@@ -329,13 +351,13 @@ class PyinstrumentMagic(Magics):
 
     def _run(self, compiled: Any, options: Any, description: str) -> Tuple[Session, Any, Optional[BaseException], bool]:
         """Runs the code profiled: (session, last expression's value, exception, interrupted)."""
-        namespace = self.shell.user_ns
+        namespace = self._shell.user_ns
         namespace.pop(_RESULT_NAME, None)
         profiler = Profiler(interval=options.interval, async_mode=options.async_mode)
         error: Optional[BaseException] = None
         interrupted = False
         if compiled.co_flags & inspect.CO_COROUTINE:
-            coroutine = eval(compiled, self.shell.user_global_ns, namespace)  # not run yet
+            coroutine = eval(compiled, self._shell.user_global_ns, namespace)  # not run yet
             in_task = options.async_mode != "disabled"  # bound to the cell's task: [await] attributed
             if in_task:
                 coroutine = _profiled_in_task(coroutine, profiler, description)
@@ -343,7 +365,7 @@ class PyinstrumentMagic(Magics):
         else:
             profiler.start(target_description=description)
             try:
-                exec(compiled, self.shell.user_global_ns, namespace)
+                exec(compiled, self._shell.user_global_ns, namespace)
             except KeyboardInterrupt:
                 interrupted = True
             except BaseException as exc:
@@ -363,7 +385,7 @@ class PyinstrumentMagic(Magics):
             pass  # no loop runs here (terminal IPython): use IPython's, on this thread
         else:
             return _run_in_worker_thread(coroutine, profiler, description, start_here)
-        runner = getattr(self.shell, "loop_runner", None) or asyncio.run
+        runner = getattr(self._shell, "loop_runner", None) or asyncio.run
         error: Optional[BaseException] = None
         interrupted = False
         if start_here:

@@ -8,24 +8,26 @@ import SpeedscopeRenderer``), so that loading the package does not load them all
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyinstrument.renderers.base import FrameRenderer, Renderer
+from pyinstrument.renderers.registry import MODULE_OF_CLASS
+
+if TYPE_CHECKING:  # what __getattr__ imports on first use, for type checkers
+    from pyinstrument.renderers.chrometrace import ChromeTraceRenderer as ChromeTraceRenderer
+    from pyinstrument.renderers.collapsed import CollapsedRenderer as CollapsedRenderer
+    from pyinstrument.renderers.console import ConsoleRenderer as ConsoleRenderer
+    from pyinstrument.renderers.firefox import FirefoxRenderer as FirefoxRenderer
+    from pyinstrument.renderers.flamegraph import FlamegraphRenderer as FlamegraphRenderer
+    from pyinstrument.renderers.html import HTMLRenderer as HTMLRenderer
+    from pyinstrument.renderers.jsonrenderer import JSONRenderer as JSONRenderer
+    from pyinstrument.renderers.pprof import PprofRenderer as PprofRenderer
+    from pyinstrument.renderers.pstatsrenderer import PstatsRenderer as PstatsRenderer
+    from pyinstrument.renderers.session import SessionRenderer as SessionRenderer
+    from pyinstrument.renderers.speedscope import SpeedscopeRenderer as SpeedscopeRenderer
 
 # class name -> module (in this package) that defines it
-_RENDERER_MODULES = {
-    "ConsoleRenderer": "console",
-    "HTMLRenderer": "html",
-    "JSONRenderer": "jsonrenderer",
-    "SpeedscopeRenderer": "speedscope",
-    "PstatsRenderer": "pstatsrenderer",
-    "SessionRenderer": "session",
-    "CollapsedRenderer": "collapsed",
-    "FlamegraphRenderer": "flamegraph",
-    "FirefoxRenderer": "firefox",
-    "ChromeTraceRenderer": "chrometrace",
-    "PprofRenderer": "pprof",
-}
+_RENDERER_MODULES = MODULE_OF_CLASS
 
 
 def __getattr__(name: str) -> Any:

@@ -17,10 +17,11 @@ thread, ``(record, seconds)`` entries in the order the samples were taken, where
 time since the sampler's previous tick, summed over a run of identical samples). So
 a thread's entries, added up, give its own clock, from the session's start: the
 engine records the time before a thread existed, and samples it could not read, as
-entries of a record holding no code (time passes, no call is open). A call goes on while consecutive samples of its thread have
-its function at the same depth under the same callers, each caller still on the
-same line (a caller that moved to another line has made a new call); at the first
-difference the deeper calls end and the new ones begin. A run of samples the
+entries of a record holding no code (time passes, no call is open). A call goes on
+while consecutive samples of its thread have its function at the same depth under
+the same callers, each caller still on the same line (a caller that moved to another
+line has made a new call); at the first difference the deeper calls end and the new
+ones begin. A run of samples the
 profiler left out (its own start/stop) ends every call and still advances the clock.
 
 CPU time per event is estimated: the session keeps CPU time per distinct stack, not
@@ -338,9 +339,7 @@ def _call_events(stacks: SampleStacks, calls: List[_Calls], start_us: int) -> Li
     for tid, start, end, record, first, end_depth, cpu in calls:
         # rounded half up from the same clock: callees stay inside their callers
         ts = int(start * 1e6 + 0.5)
-        head = (
-            f'{{"ph":"X","pid":{_PROCESS_ID},"tid":{tid},"ts":{start_us + ts},"dur":{int(end * 1e6 + 0.5) - ts},'
-        )
+        head = f'{{"ph":"X","pid":{_PROCESS_ID},"tid":{tid},"ts":{start_us + ts},"dur":{int(end * 1e6 + 0.5) - ts},'
         tail = f',"cpu_ms":{cpu / 1000:.3f}}}}}' if has_cpu else "}}"
         frames = all_stacks[record]
         for depth in range(first, end_depth):

@@ -42,7 +42,7 @@ class _Colors:
 
 def _version() -> str:
     try:
-        from pyinstrument import __version__  # type: ignore[attr-defined]
+        from pyinstrument import __version__
     except Exception:
         return "?"
     return str(__version__)
@@ -93,9 +93,7 @@ class ConsoleRenderer(FrameRenderer):
         if time not in TIME_CHOICES:
             raise ValueError(f"time must be one of {', '.join(map(repr, TIME_CHOICES))}, not {time!r}")
         if flat_time not in FLAT_TIME_CHOICES:
-            raise ValueError(
-                f"flat_time must be one of {', '.join(map(repr, FLAT_TIME_CHOICES))}, not {flat_time!r}"
-            )
+            raise ValueError(f"flat_time must be one of {', '.join(map(repr, FLAT_TIME_CHOICES))}, not {flat_time!r}")
         super().__init__(show_all=show_all, timeline=timeline, processor_options=processor_options)
         self.unicode = unicode
         self.color = color
@@ -232,8 +230,8 @@ class ConsoleRenderer(FrameRenderer):
             children = frame._children
             # --subprocesses writes one root per process, named "process PID: ..."
             kind = "processes" if all(_PROCESS_ROOT_RE.match(c.function) for c in children) else "threads"
-            total = self._format_seconds(frame.time)
-            return f"{self._label(frame)}  {len(children)} {kind}; their times add up to {total} s"
+            added_up = self._format_seconds(frame.time)
+            return f"{self._label(frame)}  {len(children)} {kind}; their times add up to {added_up} s"
         seconds = frame.time if value is None else value
         time_str = self._format_time(seconds)
         if self.color:
@@ -427,5 +425,3 @@ class ConsoleRenderer(FrameRenderer):
         # (rounded so that float noise does not reorder equal times)
         rows.sort(key=lambda row: (-round(row[0], 9), row[1].display_name))
         return [self.frame_description(f, value=v, cpu_value=cpu) for v, f, cpu in rows]
-
-

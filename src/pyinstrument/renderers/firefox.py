@@ -462,7 +462,7 @@ class _ProfileWriter:
 
     # -- samples --------------------------------------------------------------------------
 
-    def _chronological_by_thread(self) -> Tuple[List[Sequence[int]], List[Sequence[float]]]:
+    def _chronological_by_thread(self) -> Tuple[List[Any], List[Any]]:
         """Each thread's ``(records, seconds)`` columns in time order: the order of
         :meth:`SampleStacks.chronological`, read from the timeline's two arrays when
         the session has one (millions of entries: no tuple per entry)."""
@@ -481,8 +481,8 @@ class _ProfileWriter:
         # the same array kinds as the timeline's, so blocks are copied as they are
         record_code = records.typecode if isinstance(records, array) else "I"
         seconds_code = seconds.typecode if isinstance(seconds, array) else "d"
-        by_thread_records = [array(record_code) for _ in range(thread_count)]
-        by_thread_seconds = [array(seconds_code) for _ in range(thread_count)]
+        by_thread_records: List["array[Any]"] = [array(record_code) for _ in range(thread_count)]
+        by_thread_seconds: List["array[Any]"] = [array(seconds_code) for _ in range(thread_count)]
         thread_sequence = list(map(stacks.thread_of.__getitem__, records))
         position = 0
         # the engine writes each thread's entries together: few, long blocks
@@ -505,8 +505,9 @@ class _ProfileWriter:
             pair[1] += max(wall, 0.0)
         # one thread uses at most one CPU; the cap, far above that so that measuring
         # jitter is kept, only keeps the shares of a session with odd times finite
-        return [[min(cpu / wall, _MAX_CPU_SHARE) if wall > 0 else 0.0 for cpu, wall in thread_sums]
-                for thread_sums in sums]
+        return [
+            [min(cpu / wall, _MAX_CPU_SHARE) if wall > 0 else 0.0 for cpu, wall in thread_sums] for thread_sums in sums
+        ]
 
     def _one_thread(
         self,

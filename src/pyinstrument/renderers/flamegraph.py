@@ -83,13 +83,7 @@ def xml_safe(text: str) -> str:
 def _text(text: str) -> str:
     """Escaped for XML character data (``\\r`` as a reference: parsers turn a
     literal one into ``\\n``)."""
-    return (
-        xml_safe(text)
-        .replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("\r", "&#13;")
-    )
+    return xml_safe(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
 def _attr(text: str) -> str:
@@ -263,8 +257,8 @@ class FlamegraphRenderer(Renderer):
             node.wall += wall
             node.cpu += cpu
             path = ((-2 - thread,) + frames) if with_threads else frames
-            for key in path:
-                node = node.child(key)
+            for step in path:
+                node = node.child(step)
                 node.wall += wall
                 node.cpu += cpu
         return root
@@ -331,7 +325,9 @@ class FlamegraphRenderer(Renderer):
             empty = "No CPU time was recorded." if stacks.total_wall() > 0 else "No samples were recorded."
             out.append(f'<text id="empty" x="{middle}" y="{top + 16}">{empty}</text>\n')
         details_y = height - BOTTOM - (len(note_lines) - 1) * 16 + 22
-        out.append(f'<text id="details" class="fit" x="{PAD}" y="{details_y}">{_text(fit_text(details, text_width))}</text>\n')
+        out.append(
+            f'<text id="details" class="fit" x="{PAD}" y="{details_y}">{_text(fit_text(details, text_width))}</text>\n'
+        )
         out.append(f'<text id="note" x="{PAD}" y="{details_y + 18}">')
         for i, line in enumerate(note_lines):
             out.append(f'<tspan x="{PAD}" dy="{16 if i else 0}">{_text(line)}</tspan>')
@@ -359,7 +355,7 @@ class FlamegraphRenderer(Renderer):
 
     @staticmethod
     def _thread_list(links: List[Tuple[str, str]], y: int, width: float) -> str:
-        """"Threads: a, b, ..." as links to the threads' frames, as many as fit, then
+        """ "Threads: a, b, ..." as links to the threads' frames, as many as fit, then
         how many more there are."""
         parts = [f'<text id="threads" x="{PAD}" y="{y}">Threads: ']
         used = text_columns("Threads: ") * CHAR_WIDTH
@@ -562,7 +558,8 @@ _SCRIPT = r"""
 
   // as text_columns and fit_text in flamegraph.py: wide (CJK, emoji) characters take
   // two columns of the monospace font, combining marks none
-  var WIDE = /[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{1F000}-\u{1FAFF}\u{20000}-\u{3FFFD}]/u;
+  var WIDE = new RegExp("[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF" +
+    "\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{1F000}-\u{1FAFF}\u{20000}-\u{3FFFD}]", "u");
   var MARK = /\p{M}/u;
   function columns(character) {
     return MARK.test(character) ? 0 : WIDE.test(character) ? 2 : 1;
@@ -693,7 +690,9 @@ _SCRIPT = r"""
 
   framesGroup.addEventListener("mouseover", function (event) {
     var frame = frameOf(event);
-    if (frame) { fitMeasured(details, fitText(frame.title.textContent.split("\n").join("  |  "), fullWidth), fullWidth); }
+    if (frame) {
+      fitMeasured(details, fitText(frame.title.textContent.split("\n").join("  |  "), fullWidth), fullWidth);
+    }
   });
   framesGroup.addEventListener("mouseout", function () { details.textContent = defaultDetails; });
   framesGroup.addEventListener("click", function (event) {

@@ -252,7 +252,7 @@ class HTMLRenderer(FrameRenderer):
         )
         return "".join(
             [
-                "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+                '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
                 f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n',
                 '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
                 '<meta name="generator" content="pyinstrument">\n',
@@ -318,9 +318,7 @@ class HTMLRenderer(FrameRenderer):
             "options": {
                 # null: not given, the page uses the viewer's remembered settings
                 "show_all": True if self.show_all else None,
-                "threshold": (
-                    0.0 if self.show_all else (float(threshold) if threshold is not None else None)
-                ),
+                "threshold": (0.0 if self.show_all else (float(threshold) if threshold is not None else None)),
                 "default_threshold": processors.DEFAULT_FILTER_THRESHOLD,
                 "large_self_time_share": processors.LARGE_SELF_TIME_SHARE,
                 "hide_regex": hide_regex or None,
@@ -379,7 +377,7 @@ class HTMLRenderer(FrameRenderer):
             identifier = frame.identifier
             if frame.is_synthetic:
                 # [await] or [out-of-context]: a leaf named after what it stands for
-                key = (identifier, None)
+                key: Tuple[str, Optional[str]] = (identifier, None)
                 found = frame_index_cache.get(key)
                 if found is None:
                     label = {

@@ -38,7 +38,7 @@ from pyinstrument.session import Session
 
 # note: this module is not called json.py so that it does not hide the json module
 
-_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring_ascii
 _encode_float = float.__repr__  # what json.dumps writes for a float
 
 
@@ -62,11 +62,16 @@ class JSONRenderer(FrameRenderer):
 
     def _render(self, session: Session, root: Optional[Frame]) -> str:
         parts: List[str] = [
-            '{"start_time": ', _encode_float(float(session.start_time)),
-            ', "duration": ', _encode_float(float(session.duration)),
-            ', "sample_count": ', str(int(session.sample_count)),
-            ', "target_description": ', _encode_string(session.target_description or ""),
-            ', "cpu_time": ', _encode_float(float(session.cpu_time or 0.0)),
+            '{"start_time": ',
+            _encode_float(float(session.start_time)),
+            ', "duration": ',
+            _encode_float(float(session.duration)),
+            ', "sample_count": ',
+            str(int(session.sample_count)),
+            ', "target_description": ',
+            _encode_string(session.target_description or ""),
+            ', "cpu_time": ',
+            _encode_float(float(session.cpu_time or 0.0)),
         ]
         if session.thread_names is not None:
             parts += [', "thread_names": ', json.dumps(session.thread_names, ensure_ascii=True, default=str)]
@@ -85,19 +90,26 @@ class JSONRenderer(FrameRenderer):
         work: List[Union[Tuple[Frame, str], str]] = [(root, "")]
         while work:
             item = work.pop()
-            if item.__class__ is str:
-                parts.append(item)  # type: ignore[arg-type]
+            if isinstance(item, str):
+                parts.append(item)
                 continue
-            frame, separator = item  # type: ignore[misc]
+            frame, separator = item
             parts += [
                 separator,
-                '{"function": ', _encode_string(frame.function),
-                ', "file_path_short": ', _encode_string(frame.file_path_short or ""),
-                ', "file_path": ', _encode_string(frame.file_path or ""),
-                ', "line_no": ', str(frame.line_no or 0),
-                ', "time": ', _encode_float(frame.time),
-                ', "await_time": ', _encode_float(await_times.get(id(frame), 0.0)),
-                ', "is_application_code": ', "true" if frame.is_application_code else "false",
+                '{"function": ',
+                _encode_string(frame.function),
+                ', "file_path_short": ',
+                _encode_string(frame.file_path_short or ""),
+                ', "file_path": ',
+                _encode_string(frame.file_path or ""),
+                ', "line_no": ',
+                str(frame.line_no or 0),
+                ', "time": ',
+                _encode_float(frame.time),
+                ', "await_time": ',
+                _encode_float(await_times.get(id(frame), 0.0)),
+                ', "is_application_code": ',
+                "true" if frame.is_application_code else "false",
                 ', "children": [',
             ]
             end = ["]"]

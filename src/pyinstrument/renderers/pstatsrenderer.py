@@ -137,6 +137,6 @@ def stats_of_tree(root: Optional[Frame]) -> Dict[FunctionKey, FunctionStats]:
             work.append((None, key))
             work.extend((child, key) for child in reversed(children))
     return {
-        key: (entry[0], entry[1], entry[2], entry[3], {k: tuple(v) for k, v in entry[4].items()})  # type: ignore[misc]
+        key: (entry[0], entry[1], entry[2], entry[3], {k: tuple(v) for k, v in entry[4].items()})
         for key, entry in stats.items()
     }

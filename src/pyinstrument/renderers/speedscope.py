@@ -50,7 +50,7 @@ SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 DEFAULT_FILTER_THRESHOLD = 1e-5
 
 _THREAD_MARKER = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
-_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring_ascii
 
 
 def _seconds(value: float) -> str:
@@ -121,12 +121,19 @@ class SpeedscopeRenderer(FrameRenderer):
         frames = ",".join(_frame_json(f.name, f.file_path, f.line_no) for f in stacks.frames)
         return "".join(
             [
-                '{"$schema": ', _encode_string(SCHEMA_URL),
-                ', "exporter": ', _encode_string(f"pyinstrument {_version()}"),
-                ', "name": ', _encode_string(f"{description} ({when})"),
+                '{"$schema": ',
+                _encode_string(SCHEMA_URL),
+                ', "exporter": ',
+                _encode_string(f"pyinstrument {_version()}"),
+                ', "name": ',
+                _encode_string(f"{description} ({when})"),
                 ', "activeProfileIndex": 0',
-                ', "shared": {"frames": [', frames, "]}",
-                ', "profiles": [', ",".join(profiles), "]}\n",
+                ', "shared": {"frames": [',
+                frames,
+                "]}",
+                ', "profiles": [',
+                ",".join(profiles),
+                "]}\n",
             ]
         )
 
@@ -175,13 +182,13 @@ class _Lanes:
         unique_index: Dict[Tuple[int, ...], int] = {}
         self.unique_stacks: List[Tuple[int, ...]] = []
         self.unique_of: List[int] = []
-        for stack in stacks.stacks:
-            u = unique_index.get(stack)
+        for cleaned in stacks.stacks:
+            u = unique_index.get(cleaned)
             if u is None:
-                u = unique_index[stack] = len(self.unique_stacks)
-                self.unique_stacks.append(stack)
+                u = unique_index[cleaned] = len(self.unique_stacks)
+                self.unique_stacks.append(cleaned)
             self.unique_of.append(u)
-        self.lengths = [len(stack) for stack in self.unique_stacks]
+        self.lengths = [len(unique) for unique in self.unique_stacks]
 
         # Each distinct stack packed, root first, into an integer with a fixed number of
         # bits per frame and padded on the right to the deepest stack's length: the
@@ -192,11 +199,11 @@ class _Lanes:
         depth = max(self.lengths, default=0)
         self.packed_bits = depth * self.frame_bits
         self.packed: List[int] = []
-        for stack in self.unique_stacks:
+        for unique in self.unique_stacks:
             # little-endian: the last item is the most significant, so the leaf first,
             # after the padding
-            items = array(typecode, bytes(array(typecode).itemsize * (depth - len(stack))))
-            items.extend(map((1).__add__, reversed(stack)))
+            items = array(typecode, bytes(array(typecode).itemsize * (depth - len(unique))))
+            items.extend(map((1).__add__, reversed(unique)))
             if sys.byteorder == "big":
                 items.byteswap()
             self.packed.append(int.from_bytes(items.tobytes(), "little"))
@@ -406,10 +413,15 @@ def _events(calls: Sequence[Call]) -> List[str]:
 def _profile_json(name: str, start: float, end: float, events: List[str]) -> str:
     return "".join(
         [
-            '{"type": "evented", "name": ', _encode_string(name),
-            ', "unit": "seconds", "startValue": ', _seconds(start),
-            ', "endValue": ', _seconds(end),
-            ', "events": [', ",".join(events), "]}",
+            '{"type": "evented", "name": ',
+            _encode_string(name),
+            ', "unit": "seconds", "startValue": ',
+            _seconds(start),
+            ', "endValue": ',
+            _seconds(end),
+            ', "events": [',
+            ",".join(events),
+            "]}",
         ]
     )
 
