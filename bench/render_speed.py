@@ -9,7 +9,7 @@ site-packages, 7 to 60 frames deep, time spread with a long tail, CPU time per r
 a timeline in which the stack changes at almost every sample (millions of entries, as
 our engine records it). It then times, best and median of a few runs, the Session
 constructor, ``session.root_frame()`` and ``renderer.render(session)`` for each format
-the command line knows (``pyinstrument.__main__.RENDERER_NAMES``), the renderer made by
+the command line knows (``pyinstrument.renderers.registry``), the renderer made by
 the command line's own ``create_renderer`` as if the report went to a UTF-8 terminal.
 A format whose class is not in ``pyinstrument.renderers`` yet is reported as not built.
 The goals: the console report of an hour-long session renders in at most 1 s (issue 3);
@@ -403,14 +403,13 @@ class _Terminal:
 def format_commands() -> List[Tuple[str, List[str], str]]:
     """(label, pyinstrument options, renderer class name) of every format to time: the
     console variants, then one per renderer class the command line names."""
-    from pyinstrument.__main__ import RENDERER_NAMES
+    from pyinstrument.renderers.registry import BUILT_IN, BY_NAME
 
-    commands = [(label, ["-r", "text"] + options, RENDERER_NAMES["text"]) for label, options in CONSOLE_VARIANTS]
-    seen = {RENDERER_NAMES["text"]}
-    for name, class_name in RENDERER_NAMES.items():
-        if class_name not in seen:  # e.g. "session" and "pyisession" are one renderer
-            seen.add(class_name)
-            commands.append((name, ["-r", name], class_name))
+    text = BY_NAME["text"].class_name
+    commands = [(label, ["-r", "text"] + options, text) for label, options in CONSOLE_VARIANTS]
+    for info in BUILT_IN:  # one per renderer, by its own name ("session", not "pyisession")
+        if info.class_name != text:
+            commands.append((info.names[0], ["-r", info.names[0]], info.class_name))
     return commands
 
 

@@ -36,7 +36,6 @@ _PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py"
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 _TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
-_COMMAND_LINE_FILE = os.path.join(os.path.dirname(_PROFILER_FILE), "__main__.py")
 
 
 #: a call-tree node in the engine's snapshot (C's pi_node): parent, identity, line,
@@ -391,7 +390,7 @@ def _strip_command_line_frames(
     ~35 µs that a tick meets now and then.
     """
     stem = [frame_info_get_identifier(f) for f in start_call_stack]
-    if not any(_file_of(identifier) == _COMMAND_LINE_FILE for identifier in stem):
+    if _command_line_entry() not in stem:
         return start_call_stack
     for index, (stack, seconds) in enumerate(records):
         first = 1 if stack and _file_of(stack[0]) == THREAD_FILE else 0
@@ -410,6 +409,15 @@ def _strip_command_line_frames(
         else:
             records[index] = (stack[:first] + stack[n:], seconds)
     return []
+
+
+def _command_line_entry() -> str:
+    """The identifier of the command line's frame that runs the program: told by its code
+    object, wherever the command line's code lives."""
+    from pyinstrument.cli.target import _exec_target
+
+    code = _exec_target.__code__
+    return frame_info_get_identifier(frame_string(code.co_name, code.co_filename, code.co_firstlineno))
 
 
 def _file_of(frame_info: str) -> str:

@@ -1,0 +1,474 @@
+"""The command line's arguments: the parser, and what it makes of them (:class:`CommandLine`)."""
+
+from __future__ import annotations
+
+import argparse
+import string
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+from pyinstrument.renderers import registry
+from pyinstrument.renderers.options import parse_render_options
+from pyinstrument.renderers.registry import RendererError
+
+PROG = "pyinstrument"
+USAGE = "pyinstrument [options] scriptfile [arg] ..."
+DEFAULT_TARGET_DESCRIPTION = "Program: {args}"
+
+
+class UsageError(Exception):
+    """A problem with the command line: reported as one line on stderr, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors raise UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class _OptionTable:
+    """Records every option string as it is added to the parser, so that the scanner
+    in :func:`_split_argv` knows which options take a value and what to call them."""
+
+    def __init__(self) -> None:
+        self.takes_value: Dict[str, bool] = {}  # option string -> consumes a value
+        self.canonical: Dict[str, str] = {}  # option string -> its long spelling (or itself)
+        self.long_options: List[str] = []
+
+    def add(self, container: Any, *flags: str, **kwargs: Any) -> None:
+        container.add_argument(*flags, **kwargs)
+        action = kwargs.get("action", "store")
+        takes_value = action in ("store", "append")
+        longs = [f for f in flags if f.startswith("--")]
+        for flag in flags:
+            self.takes_value[flag] = takes_value
+            self.canonical[flag] = longs[0] if longs else flag
+        self.long_options.extend(longs)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _build_parser() -> Tuple[_Parser, _OptionTable]:
+    parser = _Parser(
+        prog=PROG,
+        usage=USAGE,
+        description=(
+            "Run a Python program and report where its time went. The program runs as "
+            "it would under plain python; a sampling profiler written in C records its "
+            "call stacks, and the report is written when the program ends."
+        ),
+        epilog=(
+            "Options must come before the script name (or -m MODULE / -c PROGRAM): "
+            "everything after it is passed to the program. "
+            "Example: pyinstrument -r html -o report.html myscript.py --its-own-flag"
+        ),
+        add_help=False,
+        allow_abbrev=False,
+    )
+    table = _OptionTable()
+    add = table.add
+
+    general = parser.add_argument_group("general")
+    add(general, "-h", "--help", action="help", help="show this help and exit")
+    add(general, "--version", action="store_true", help="show the pyinstrument and Python versions and exit")
+
+    target = parser.add_argument_group("what to profile (one of, besides a script file)")
+    add(
+        target,
+        "-m",
+        dest="module",
+        metavar="MODULE",
+        help="run a library module as the program, like 'python -m MODULE'; the remaining arguments go to it",
+    )
+    add(
+        target,
+        "-c",
+        dest="program",
+        metavar="PROGRAM",
+        help="run the program given as a string, like 'python -c PROGRAM'",
+    )
+    add(
+        target,
+        "--load",
+        dest="load",
+        metavar="FILENAME",
+        help="do not run anything: render a session saved earlier (.pyisession)",
+    )
+    add(
+        target,
+        "--load-prev",
+        dest="load_prev",
+        metavar="IDENTIFIER",
+        help="do not run anything: render one of the recent sessions kept by "
+        "pyinstrument, by the identifier printed after its report",
+    )
+    add(
+        target,
+        "--from-path",
+        action="store_true",
+        help="look the script up on $PATH instead of in the working directory",
+    )
+
+    output = parser.add_argument_group("output")
+    add(output, "-o", "--outfile", metavar="FILE", help="write the report to FILE instead of standard output")
+    add(
+        output,
+        "-r",
+        "--renderer",
+        metavar="RENDERER",
+        help=f"report format: {_renderer_names_text()}, or the dotted import path of a "
+        "Renderer class. Without it the format follows the -o extension "
+        f"({_renderer_suffixes_text()}), and is text otherwise",
+    )
+    add(
+        output,
+        "-p",
+        "--render-option",
+        dest="render_options",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="pass an option to the renderer; VALUE is read as JSON when it parses, "
+        "as a string otherwise; a bare KEY means true; a dotted KEY sets a key "
+        "inside a dict option, e.g. -p processor_options.filter_threshold=0. "
+        "Repeat for several options",
+    )
+    add(
+        output,
+        "-t",
+        "--timeline",
+        action="store_true",
+        help="keep calls in the order they happened instead of merging repeated calls",
+    )
+    add(
+        output,
+        "--target-description",
+        metavar="TEXT",
+        default=DEFAULT_TARGET_DESCRIPTION,
+        help="description shown in the report header; '{args}' stands for the "
+        "program and its arguments (default: %(default)r)",
+    )
+
+    frames = parser.add_argument_group("which frames to show")
+    hide = frames.add_mutually_exclusive_group()
+    add(
+        hide,
+        "--hide",
+        metavar="GLOB",
+        help="hide frames whose file path matches this glob (by default, library code is folded away)",
+    )
+    add(hide, "--hide-regex", metavar="REGEX", help="hide frames whose file path matches this regular expression")
+    show = frames.add_mutually_exclusive_group()
+    add(
+        show,
+        "--show",
+        metavar="GLOB",
+        help="always show frames whose file path matches this glob, e.g. "
+        "--show '*/requests/*' to look inside a library",
+    )
+    add(
+        show, "--show-regex", metavar="REGEX", help="always show frames whose file path matches this regular expression"
+    )
+    add(show, "--show-all", action="store_true", help="show every frame, library code included")
+
+    text = parser.add_argument_group("text output (detected from the output stream when not given)")
+    add(
+        text,
+        "--unicode",
+        dest="unicode",
+        action="store_const",
+        const=True,
+        default=None,
+        help="draw the tree with unicode characters",
+    )
+    add(
+        text,
+        "--no-unicode",
+        dest="unicode",
+        action="store_const",
+        const=False,
+        help="draw the tree with ASCII characters only",
+    )
+    add(
+        text,
+        "--color",
+        dest="color",
+        action="store_const",
+        const=True,
+        default=None,
+        help="colour the report with ANSI escapes",
+    )
+    add(text, "--no-color", dest="color", action="store_const", const=False, help="do not colour the report")
+
+    sampling = parser.add_argument_group("sampling")
+    add(
+        sampling,
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=0.001,
+        metavar="SECONDS",
+        help="time between two samples (default: %(default)s). A shorter interval "
+        "resolves shorter calls; a longer one keeps a long run's profile smaller",
+    )
+    add(
+        sampling,
+        "-a",
+        "--all-threads",
+        action="store_true",
+        help="sample every thread of the program, not only the main thread; the "
+        "report then also waits for the program's non-daemon threads to finish",
+    )
+    add(
+        sampling,
+        "--use-timing-thread",
+        action="store_true",
+        help="accepted for compatibility; the C engine always times samples from its own thread",
+    )
+    add(
+        sampling,
+        "--subprocesses",
+        action="store_true",
+        help="profile the program's Python child processes too (os.fork, "
+        "multiprocessing, subprocess running Python) and merge them into the "
+        "report, one subtree per process",
+    )
+
+    # spellings from older documentation, still accepted
+    add(parser, "--setprofile", action="store_true", help=argparse.SUPPRESS)
+    add(parser, "--html", action="store_true", help=argparse.SUPPRESS)
+
+    return parser, table
+
+
+def _renderer_names_text() -> str:
+    """``text, html, ..., session (or pyisession), ...``: the -r names, for --help."""
+    return ", ".join(
+        info.names[0] + (f" (or {', '.join(info.names[1:])})" if len(info.names) > 1 else "")
+        for info in registry.BUILT_IN
+    )
+
+
+def _renderer_suffixes_text() -> str:
+    """``.html/.htm, .json, ...``: the -o suffixes that choose a renderer, for --help."""
+    return ", ".join("/".join(info.suffixes) for info in registry.BUILT_IN if info.suffixes)
+
+
+def guess_renderer_name(outfile: Optional[str]) -> str:
+    return registry.name_for_file(outfile) or "text"
+
+
+class CommandLine:
+    """The parsed command line.
+
+    ``options`` is the argparse namespace. ``target_kind`` is one of ``"script"``,
+    ``"module"``, ``"program"``, ``"load"``, ``"load_prev"`` or ``None`` (only for
+    ``--version``); ``target`` is the script path, module name, program text, file or
+    identifier; ``target_args`` are the arguments given after it.
+    """
+
+    def __init__(
+        self,
+        options: argparse.Namespace,
+        target_kind: Optional[str],
+        target: Optional[str],
+        target_args: List[str],
+        notes: List[str],
+        render_options: Dict[str, Any],
+    ):
+        self.options = options
+        self.target_kind = target_kind
+        self.target = target
+        self.target_args = target_args
+        self.notes = notes  # one-line notes for stderr (deprecated spellings)
+        self.render_options = render_options
+
+    @property
+    def renderer_name(self) -> str:
+        """The -r value, or the one guessed from the -o extension."""
+        if self.options.renderer:
+            return self.options.renderer
+        return guess_renderer_name(self.options.outfile)
+
+    def description_args(self) -> str:
+        """What ``{args}`` stands for in --target-description: the script (or module
+        name, or ``-c``) and its arguments."""
+        first = "-c" if self.target_kind == "program" else (self.target or "")
+        return " ".join([first] + self.target_args)
+
+    def target_description(self) -> str:
+        return self.options.target_description.format(args=self.description_args())
+
+
+def _resolve_long_option(word: str, table: _OptionTable) -> str:
+    if word in table.takes_value:
+        return word
+    matches = [opt for opt in table.long_options if opt.startswith(word)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"ambiguous option {word} (could be {', '.join(sorted(matches))})")
+    raise UsageError(f"unrecognized option {word}")
+
+
+def _split_argv(argv: Sequence[str], table: _OptionTable) -> Tuple[List[str], Optional[str], Optional[str], List[str]]:
+    """Separate pyinstrument's own options from the program to run.
+
+    Scanning stops at the first word that is not an option (the script), after ``--``,
+    and after the value of ``-m`` or ``-c`` (as python itself does). Options are
+    returned in a normalised form (``--long=VALUE``) so argparse never has to guess
+    whether a value that starts with '-' is an option.
+
+    Returns (option words, target kind, target, target arguments).
+    """
+    options: List[str] = []
+    i = 0
+    n = len(argv)
+    while i < n:
+        word = argv[i]
+        if word == "--":
+            if i + 1 < n:
+                return options, "script", argv[i + 1], list(argv[i + 2 :])
+            raise UsageError("expected a script after '--'")
+        if word.startswith("--"):
+            name, has_value, value = word.partition("=")
+            name = _resolve_long_option(name, table)
+            if table.takes_value[name]:
+                if not has_value:
+                    if i + 1 >= n:
+                        raise UsageError(f"option {name} needs a value")
+                    i += 1
+                    value = argv[i]
+                options.append(f"{name}={value}")
+            else:
+                if has_value:
+                    raise UsageError(f"option {name} does not take a value")
+                options.append(name)
+            i += 1
+            continue
+        if word.startswith("-") and word != "-":
+            # one or more short options clustered together: -ti0.01, -tm module
+            j = 1
+            while j < len(word):
+                flag = "-" + word[j]
+                if flag not in table.takes_value:
+                    raise UsageError(f"unrecognized option {flag}" + (f" (in {word})" if len(word) > 2 else ""))
+                if not table.takes_value[flag]:
+                    options.append(table.canonical[flag])
+                    j += 1
+                    continue
+                value = word[j + 1 :]
+                if not value:
+                    if i + 1 >= n:
+                        raise UsageError(f"option {flag} needs a value")
+                    i += 1
+                    value = argv[i]
+                if flag == "-m":
+                    return options, "module", value, list(argv[i + 1 :])
+                if flag == "-c":
+                    return options, "program", value, list(argv[i + 1 :])
+                options.append(f"{table.canonical[flag]}={value}")
+                break
+            i += 1
+            continue
+        # the first plain word is the script ("-" means: read the program from stdin)
+        return options, "script", word, list(argv[i + 1 :])
+    return options, None, None, []
+
+
+def check_target_description(text: str) -> None:
+    """Only ``{args}`` may be used as a placeholder; anything else is a usage error."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as exc:
+        raise UsageError(f"invalid --target-description {text!r}: {exc}") from None
+    for field in fields:
+        if field == "":
+            raise UsageError("empty placeholder '{}' in --target-description; the only placeholder is {args}")
+        base = field.split(".", 1)[0].split("[", 1)[0]
+        if base != "args":
+            raise UsageError(
+                f"unknown placeholder '{{{field}}}' in --target-description; the only placeholder is {{args}}"
+            )
+    try:
+        text.format(args="program arg")
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+        raise UsageError(f"invalid --target-description {text!r}: {exc}") from None
+
+
+def format_help() -> str:
+    return _build_parser()[0].format_help()
+
+
+def parse_command_line(argv: Sequence[str]) -> CommandLine:
+    """Parse pyinstrument's arguments (without the program name).
+
+    Raises :class:`UsageError` for anything wrong with them; ``-h`` prints the help and
+    raises ``SystemExit(0)`` as argparse does.
+    """
+    parser, table = _build_parser()
+    option_words, target_kind, target, target_args = _split_argv(argv, table)
+    options = parser.parse_args(option_words)
+    notes: List[str] = []
+
+    if options.setprofile:
+        notes.append(
+            "--setprofile is deprecated and has no effect: the C engine samples "
+            "stacks from its own thread and installs no profile hook"
+        )
+    if options.html:
+        notes.append("--html is deprecated; use -r html")
+        if options.renderer and options.renderer != "html":
+            raise UsageError(f"--html conflicts with -r {options.renderer}")
+        options.renderer = "html"
+
+    try:
+        render_options = parse_render_options(options.render_options)
+    except RendererError as exc:
+        raise UsageError(str(exc)) from None
+    check_target_description(options.target_description)
+
+    if options.version:
+        return CommandLine(options, None, None, [], notes, render_options)
+
+    sources = []
+    if target_kind == "script":
+        sources.append("a script")
+    elif target_kind == "module":
+        sources.append("-m")
+    elif target_kind == "program":
+        sources.append("-c")
+    if options.load is not None:
+        sources.append("--load")
+    if options.load_prev is not None:
+        sources.append("--load-prev")
+    if not sources:
+        raise UsageError("nothing to profile: give a script, -m MODULE, -c PROGRAM, --load FILE or --load-prev ID")
+    if len(sources) > 1:
+        raise UsageError(f"{' and '.join(sources)} cannot be used together")
+    if options.load is not None:
+        target_kind, target = "load", options.load
+    elif options.load_prev is not None:
+        target_kind, target = "load_prev", options.load_prev
+    if options.from_path and target_kind != "script":
+        raise UsageError("--from-path needs a script name")
+
+    if options.renderer == "":
+        raise UsageError("-r needs a renderer name")
+    if options.outfile == "":
+        raise UsageError("-o needs a file name")
+
+    return CommandLine(options, target_kind, target, target_args, notes, render_options)
