@@ -24,7 +24,7 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 
-from pyinstrument._web import path_for_filename
+from pyinstrument.web.common import path_for_filename
 from pyinstrument.asgi import ProfilerMiddleware as ASGIProfilerMiddleware
 from pyinstrument.wsgi import ProfilerMiddleware as WSGIProfilerMiddleware
 from pyinstrument.wsgi import RequestInfo, is_local_request
