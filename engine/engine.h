@@ -11,7 +11,15 @@
  *                CPython's internal headers): parses copied structs
  *   linetable.c  line numbers from copied line tables (every format 3.9-3.15)
  *   codes.c      code identity: which function a code address means, validated
- *   stacks.c     one tick: walk every thread's frame chain in lock-step
+ *   tick.c       one tick, for one profiler or several (tick.h: what its files share):
+ *   threads.c      the thread list, a thread's tid and CPU clock
+ *   walk.c         every thread's frame chain walked in lock-step, the read-ahead
+ *   validate.c     the code objects on the stacks, torn calls, doubtful walks
+ *   leaves.c       which threads stand on a call (named by callees.c)
+ *   record.c       a walked stack made a sample and added to a profiler's tree
+ *   asyncmode.c    which profiler a stack belongs to, await chains, async ticks
+ *   callees.c    the C function a thread is in, from the object being called
+ *   opcodes.c    where a call keeps what it calls: stack depths over the bytecode
  *   context.c    async mode: which context a thread runs in, what a task awaits
  *   aggregate.c  per-thread call tries with wall/CPU time, and the timeline
  *   sampler.c    the sampling pthread: deadlines, timing, fork safety
@@ -341,7 +349,7 @@ bool pi_code_deaths(uint64_t *count);
 int pi_codes_confirm_fresh(pi_code_table *t);
 bool pi_code_stale(const pi_code_entry *e);
 /* Made by the last resolve: a frame seen running it may have run the code object that
- * had its address before (see confirm_new_codes in stacks.c). */
+ * had its address before (see rewalk_doubtful in validate.c). */
 bool pi_code_fresh(const pi_code_entry *e);
 /* The entry's identity index, line for an instruction pointer, traceability. */
 uint32_t pi_code_identity(const pi_code_entry *e);
@@ -563,7 +571,7 @@ int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identit
 /* Brings the thread's timeline up to `clock_ns` (time since the first tick) with a gap. */
 void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns);
 
-/* ----------------------------------------------------------------- stacks.c */
+/* ------------------------------------------------------------------- tick.c */
 
 /* A sample keeps at most PI_MAX_DEPTH frames: deeper stacks keep their outermost and
  * innermost frames around a "[N frames truncated]" marker. Chains are walked up to

@@ -39,48 +39,6 @@ static int64_t thread_cpu_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t pi_thread_cpu_ns(unsigned long native_id)
-{
-    /* the kernel's per-thread CPU clock id: ~tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED */
-    clockid_t clock = (clockid_t)((~(unsigned int)native_id) << 3) | 6;
-    struct timespec ts;
-    if (native_id == 0 || native_id > INT32_MAX || clock_gettime(clock, &ts) != 0)
-        return -1;
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* 3.9/3.10 thread states do not record the kernel tid; glibc's thread descriptor
- * (what pthread_t points at) does, at an offset we find in our own descriptor. */
-static long tid_offset = -1;
-
-void pi_native_id_discover(void)
-{
-    if (tid_offset >= 0)
-        return;
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    if (tid == getpid())
-        return; /* the main thread's tid equals the pid: ambiguous, try from another thread */
-    uintptr_t self = (uintptr_t)pthread_self();
-    int32_t words[512];
-    if (pi_read_exact(self, words, sizeof words) != 0)
-        return;
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
-        if (words[i] == tid) {
-            tid_offset = (long)(i * sizeof *words);
-            return;
-        }
-    }
-}
-
-unsigned long pi_native_id_of(unsigned long pthread_id)
-{
-    int32_t tid;
-    if (tid_offset < 0 || pi_read_exact((uintptr_t)pthread_id + (uintptr_t)tid_offset, &tid, sizeof tid) != 0 ||
-        tid <= 0)
-        return 0;
-    return (unsigned long)tid;
-}
-
 /* The process's one sampling thread and the subscriptions it ticks. `lock` guards all
  * of it: the thread holds it while it ticks and sleeps on `wake` in between, so that a
  * subscription starting or stopping (which signals `wake`) is seen at once. */

@@ -1,0 +1,561 @@
+/*
+ * walk.c: walking threads' frame chains in lock-step, and the read-ahead cache.
+ *
+ * Each round makes one vectored read carrying, for every thread still walking, the
+ * next thing it needs (a data-stack chunk, a frame outside the chunks, or a 3.11/3.12
+ * _PyCFrame). Frames inside copied chunks are parsed with no syscall at all. Frames
+ * that had to be read one by one (3.9/3.10 frames, generators, older chunks) are
+ * remembered and read speculatively in the first round of the next tick: a stack that
+ * did not change much costs a few syscalls whatever its depth. A thread that has not
+ * moved since its stack was copied is not read at all (stack_unmoved).
+ */
+#define _GNU_SOURCE
+#include "tick.h"
+
+int region_fill_prepare(region *r, uintptr_t addr, size_t len)
+{
+    if (GROW(r->data, r->cap, len) != 0)
+        return -1;
+    r->addr = addr;
+    r->len = len;
+    return 0;
+}
+
+int push_frame(pi_walker *w, uintptr_t addr, const pi_frame *f)
+{
+    size_t n = w->depth + 1;
+    if (GROW(w->frames, w->frames_cap, n) != 0 || GROW(w->codes, w->codes_cap, n) != 0 ||
+        GROW(w->instrs, w->instrs_cap, n) != 0 || GROW(w->funcs, w->funcs_cap, n) != 0 ||
+        GROW(w->lastis, w->lastis_cap, n) != 0)
+        return -1;
+    w->frames[w->depth] = addr;
+    w->funcs[w->depth] = f->func;
+    w->codes[w->depth] = f->code;
+    w->instrs[w->depth] = f->instr;
+    w->lastis[w->depth] = f->lasti;
+    w->depth++;
+    return 0;
+}
+
+static size_t spec_hash(uintptr_t addr, size_t slots)
+{
+    return (size_t)(((uint64_t)addr >> 3) * 0x9E3779B97F4A7C15ULL >> 17) & (slots - 1);
+}
+
+/* Sizes the read-ahead buffers for the spec list and indexes it by address. */
+static int spec_index(pi_walker *w)
+{
+    w->spec_hint = 0;
+    w->spec_slot_count = 0;
+    if (w->spec_count == 0)
+        return 0;
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    size_t slots = 16;
+    while (slots < w->spec_count * 2)
+        slots *= 2;
+    if (GROW(w->spec_data, w->spec_data_cap, w->spec_count * frame_size) != 0 ||
+        GROW(w->spec_ok, w->spec_ok_cap, w->spec_count) != 0 || GROW(w->spec_slots, w->spec_slots_cap, slots) != 0) {
+        w->spec_count = 0;
+        return -1;
+    }
+    w->spec_slot_count = slots;
+    memset(w->spec_slots, 0xff, slots * sizeof *w->spec_slots);
+    for (size_t i = 0; i < w->spec_count; i++) {
+        w->spec_ok[i] = false;
+        size_t k = spec_hash(w->spec[i], slots);
+        while (w->spec_slots[k] != UINT32_MAX)
+            k = (k + 1) & (slots - 1);
+        w->spec_slots[k] = (uint32_t)i;
+    }
+    return 0;
+}
+
+/* Makes last tick's solo frames and chunks this tick's speculative reads. */
+static int spec_prepare(pi_walker *w, bool same_thread)
+{
+    uintptr_t *t = w->spec;
+    size_t cap = w->spec_cap;
+    w->spec = w->solo;
+    w->spec_cap = w->solo_cap;
+    w->spec_count = same_thread ? w->solo_count : 0;
+    w->solo = t;
+    w->solo_cap = cap;
+    w->solo_count = 0;
+    w->spec_chunk_count = 0;
+    for (size_t i = 0; same_thread && i < w->solo_chunk_count; i++) {
+        if (region_fill_prepare(&w->spec_chunks[i], w->solo_chunk[i], w->solo_chunk_len[i]) != 0)
+            break;
+        w->spec_chunk[i] = w->solo_chunk[i];
+        w->spec_chunk_len[i] = w->solo_chunk_len[i];
+        w->spec_chunk_ok[i] = false;
+        w->spec_chunk_count = i + 1;
+    }
+    w->solo_chunk_count = 0;
+    if (!same_thread)
+        w->leaf_whole.len = 0;
+    return spec_index(w);
+}
+
+/* Where addr is in the indexed part of the spec list, or SIZE_MAX. */
+static size_t spec_lookup(const pi_walker *w, uintptr_t addr)
+{
+    if (!w->spec_slot_count)
+        return SIZE_MAX;
+    for (size_t k = spec_hash(addr, w->spec_slot_count); w->spec_slots[k] != UINT32_MAX;
+         k = (k + 1) & (w->spec_slot_count - 1))
+        if (w->spec[w->spec_slots[k]] == addr)
+            return w->spec_slots[k];
+    return SIZE_MAX;
+}
+
+/* Before a fresh walk: everything read ahead is older than the new thread state, so it
+ * is read again, in the same round as the thread state, with the frames the failed
+ * attempt found added. */
+static void spec_refresh(pi_walker *w)
+{
+    for (size_t i = 0; i < w->solo_count && w->spec_count < PI_MAX_WALK; i++) {
+        if (spec_lookup(w, w->solo[i]) != SIZE_MAX || GROW(w->spec, w->spec_cap, w->spec_count + 1) != 0)
+            continue;
+        w->spec[w->spec_count++] = w->solo[i];
+    }
+    w->solo_count = 0;
+    spec_index(w);
+    for (size_t i = 0; i < w->spec_chunk_count; i++)
+        w->spec_chunk_ok[i] = false;
+    w->respec = true;
+}
+
+static const uint8_t *spec_find(pi_walker *w, uintptr_t addr)
+{
+    /* the usual case: the chain is walked in last tick's order */
+    size_t index = w->spec_hint < w->spec_count && w->spec[w->spec_hint] == addr ? w->spec_hint
+                                                                                 : spec_lookup(w, addr);
+    if (index == SIZE_MAX || !w->spec_ok[index])
+        return NULL;
+    w->spec_hint = index + 1;
+    return w->spec_data + index * pi_runtime_layout.frame_read_size;
+}
+
+static void remember_solo(pi_walker *w, uintptr_t addr)
+{
+    if (w->solo_count < PI_MAX_WALK && GROW(w->solo, w->solo_cap, w->solo_count + 1) == 0)
+        w->solo[w->solo_count++] = addr;
+}
+
+const uint8_t *region_find(const region *r, uintptr_t addr, size_t size)
+{
+    return addr >= r->addr && r->len >= size && addr - r->addr <= r->len - size ? r->data + (addr - r->addr) : NULL;
+}
+
+const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size)
+{
+    for (size_t i = 0; i < w->chunk_count; i++) {
+        const uint8_t *copy = region_find(&w->chunks[i], addr, size);
+        if (copy)
+            return copy;
+    }
+    return NULL;
+}
+
+static void walker_fail(pi_walker *w)
+{
+    w->state = w->attempts++ < PI_RETRIES ? WALK_RETRY : WALK_FAILED;
+}
+
+/* Where a thread's chain ends stays put: its outermost frame (3.12+: the entry shim
+ * of its outermost evaluation loop, on its C stack; before: the frame of its first
+ * Python function). A chain ending elsewhere went through memory that changed under
+ * the read, so the walk is tried again; when the new attempt ends at the same new
+ * place, the thread's outermost frame really moved there. On 3.12+ a chain cannot end
+ * in a Python frame at all. */
+static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
+{
+    if (pi_runtime_layout.chains_end_in_shim && f->kind == PI_FRAME_PYTHON) {
+        walker_fail(w);
+    } else if (!w->bottom || here == w->bottom || (w->attempts > 0 && here == w->first_end)) {
+        w->bottom = here;
+        w->state = WALK_DONE;
+    } else {
+        w->first_end = here;
+        walker_fail(w);
+    }
+}
+
+/* Takes one frame from `buf` and moves to the previous one. */
+static void step_frame(pi_walker *w, const uint8_t *buf)
+{
+    pi_frame f;
+    if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
+        walker_fail(w);
+        return;
+    }
+    if (f.kind == PI_FRAME_PYTHON && w->depth == 0) {
+        w->leaf_frame = w->cur;
+        w->leaf_valuestack = f.valuestack;
+    }
+    if (f.kind == PI_FRAME_PYTHON && push_frame(w, w->cur, &f) != 0) {
+        walker_fail(w);
+        return;
+    }
+    uintptr_t next = f.previous;
+    if (next != 0 && next == w->brent_mark) {
+        walker_fail(w); /* the chain loops: torn read */
+        return;
+    }
+    if (++w->brent_steps == w->brent_power) {
+        w->brent_mark = next;
+        w->brent_power *= 2;
+        w->brent_steps = 0;
+    }
+    uintptr_t here = w->cur;
+    w->cur = next;
+    if (next == 0) {
+        end_chain(w, &f, here);
+    }
+}
+
+static bool older_chunk_from_spec(pi_walker *w);
+
+/* 3.11/3.12: the current frame from a copied _PyCFrame. One without a frame, in a
+ * thread seen with frames before, is usually being set up (the evaluation loop made
+ * it current and has not filled it in yet): the walk is tried again, up to the
+ * retries, before the thread is taken to be out of Python code. */
+static void take_cframe(pi_walker *w, const uint8_t *buf)
+{
+    w->cur = pi_parse_cframe(buf);
+    if (w->cur)
+        w->state = WALK_FRAMES;
+    else if (w->bottom && w->attempts < PI_RETRIES)
+        walker_fail(w);
+    else
+        w->state = WALK_DONE;
+}
+
+bool walker_need(pi_walker *w, pi_read *read)
+{
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    if (w->state == WALK_RETRY) {
+        size_t size = pi_runtime_layout.tstate_read_size;
+        spec_refresh(w);
+        if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
+            w->state = WALK_FAILED;
+            return false;
+        }
+        *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
+        return true;
+    }
+    if (w->want_current_chunk) {
+        w->want_current_chunk = false;
+        w->current_chunk_pending = true;
+        *read = (pi_read){w->chunks[0].addr, w->chunks[0].data, w->chunks[0].len, false};
+        return true;
+    }
+    while (w->state == WALK_FRAMES) {
+        if (w->depth == 0 && w->leaf_whole.len >= frame_size && w->cur == w->leaf_whole.addr) {
+            remember_solo(w, w->cur);
+            w->leaf_pending = true;
+            *read = (pi_read){w->leaf_whole.addr, w->leaf_whole.data, w->leaf_whole.len, false};
+            return true;
+        }
+        const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
+        if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
+            copy = spec_find(w, w->cur);
+            if (copy)
+                remember_solo(w, w->cur);
+        }
+        if (copy) {
+            step_frame(w, copy);
+            continue;
+        }
+        if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS && older_chunk_from_spec(w))
+            continue;
+        if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS) {
+            region *r = &w->chunks[w->chunk_count];
+            if (region_fill_prepare(r, w->older_chunk, PI_CHUNK_READ) != 0) {
+                walker_fail(w);
+                return false;
+            }
+            *read = (pi_read){r->addr, r->data, PI_CHUNK_READ, false};
+            w->chunk_pending = true;
+            return true;
+        }
+        remember_solo(w, w->cur);
+        *read = (pi_read){w->cur, w->scratch, frame_size, false};
+        return true;
+    }
+    if (w->state == WALK_CFRAME) {
+        if (w->cframe_read_ahead && w->cframe_ok) {
+            w->cframe_read_ahead = false;
+            take_cframe(w, w->cframe_buf);
+            return walker_need(w, read);
+        }
+        *read = (pi_read){w->ts.cframe, w->scratch, pi_cframe_read_size(), false};
+        return true;
+    }
+    if (w->state == WALK_RETRY)
+        return walker_need(w, read); /* failed in copied memory: start over */
+    return false;
+}
+
+static void take_current_chunk(pi_walker *w, const pi_read *read)
+{
+    w->current_chunk_pending = false;
+    region *r = &w->chunks[0];
+    uintptr_t older = 0;
+    size_t used = 0;
+    /* the current chunk's saved "top" is stale; only its link to the older one counts */
+    if (read->ok && read->len >= pi_chunk_header_size()) {
+        pi_parse_chunk(r->data, &older, &used);
+        w->chunk_count = 1;
+        w->older_chunk = older;
+    }
+}
+
+/* Adopts the older chunk copied into chunks[chunk_count] (`len` bytes of it). */
+static void adopt_older_chunk(pi_walker *w, bool ok, size_t len)
+{
+    region *r = &w->chunks[w->chunk_count];
+    uintptr_t older = 0;
+    size_t used = 0;
+    /* an unreadable or corrupt older chunk: fall back to reading frames one by one */
+    w->older_chunk = 0;
+    if (!ok || len < pi_chunk_header_size() || pi_parse_chunk(r->data, &older, &used) != 0 ||
+        used > PI_MAX_CHUNK_BYTES)
+        return;
+    if (used > len) {
+        if (region_fill_prepare(r, r->addr, used) != 0 || pi_read_exact(r->addr, r->data, used) != 0)
+            return;
+    }
+    r->len = used;
+    w->chunk_count++;
+    w->older_chunk = older;
+    if (w->solo_chunk_count < PI_MAX_CHUNKS) {
+        w->solo_chunk[w->solo_chunk_count] = r->addr;
+        w->solo_chunk_len[w->solo_chunk_count++] = used;
+    }
+}
+
+static void take_older_chunk(pi_walker *w, const pi_read *read)
+{
+    w->chunk_pending = false;
+    adopt_older_chunk(w, read->ok, read->len);
+}
+
+/* The older chunk, if it was read ahead this tick: swapped into place, no syscall. */
+static bool older_chunk_from_spec(pi_walker *w)
+{
+    for (size_t i = 0; i < w->spec_chunk_count; i++) {
+        if (w->spec_chunk[i] != w->older_chunk || !w->spec_chunk_ok[i])
+            continue;
+        region t = w->chunks[w->chunk_count];
+        w->chunks[w->chunk_count] = w->spec_chunks[i];
+        w->spec_chunks[i] = t;
+        w->spec_chunk_ok[i] = false;
+        adopt_older_chunk(w, true, w->chunks[w->chunk_count].len);
+        return true;
+    }
+    return false;
+}
+
+static void walker_restart(pi_walker *w, const pi_tstate *ts);
+
+static void walker_take(pi_walker *w, const pi_read *read)
+{
+    if (w->state == WALK_RETRY) {
+        pi_tstate ts;
+        if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
+            w->state = WALK_FAILED;
+        else
+            walker_restart(w, &ts);
+    } else if (w->current_chunk_pending) {
+        take_current_chunk(w, read);
+    } else if (w->chunk_pending) {
+        take_older_chunk(w, read);
+    } else if (w->leaf_pending) {
+        w->leaf_pending = false;
+        w->leaf_copied = read->ok;
+        if (read->ok) {
+            step_frame(w, w->leaf_whole.data);
+        } else {
+            w->leaf_whole.len = 0; /* a smaller frame object now: read as any other frame */
+            walker_fail(w);
+        }
+    } else if (!read->ok) {
+        walker_fail(w);
+    } else if (w->state == WALK_CFRAME) {
+        take_cframe(w, w->scratch);
+    } else {
+        step_frame(w, w->scratch);
+    }
+}
+
+/* Points a walker at a thread's current frame, forgetting what it walked. */
+static void walker_reset(pi_walker *w, const pi_tstate *ts)
+{
+    w->ts = *ts;
+    w->chunk_count = 0;
+    w->older_chunk = 0;
+    w->chunk_pending = false;
+    w->current_chunk_pending = false;
+    w->want_current_chunk = false;
+    w->cframe_read_ahead = false;
+    w->depth = 0;
+    w->doubtful = false;
+    w->leaf_pending = false;
+    w->leaf_copied = false;
+    w->brent_mark = 0;
+    w->brent_power = 1;
+    w->brent_steps = 0;
+    w->cur = ts->frame;
+    w->state = ts->cframe ? WALK_CFRAME : (ts->frame ? WALK_FRAMES : WALK_DONE);
+    if (pi_runtime_layout.frames_in_chunks && ts->chunk && ts->chunk_top > ts->chunk &&
+        ts->chunk_top - ts->chunk <= PI_MAX_CHUNK_BYTES && w->state != WALK_DONE) {
+        /* the current chunk's used part: most frames are in it */
+        if (region_fill_prepare(&w->chunks[0], ts->chunk, ts->chunk_top - ts->chunk) != 0)
+            w->state = WALK_FAILED;
+        else
+            w->want_current_chunk = true;
+    }
+}
+
+/* Walks again from a fresh thread state (read with a fresh copy of the spec list). */
+static void walker_restart(pi_walker *w, const pi_tstate *ts)
+{
+    walker_reset(w, ts);
+}
+
+/* Starts a walker on a thread; returns its first read. */
+static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
+{
+    bool same_thread = w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id;
+    spec_prepare(w, same_thread);
+    if (!same_thread) {
+        w->bottom = 0;
+        w->leaf_memo.kind = PI_MEMO_NONE;
+    }
+    w->first_end = 0;
+    w->tstate_addr = tstate_addr;
+    w->attempts = 0;
+    w->async_leaf = UINT32_MAX;
+    walker_reset(w, ts);
+    return walker_need(w, read);
+}
+
+int round_add(round_list *round, const pi_read *read, size_t owner)
+{
+    if (grow((void **)round->reads, round->reads_cap, round->count + 1, sizeof **round->reads) != 0 ||
+        grow((void **)round->owner, round->owner_cap, round->count + 1, sizeof **round->owner) != 0)
+        return -1;
+    (*round->reads)[round->count] = *read;
+    (*round->owner)[round->count] = owner;
+    round->count++;
+    return 0;
+}
+
+void round_add_spec(round_list *round, pi_walker *w, size_t index)
+{
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    if (w->state == WALK_CFRAME && pi_cframe_read_size() <= sizeof w->cframe_buf) {
+        pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
+        w->cframe_read_ahead = round_add(round, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
+        w->cframe_ok = false;
+    }
+    for (size_t k = 0; k < w->spec_count; k++) {
+        pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
+        if (round_add(round, &spec, index | PI_SPEC_BIT) != 0)
+            break;
+    }
+    for (size_t k = 0; k < w->spec_chunk_count; k++) {
+        pi_read spec = {w->spec_chunk[k], w->spec_chunks[k].data, w->spec_chunk_len[k], false};
+        if (round_add(round, &spec, index | PI_SPEC_BIT | PI_CHUNK_BIT | (k << 16)) != 0)
+            break;
+    }
+}
+
+void run_rounds(pi_state *s, size_t pending)
+{
+    pi_scratch *x = s->scratch;
+    size_t frame_size = pi_runtime_layout.frame_read_size;
+    while (pending > 0) {
+        s->stats.syscalls += (uint64_t)pi_read_batch(x->reads, pending);
+        for (size_t r = 0; r < pending; r++) {
+            size_t owner = x->owner[r];
+            if (owner & PI_CFRAME_BIT) {
+                s->walkers[owner & 0xffff].cframe_ok = x->reads[r].ok;
+            } else if (owner & PI_CHUNK_BIT) {
+                pi_walker *w = &s->walkers[owner & 0xffff];
+                w->spec_chunk_ok[(owner & ~(PI_SPEC_BIT | PI_CHUNK_BIT)) >> 16] = x->reads[r].ok;
+            } else if (owner & PI_SPEC_BIT) {
+                pi_walker *w = &s->walkers[owner & ~PI_SPEC_BIT];
+                w->spec_ok[((uint8_t *)x->reads[r].dst - w->spec_data) / frame_size] = x->reads[r].ok;
+            }
+        }
+        round_list next = {&x->next_reads, &x->next_owner, &x->next_reads_cap, &x->next_owner_cap, 0};
+        for (size_t r = 0; r < pending; r++) {
+            if (x->owner[r] & PI_SPEC_BIT)
+                continue;
+            size_t index = x->owner[r];
+            pi_walker *w = &s->walkers[index];
+            walker_take(w, &x->reads[r]);
+            pi_read read;
+            if (walker_need(w, &read) && round_add(&next, &read, index) != 0)
+                w->state = WALK_FAILED;
+            if (w->respec) {
+                w->respec = false;
+                round_add_spec(&next, w, index);
+            }
+        }
+        size_t next_pending = next.count;
+        /* swap the rounds' arrays */
+        pi_read *reads = x->reads;
+        size_t reads_cap = x->reads_cap;
+        x->reads = x->next_reads;
+        x->reads_cap = x->next_reads_cap;
+        x->next_reads = reads;
+        x->next_reads_cap = reads_cap;
+        size_t *owner = x->owner;
+        size_t owner_cap = x->owner_cap;
+        x->owner = x->next_owner;
+        x->owner_cap = x->next_owner_cap;
+        x->next_owner = owner;
+        x->next_owner_cap = owner_cap;
+        pending = next_pending;
+    }
+}
+
+/* Whether the thread's stack is the one its walker holds, with no read at all: on a GIL
+ * build a thread changes its frames only while it holds the GIL, and it can take the
+ * GIL only by becoming its last holder, which counts a switch unless it was the last
+ * holder already. Not the last holder when the walker's stack was copied, nor now, and
+ * no switch in between: it never held the GIL in between (a thread blocked in C, waiting
+ * for a lock or for I/O, or for the GIL itself). Async mode reads every stack (which task
+ * runs decides what it records). In a forked child nothing kept in the parent holds: a new
+ * thread there may get a parent thread's state address and id before it first runs, and
+ * the child's GIL counts no switch for the thread that forked. */
+static bool stack_unmoved(const pi_state *s, const pi_walker *w, uintptr_t addr, const pi_tstate *ts)
+{
+    const pi_scratch *x = s->scratch;
+    return w->kept_sample && w->kept_unheld && !s->async.enabled && x->gil_read &&
+           x->gil_holder != addr && x->gil_switches == w->kept_switches && w->tstate_addr == addr &&
+           w->ts.thread_id == ts->thread_id && w->kept_pid == pi_own_pid();
+}
+
+void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, const pi_tstate *ts,
+                bool followed, int in_context)
+{
+    pi_walker *w = &s->walkers[index];
+    w->followed = followed;
+    w->in_context = in_context;
+    w->context_before = ts->context;
+    w->reused = stack_unmoved(s, w, addr, ts);
+    if (w->reused) {
+        w->ts = *ts;
+        w->state = WALK_DONE;
+        w->doubtful = false;
+        return;
+    }
+    pi_read read;
+    if (walker_start(w, addr, ts, &read) && round_add(round, &read, index) != 0)
+        w->state = WALK_FAILED;
+    round_add_spec(round, w, index);
+}
