@@ -126,6 +126,19 @@ def describe_run(envs: List[common.PythonEnv], quick: bool, minutes: float) -> D
                 upstream=sorted({env.upstream_version for env in envs if env.upstream_version}))
 
 
+def where_measured(results: Dict[str, Any], run: Dict[str, Any]) -> str:
+    """Which interpreters each part was measured on: every one it has results for, or
+    for the parts run on the first only, the first of the run that measured it."""
+    parts = []
+    for name in [s for s in SECTIONS if s in results]:
+        if name in PER_PYTHON:
+            versions = sorted({r["version"] for r in results[name]}, key=lambda v: tuple(map(int, v.split("."))))
+        else:
+            versions = [run.get("first_of", {}).get(name, run["first"])]
+        parts.append(f"{TITLES[name].lower()} on {', '.join(versions)}")
+    return "; ".join(parts)
+
+
 def document(results: Dict[str, Any], failures: List[str], run: Dict[str, Any], charts: Dict[str, str],
              out: str) -> List[str]:
     """Writes the markdown report; returns the verdict lines."""
@@ -145,7 +158,7 @@ def document(results: Dict[str, Any], failures: List[str], run: Dict[str, Any], 
            "the docstring of its module under `bench/` and in the paragraph above each table.", "",
            f"- Date: {run['date']} ({run['minutes']} min run{', --quick' if run['quick'] else ''}{reruns})",
            f"- Machine: {run['machine']}",
-           f"- Python: {', '.join(run['pythons'])} (memory, accuracy and render speed on {run['first']})",
+           f"- Python: {', '.join(run['pythons'])} ({where_measured(results, run)})",
            f"- Compared with: upstream pyinstrument {', '.join(run['upstream']) or 'not installed'} (PyPI), "
            "cProfile (standard library), py-spy (PyPI)", "",
            "## Goals", "",
@@ -176,8 +189,9 @@ def merge_with_previous(path: str, results: Dict[str, Any], run: Dict[str, Any])
     versions = [r["version"] for r in merged.get("overhead", [])]
     kept["pythons"] = sorted(set(kept["pythons"]) | set(versions), key=lambda v: tuple(map(int, v.split("."))))
     kept["upstream"] = sorted(set(kept["upstream"]) | set(run["upstream"]))
-    if any(name in ON_FIRST for name in results):
-        kept["first"] = run["first"]
+    # the parts measured on the first interpreter keep the one each was measured on
+    first_of = kept.get("first_of") or {name: kept["first"] for name in ON_FIRST}
+    kept["first_of"] = dict(first_of, **{name: run["first"] for name in results if name in ON_FIRST})
     kept["reruns"] = dict(kept.get("reruns", {}), **{name: run["date"] for name in results})
     return merged, kept
 

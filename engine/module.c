@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     PyObject_HEAD
@@ -64,28 +65,54 @@ static void Sampler_dealloc(SamplerObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+/* The interpreter's layouts learned and reading memory allowed; -1 with an exception. */
+static int ready_to_read(SamplerObject *self)
 {
     char err[512] = "";
     if (!self->initialised) {
         PyErr_SetString(PyExc_RuntimeError, "Sampler was not initialised");
-        return NULL;
+        return -1;
     }
     if (!layout_ready) {
         if (pi_layout_init(err, sizeof err) != 0) {
             PyErr_SetString(PyExc_RuntimeError, err);
-            return NULL;
+            return -1;
         }
         if (pi_read_probe(err, sizeof err) != 0) {
             PyErr_SetString(ReadRefused, err);
-            return NULL;
+            return -1;
         }
         layout_ready = true;
     }
+    return 0;
+}
+
+static PyObject *Sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    char err[512] = "";
+    if (ready_to_read(self) != 0)
+        return NULL;
     if (pi_sampler_start(&self->sampler, err, sizeof err) != 0) {
         PyErr_SetString(PyExc_RuntimeError, err);
         return NULL;
     }
+    Py_RETURN_NONE;
+}
+
+/* A test hook: one tick now, from the calling thread, of a Sampler that is not running,
+ * so that a test reads threads it parked at known points and asserts exact stacks and
+ * counts. A Sampler's first tick starts its clock and records nothing. */
+static PyObject *Sampler_tick(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (ready_to_read(self) != 0)
+        return NULL;
+    if (self->sampler.running) {
+        PyErr_SetString(PyExc_RuntimeError, "_tick() needs a Sampler that is not running");
+        return NULL;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pi_tick(&self->sampler.state, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
     Py_RETURN_NONE;
 }
 
@@ -616,6 +643,8 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef Sampler_methods[] = {
     {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
+    {"_tick", (PyCFunction)Sampler_tick, METH_NOARGS,
+     "A test hook: one tick now, from the calling thread, of a Sampler that is not running."},
     {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
      "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks=None): "
      "async mode."},

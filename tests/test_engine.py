@@ -653,3 +653,83 @@ def test_each_threads_timeline_runs_on_the_sessions_clock():
     assert clocks[main] == pytest.approx(session.duration, abs=0.02)
     # the time without samples changes neither tree nor totals
     assert session.root_frame().time == pytest.approx(sum(t for _, t in session.frame_records))
+
+
+def stacks_by_thread(snapshot: dict) -> dict:
+    """{thread ident: [(function names root first, samples)]} of a sampler's snapshot."""
+    from pyinstrument.profiler import ENGINE_NODE
+
+    identities = snapshot["identities"]
+    nodes = list(ENGINE_NODE.iter_unpack(snapshot["nodes"]))
+    idents = [ident for ident, _, _, _ in snapshot["threads"]]
+
+    def path(index: int) -> list:
+        names = []
+        while index < len(nodes) and nodes[index][1] < len(identities):
+            names.append(identities[nodes[index][1]][0])
+            index = nodes[index][0]
+        return names[::-1]
+
+    result: dict = {}
+    for index, (parent, identity, line, thread, wall, cpu, samples) in enumerate(nodes):
+        if samples:
+            result.setdefault(idents[thread], []).append((path(index), samples))
+    return result
+
+
+def park(target) -> threading.Thread:
+    """A thread running `target` until it stands in Condition.wait's acquire of its
+    waiter lock, where it stays: a known point for a tick to read."""
+    import inspect
+
+    source, first = inspect.getsourcelines(threading.Condition.wait)
+    # the last `waiter.acquire()` blocks (the first one locks the new waiter)
+    acquire_line = first + max(i for i, text in enumerate(source) if "waiter.acquire()" in text)
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident)
+        if frame is not None and frame.f_code is threading.Condition.wait.__code__ and frame.f_lineno == acquire_line:
+            return thread
+        time.sleep(0.001)
+    raise AssertionError("the thread never got to its wait")
+
+
+def test_a_tick_reads_a_parked_thread_exactly():
+    # the synchronous test hook: two ticks from this thread (the first starts the clock)
+    # while a thread stands where we parked it; its one sample is its exact stack
+    from pyinstrument import _engine
+
+    go = threading.Event()
+
+    def parked_here():
+        go.wait()
+
+    thread = park(parked_here)
+    try:
+        sampler = _engine.Sampler(0.001, 0)
+        sampler._tick()
+        sampler._tick()
+        snapshot = sampler.snapshot()
+    finally:
+        go.set()
+        thread.join()
+    assert snapshot["ticks"] == 2 and snapshot["dropped"] == 0, snapshot
+    (names, samples), = stacks_by_thread(snapshot)[thread.ident]
+    assert samples == 1
+    # each frame's code object names it (qualified from 3.11 on), the C leaf its callable
+    codes = [f.__code__ for f in (parked_here, threading.Event.wait, threading.Condition.wait)]
+    assert names[-4:] == [getattr(c, "co_qualname", c.co_name) for c in codes] + ["lock.acquire"], names
+
+
+def test_the_tick_hook_refuses_a_running_sampler():
+    from pyinstrument import _engine
+
+    sampler = _engine.Sampler(0.001, 0)
+    sampler.start()
+    try:
+        with pytest.raises(RuntimeError, match="not running"):
+            sampler._tick()
+    finally:
+        sampler.stop()
