@@ -648,3 +648,29 @@ def test_big_tree_renders_quickly():
     elapsed = time.process_time() - start
     assert text.count("\n") > 50_000
     assert elapsed < 10, elapsed
+
+
+def test_control_characters_from_the_program_cannot_reach_the_terminal():
+    # a thread's name, a file's path and the description come from the profiled program:
+    # an escape sequence in them would retitle or clear the terminal showing the report
+    import subprocess
+    import sys
+
+    program = (
+        "import threading, time\n"
+        "def work():\n"
+        "    end = time.monotonic() + 0.2\n"
+        "    while time.monotonic() < end: pass\n"
+        "t = threading.Thread(target=work, name='evil\\x1b]0;PWNED\\x07\\x1b[2Jthread')\n"
+        "t.start(); t.join()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinstrument", "-a", "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout), repr(result.stdout)
+    assert "evil\\x1b]0;PWNED\\x07\\x1b[2Jthread" in result.stdout  # shown, harmlessly
+
+    session = make_session([([fi("f\x1b[31m", APP + "/a\x07.py", 1)], 0.01)], description="Program: \x1b[2J")
+    text = ConsoleRenderer(color=False, unicode=True).render(session)
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), repr(text)

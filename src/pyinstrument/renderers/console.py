@@ -18,6 +18,16 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # name's undecodable byte, written back as that byte) cannot be written as UTF-8
 _UNWRITABLE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 _PROCESS_ROOT_RE = re.compile(r"process \d+(: |$)")
+# control characters in text from the profiled program (a thread's name, a file's path):
+# printed as they are, an escape sequence would act on the terminal showing the report
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """Text from the session as harmless characters: controls as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 _by_time = attrgetter("time")
 
 TIME_CHOICES = ("seconds", "percent_of_total")
@@ -147,7 +157,7 @@ class ConsoleRenderer(FrameRenderer):
         lines += self._header(session)
         lines.append("")
         if session.target_description:
-            lines.append(session.target_description)
+            lines.append(_visible(session.target_description))
             lines.append("")
         lines += body
         lines.append("")
@@ -197,7 +207,7 @@ class ConsoleRenderer(FrameRenderer):
         )
         title = "pyinstrument"
         if session.target_description:
-            title += ": " + session.target_description
+            title += ": " + _visible(session.target_description)
         content = body + ["", summary]
         width = max([72, len(title) + 8] + [len(_ANSI_RE.sub("", line)) + 5 for line in content])
         out = [""]
@@ -267,12 +277,12 @@ class ConsoleRenderer(FrameRenderer):
             if cached is not None:
                 return cached
         c = self.colors
-        name = frame.display_name
+        name = _visible(frame.display_name)
         if owner is not None:
-            name = f"{name} (in {owner.display_name})"
+            name = f"{name} (in {_visible(owner.display_name)})"
         if c.reset and frame.is_application_code:
             name = c.app + name + c.reset
-        position = frame.code_position_short
+        position = _visible(frame.code_position_short or "")
         if position:
             if c.reset:
                 position = c.dim + position + c.reset
@@ -301,7 +311,7 @@ class ConsoleRenderer(FrameRenderer):
         c = self.colors
         if len(libraries) > 6:
             libraries = libraries[:6] + ["..."]
-        libs = ", ".join(libraries)
+        libs = _visible(", ".join(libraries))
         if libs and c.reset:
             libs = c.dim + libs + c.reset
         text = f"[{count} frames hidden]"
