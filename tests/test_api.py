@@ -83,6 +83,16 @@ def test_print_writes_the_report_to_the_given_file():
     assert "\x1b[" not in out.getvalue()  # a StringIO is no terminal: no colours
 
 
+def test_print_shows_cpu_time_when_asked():
+    with Profiler() as p:
+        spin(0.1)
+    out = io.StringIO()
+    p.print(file=out, show_cpu=True)
+    line = next(line for line in out.getvalue().splitlines() if "spin" in line)
+    assert "(cpu " in line, out.getvalue()
+    assert "(cpu " not in p.output_text()  # off unless asked
+
+
 def test_properties():
     p = Profiler(interval=0.0005, async_mode="disabled")
     assert p.interval == 0.0005

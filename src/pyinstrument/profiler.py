@@ -663,6 +663,7 @@ class Profiler:
         flat_time: str = "self",
         short_mode: bool = False,
         processor_options: Optional[Dict[str, Any]] = None,
+        show_cpu: bool = False,
     ) -> None:
         if file is None:
             file = sys.stdout
@@ -681,6 +682,7 @@ class Profiler:
                 flat_time=flat_time,
                 short_mode=short_mode,
                 processor_options=processor_options,
+                show_cpu=show_cpu,
             ),
             file=file,
         )
@@ -696,6 +698,7 @@ class Profiler:
         flat_time: str = "self",
         short_mode: bool = False,
         processor_options: Optional[Dict[str, Any]] = None,
+        show_cpu: bool = False,
     ) -> str:
         return self.output(
             ConsoleRenderer(
@@ -708,6 +711,7 @@ class Profiler:
                 flat_time=flat_time,
                 short_mode=short_mode,
                 processor_options=processor_options,
+                show_cpu=show_cpu,
             )
         )
 
