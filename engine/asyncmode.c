@@ -82,7 +82,9 @@ void attribute_async(pi_state *s, pi_walker *w)
 {
     uint32_t leaf = 0;
     long chain = async_chain(s, w, w->in_context, &leaf);
-    if (chain == ASYNC_LOST || (chain >= 0 && push_chain(s, w, chain, leaf) != 0))
+    if (chain == ASYNC_LOST)
+        w->state = WALK_CROSSED;
+    else if (chain >= 0 && push_chain(s, w, chain, leaf) != 0)
         w->state = WALK_FAILED;
 }
 
@@ -133,7 +135,7 @@ void confirm_contexts(pi_state *s, size_t walker_count)
     for (size_t r = 0; r < changed; r++) {
         pi_walker *w = &s->walkers[x->confirm_owner[r]];
         if (x->context_states[r] != w->in_context)
-            w->state = w->followed ? WALK_LEFT : WALK_FAILED;
+            w->state = w->followed ? WALK_LEFT : WALK_CROSSED;
     }
 }
 
@@ -339,7 +341,8 @@ static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targ
             continue;
         if (take == TAKE_LOST || take == TAKE_DROPPED) {
             g->stats.dropped++;
-            g->stats.dropped_walk += take == TAKE_LOST || w->state != WALK_DONE;
+            g->stats.dropped_context += take == TAKE_LOST;
+            g->stats.dropped_walk += take == TAKE_DROPPED && w->state != WALK_DONE;
             continue;
         }
         if (!cpu_read) {
@@ -351,7 +354,7 @@ static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targ
         long chain = take == TAKE_ASYNC ? async_chain(g, w, state, &leaf) : ASYNC_REAL;
         if (chain == ASYNC_LOST) {
             g->stats.dropped++;
-            g->stats.dropped_walk++;
+            g->stats.dropped_context++;
             continue;
         }
         if (chain >= 0) {

@@ -585,6 +585,7 @@ typedef struct {
     uint64_t dropped;        /* thread stacks failing validation, of which: */
     uint64_t dropped_walk;   /*   the frame chain changed while being read */
     uint64_t dropped_code;   /*   a code object on it could not be validated */
+    uint64_t dropped_context; /*  async mode: it crossed the profiled context while read */
     uint64_t truncated;      /* stacks deeper than PI_MAX_DEPTH, recorded without their middle */
     uint64_t calls_ended;    /* C leaves unknown because the call ended while being read */
     uint64_t missed_ticks;   /* deadlines skipped because a tick overran */

@@ -163,6 +163,9 @@ void pi_tick(pi_state *s, int64_t now_ns)
             s->stats.dropped_code++;
         } else if (w->state == WALK_DONE) {
             record_thread(s, w, wall_ns, now_ns);
+        } else if (w->state == WALK_CROSSED) {
+            s->stats.dropped++;
+            s->stats.dropped_context++;
         } else if (w->state != WALK_LEFT) {
             s->stats.dropped++;
             s->stats.dropped_walk++;

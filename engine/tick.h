@@ -41,8 +41,10 @@ static inline int grow(void **array, size_t *cap, size_t n, size_t size)
 
 /* WALK_RETRY: the chain changed under us; the thread state is read again and the
  * walk restarts once, which turns most torn reads into good samples. */
-enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT };
-/* WALK_LEFT: a thread followed into the profiled async context left it while sampled */
+enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT, WALK_CROSSED };
+/* WALK_LEFT: a thread followed into the profiled async context left it while sampled;
+ * WALK_CROSSED: the profiled thread crossed into or out of it while read, or its task
+ * could not be placed (async mode: a dropped sample, counted apart) */
 
 typedef struct {
     uintptr_t addr;

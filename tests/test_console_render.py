@@ -674,3 +674,13 @@ def test_control_characters_from_the_program_cannot_reach_the_terminal():
     session = make_session([([fi("f\x1b[31m", APP + "/a\x07.py", 1)], 0.01)], description="Program: \x1b[2J")
     text = ConsoleRenderer(color=False, unicode=True).render(session)
     assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), repr(text)
+
+
+def test_the_header_says_why_samples_were_dropped():
+    session = make_session(
+        [([fi("main", APP + "/a.py", 1)], 0.01)], dropped_samples=5, dropped_by_cause={"changed": 3, "code": 1}
+    )
+    header = ConsoleRenderer(color=False, unicode=True).render(session).split("Program:")[0]
+    assert "Dropped:  5 thread samples (3 changed while read, 1 code unconfirmed, 1 other)" in header
+    bare = make_session([([fi("main", APP + "/a.py", 1)], 0.01)], dropped_samples=2)  # an upstream file: no causes
+    assert "Dropped:  2 thread samples\n" in ConsoleRenderer(color=False, unicode=True).render(bare)

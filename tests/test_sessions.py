@@ -46,6 +46,17 @@ def test_save_and_load_render_identically(tmp_path, make):
     assert (tmp_path / "again.pyisession").read_bytes() == path.read_bytes()
 
 
+def test_why_samples_were_dropped_survives_a_file_and_a_merge(tmp_path):
+    document = simple_session().to_json()
+    document.update(dropped_samples=4, dropped_by_cause={"changed": 3, "context": 1})
+    session = Session.from_json(document)
+    session.save(tmp_path / "d.pyisession")
+    loaded = Session.load(tmp_path / "d.pyisession")
+    assert loaded.dropped_by_cause == {"changed": 3, "context": 1}
+    merged = Session.combine(loaded, loaded)
+    assert merged.dropped_samples == 8 and merged.dropped_by_cause == {"changed": 6, "context": 2}
+
+
 def test_hostile_names_survive_a_file(tmp_path):
     session = hostile_session()
     session.save(tmp_path / "h.pyisession")
@@ -100,6 +111,9 @@ DAMAGED = {
                           "frame record 0 is not a [stack, seconds] pair"),
     "a number as text": (lambda: good_document().replace('"duration": ', '"duration": "x', 1)
                          .replace('"x1.0', '"x"', 1).encode(), "damaged pyinstrument session"),
+    "drop causes not counts": (
+        lambda: json.dumps(dict(simple_session().to_json(), dropped_by_cause={"changed": -1})).encode(),
+        "'dropped_by_cause' of 'changed' is not a count"),
     "a timeline index out of range": (
         lambda: good_document().replace('"records": [0, 1,', '"records": [0, 99,', 1).encode(),
         "frame record 99, which does not exist"),

@@ -368,6 +368,11 @@ def session_from_snapshot(
         frame_records_cpu=records_cpu,
         timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
+        dropped_by_cause={
+            "changed": snapshot.get("dropped_walk", 0),
+            "code": snapshot.get("dropped_code", 0),
+            "context": snapshot.get("dropped_context", 0),
+        },
         truncated_samples=snapshot["truncated"],
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )

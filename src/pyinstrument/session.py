@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from array import array
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
 
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import (
@@ -31,6 +31,12 @@ _FORMAT_VERSION = 2  # 2: the timeline is {"records": [...], "nanoseconds": [...
 
 
 _NO_START_STACK = "[unknown start]"
+#: why a thread's sample was dropped, as the report says it
+DROP_CAUSES = {
+    "changed": "changed while read",  # its stack changed (or went away) while it was read
+    "code": "code unconfirmed",  # a code object on it could not be confirmed
+    "context": "left its async context while read",  # async mode: crossed the profiled context
+}
 
 
 class SessionFileError(ValueError):
@@ -116,6 +122,7 @@ class Session:
         dropped_samples: int = 0,
         truncated_samples: int = 0,
         thread_names: Any = None,
+        dropped_by_cause: Optional[Mapping[str, int]] = None,
     ):
         self.frame_records: List[FrameRecordType] = [(stack, float(t)) for stack, t in frame_records]
         self.start_time = float(start_time)
@@ -139,6 +146,10 @@ class Session:
             raise ValueError(f"timeline refers to frame record {max(timeline.records)}, which does not exist")
         self.timeline: Optional[Timeline] = timeline
         self.dropped_samples = int(dropped_samples or 0)
+        # of those, by the check that failed (DROP_CAUSES); the rest, other reasons
+        self.dropped_by_cause: Dict[str, int] = {
+            cause: int(count) for cause, count in (dropped_by_cause or {}).items() if cause in DROP_CAUSES and count
+        }
         # samples of stacks deeper than the engine keeps: recorded without their middle
         self.truncated_samples = int(truncated_samples or 0)
         self.thread_names = thread_names
@@ -264,6 +275,10 @@ class Session:
             frame_records_cpu=cpu,
             timeline=timeline,
             dropped_samples=session1.dropped_samples + session2.dropped_samples,
+            dropped_by_cause={
+                cause: session1.dropped_by_cause.get(cause, 0) + session2.dropped_by_cause.get(cause, 0)
+                for cause in DROP_CAUSES
+            },
             truncated_samples=session1.truncated_samples + session2.truncated_samples,
             thread_names=thread_names,
         )
@@ -302,6 +317,8 @@ class Session:
                 else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
             )
         result["dropped_samples"] = self.dropped_samples
+        if self.dropped_by_cause:
+            result["dropped_by_cause"] = self.dropped_by_cause
         result["truncated_samples"] = self.truncated_samples
         result["thread_names"] = self.thread_names
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
@@ -350,6 +367,7 @@ class Session:
                 frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
                 timeline=_read_timeline(get("timeline")),
                 dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
+                dropped_by_cause=_read_causes(get("dropped_by_cause")),
                 truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
                 thread_names=_read_thread_names(get("thread_names")),
             )
@@ -473,6 +491,14 @@ def _read_start_time(value: Any) -> float:
             "(a number of seconds from 1970 to 2255)"
         )
     return float(value)
+
+
+def _read_causes(value: Any) -> Dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SessionFileError("damaged pyinstrument session: 'dropped_by_cause' is not a mapping")
+    return {str(cause): _read_count(count, f"'dropped_by_cause' of {cause!r}") for cause, count in value.items()}
 
 
 def _read_count(value: Any, what: str) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from pyinstrument import processors
 from pyinstrument.frame import Frame, dispose_tree, gc_paused, libraries_of
 from pyinstrument.renderers.base import FrameRenderer
-from pyinstrument.session import Session
+from pyinstrument.session import DROP_CAUSES, Session
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # a lone surrogate other than U+DC80-U+DCFF (surrogateescape's stand-in for a file
@@ -180,7 +180,7 @@ class ConsoleRenderer(FrameRenderer):
             ],
         ]
         if session.dropped_samples:
-            rows.append(["", "", f"Dropped:  {session.dropped_samples} thread samples"])
+            rows.append(["", "", f"Dropped:  {session.dropped_samples} thread samples{self._drop_causes(session)}"])
         if session.truncated_samples:
             rows.append(["", "", f"Truncated: {session.truncated_samples} deep stacks"])
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -191,6 +191,15 @@ class ConsoleRenderer(FrameRenderer):
                 cells[0] = c.bold + row[0] + c.reset + " " * (widths[0] - len(row[0]))
             lines.append(("  " + "   ".join(cells)).rstrip())
         return lines
+
+    @staticmethod
+    def _drop_causes(session: Session) -> str:
+        """`` (3 changed while read, 1 code unconfirmed)``: why samples were dropped."""
+        causes = [f"{count} {DROP_CAUSES[cause]}" for cause, count in session.dropped_by_cause.items() if count]
+        other = session.dropped_samples - sum(session.dropped_by_cause.values())
+        if causes and other > 0:
+            causes.append(f"{other} other")
+        return f" ({', '.join(causes)})" if causes else ""
 
     def _cpu_legend(self) -> str:
         if not self._cpu_column:
