@@ -1,8 +1,8 @@
-"""Tests of the command line (src/pyinstrument/__main__.py).
+"""Tests of the command line (src/pyinstrument/cli/, entered through __main__.py).
 
-The first part tests argument parsing in-process: the CLI module imports only the
-standard library at import time, so it is loaded straight from its file and these
-tests need neither the compiled engine nor the renderers.
+The first part tests argument parsing in-process: ``parse_command_line`` and ``main``
+through ``__main__.py``, loaded from the source tree's file (it takes the parser from
+``pyinstrument.cli``).
 
 The rest runs ``python -m pyinstrument`` in subprocesses on small scripts written to
 tmp_path, and compares what the script sees and how the process ends with the same
