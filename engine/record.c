@@ -128,9 +128,7 @@ long sample_of(pi_state *s, pi_walker *w, bool *truncated)
     return depth;
 }
 
-/* Records a walked thread's sample, its CPU clock read now `cpu_now` (-1: unknown). */
-static void record_walked(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns, unsigned long native_id,
-                          int64_t cpu_now)
+void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
 {
     bool truncated;
     long depth = sample_of(s, w, &truncated);
@@ -140,13 +138,9 @@ static void record_walked(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t no
     }
     s->stats.truncated += truncated;
     s->stats.calls_ended += w->leaf_ended;
-    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns, cpu_now);
-}
-
-void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
-{
     unsigned long native_id = walked_native_id(w);
-    record_walked(s, w, wall_ns, now_ns, native_id, native_id ? pi_thread_cpu_ns(native_id) : -1);
+    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns,
+               native_id ? pi_thread_cpu_ns(native_id) : -1);
 }
 
 bool target_wants(const pi_state *g, int64_t wall_ns, unsigned long thread_id)
