@@ -14,6 +14,7 @@ import pytest
 from sessions import HOSTILE_NAMES, HOSTILE_PATHS, hostile_session, run_pyinstrument, simple_session, threaded_session
 
 from pyinstrument.renderers import ConsoleRenderer
+from pyinstrument.frame_table import FrameTable
 from pyinstrument.session import Session, SessionFileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +45,50 @@ def test_save_and_load_render_identically(tmp_path, make):
     # and again: what we load, we save the same way
     loaded.save(tmp_path / "again.pyisession")
     assert (tmp_path / "again.pyisession").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("make", [simple_session, threaded_session, hostile_session])
+def test_our_files_load_from_their_head_and_match_a_full_read(tmp_path, make, monkeypatch):
+    # the head (with the frame table) is read alone; the records after it are checked,
+    # not parsed: what loads is what reading the whole document gives
+    session = make()
+    path = tmp_path / "s.pyisession"
+    session.save(path)
+    full = Session.from_json(json.loads(path.read_bytes()))
+    parsed = []
+    real_loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda data, **kw: parsed.append(len(data)) or real_loads(data, **kw))
+    loaded = Session.load(path)
+    assert parsed and max(parsed) < path.stat().st_size - len(json.dumps(session.to_json()["frame_records"]))
+    assert loaded.frame_records == full.frame_records == session.frame_records
+    assert loaded.frame_records_cpu == full.frame_records_cpu
+    assert render_all_ways(loaded) == render_all_ways(full)
+
+
+def test_a_file_whose_records_were_edited_is_read_from_the_records(tmp_path):
+    # a tool that rewrote frame_records and left the head as it was: the head's table no
+    # longer matches the records, so the records are what loads
+    session = simple_session()
+    path = tmp_path / "s.pyisession"
+    session.save(path)
+    leaf = session.frame_records[0][0][-1]
+    function = leaf.split("\x00")[0]
+    text = path.read_text()
+    records_at = text.index('"frame_records": ')
+    edited = text[:records_at] + text[records_at:].replace(json.dumps(function)[1:-1], "edited_by_a_tool", 1)
+    path.write_text(edited)
+    loaded = Session.load(path)
+    assert loaded.frame_records == Session.from_json(json.loads(edited)).frame_records
+    assert "edited_by_a_tool" in loaded.frame_records[0][0][-1]
+
+
+def test_a_truncated_file_of_ours_is_refused(tmp_path):
+    path = tmp_path / "s.pyisession"
+    threaded_session().save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 10])
+    with pytest.raises(SessionFileError, match="truncated"):
+        Session.load(path)
 
 
 def test_why_samples_were_dropped_survives_a_file_and_a_merge(tmp_path):
@@ -432,6 +477,6 @@ def test_the_command_lines_exec_running_no_module_is_its_own_work():
         (stem + [profiler.frame_string("[unknown C call]", "<built-in>", 0)], 0.001),
         (stem + [module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02),
     ]
-    cpu = [0.0] * len(records)
-    assert profiler._strip_command_line_frames(records, cpu, stem) == []
-    assert records == [([module], 0.05), ([], 0.0), ([], 0.0), ([module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02)]
+    table, start = profiler._strip_command_line_frames(FrameTable.from_records(records, [0.0] * len(records)), stem)
+    assert start == []
+    assert table.records() == [([module], 0.05), ([], 0.0), ([], 0.0), ([module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02)]

@@ -63,7 +63,7 @@ def process_root(pid: int, description: str) -> str:
 
 
 def _rooted(session: Session, root: str) -> None:
-    session.frame_records = [([root] + list(stack), t) for stack, t in session.frame_records]
+    session.frame_table = session.frame_table.rooted(root)
 
 
 # --- the parent side -----------------------------------------------------------------------
@@ -236,7 +236,7 @@ def _write_session(profiler: Any) -> None:
         if not os.path.isdir(_directory):
             return  # the parent's profiling has ended (the sampling thread ends with us)
         session = profiler.stop()
-        if not session.frame_records:
+        if not len(session.frame_table):
             return
         pid = os.getpid()
         description = " ".join(sys.argv) if sys.argv and any(sys.argv) else sys.executable

@@ -19,7 +19,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from array import array
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from pyinstrument.frame_table import FrameTable
 
 # --- markers and synthetic identifiers ---------------------------------------------------
 
@@ -886,6 +890,81 @@ def _build_frame_tree(
         if has_await:
             context.has_await = True
         _scan_parsed(parse_cache.values(), context)
+    return root
+
+
+def build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameContext] = None) -> Frame:
+    """The aggregated call tree (as ``build_frame_tree(..., merge=True)``) of a frame
+    table's records, below a synthetic ``[root]`` frame: one step per node of the
+    table's stack trie, however many records share it."""
+    with gc_paused():
+        return _build_frame_tree_from_table(table, context)
+
+
+def _build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameContext]) -> Frame:
+    root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
+    parents, node_frames = table.node_parent, table.node_frame
+    count = len(parents)
+    own_wall, own_cpu = table.node_times()
+    on_a_record = bytearray(count)  # nodes no record stands on or below make no frame
+    for node in table.record_node:
+        while node >= 0 and not on_a_record[node]:
+            on_a_record[node] = 1
+            node = parents[node]
+    total_wall, total_cpu = array("d", own_wall), array("d", own_cpu)
+    for node in range(count - 1, -1, -1):  # callees come after their callers
+        parent = parents[node]
+        if parent >= 0:
+            total_wall[parent] += total_wall[node]
+            total_cpu[parent] += total_cpu[node]
+    root.time = sum(table.record_seconds)
+    root.cpu_time = sum(table.record_cpu) if table.record_cpu is not None else 0.0
+
+    parsed = [parse_frame_info(frame) for frame in table.frames]
+    frame_of_node: List[Optional[Frame]] = [None] * count
+    # (id of the parent frame, identifier) -> frame: the same function at different
+    # current lines is one frame
+    children: Dict[Tuple[int, str], Frame] = {}
+    self_times: Dict[int, List[Any]] = {}
+    has_await = False
+    for node in range(count):
+        if not on_a_record[node]:
+            continue
+        parent_node = parents[node]
+        parent = root if parent_node < 0 else frame_of_node[parent_node]
+        assert parent is not None
+        identifier, attrs = parsed[node_frames[node]]
+        key = (id(parent), identifier)
+        frame = children.get(key)
+        if frame is None:
+            frame = children[key] = _make_child(parent, identifier, context)
+        frame_of_node[node] = frame
+        wall = total_wall[node]
+        frame.time += wall
+        frame.cpu_time += total_cpu[node]
+        if attrs:
+            attributes = frame.attributes
+            for a in attrs:
+                attributes[a] = attributes.get(a, 0.0) + wall
+        if own_wall[node] or own_cpu[node]:
+            entry = self_times.get(id(frame))
+            if entry is None:
+                self_times[id(frame)] = [frame, own_wall[node], own_cpu[node]]
+            else:
+                entry[1] += own_wall[node]
+                entry[2] += own_cpu[node]
+            if identifier == AWAIT_FRAME_IDENTIFIER:
+                has_await = True
+    del children, frame_of_node
+    for frame, seconds, c in self_times.values():
+        if frame._children and not frame.is_synthetic_leaf:
+            self_frame = _make_child(frame, SELF_TIME_FRAME_IDENTIFIER, context)
+            self_frame.time = seconds
+            self_frame.cpu_time = c
+    if context is not None:
+        if has_await:
+            context.has_await = True
+        _scan_parsed(parsed, context)
     return root
 
 

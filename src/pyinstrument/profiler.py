@@ -20,7 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine
 from pyinstrument._files import write_report_file
-from pyinstrument.frame import THREAD_FILE, frame_info_get_identifier, is_path_in_package
+from pyinstrument.frame import BUILTIN_FILE, THREAD_FILE, frame_info_get_identifier, is_path_in_package
+from pyinstrument.frame_table import NO_NODE as NO_STACK
+from pyinstrument.frame_table import FrameTable
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, Timeline
 
@@ -292,44 +294,43 @@ def session_from_snapshot(
     thread_roots = [frame_string(name, "<thread>", key) for name, key in zip(names, root_keys)]
 
     node_count = len(snapshot["nodes"]) // ENGINE_NODE.size
-    stacks: List[Optional[List[str]]] = [None] * node_count
-    records: List[Tuple[List[str], float]] = []
-    records_cpu: List[float] = []
+    table = FrameTable()
+    thread_root_nodes = [table.add_node(NO_STACK, table.frame_id(root)) for root in thread_roots] if all_threads else []
+    # the table's node of each engine node: the profiler's own frames are left out, so
+    # theirs is their caller's
+    node_of = array("i", [NO_STACK]) * node_count
     record_of_node = array("i", [-1]) * node_count  # -1: not a record
     inside_profiler = bytearray(node_count)
     threads_sampled = set()  # threads with at least one sample of the program
     samples_total = 0
-    # one string object per (code, line), shared by every stack it appears in
-    frame_strings: Dict[Tuple[int, int], str] = {}
-    # nodes come parent-before-child, so each stack extends its parent's
+    # the table's frame of each (identity, line)
+    frame_ids: Dict[Tuple[int, int], int] = {}
+    # engine nodes come parent-before-child, and so do the table's
     nodes = ENGINE_NODE.iter_unpack(snapshot["nodes"])  # one at a time: no tuple per node is kept
     for index, (parent, identity, line, thread, wall_ns, cpu_ns, samples) in enumerate(nodes):
         if parent == NO_NODE:
-            stacks[index] = [thread_roots[thread]] if all_threads else []
+            node_of[index] = thread_root_nodes[thread] if all_threads else NO_STACK
             continue
         samples_total += samples
-        parent_stack = stacks[parent]
-        assert parent_stack is not None
         if is_profiler_code[identity] or inside_profiler[parent]:
             # its time stays with the caller (a tick inside the profiler's own start/stop,
             # such as the last one at stop(), belongs to the code that called it)
-            stack = parent_stack
+            inside_profiler[index] = 1
+            node = node_of[parent]
         else:
             key = (identity, line)
-            text = frame_strings.get(key)
-            if text is None:
+            frame = frame_ids.get(key)
+            if frame is None:
                 if base[identity] == _TRUNCATED:  # the marker's line is how many frames it stands for
-                    text = frame_strings[key] = f"[{line} frames truncated]"
+                    text = f"[{line} frames truncated]"
                 else:
-                    text = frame_strings[key] = base[identity] + (f"\x01l{line}" if line > 0 else "")
-            stack = parent_stack + [text]
-        stacks[index] = stack
-        inside_profiler[index] = inside_profiler[parent] or is_profiler_code[identity]
+                    text = base[identity] + (f"\x01l{line}" if line > 0 else "")
+                frame = frame_ids[key] = table.frame_id(text)
+            node = table.add_node(node_of[parent], frame)
+        node_of[index] = node
         if samples:
-            record_of_node[index] = len(records)
+            record_of_node[index] = table.add_record(node, wall_ns / 1e9, cpu_ns / 1e9)
             threads_sampled.add(thread)
-            records.append((stack, wall_ns / 1e9))
-            records_cpu.append(cpu_ns / 1e9)
 
     timeline_records, timeline_seconds = array("I"), array("f")
     for thread_index, (_, _, _, raw) in enumerate(threads):
@@ -345,16 +346,14 @@ def session_from_snapshot(
             record = record_of_node[node] if node != NO_NODE else -1
             if record < 0:
                 if gap_record < 0:
-                    gap_record = len(records)
-                    records.append(([thread_roots[thread_index]] if all_threads else [], 0.0))
-                    records_cpu.append(0.0)
+                    gap_record = table.add_record(thread_root_nodes[thread_index] if all_threads else NO_STACK, 0.0)
                 record = gap_record
             timeline_records.append(record)
             timeline_seconds.append(wall_ns / 1e9)
 
-    start_call_stack = _strip_command_line_frames(records, records_cpu, start_call_stack)
+    table, start_call_stack = _strip_command_line_frames(table, start_call_stack)
     return Session(
-        frame_records=records,
+        frame_records=table,
         start_time=start_time,
         duration=duration,
         min_interval=interval,
@@ -365,7 +364,6 @@ def session_from_snapshot(
         cpu_time=cpu_time,
         sys_path=list(sys.path),
         sys_prefixes=Session.current_sys_prefixes(),
-        frame_records_cpu=records_cpu,
         timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
         dropped_by_cause={
@@ -378,12 +376,10 @@ def session_from_snapshot(
     )
 
 
-def _strip_command_line_frames(
-    records: List[Tuple[List[str], float]], records_cpu: List[float], start_call_stack: List[str]
-) -> List[str]:
+def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -> Tuple[FrameTable, List[str]]:
     """When the ``pyinstrument`` command started the profiler, takes its own frames off
-    the records (in place), so that the program's ``<module>`` is at the top of the
-    stacks in the session and in its files, whatever reads them; returns the start
+    the stacks, so that the program's ``<module>`` is at the top of the stacks in the
+    session and in its files, whatever reads them; returns the table and the start
     stack to keep (none then). Otherwise changes nothing.
 
     What goes: the start stack (the console script or runpy, ``main`` ...
@@ -393,27 +389,58 @@ def _strip_command_line_frames(
     command line's ``exec`` (or ``[unknown C call]``, a call the engine could not name)
     with no ``<module>`` under it: setting the program's frame up or tearing it down,
     ~35 µs that a tick meets now and then.
+
+    A stack's fate depends only on its frames from the root, so it is decided once per
+    node of the stack trie, in order (callers first).
     """
     stem = [frame_info_get_identifier(f) for f in start_call_stack]
     if _command_line_entry() not in stem:
-        return start_call_stack
-    for index, (stack, seconds) in enumerate(records):
-        first = 1 if stack and _file_of(stack[0]) == THREAD_FILE else 0
-        n = first
-        while n < len(stack) and n - first < len(stem) and frame_info_get_identifier(stack[n]) == stem[n - first]:
-            n += 1
-        if n - first < len(stem) and n < len(stack):
-            continue  # another thread, or a stack not from the command line
-        if n == len(stack) - 1 and _file_of(stack[n]) == "<built-in>":
-            n += 1  # the command line's exec (the only C function it calls) running no <module>
-        while n < len(stack) and is_path_in_package(_file_of(stack[n]), "pyinstrument"):
-            n += 1
-        if n == len(stack):
-            records[index] = (stack[:first], 0.0)
-            records_cpu[index] = 0.0
-        else:
-            records[index] = (stack[:first] + stack[n:], seconds)
-    return []
+        return table, start_call_stack
+    files = [_file_of(f) for f in table.frames]
+    identifiers = [frame_info_get_identifier(f) for f in table.frames]
+    in_package = [is_path_in_package(path, "pyinstrument") for path in files]
+    parents, node_frames = table.node_parent, table.node_frame
+    count = len(parents)
+
+    def retarget(copy: FrameTable) -> Tuple["array[int]", bytearray]:
+        # A node's state: from 0, how many frames of the stem its stack matches; or one of
+        # these. Its callees' node in the copy is ``below``; its records go to ``target``.
+        other, skipping, exec_call, kept = -1, -2, -3, -4
+        state = array("i", [other]) * count
+        below = array("i", range(count))  # a stack that is not the command line's stays
+        thread = array("i", [NO_STACK]) * count  # the stack's thread root, where dropped work goes
+        target = array("i", range(count))
+        zeroed = bytearray(count)  # the command line's own work: no time
+        for node in range(count):
+            parent, frame = parents[node], node_frames[node]
+            if parent == NO_STACK and files[frame] == THREAD_FILE:
+                state[node], thread[node], target[node] = 0, node, node
+                continue
+            at = state[parent] if parent != NO_STACK else 0
+            if at == other:
+                continue
+            thread[node] = thread[parent] if parent != NO_STACK else NO_STACK
+            if at in (kept, exec_call):
+                state[node] = kept
+            elif 0 <= at < len(stem):
+                if identifiers[frame] != stem[at]:
+                    continue  # it leaves the stem: not the command line's stack
+                state[node] = at + 1
+            elif in_package[frame]:
+                state[node] = skipping
+            elif at == len(stem) and files[frame] == BUILTIN_FILE:
+                state[node] = exec_call  # the command line's exec: the program is below it, if anywhere
+            else:
+                state[node] = kept
+            if state[node] in (kept, exec_call):
+                below[node] = copy.add_node(below[parent] if at in (kept, exec_call) else thread[node], frame)
+            if state[node] == kept:
+                target[node] = below[node]
+            else:
+                target[node], zeroed[node] = thread[node], 1
+        return target, zeroed
+
+    return table.mapped(retarget), []
 
 
 def _command_line_entry() -> str:

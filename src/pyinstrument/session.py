@@ -11,8 +11,23 @@ import json
 import math
 import os
 import sys
+import zlib
 from array import array
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import (
@@ -20,14 +35,26 @@ from pyinstrument.frame import (
     Frame,
     FrameContext,
     build_frame_tree,
+    build_frame_tree_from_table,
     frame_info_get_identifier,
 )
+from pyinstrument.frame_table import FrameTable
 
 FrameRecordType = Tuple[List[str], float]
 
 # version of our extensions to the file format (stored under "pyinstrument_c")
 _FORMAT_EXTRA_KEY = "pyinstrument_c"
-_FORMAT_VERSION = 2  # 2: the timeline is {"records": [...], "nanoseconds": [...]}
+_FORMAT_VERSION = 3  # 2: the timeline is {"records": [...], "nanoseconds": [...]}; 3: files carry the frame table
+
+# A session file we write starts with the length of its head: every key but
+# "frame_records", which comes last. The head holds the frame table, so our reader
+# reads the head alone and checks the rest by its length and CRC-32 instead of parsing
+# it (the frame records repeat each stack's callers: hundreds of MB for a long run).
+# Upstream's reader, and ours when anything does not match, read the whole document.
+_HEAD_START = '{"pyinstrument_c_head": "'
+_HEAD_DIGITS = 12
+_RECORDS_KEY = ', "frame_records": '
+_READ_CHUNK = 1 << 20
 
 
 _NO_START_STACK = "[unknown start]"
@@ -124,7 +151,13 @@ class Session:
         thread_names: Any = None,
         dropped_by_cause: Optional[Mapping[str, int]] = None,
     ):
-        self.frame_records: List[FrameRecordType] = [(stack, float(t)) for stack, t in frame_records]
+        if isinstance(frame_records, FrameTable):
+            if frame_records_cpu is not None:
+                frame_records.set_cpu(frame_records_cpu)
+            self._table = frame_records
+        else:
+            self._table = FrameTable.from_records(((stack, float(t)) for stack, t in frame_records), frame_records_cpu)
+        self._records_cache: Optional[List[FrameRecordType]] = None
         self.start_time = float(start_time)
         self.duration = float(duration)
         self.min_interval = float(min_interval)
@@ -135,14 +168,9 @@ class Session:
         self.cpu_time = float(cpu_time or 0.0)
         self.sys_path: List[str] = list(sys_path)
         self.sys_prefixes: List[str] = list(sys_prefixes)
-        if frame_records_cpu is not None:
-            frame_records_cpu = [float(c) for c in frame_records_cpu]
-            if len(frame_records_cpu) != len(self.frame_records):
-                raise ValueError("frame_records_cpu must be parallel to frame_records")
-        self.frame_records_cpu: Optional[List[float]] = frame_records_cpu
         if timeline is not None and not isinstance(timeline, Timeline):
             timeline = Timeline(timeline)
-        if timeline is not None and len(timeline) and max(timeline.records) >= len(self.frame_records):
+        if timeline is not None and len(timeline) and max(timeline.records) >= len(self._table):
             raise ValueError(f"timeline refers to frame record {max(timeline.records)}, which does not exist")
         self.timeline: Optional[Timeline] = timeline
         self.dropped_samples = int(dropped_samples or 0)
@@ -153,6 +181,45 @@ class Session:
         # samples of stacks deeper than the engine keeps: recorded without their middle
         self.truncated_samples = int(truncated_samples or 0)
         self.thread_names = thread_names
+
+    # -- the samples ----------------------------------------------------------------------
+
+    @property
+    def frame_table(self) -> FrameTable:
+        """The recorded stacks: frames, the stack trie and the records (see
+        :mod:`pyinstrument.frame_table`)."""
+        return self._table
+
+    @frame_table.setter
+    def frame_table(self, table: FrameTable) -> None:
+        self._table = table
+        self._records_cache = None
+
+    @property
+    def frame_records(self) -> List[FrameRecordType]:
+        """The records as upstream's sessions hold them: (stack of frame strings, root
+        first; seconds) for each distinct stack. Made from the frame table when first
+        asked for; assigning a new list replaces the table."""
+        if self._records_cache is None:
+            self._records_cache = self._table.records()
+        return self._records_cache
+
+    @frame_records.setter
+    def frame_records(self, records: Sequence[FrameRecordType]) -> None:
+        cpu = self.frame_records_cpu
+        if cpu is not None and len(cpu) != len(records):
+            cpu = None
+        self.frame_table = FrameTable.from_records(((stack, float(t)) for stack, t in records), cpu)
+
+    @property
+    def frame_records_cpu(self) -> Optional[List[float]]:
+        """CPU seconds of each record, parallel to frame_records (None when unknown)."""
+        cpu = self._table.record_cpu
+        return None if cpu is None else cpu.tolist()
+
+    @frame_records_cpu.setter
+    def frame_records_cpu(self, cpu: Optional[Sequence[float]]) -> None:
+        self._table.set_cpu(None if cpu is None else [float(c) for c in cpu])
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -177,17 +244,19 @@ class Session:
         started (the caller's callers) are removed. When the samples have several
         roots (several threads), a synthetic ``[root]`` frame holds them.
         """
-        if not self.frame_records:
+        if not len(self._table):
             return None
         context = self.frame_context()
-        order = self.timeline if timeline else None
-        root = build_frame_tree(
-            self.frame_records,
-            context,
-            frame_records_cpu=self.frame_records_cpu,
-            order=order,
-            merge=not timeline,
-        )
+        if timeline:
+            root = build_frame_tree(
+                self.frame_records,
+                context,
+                frame_records_cpu=self.frame_records_cpu,
+                order=self.timeline,
+                merge=False,
+            )
+        else:
+            root = build_frame_tree_from_table(self._table, context)
         if root.time <= 0 or not root._children:
             return None
         if trim_stem:
@@ -242,16 +311,7 @@ class Session:
         if session1.start_time > session2.start_time:
             # keep chronological order so timelines stay meaningful
             session1, session2 = session2, session1
-        n1 = len(session1.frame_records)
-        records = list(session1.frame_records) + list(session2.frame_records)
-        if session1.frame_records_cpu is not None and session2.frame_records_cpu is not None:
-            cpu: Optional[List[float]] = list(session1.frame_records_cpu) + list(session2.frame_records_cpu)
-        elif session1.frame_records_cpu is None and session2.frame_records_cpu is None:
-            cpu = None
-        else:
-            cpu = (session1.frame_records_cpu or [0.0] * n1) + (
-                session2.frame_records_cpu or [0.0] * len(session2.frame_records)
-            )
+        n1 = len(session1.frame_table)
         if session1.timeline is None and session2.timeline is None:
             timeline = None
         else:
@@ -261,7 +321,7 @@ class Session:
             timeline = Timeline.from_arrays(t1.records + t2.records, t1.seconds + t2.seconds)
         thread_names = _merge_thread_names(session1.thread_names, session2.thread_names)
         return Session(
-            frame_records=records,
+            frame_records=FrameTable.combined(session1.frame_table, session2.frame_table),
             start_time=session1.start_time,
             duration=session1.duration + session2.duration,
             min_interval=min(session1.min_interval, session2.min_interval),
@@ -272,7 +332,6 @@ class Session:
             cpu_time=(session1.cpu_time or 0.0) + (session2.cpu_time or 0.0),
             sys_path=_union(session1.sys_path, session2.sys_path),
             sys_prefixes=_union(session1.sys_prefixes, session2.sys_prefixes),
-            frame_records_cpu=cpu,
             timeline=timeline,
             dropped_samples=session1.dropped_samples + session2.dropped_samples,
             dropped_by_cause={
@@ -350,42 +409,35 @@ class Session:
         missing = [key for key in ("start_time", "duration", "sample_count") if key not in json_dict]
         if missing:
             raise SessionFileError(f"not a pyinstrument session (no {', '.join(map(repr, missing))})")
-        get = json_dict.get
-        try:
-            return Session(
-                frame_records=_read_frame_records(get("frame_records") or [], get("gap_records")),
-                start_time=_read_start_time(json_dict["start_time"]),
-                duration=_read_time(json_dict["duration"], "'duration'"),
-                min_interval=_read_time(get("min_interval", 0.001), "'min_interval'"),
-                max_interval=_read_time(get("max_interval", 0.001), "'max_interval'"),
-                sample_count=_read_count(json_dict["sample_count"], "'sample_count'"),
-                start_call_stack=_read_strings(get("start_call_stack"), "start_call_stack"),
-                target_description=_read_string(get("target_description"), "'target_description'"),
-                cpu_time=_read_time(get("cpu_time") or 0.0, "'cpu_time'"),
-                sys_path=_read_strings(get("sys_path"), "sys_path"),
-                sys_prefixes=_read_strings(get("sys_prefixes"), "sys_prefixes"),
-                frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
-                timeline=_read_timeline(get("timeline")),
-                dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
-                dropped_by_cause=_read_causes(get("dropped_by_cause")),
-                truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
-                thread_names=_read_thread_names(get("thread_names")),
-            )
-        except SessionFileError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+        return _session_from_document(json_dict, None)
+
+    def to_file_text(self) -> str:
+        """The ``.pyisession`` file's text: the document of :meth:`to_json` with its
+        ``frame_records`` last, after a head our reader takes alone (see _HEAD_START)."""
+        document = self.to_json()
+        records = document.pop("frame_records")
+        document["frame_table"] = self._table.to_json()
+        # ensure_ascii (the default) keeps lone surrogates (undecodable paths) writable
+        rest = json.dumps(records) + "}"
+        document["frame_records_check"] = [len(rest), zlib.crc32(rest.encode("ascii"))]
+        body = json.dumps(document)[1:-1]
+        head_length = len(_HEAD_START) + _HEAD_DIGITS + len('", ') + len(body)
+        return f'{_HEAD_START}{head_length:0{_HEAD_DIGITS}d}", {body}{_RECORDS_KEY}{rest}'
 
     def save(self, filename: "str | os.PathLike[str]") -> None:
         """Write the session as a ``.pyisession`` file (see
         :func:`pyinstrument._files.write_report_file` for what an existing path gets)."""
-        write_report_file(filename, json.dumps(self.to_json()).encode("ascii"))
+        write_report_file(filename, self.to_file_text().encode("ascii"))
 
     @staticmethod
     def load(filename: "str | os.PathLike[str]") -> "Session":
         """Read a ``.pyisession`` file. Raises OSError when it cannot be read and
         :class:`SessionFileError` (a ValueError) when it is not a usable session."""
         with open(filename, "rb") as f:
+            head = _read_head(f)
+            if head is not None:
+                return _session_from_document(head, _read_frame_table)
+            f.seek(0)
             data = f.read()
         try:
             document = json.loads(data)
@@ -404,8 +456,80 @@ class Session:
     def __repr__(self) -> str:
         return (
             f"<Session {self.target_description!r}: {self.sample_count} samples, "
-            f"{self.duration:.3f}s, {len(self.frame_records)} records>"
+            f"{self.duration:.3f}s, {len(self._table)} records>"
         )
+
+
+def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Callable[[Any], FrameTable]]) -> Session:
+    """The session of a document whose top is checked (Session.from_json): its records
+    from ``frame_records``, or with ``read_table`` from the frame table of our file's head."""
+    get = json_dict.get
+    try:
+        return Session(
+            frame_records=(
+                read_table(get("frame_table"))
+                if read_table is not None
+                else _read_frame_records(get("frame_records") or [], get("gap_records"))
+            ),
+            start_time=_read_start_time(json_dict["start_time"]),
+            duration=_read_time(json_dict["duration"], "'duration'"),
+            min_interval=_read_time(get("min_interval", 0.001), "'min_interval'"),
+            max_interval=_read_time(get("max_interval", 0.001), "'max_interval'"),
+            sample_count=_read_count(json_dict["sample_count"], "'sample_count'"),
+            start_call_stack=_read_strings(get("start_call_stack"), "start_call_stack"),
+            target_description=_read_string(get("target_description"), "'target_description'"),
+            cpu_time=_read_time(get("cpu_time") or 0.0, "'cpu_time'"),
+            sys_path=_read_strings(get("sys_path"), "sys_path"),
+            sys_prefixes=_read_strings(get("sys_prefixes"), "sys_prefixes"),
+            frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
+            timeline=_read_timeline(get("timeline")),
+            dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
+            dropped_by_cause=_read_causes(get("dropped_by_cause")),
+            truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
+            thread_names=_read_thread_names(get("thread_names")),
+        )
+    except SessionFileError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+
+
+def _read_frame_table(value: Any) -> FrameTable:
+    try:
+        table = FrameTable.from_json(value)
+    except ValueError as exc:
+        raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+    _check_total(table.record_seconds, "the frame records' times")
+    return table
+
+
+def _read_head(f: BinaryIO) -> Optional[Dict[str, Any]]:
+    """The head of a session file we wrote (see _HEAD_START), when its records are
+    whole: their length and CRC-32 are the ones the head gives. None otherwise (any
+    other document, or one edited since): the whole document is to be read."""
+    start = f.read(len(_HEAD_START) + _HEAD_DIGITS + 3)
+    prefix = _HEAD_START.encode("ascii")
+    digits = start[len(prefix) : len(prefix) + _HEAD_DIGITS]
+    if not (start.startswith(prefix) and digits.isdigit() and start.endswith(b'", ')):
+        return None
+    head = start + f.read(int(digits) - len(start))
+    if f.read(len(_RECORDS_KEY)) != _RECORDS_KEY.encode("ascii"):
+        return None
+    try:
+        document = json.loads(head + b"}")
+        expected_length, expected_crc = document["frame_records_check"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    length, crc = 0, 0
+    while True:
+        chunk = f.read(_READ_CHUNK)
+        if not chunk:
+            break
+        length += len(chunk)
+        crc = zlib.crc32(chunk, crc)
+    if (length, crc) != (expected_length, expected_crc) or not isinstance(document, dict):
+        return None
+    return document
 
 
 def _read_frame_records(value: Any, gaps: Any) -> List[FrameRecordType]:
@@ -572,7 +696,8 @@ def _follow_stem(frame: Frame, start: List[str], position: int) -> Frame:
 
 
 def _records_order(session: Session) -> Timeline:
-    return Timeline((i, t) for i, (_, t) in enumerate(session.frame_records))
+    table = session.frame_table
+    return Timeline.from_arrays(array("I", range(len(table))), array("f", table.record_seconds))
 
 
 def _union(a: Sequence[str], b: Sequence[str]) -> List[str]:

@@ -22,6 +22,7 @@ import html
 import inspect
 import sys
 import threading
+from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
 from IPython.core.error import UsageError
@@ -29,6 +30,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.display import display
 
 from pyinstrument import Profiler
+from pyinstrument.frame_table import NO_NODE, FrameTable
 from pyinstrument.renderers.console import ConsoleRenderer
 from pyinstrument.renderers.html import HTMLRenderer
 from pyinstrument.renderers.options import accepted_parameters, merge, parse_render_options, processor_options_from
@@ -229,16 +231,19 @@ def keep_only_the_cell(session: Session, cell_filename: str) -> None:
 
     Samples taken outside the cell keep their time with an empty stack, as the
     profiler's own gaps do, so the session's total and timeline stay true."""
-    for index, (stack, seconds) in enumerate(session.frame_records):
-        for depth, frame in enumerate(stack):
-            parts = frame.split("\x00", 2)
-            if len(parts) > 1 and parts[1] == cell_filename:
-                if depth:
-                    session.frame_records[index] = (stack[depth:], seconds)
-                break
-        else:
-            if stack:
-                session.frame_records[index] = ([], seconds)
+    table = session.frame_table
+    in_cell = [len(parts) > 1 and parts[1] == cell_filename for parts in (f.split("\x00", 2) for f in table.frames)]
+
+    def retarget(copy: FrameTable) -> Tuple["array[int]", bytearray]:
+        # a node's stack from the cell's frame on, in the copy; NO_NODE above the cell
+        target = array("i", [NO_NODE]) * len(table.node_parent)
+        for node, (parent, frame) in enumerate(zip(table.node_parent, table.node_frame)):
+            above = target[parent] if parent != NO_NODE else NO_NODE
+            if above != NO_NODE or in_cell[frame]:
+                target[node] = copy.add_node(above, frame)
+        return target, bytearray(len(target))
+
+    session.frame_table = table.mapped(retarget)
     session.start_call_stack = []  # the cell is the root now; nothing to trim
 
 

@@ -15,8 +15,6 @@ valid UTF-8), which ``json.loads`` turns back into the same string.
 
 from __future__ import annotations
 
-import json
-
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.session import Session
 
@@ -33,5 +31,4 @@ class SessionRenderer(Renderer):
         self.tree_format = tree_format  # accepted as upstream does, which also ignores it
 
     def render(self, session: Session) -> str:
-        # ensure_ascii (the default) is what keeps lone surrogates writable as UTF-8
-        return json.dumps(session.to_json(), ensure_ascii=True)
+        return session.to_file_text()
