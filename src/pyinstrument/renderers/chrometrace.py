@@ -57,10 +57,11 @@ import sys
 import time
 from array import array
 from bisect import bisect_left
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE, frame_info_get_identifier, gc_paused
+from pyinstrument.frame import gc_paused
 from pyinstrument.renderers.base import Renderer
+from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks
 from pyinstrument.session import Session
 
@@ -131,23 +132,20 @@ class ChromeTraceRenderer(Renderer):
         """Every thread's calls, from the timeline: (thread names, by tid - 1; the calls
         kept, in the order to write them; the shortest duration kept, µs; how many
         calls were left out)."""
-        records = session.frame_records
-        depths = [len(frames) for frames in stacks.stacks]
-        paths, bits_per_depth = _call_paths(stacks)
+        paths, depths, bits_per_depth = _call_paths(stacks)
 
         # per thread: [tid, clock (s), CPU clock (µs), previous record, its path, its
         # depth, and its open segments as three lists: first depths, start times,
         # (CPU clock at start, record)]. A segment is calls that began with the same
         # sample; it reaches from its first depth to the next segment's, the top one to
         # the previous record's depth.
-        state_by_root: Dict[Optional[str], List[Any]] = {}
-        names_by_root: Dict[Optional[str], str] = {}
+        state_by_root: Dict[int, List[Any]] = {}  # by thread (its index in stacks.threads)
+        names_by_root: Dict[int, str] = {}
         record_info = []  # per record: (thread state, path, depth, CPU µs per wall second)
-        for i, (stack, wall) in enumerate(records):
-            root = _thread_root(stack)
+        for i, (root, wall) in enumerate(zip(stacks.thread_of, session.frame_table.record_seconds)):
             state = state_by_root.get(root)
             if state is None:
-                names_by_root[root] = stacks.threads[stacks.thread_of[i]] if root is not None else MAIN_THREAD_NAME
+                names_by_root[root] = stacks.threads[root]
                 state = state_by_root[root] = [0, 0.0, 0.0, -1, 0, 0, [], [], []]
             # the record's average CPU share stands for each of its samples
             record_info.append((state, paths[i], depths[i], stacks.cpu[i] * 1e6 / wall if wall > 0 else 0.0))
@@ -248,45 +246,31 @@ class ChromeTraceRenderer(Renderer):
         return thread_names, kept, shortest_us, opened - kept_count
 
 
-def _thread_root(stack: Sequence[str]) -> Optional[str]:
-    """The identity of a record's thread root frame (``name NUL <thread> NUL ident``)."""
-    if not stack:
-        return None
-    root = frame_info_get_identifier(stack[0])
-    rest, separator, _ = root.rpartition(IDENTIFIER_SEP)
-    if separator and rest.endswith(IDENTIFIER_SEP + THREAD_FILE):
-        return root
-    return None
-
-
-def _call_paths(stacks: SampleStacks) -> Tuple[List[int], int]:
-    """Per record, its calls as one integer, and the bits each depth takes in it.
+def _call_paths(stacks: SampleStacks) -> Tuple[List[int], List[int], int]:
+    """Per record, its calls as one integer and its depth; and the bits each depth
+    takes in those integers.
 
     A call is a function called from a given place (the same callers, each on the
-    same line); from one sample to the next a call goes on exactly while its id
-    stays. The ids (plus one, so that a missing frame is 0) sit side by side in an
-    integer, depth 0 in the lowest bits: the lowest set bit of two paths' XOR is at
-    the first depth where the calls differ, found in C instead of a Python loop.
+    same line): a node of the stacks' trie less its own line. From one sample to the
+    next a call goes on exactly while its id stays. The ids (plus one, so that a
+    missing frame is 0) sit side by side in an integer, depth 0 in the lowest bits:
+    the lowest set bit of two paths' XOR is at the first depth where the calls differ,
+    found in C instead of a Python loop.
     """
+    parents, frames = stacks.trie_parent, stacks.trie_frame
     call_id: Dict[Tuple[int, int], int] = {}
-    place_id: Dict[Tuple[int, int], int] = {}  # (call, line being executed in it)
-    ids_of_record = []
-    for frames, lines in zip(stacks.stacks, stacks.lines):
-        place = -1
-        ids = []
-        for frame, line in zip(frames, lines):
-            call = call_id.setdefault((place, frame), len(call_id) + 1)
-            ids.append(call)
-            place = place_id.setdefault((call, line), len(place_id))
-        ids_of_record.append(ids)
-    typecode = "H" if len(call_id) < 0xFFFF else "I"
-    paths = []
-    for ids in ids_of_record:
-        packed = array(typecode, ids)
-        if sys.byteorder == "big":
-            packed.byteswap()
-        paths.append(int.from_bytes(packed.tobytes(), "little"))
-    return paths, 8 * array(typecode).itemsize
+    call_of = array("i", [0]) * len(parents)
+    for node, (parent, frame) in enumerate(zip(parents, frames)):
+        call_of[node] = call_id.setdefault((parent, frame), len(call_id) + 1)
+    bits = 16 if len(call_id) < 0xFFFF else 32
+    depth = stacks.depth()
+    path_of: List[int] = []  # parents come before their children
+    for node, parent in enumerate(parents):
+        above = path_of[parent] if parent != NO_NODE else 0
+        path_of.append(above | call_of[node] << (bits * (depth[node] - 1)))
+    paths = [path_of[n] if n != NO_NODE else 0 for n in stacks.node_of]
+    depths = [depth[n] if n != NO_NODE else 0 for n in stacks.node_of]
+    return paths, depths, bits
 
 
 def _writing_order(calls: _Calls) -> Tuple[int, float, int]:

@@ -42,6 +42,7 @@ import unicodedata
 import zlib
 from typing import Dict, List, Optional, Tuple
 
+from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.renderers.stacks import SampleStacks, StackFrame
 from pyinstrument.session import Session
@@ -199,6 +200,12 @@ class _Node:
         return node
 
 
+def _made_child(parent: _Node, key: int, made: List[Tuple[_Node, _Node]]) -> _Node:
+    child = parent.child(key)
+    made.append((child, parent))
+    return child
+
+
 class FlamegraphRenderer(Renderer):
     """An interactive flame graph (icicle) in a standalone SVG file. See the module
     docstring for what it shows and how it escapes text.
@@ -238,29 +245,51 @@ class FlamegraphRenderer(Renderer):
     # -- the tree -----------------------------------------------------------------------
 
     def _build_tree(self, stacks: SampleStacks, with_threads: bool) -> _Node:
-        # sum the records that differ only by current line before walking the tree
-        merged: Dict[Tuple[int, Tuple[int, ...]], List[float]] = {}
-        for i, frames in enumerate(stacks.stacks):
-            if not frames:
+        # each record's time at its node of the stacks' trie (per thread), in order of
+        # first appearance; nodes that differ only by current line are one flame node
+        own: Dict[Tuple[int, int], List[float]] = {}
+        for node, thread, wall, cpu in zip(stacks.node_of, stacks.thread_of, stacks.wall, stacks.cpu):
+            if node == NO_NODE:
                 continue
-            key = (stacks.thread_of[i] if with_threads else 0, frames)
-            times = merged.get(key)
+            key = (thread if with_threads else 0, node)
+            times = own.get(key)
             if times is None:
-                merged[key] = [stacks.wall[i], stacks.cpu[i]]
+                own[key] = [wall, cpu]
             else:
-                times[0] += stacks.wall[i]
-                times[1] += stacks.cpu[i]
+                times[0] += wall
+                times[1] += cpu
 
         root = _Node(-1)
-        for (thread, frames), (wall, cpu) in merged.items():
-            node = root
-            node.wall += wall
-            node.cpu += cpu
-            path = ((-2 - thread,) + frames) if with_threads else frames
-            for step in path:
-                node = node.child(step)
-                node.wall += wall
-                node.cpu += cpu
+        made: List[Tuple[_Node, _Node]] = []  # (node, its parent), parents first
+        flame_of: Dict[Tuple[int, int], _Node] = {}
+        parents, frames = stacks.trie_parent, stacks.trie_frame
+
+        def flame_node(thread: int, node: int) -> _Node:
+            found = flame_of.get((thread, node))
+            if found is not None:
+                return found
+            path = []  # trie nodes from here up to the first with a flame node
+            while node != NO_NODE and (thread, node) not in flame_of:
+                path.append(node)
+                node = parents[node]
+            if node != NO_NODE:
+                above = flame_of[(thread, node)]
+            elif with_threads:
+                above = root.children.get(-2 - thread) or _made_child(root, -2 - thread, made)
+            else:
+                above = root
+            for node in reversed(path):
+                child = above.children.get(frames[node]) or _made_child(above, frames[node], made)
+                flame_of[(thread, node)] = above = child
+            return above
+
+        for (thread, node), (wall, cpu) in own.items():
+            leaf = flame_node(thread, node)
+            leaf.wall += wall
+            leaf.cpu += cpu
+        for node, parent in reversed(made):  # callees first: their totals go to callers
+            parent.wall += node.wall
+            parent.cpu += node.cpu
         return root
 
     # -- rendering ----------------------------------------------------------------------

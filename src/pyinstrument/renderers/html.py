@@ -47,6 +47,7 @@ import linecache
 import math
 import os
 import re
+from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pyinstrument import processors
@@ -58,6 +59,7 @@ from pyinstrument.frame import (
     dispose_tree,
     gc_paused,
 )
+from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.base import FrameRenderer, ProcessorType
 from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks
 from pyinstrument.session import Session
@@ -473,7 +475,8 @@ class HTMLRenderer(FrameRenderer):
         threads: "_Threads",
         notes: List[str],
     ) -> Dict[str, Any]:
-        # the stack trie: one node per distinct (parent, frame)
+        # the stack trie: one node per distinct (parent, frame); the samples' trie less
+        # the lines being executed
         trie_parent: List[int] = []
         trie_frame: List[int] = []
         trie_index: Dict[Tuple[int, int], int] = {}
@@ -489,22 +492,16 @@ class HTMLRenderer(FrameRenderer):
             )
             for f in stacks.frames
         ]
-        leaf_of_stack: Dict[Tuple[int, ...], int] = {(): -1}
-        record_stack: List[int] = []
-        for stack in stacks.stacks:
-            leaf = leaf_of_stack.get(stack)
-            if leaf is None:
-                node = -1
-                for f in stack:
-                    key = (node, frame_map[f])
-                    child = trie_index.get(key)
-                    if child is None:
-                        child = trie_index[key] = len(trie_parent)
-                        trie_parent.append(node)
-                        trie_frame.append(key[1])
-                    node = child
-                leaf = leaf_of_stack[stack] = node
-            record_stack.append(leaf)
+        node_map = array("i", [NO_NODE]) * len(stacks.trie_parent)
+        for node, (above, frame) in enumerate(zip(stacks.trie_parent, stacks.trie_frame)):
+            key = (node_map[above] if above != NO_NODE else NO_NODE, frame_map[frame])
+            child = trie_index.get(key)
+            if child is None:
+                child = trie_index[key] = len(trie_parent)
+                trie_parent.append(key[0])
+                trie_frame.append(key[1])
+            node_map[node] = child
+        record_stack = [node_map[node] if node != NO_NODE else NO_NODE for node in stacks.node_of]
         lane_of_record = [threads.of_stacks_thread(t) for t in stacks.thread_of]
 
         entries = len(session.timeline or ())
