@@ -11,29 +11,6 @@
  */
 #define _GNU_SOURCE
 #include "tick.h"
-/* PI_WALK_DEBUG (unfinished work on the 3.12 callback bias, see docs/architecture.md):
- * counts where walks go and fail, and the thread states the first reads saw (cframe,
- * bytes of data stack used), printed to stderr at exit when PI_DBG is set. Build with
- * CFLAGS=-DPI_WALK_DEBUG. Off by default: D() is nothing and hist() is not called. */
-#ifdef PI_WALK_DEBUG
-#include <stdio.h>
-unsigned long pi_dbg[32];
-uintptr_t pi_hist_cf[64]; size_t pi_hist_used[64]; unsigned long pi_hist_n[64];
-static void hist(uintptr_t cf, size_t used) { for (int i = 0; i < 64; i++) { if (pi_hist_n[i] && pi_hist_cf[i] == cf && pi_hist_used[i] == used) { pi_hist_n[i]++; return; } if (!pi_hist_n[i]) { pi_hist_cf[i] = cf; pi_hist_used[i] = used; pi_hist_n[i] = 1; return; } } }
-static void dbg_dump(void) __attribute__((destructor));
-static void dbg_dump(void) {
-    if (!getenv("PI_DBG")) return;
-    for (int i = 0; i < 64; i++) if (pi_hist_n[i]) fprintf(stderr, "cf=%lx used=%lu n=%lu\n", (unsigned long)(pi_hist_cf[i] & 0xffffff), (unsigned long)pi_hist_used[i], pi_hist_n[i]);
-    static const char *n[32] = {"starts","cframe_ahead_ok","cframe_ahead_bad","cframe_solo","cframe_null_retry","parse_fail","loop","end_shim_py","end_moved","retry_tstate","failed","done_att0","done_att1","done_att2","done_att3","failpf_d0","failpf_d1","failpf_d2+","chunk_read","tstate_fail","done_depth2","done_depth3","done_other","first_in_chunk","first_not_in_chunk","cframe_null_done"};
-    for (int i = 0; i < 32; i++) if (n[i]) fprintf(stderr, "%s=%lu ", n[i], pi_dbg[i]);
-    fprintf(stderr, "\n");
-}
-#define D(i) (pi_dbg[i]++)
-#define HIST(cf, used) hist((cf), (used))
-#else
-#define D(i) ((void)0)
-#define HIST(cf, used) ((void)0)
-#endif
 
 int region_fill_prepare(region *r, uintptr_t addr, size_t len)
 {
@@ -183,7 +160,6 @@ const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size)
 static void walker_fail(pi_walker *w)
 {
     w->state = w->attempts++ < PI_RETRIES ? WALK_RETRY : WALK_FAILED;
-    if (w->state == WALK_FAILED) D(10);
 }
 
 /* Where a thread's chain ends stays put: its outermost frame (3.12+: the entry shim
@@ -195,15 +171,13 @@ static void walker_fail(pi_walker *w)
 static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
 {
     if (pi_runtime_layout.chains_end_in_shim && f->kind == PI_FRAME_PYTHON) {
-        D(7); walker_fail(w);
+        walker_fail(w);
     } else if (!w->bottom || here == w->bottom || (w->attempts > 0 && here == w->first_end)) {
         w->bottom = here;
         w->state = WALK_DONE;
-        D(11 + (w->attempts > 3 ? 3 : w->attempts));
-        D(w->depth == 2 ? 20 : w->depth == 3 ? 21 : 22);
     } else {
         w->first_end = here;
-        D(8); walker_fail(w);
+        walker_fail(w);
     }
 }
 
@@ -211,15 +185,7 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
 static void step_frame(pi_walker *w, const uint8_t *buf)
 {
     pi_frame f;
-    int rc = pi_parse_frame(buf, &f);
-    if (w->depth >= PI_MAX_WALK || rc != 0) {
-        D(5);
-        if (w->depth == 0)
-            D(15);
-        else if (w->depth == 1)
-            D(16);
-        else
-            D(17);
+    if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
         walker_fail(w);
         return;
     }
@@ -233,7 +199,7 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
     }
     uintptr_t next = f.previous;
     if (next != 0 && next == w->brent_mark) {
-        D(6); walker_fail(w); /* the chain loops: torn read */
+        walker_fail(w); /* the chain loops: torn read */
         return;
     }
     if (++w->brent_steps == w->brent_power) {
@@ -260,9 +226,9 @@ static void take_cframe(pi_walker *w, const uint8_t *buf)
     if (w->cur)
         w->state = WALK_FRAMES;
     else if (w->bottom && w->attempts < PI_RETRIES)
-        { D(4); walker_fail(w); }
+        walker_fail(w);
     else
-        { w->state = WALK_DONE; D(25); }
+        w->state = WALK_DONE;
 }
 
 bool walker_need(pi_walker *w, pi_read *read)
@@ -270,7 +236,6 @@ bool walker_need(pi_walker *w, pi_read *read)
     size_t frame_size = pi_runtime_layout.frame_read_size;
     if (w->state == WALK_RETRY) {
         size_t size = pi_runtime_layout.tstate_read_size;
-        D(9);
         spec_refresh(w);
         if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
             w->state = WALK_FAILED;
@@ -298,7 +263,6 @@ bool walker_need(pi_walker *w, pi_read *read)
             if (copy)
                 remember_solo(w, w->cur);
         }
-        if (w->depth == 0) D(copy ? 23 : 24);
         if (copy) {
             step_frame(w, copy);
             continue;
@@ -320,7 +284,6 @@ bool walker_need(pi_walker *w, pi_read *read)
         return true;
     }
     if (w->state == WALK_CFRAME) {
-        if (w->cframe_read_ahead) D(w->cframe_ok ? 1 : 2); else D(3);
         if (w->cframe_read_ahead && w->cframe_ok) {
             w->cframe_read_ahead = false;
             take_cframe(w, w->cframe_buf);
@@ -473,7 +436,6 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
-    HIST(ts->cframe, ts->chunk_top - ts->chunk);
     w->async_leaf = UINT32_MAX;
     walker_reset(w, ts);
     return walker_need(w, read);

@@ -80,3 +80,15 @@ def test_pinned_child_measures_on_one_core(profiler):
     assert len(result["ratios"]) == 2 and all(r > 0 for r in result["ratios"])
     if profiler == "ours":  # the sampling thread's CPU time and syscalls, per tick
         assert result["ticks"] > 0 and result["cpu_ns"] > 0 and result["syscalls"] > 0
+
+
+def test_scale_child_profiles_saves_and_every_format_renders_the_file(tmp_path):
+    import scale
+
+    session_file = str(tmp_path / "run.pyisession")
+    run = child("scale.py", "profile", seconds=0.5, session_file=session_file)
+    assert run["samples"] > 0 and run["records"] > 10 and run["file_bytes"] == os.path.getsize(session_file)
+    assert run["readings"] and run["stop_seconds"] > 0
+    for fmt in ("text", "pprof"):
+        rendered = scale.load_and_render(sys.executable, session_file, fmt, str(tmp_path))
+        assert "failed" not in rendered and rendered["output_bytes"] > 0, rendered

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from typing import Optional
+from typing import BinaryIO, Optional, Sequence
 
 __all__ = ["write_report_file"]
 
 
-def write_report_file(path: "str | os.PathLike[str]", data: bytes) -> None:
-    """Write ``data`` to ``path``. A symbolic link's target is written and the link
+def write_report_file(path: "str | os.PathLike[str]", data: "bytes | Sequence[bytes]") -> None:
+    """Write ``data`` (bytes, or pieces of bytes one after another) to ``path``. A symbolic link's target is written and the link
     stays a link; an existing file keeps its mode, owner and other names (hard links);
     a FIFO or device gets the bytes written into it. Raises OSError."""
     real = _resolve_for_rename(path)
@@ -90,7 +90,7 @@ def _may_replace(path: str, status: os.stat_result) -> bool:
     return status.st_uid == os.geteuid() or os.geteuid() == 0
 
 
-def _replace(path: str, data: bytes, keep: Optional[os.stat_result]) -> None:
+def _replace(path: str, data: "bytes | Sequence[bytes]", keep: Optional[os.stat_result]) -> None:
     """Write a temporary file beside ``path`` and rename it over ``path``, giving it
     ``keep``'s mode and owner. Raises _CannotKeepOwner (having changed nothing)
     when the owner cannot be kept."""
@@ -105,7 +105,7 @@ def _replace(path: str, data: bytes, keep: Optional[os.stat_result]) -> None:
         with os.fdopen(descriptor, "wb") as f:
             if keep is not None:
                 _copy_owner_and_mode(f.fileno(), keep)
-            f.write(data)
+            _write_all(f, data)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -126,7 +126,12 @@ def _copy_owner_and_mode(descriptor: int, keep: os.stat_result) -> None:
     os.fchmod(descriptor, stat.S_IMODE(keep.st_mode))
 
 
-def _write_in_place(path: "str | os.PathLike[str]", data: bytes, mode_flag: int) -> None:
+def _write_in_place(path: "str | os.PathLike[str]", data: "bytes | Sequence[bytes]", mode_flag: int) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | mode_flag, 0o666)
     with os.fdopen(descriptor, "wb") as f:
-        f.write(data)
+        _write_all(f, data)
+
+
+def _write_all(f: BinaryIO, data: "bytes | Sequence[bytes]") -> None:
+    for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+        f.write(chunk)

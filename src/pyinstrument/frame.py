@@ -20,7 +20,7 @@ import contextlib
 import gc
 import re
 from array import array
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from pyinstrument.frame_table import FrameTable
@@ -118,12 +118,20 @@ class FrameContext:
         "has_await",
         "may_have_importlib",
         "may_have_profiler",
+        "profiler_code",
         "may_have_class_names",
         "may_have_tracebackhide",
         "_lib_name_cache",
     )
 
-    def __init__(self, sys_path: Sequence[str] = (), sys_prefixes: Sequence[str] = ()):
+    def __init__(
+        self,
+        sys_path: Sequence[str] = (),
+        sys_prefixes: Sequence[str] = (),
+        profiler_code: Optional[Mapping[Tuple[str, int], str]] = None,
+    ):
+        #: the profiler's own code as the session recorded it (pyinstrument.own_code)
+        self.profiler_code = profiler_code
         self.sys_path = [_norm_dir(p) for p in sys_path if p]
         self.sys_prefixes = [_norm_dir(p) for p in sys_prefixes if p]
         self._short_cache: Dict[str, str] = {}
@@ -649,12 +657,14 @@ def _make_child(parent: Frame, identifier: str, context: Optional[FrameContext])
 def _scan_parsed(parsed_frames: Iterable[Tuple[str, Tuple[str, ...]]], context: FrameContext) -> None:
     """Note which kinds of frames the tree contains, so processors with nothing to
     do can return at once."""
-    importlib = profiler = class_names = tracebackhide = False
+    from pyinstrument import own_code
+
+    importlib = class_names = tracebackhide = False
+    identifiers = []
     for identifier, attrs in parsed_frames:
+        identifiers.append(identifier)
         if not importlib and "<frozen importlib._bootstrap" in identifier:
             importlib = True
-        if not profiler and "profiler.py" in identifier:
-            profiler = True
         for a in attrs:
             marker = a[:1]
             if marker == ATTRIBUTE_MARKER_CLASS_NAME:
@@ -662,7 +672,7 @@ def _scan_parsed(parsed_frames: Iterable[Tuple[str, Tuple[str, ...]]], context: 
             elif marker == ATTRIBUTE_MARKER_TRACEBACKHIDE:
                 tracebackhide = True
     context.may_have_importlib = importlib
-    context.may_have_profiler = profiler
+    context.may_have_profiler = own_code.may_contain(identifiers, context.profiler_code)
     context.may_have_class_names = class_names
     context.may_have_tracebackhide = tracebackhide
 

@@ -21,6 +21,7 @@ import re
 from operator import attrgetter
 from typing import Any, Callable, Dict, List, Optional
 
+from pyinstrument import own_code
 from pyinstrument.frame import (
     BUILTIN_FILE,
     SELF_TIME_FRAME_IDENTIFIER,
@@ -159,19 +160,21 @@ def remove_tracebackhide(frame: Optional[Frame], options: ProcessorOptions) -> O
     return frame
 
 
-def _is_profiler_file(path: Optional[str]) -> bool:
-    if not path:
-        return False
-    return is_path_in_package(path, "pyinstrument") and re.search(r"[/\\]profiler\.py$", path) is not None
+def _profiler_kind(frame: Frame) -> Optional[str]:
+    """own_code.MACHINERY or WRAPPER for the profiler's own frames, else None."""
+    if frame.is_synthetic:
+        return None
+    function, path, line = frame._identifier_parts()
+    return own_code.kind_of(function, path, line, frame.context.profiler_code, lambda: frame.class_name)
 
 
 def _is_profiler_frame(frame: Frame) -> bool:
-    return "profiler.py" in frame.identifier and _is_profiler_file(frame._identifier_parts()[1])
+    return _profiler_kind(frame) is not None
 
 
 def _is_profiler_machinery(frame: Frame) -> bool:
     """A method of the Profiler class itself (start, stop, __exit__...)."""
-    return frame.function.startswith("Profiler.") or frame.class_name == "Profiler"
+    return _profiler_kind(frame) == own_code.MACHINERY
 
 
 def _calls_other_code(frame: Frame) -> bool:
@@ -241,7 +244,7 @@ def remove_profiler_frames(frame: Optional[Frame], options: ProcessorOptions) ->
         node = stack.pop()
         children = node._children
         for child in children:
-            if "profiler.py" in child.identifier and _is_profiler_frame(child):
+            if _is_profiler_frame(child):
                 break
         else:
             stack.extend(children)

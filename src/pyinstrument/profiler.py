@@ -18,7 +18,7 @@ import types
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument import _async, _engine
+from pyinstrument import _async, _engine, own_code
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import BUILTIN_FILE, THREAD_FILE, frame_info_get_identifier, is_path_in_package
 from pyinstrument.frame_table import NO_NODE as NO_STACK
@@ -34,7 +34,6 @@ os.register_at_fork(
     after_in_parent=_engine.resume_samplers_soon if sys.version_info[:2] == (3, 13) else _engine.resume_samplers,
 )
 
-_PROFILER_FILE = os.path.normcase(os.path.abspath(__file__.replace(".pyc", ".py")))
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
 _TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
@@ -269,6 +268,7 @@ def session_from_snapshot(
     """Converts the engine's tries into a Session: one frame record per distinct stack."""
     identities = snapshot["identities"]
     qualnames = _qualnames_before_311(identities)
+    own = own_code.profiler_code()
     base = []
     is_profiler_code = []
     for function, filename, line_no, hides in identities:
@@ -276,12 +276,9 @@ def session_from_snapshot(
             base.append(function)
             is_profiler_code.append(False)
             continue
-        # the Profiler's own start/stop code; the @profile wrapper stands for the user's
-        # call (told by its code's name: before 3.11 the qualified name comes from the
-        # function object, which functools.wraps gave the decorated function's name)
-        is_profiler_code.append(
-            os.path.normcase(filename) == _PROFILER_FILE and function.rsplit(".", 1)[-1] != "wrapper"
-        )
+        # the Profiler's own start/stop code (the @profile wrapper stands for the user's
+        # call: it stays, and reports show what it called)
+        is_profiler_code.append(own.get((filename, line_no)) == own_code.MACHINERY)
         function = qualnames.get((function, filename, line_no), function)
         base.append(frame_string(function, filename, line_no, hides=hides))
 
@@ -372,6 +369,7 @@ def session_from_snapshot(
             "context": snapshot.get("dropped_context", 0),
         },
         truncated_samples=snapshot["truncated"],
+        profiler_code=own,
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )
 

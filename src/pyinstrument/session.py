@@ -29,6 +29,7 @@ from typing import (
     overload,
 )
 
+from pyinstrument import own_code
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import (
     ROOT_FRAME_IDENTIFIER,
@@ -38,7 +39,7 @@ from pyinstrument.frame import (
     build_frame_tree_from_table,
     frame_info_get_identifier,
 )
-from pyinstrument.frame_table import FrameTable
+from pyinstrument.frame_table import NO_NODE, FrameTable
 
 FrameRecordType = Tuple[List[str], float]
 
@@ -55,6 +56,7 @@ _HEAD_START = '{"pyinstrument_c_head": "'
 _HEAD_DIGITS = 12
 _RECORDS_KEY = ', "frame_records": '
 _READ_CHUNK = 1 << 20
+_PIECES_PER_CHUNK = 4096  # records written a piece of bytes at a time
 
 
 _NO_START_STACK = "[unknown start]"
@@ -150,6 +152,7 @@ class Session:
         truncated_samples: int = 0,
         thread_names: Any = None,
         dropped_by_cause: Optional[Mapping[str, int]] = None,
+        profiler_code: Optional[Mapping[Tuple[str, int], str]] = None,
     ):
         if isinstance(frame_records, FrameTable):
             if frame_records_cpu is not None:
@@ -181,6 +184,11 @@ class Session:
         # samples of stacks deeper than the engine keeps: recorded without their middle
         self.truncated_samples = int(truncated_samples or 0)
         self.thread_names = thread_names
+        # the profiler's own code, by (file, first line) of its code objects
+        # (pyinstrument.own_code); None when not recorded (upstream's sessions)
+        self.profiler_code: Optional[Dict[Tuple[str, int], str]] = (
+            dict(profiler_code) if profiler_code is not None else None
+        )
 
     # -- the samples ----------------------------------------------------------------------
 
@@ -228,7 +236,7 @@ class Session:
         return [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
 
     def frame_context(self) -> FrameContext:
-        return FrameContext(self.sys_path, self.sys_prefixes)
+        return FrameContext(self.sys_path, self.sys_prefixes, self.profiler_code)
 
     def shorten_path(self, path: str) -> str:
         return self.frame_context().shorten_path(path)
@@ -340,6 +348,11 @@ class Session:
             },
             truncated_samples=session1.truncated_samples + session2.truncated_samples,
             thread_names=thread_names,
+            profiler_code=(
+                {**session1.profiler_code, **session2.profiler_code}
+                if session1.profiler_code is not None and session2.profiler_code is not None
+                else None
+            ),
         )
 
     # -- files ----------------------------------------------------------------------------
@@ -365,35 +378,86 @@ class Session:
             "sys_prefixes": list(self.sys_prefixes),
         }
         if include_frame_records:
-            result["frame_records"] = [[list(stack), t] for stack, t in self.frame_records]
-            self._write_gap_records(result)
-            result["frame_records_cpu"] = self.frame_records_cpu
-            timeline = self.timeline
-            result["timeline"] = (
-                None
-                if timeline is None
-                # whole nanoseconds: short in JSON, and they give back the same single-precision seconds
-                else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
-            )
+            gaps, anchor = self._gap_records()
+            records = [[list(stack), t] for stack, t in self.frame_records]
+            for i in gaps:
+                records[i][0] = list(anchor)
+            result["frame_records"] = records
+            self._add_record_extras(result, gaps)
         result["dropped_samples"] = self.dropped_samples
         if self.dropped_by_cause:
             result["dropped_by_cause"] = self.dropped_by_cause
         result["truncated_samples"] = self.truncated_samples
         result["thread_names"] = self.thread_names
+        if self.profiler_code is not None:
+            result["profiler_code"] = own_code.to_json(self.profiler_code)
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
         return result
 
-    def _write_gap_records(self, result: Dict[str, Any]) -> None:
+    def _gap_records(self) -> Tuple[List[int], List[str]]:
         """A record of no time with an empty stack holds a main-thread timeline's gaps
         (no sample of the program). Upstream's reader would put it under a root of its
-        own, so it is written with the first frame of another record (it has no time:
-        no frame's time changes) and listed under "gap_records" for our reader."""
-        gaps = [i for i, (stack, seconds) in enumerate(self.frame_records) if not stack and not seconds]
-        anchor = next((stack[:1] for stack, _ in self.frame_records if stack), None)
-        if gaps and anchor:
-            for i in gaps:
-                result["frame_records"][i][0] = list(anchor)
+        own, so it is written with the first frame of another record (the anchor: it has
+        no time, so no frame's time changes) and listed under "gap_records" for our
+        reader. Returns (the gap records, the anchor); none without an anchor."""
+        table = self._table
+        anchor = next((table.frames[table.stack_frames(node)[0]] for node in table.record_node if node != NO_NODE), None)
+        if anchor is None:
+            return [], []
+        gaps = [i for i, (node, seconds) in enumerate(zip(table.record_node, table.record_seconds)) if node == NO_NODE and not seconds]
+        return gaps, [anchor]
+
+    def _add_record_extras(self, result: Dict[str, Any], gaps: List[int]) -> None:
+        """The keys that go with the frame records: which are gaps, CPU times, the timeline."""
+        if gaps:
             result["gap_records"] = gaps
+        result["frame_records_cpu"] = self.frame_records_cpu
+        timeline = self.timeline
+        result["timeline"] = (
+            None
+            if timeline is None
+            # whole nanoseconds: short in JSON, and they give back the same single-precision seconds
+            else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
+        )
+
+    def _records_chunks(self, gaps: List[int], anchor: List[str]) -> Iterator[bytes]:
+        """The JSON of the frame records (as to_json writes them), in pieces of bytes:
+        each frame string is encoded once, not once per stack it is in."""
+        table = self._table
+        encoded = [json.dumps(frame) for frame in table.frames]
+        anchor_text = "[" + ", ".join(json.dumps(frame) for frame in anchor) + "]"
+        gap_set = set(gaps)
+        pieces: List[str] = []
+        for i, (node, seconds) in enumerate(zip(table.record_node, table.record_seconds)):
+            if i in gap_set:
+                stack = anchor_text
+            else:
+                stack = "[" + ", ".join([encoded[f] for f in table.stack_frames(node)]) + "]"
+            pieces.append(f"{', ' if i else '['}[{stack}, {float(seconds)!r}]")
+            if len(pieces) >= _PIECES_PER_CHUNK:
+                yield "".join(pieces).encode("ascii")
+                pieces.clear()
+        pieces.append("]" if len(table) else "[]")
+        yield "".join(pieces).encode("ascii")
+
+    def to_file_chunks(self) -> List[bytes]:
+        """The ``.pyisession`` file's bytes, in pieces: the document of :meth:`to_json`
+        with its ``frame_records`` last, after a head our reader takes alone (see
+        _HEAD_START)."""
+        document = self.to_json(include_frame_records=False)
+        gaps, anchor = self._gap_records()
+        self._add_record_extras(document, gaps)
+        document["frame_table"] = self._table.to_json()
+        rest = list(self._records_chunks(gaps, anchor)) + [b"}"]
+        crc = 0
+        for chunk in rest:
+            crc = zlib.crc32(chunk, crc)
+        document["frame_records_check"] = [sum(len(chunk) for chunk in rest), crc]
+        # ensure_ascii (the default) keeps lone surrogates (undecodable paths) writable
+        body = json.dumps(document)[1:-1]
+        head_length = len(_HEAD_START) + _HEAD_DIGITS + len('", ') + len(body)
+        head = f'{_HEAD_START}{head_length:0{_HEAD_DIGITS}d}", {body}{_RECORDS_KEY}'
+        return [head.encode("ascii")] + rest
 
     @staticmethod
     def from_json(json_dict: Dict[str, Any]) -> "Session":
@@ -412,22 +476,13 @@ class Session:
         return _session_from_document(json_dict, None)
 
     def to_file_text(self) -> str:
-        """The ``.pyisession`` file's text: the document of :meth:`to_json` with its
-        ``frame_records`` last, after a head our reader takes alone (see _HEAD_START)."""
-        document = self.to_json()
-        records = document.pop("frame_records")
-        document["frame_table"] = self._table.to_json()
-        # ensure_ascii (the default) keeps lone surrogates (undecodable paths) writable
-        rest = json.dumps(records) + "}"
-        document["frame_records_check"] = [len(rest), zlib.crc32(rest.encode("ascii"))]
-        body = json.dumps(document)[1:-1]
-        head_length = len(_HEAD_START) + _HEAD_DIGITS + len('", ') + len(body)
-        return f'{_HEAD_START}{head_length:0{_HEAD_DIGITS}d}", {body}{_RECORDS_KEY}{rest}'
+        """The ``.pyisession`` file's text (see :meth:`to_file_chunks`)."""
+        return b"".join(self.to_file_chunks()).decode("ascii")
 
     def save(self, filename: "str | os.PathLike[str]") -> None:
         """Write the session as a ``.pyisession`` file (see
         :func:`pyinstrument._files.write_report_file` for what an existing path gets)."""
-        write_report_file(filename, self.to_file_text().encode("ascii"))
+        write_report_file(filename, self.to_file_chunks())
 
     @staticmethod
     def load(filename: "str | os.PathLike[str]") -> "Session":
@@ -487,10 +542,20 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             dropped_by_cause=_read_causes(get("dropped_by_cause")),
             truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
             thread_names=_read_thread_names(get("thread_names")),
+            profiler_code=_read_profiler_code(get("profiler_code")),
         )
     except SessionFileError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
+        raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+
+
+def _read_profiler_code(value: Any) -> Optional[Dict[Tuple[str, int], str]]:
+    if value is None:
+        return None
+    try:
+        return own_code.from_json(value)
+    except ValueError as exc:
         raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
 
 

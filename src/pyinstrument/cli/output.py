@@ -214,19 +214,22 @@ def _open_in_browser(renderer: Any, session: Any, report: str) -> None:
 
 
 def write_report(cli: CommandLine, renderer: Any, session: Any, stdout: Any, from_run: bool) -> None:
-    report = renderer.render(session)
     binary = bool(getattr(renderer, "output_is_binary", False))
     outfile = cli.options.outfile
     if outfile:
         from pyinstrument._files import write_report_file
 
+        # a renderer may give its file in pieces (a session file can be hundreds of MB)
+        render_chunks = getattr(renderer, "render_chunks", None)
+        data = render_chunks(session) if render_chunks is not None else _as_bytes(renderer.render(session))
         try:
-            write_report_file(outfile, _as_bytes(report))
+            write_report_file(outfile, data)
         except OSError as exc:
             identifier = remember_session_for_load_prev(session) if from_run else None
             kept = f"; the profile is kept: pyinstrument --load-prev {identifier} -o ANOTHER_FILE" if identifier else ""
             raise ReportNotWritten(f"can't write {outfile!r}: {exc.strerror or exc}{kept}") from None
         return
+    report = renderer.render(session)
     if getattr(renderer, "output_file_extension", None) == "html" and _stream_is_terminal(stdout):
         _open_in_browser(renderer, session, report)
         return

@@ -15,6 +15,8 @@ valid UTF-8), which ``json.loads`` turns back into the same string.
 
 from __future__ import annotations
 
+from typing import List
+
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.session import Session
 
@@ -32,3 +34,8 @@ class SessionRenderer(Renderer):
 
     def render(self, session: Session) -> str:
         return session.to_file_text()
+
+    def render_chunks(self, session: Session) -> List[bytes]:
+        """The file's bytes in pieces, for writing a long run's session (hundreds of
+        MB) without holding it whole more than once."""
+        return session.to_file_chunks()

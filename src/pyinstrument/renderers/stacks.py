@@ -31,6 +31,7 @@ from pyinstrument.frame import (
     gc_paused,
     is_path_in_package,
 )
+from pyinstrument import own_code
 from pyinstrument.frame_table import NO_NODE, FrameTable
 from pyinstrument.session import Session
 
@@ -157,15 +158,15 @@ class SampleStacks:
         if entry is not None:
             return entry
         function, path, first_line, class_name, line = _parse(frame_info)
+        own = own_code.kind_of(function, path, first_line, self._context.profiler_code, lambda: class_name)
         identifier = function + IDENTIFIER_SEP + path + IDENTIFIER_SEP + str(first_line)
         frame = -1
         if path == THREAD_FILE:
             # a thread root: the thread's name, its ident where the first line would be
             kind = _THREAD
             function = function or MAIN_THREAD_NAME
-        elif _is_profiler_file(path):
-            is_machinery = function.startswith("Profiler.") or class_name == "Profiler"
-            kind = _PROFILER_MACHINERY if is_machinery else _PROFILER_WRAPPER
+        elif own is not None:
+            kind = _PROFILER_MACHINERY if own == own_code.MACHINERY else _PROFILER_WRAPPER
         else:
             kind = _ORDINARY
             frame = self._frame(identifier, function, path, first_line, class_name)
@@ -350,7 +351,3 @@ def _is_launcher_file(path: str) -> bool:
         or re.search(r"(^|[/\\])runpy\.py$", path) is not None
         or is_path_in_package(path, "pyinstrument")
     )
-
-
-def _is_profiler_file(path: str) -> bool:
-    return is_path_in_package(path, "pyinstrument") and re.search(r"[/\\]profiler\.py$", path) is not None
