@@ -21,9 +21,10 @@ __all__ = ["write_report_file"]
 
 
 def write_report_file(path: "str | os.PathLike[str]", data: "bytes | Sequence[bytes]") -> None:
-    """Write ``data`` (bytes, or pieces of bytes one after another) to ``path``. A symbolic link's target is written and the link
-    stays a link; an existing file keeps its mode, owner and other names (hard links);
-    a FIFO or device gets the bytes written into it. Raises OSError."""
+    """Write ``data`` (bytes, or pieces of bytes one after another) to ``path``. A
+    symbolic link's target is written and the link stays a link; an existing file keeps
+    its mode, owner and other names (hard links); a FIFO or device gets the bytes
+    written into it. Raises OSError."""
     real = _resolve_for_rename(path)
     if real is None:
         # /dev/stdout and the like: after what the program wrote there, as `>>` would

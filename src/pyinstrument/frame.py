@@ -923,10 +923,10 @@ def _build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameCon
             node = parents[node]
     total_wall, total_cpu = array("d", own_wall), array("d", own_cpu)
     for node in range(count - 1, -1, -1):  # callees come after their callers
-        parent = parents[node]
-        if parent >= 0:
-            total_wall[parent] += total_wall[node]
-            total_cpu[parent] += total_cpu[node]
+        caller = parents[node]
+        if caller >= 0:
+            total_wall[caller] += total_wall[node]
+            total_cpu[caller] += total_cpu[node]
     root.time = sum(table.record_seconds)
     root.cpu_time = sum(table.record_cpu) if table.record_cpu is not None else 0.0
 

@@ -28,8 +28,16 @@ StackRecord = Tuple[List[str], float]
 class FrameTable:
     """Frames, the stack trie over them, and the records (a node and its times each)."""
 
-    __slots__ = ("frames", "_frame_index", "node_parent", "node_frame", "_node_index",
-                 "record_node", "record_seconds", "record_cpu")
+    __slots__ = (
+        "frames",
+        "_frame_index",
+        "node_parent",
+        "node_frame",
+        "_node_index",
+        "record_node",
+        "record_seconds",
+        "record_cpu",
+    )
 
     def __init__(self, with_cpu: bool = True) -> None:
         self.frames: List[str] = []
@@ -46,8 +54,9 @@ class FrameTable:
     # -- building -------------------------------------------------------------------------
 
     @classmethod
-    def from_records(cls, records: Iterable[Tuple[Sequence[str], float]],
-                     cpu: Optional[Sequence[float]] = None) -> "FrameTable":
+    def from_records(
+        cls, records: Iterable[Tuple[Sequence[str], float]], cpu: Optional[Sequence[float]] = None
+    ) -> "FrameTable":
         records = list(records)
         if cpu is not None and len(cpu) != len(records):
             raise ValueError("frame_records_cpu must be parallel to frame_records")
@@ -77,10 +86,10 @@ class FrameTable:
             index = self._node_index = {}
             for node, (p, f) in enumerate(zip(self.node_parent, self.node_frame)):
                 index.setdefault((p, f), node)
-        node = index.get((parent, frame))
-        if node is None:
-            node = index[(parent, frame)] = self.add_node(parent, frame)
-        return node
+        found = index.get((parent, frame))
+        if found is None:
+            found = index[(parent, frame)] = self.add_node(parent, frame)
+        return found
 
     def add_stack(self, stack: Sequence[str], parent: int = NO_NODE) -> int:
         """The node of a stack of frame strings (root first) below ``parent``."""
@@ -200,8 +209,9 @@ class FrameTable:
         for node in range(count):
             if used[node]:
                 parent = self.node_parent[node]
-                new_index[node] = table.add_node(new_index[parent] if parent != NO_NODE else NO_NODE,
-                                                 frame_new[self.node_frame[node]])
+                new_index[node] = table.add_node(
+                    new_index[parent] if parent != NO_NODE else NO_NODE, frame_new[self.node_frame[node]]
+                )
         table.record_node = array("i", (new_index[n] if n != NO_NODE else NO_NODE for n in self.record_node))
         table.record_seconds = array("d", self.record_seconds)
         table.record_cpu = array("d", self.record_cpu) if self.record_cpu is not None else None
@@ -219,8 +229,9 @@ class FrameTable:
                 table.add_node(parent + offset if parent != NO_NODE else NO_NODE, frame_map[frame])
             cpu = part.record_cpu
             for i, (node, seconds) in enumerate(zip(part.record_node, part.record_seconds)):
-                table.add_record(node + offset if node != NO_NODE else NO_NODE, seconds,
-                                 cpu[i] if cpu is not None else 0.0)
+                table.add_record(
+                    node + offset if node != NO_NODE else NO_NODE, seconds, cpu[i] if cpu is not None else 0.0
+                )
         return table
 
     # -- the session file -------------------------------------------------------------------
@@ -228,9 +239,13 @@ class FrameTable:
     def to_json(self) -> Dict[str, object]:
         """A compact JSON form: the frames, and the arrays as little-endian base64. The
         CPU times are not in it (a session file has them under frame_records_cpu)."""
-        return {"frames": self.frames, "node_parent": _encode(self.node_parent),
-                "node_frame": _encode(self.node_frame), "record_node": _encode(self.record_node),
-                "record_seconds": _encode(self.record_seconds)}
+        return {
+            "frames": self.frames,
+            "node_parent": _encode(self.node_parent),
+            "node_frame": _encode(self.node_frame),
+            "record_node": _encode(self.record_node),
+            "record_seconds": _encode(self.record_seconds),
+        }
 
     @classmethod
     def from_json(cls, value: object) -> "FrameTable":

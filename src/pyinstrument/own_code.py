@@ -92,8 +92,13 @@ def from_json(value: object) -> OwnCode:
     return own
 
 
-def kind_of(function: str, path: Optional[str], line: Optional[int], own: Optional[Mapping[Tuple[str, int], str]],
-            class_name: Callable[[], Optional[str]] = lambda: None) -> Optional[str]:
+def kind_of(
+    function: str,
+    path: Optional[str],
+    line: Optional[int],
+    own: Optional[Mapping[Tuple[str, int], str]],
+    class_name: Callable[[], Optional[str]] = lambda: None,
+) -> Optional[str]:
     """MACHINERY, WRAPPER, or None (not the profiler's) for a frame; with ``own`` None
     (a session that did not record it), by the file name, and a method of Profiler by
     its name or its ``class_name`` (asked only then)."""

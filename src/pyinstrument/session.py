@@ -134,7 +134,7 @@ class Session:
 
     def __init__(
         self,
-        frame_records: Sequence[FrameRecordType],
+        frame_records: Union[Sequence[FrameRecordType], FrameTable],
         start_time: float,
         duration: float,
         min_interval: float,
@@ -401,10 +401,16 @@ class Session:
         no time, so no frame's time changes) and listed under "gap_records" for our
         reader. Returns (the gap records, the anchor); none without an anchor."""
         table = self._table
-        anchor = next((table.frames[table.stack_frames(node)[0]] for node in table.record_node if node != NO_NODE), None)
+        anchor = next(
+            (table.frames[table.stack_frames(node)[0]] for node in table.record_node if node != NO_NODE), None
+        )
         if anchor is None:
             return [], []
-        gaps = [i for i, (node, seconds) in enumerate(zip(table.record_node, table.record_seconds)) if node == NO_NODE and not seconds]
+        gaps = [
+            i
+            for i, (node, seconds) in enumerate(zip(table.record_node, table.record_seconds))
+            if node == NO_NODE and not seconds
+        ]
         return gaps, [anchor]
 
     def _add_record_extras(self, result: Dict[str, Any], gaps: List[int]) -> None:

@@ -60,8 +60,8 @@ from bisect import bisect_left
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument.frame import gc_paused
-from pyinstrument.renderers.base import Renderer
 from pyinstrument.frame_table import NO_NODE
+from pyinstrument.renderers.base import Renderer
 from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks
 from pyinstrument.session import Session
 

@@ -287,9 +287,9 @@ class FlamegraphRenderer(Renderer):
             leaf = flame_node(thread, node)
             leaf.wall += wall
             leaf.cpu += cpu
-        for node, parent in reversed(made):  # callees first: their totals go to callers
-            parent.wall += node.wall
-            parent.cpu += node.cpu
+        for callee, caller in reversed(made):  # callees first: their totals go to callers
+            caller.wall += callee.wall
+            caller.cpu += callee.cpu
         return root
 
     # -- rendering ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ import re
 from array import array
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from pyinstrument import own_code
 from pyinstrument.frame import (
     ATTRIBUTE_MARKER_CLASS_NAME,
     ATTRIBUTE_MARKER_LINE_NUMBER,
@@ -31,7 +32,6 @@ from pyinstrument.frame import (
     gc_paused,
     is_path_in_package,
 )
-from pyinstrument import own_code
 from pyinstrument.frame_table import NO_NODE, FrameTable
 from pyinstrument.session import Session
 
