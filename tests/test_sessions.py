@@ -1,6 +1,7 @@
 """Session files: round trips, damaged files, --load and --load-prev, and files
 exchanged with upstream pyinstrument (installed from PyPI in its own virtualenv)."""
 
+import base64
 import json
 import os
 import re
@@ -80,6 +81,34 @@ def test_a_file_whose_records_were_edited_is_read_from_the_records(tmp_path):
     loaded = Session.load(path)
     assert loaded.frame_records == Session.from_json(json.loads(edited)).frame_records
     assert "edited_by_a_tool" in loaded.frame_records[0][0][-1]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda table: table.update(node_parent=table["node_parent"][:-4]),  # an array cut short
+        lambda table: table.update(node_frame="not base64!"),
+        lambda table: table.update(record_node=base64.b64encode(b"\xff\xff\xff\x7f" * 5).decode()),
+        lambda table: table.update(record_seconds=base64.b64encode(b"\x00\x00\x00\x00\x00\x00\xf8\x7f" * 5).decode()),
+        lambda table: table.update(frames=[1, 2]),
+    ],
+    ids=["cut array", "not base64", "no such node", "NaN seconds", "frames not strings"],
+)
+def test_a_damaged_frame_table_in_our_head_is_refused_with_a_message(tmp_path, damage):
+    # the head rewritten with the damaged table; the records after it (and so their
+    # length and CRC-32) as they were: the head is what loads
+    text = simple_session().to_file_text()
+    records_at = text.index(', "frame_records": ')
+    document = json.loads(text[:records_at] + "}")
+    del document["pyinstrument_c_head"]
+    damage(document["frame_table"])
+    body = json.dumps(document)[1:-1]
+    start = '{"pyinstrument_c_head": "'
+    length = len(start) + 12 + len('", ') + len(body)
+    path = tmp_path / "s.pyisession"
+    path.write_text(f'{start}{length:012d}", {body}{text[records_at:]}')
+    with pytest.raises(SessionFileError, match="damaged pyinstrument session"):
+        Session.load(path)
 
 
 def test_a_truncated_file_of_ours_is_refused(tmp_path):
