@@ -153,7 +153,7 @@ def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
         run["stop_mb"] = (run["after_stop_rss"] - run["before_stop_rss"]) / MB
         common.log(f"    {run['samples']:,} samples, {run['records']:,} distinct stacks; "
                    f"{run['mb_per_hour']:.1f} MB/hour while profiling; stop() {run['stop_seconds']:.2f} s "
-                   f"+{run['stop_mb']:.0f} MB; file {run['file_bytes'] / MB:.0f} MB")
+                   f"{run['stop_mb']:+.0f} MB; file {run['file_bytes'] / MB:.0f} MB")
         renders = []
         for fmt in FORMATS:
             result = load_and_render(env.ours, session_file, fmt, folder)
@@ -183,7 +183,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
              "`pyinstrument --load FILE -r FORMAT -o OUT` in a fresh process: its wall time and peak RSS.", "",
              "| | measured | goal |", "| --- | --- | --- |",
              f"| while profiling | {run['mb_per_hour']:.1f} MB/hour | ≤ {goals['mb_per_hour']:g} |",
-             f"| stop() | {run['stop_seconds']:.2f} s, +{run['stop_mb']:.0f} MB | ≤ {goals['stop_seconds']:g} s, "
+             f"| stop() | {run['stop_seconds']:.2f} s, {run['stop_mb']:+.0f} MB | ≤ {goals['stop_seconds']:g} s, "
              f"≤ {goals['stop_mb']:g} MB |",
              f"| session file | {run['file_bytes'] / MB:.0f} MB (saved in {run['save_seconds']:.1f} s) | |", "",
              "| format | load + render (s) | peak RSS (MB) | output (MB) |", "| --- | --- | --- | --- |"]
