@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from array import array
+from pathlib import Path
 
 from pyinstrument.session import Session, Timeline
 
@@ -163,3 +164,34 @@ def run_pyinstrument(*args, cwd, check=True):
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+#: a short program whose function is named after ``n``: runs of different programs
+#: are told apart in their reports and kept sessions
+NUMBERED_PROGRAM = textwrap.dedent("""
+    import time
+    def spin_{n}():
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            pass
+    spin_{n}()
+""")
+
+
+def write_numbered_program(directory, n):
+    """Writes NUMBERED_PROGRAM ``n`` as ``p{n}.py`` in ``directory``; returns its name."""
+    (directory / f"p{n}.py").write_text(NUMBERED_PROGRAM.format(n=n))
+    return f"p{n}.py"
+
+
+def history_directory(data_directory):
+    """Where the command line keeps the sessions of recent runs, under a data directory."""
+    return Path(data_directory) / "pyinstrument" / "reports"
+
+
+def load_prev_hint(output):
+    """The identifier in the "pyinstrument --load-prev ID [options]" hint of a text report."""
+    lines = output.splitlines()
+    command = lines[lines.index("To view this report with different options, run:") + 1].split()
+    assert command[:2] == ["pyinstrument", "--load-prev"] and command[3] == "[options]"
+    return command[2]

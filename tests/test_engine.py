@@ -63,11 +63,6 @@ def time_in(stacks: dict, name: str) -> float:
 def test_time_split_between_busy_code_and_sleep():
     result = run_program(
         """
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         def compute():
             spin(0.6)
 
@@ -171,11 +166,6 @@ def test_leaves_name_blocking_c_calls():
 
 def test_default_reports_only_the_starting_thread_and_all_threads_reports_each():
     body = """
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         def in_alpha():
             spin(0.3)
 
@@ -306,11 +296,6 @@ def test_code_objects_created_and_dropped_are_not_confused():
 def test_fork_while_profiling_leaves_both_processes_working():
     result = run_program(
         """
-        def spin(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
-
         with Profiler() as p:
             spin(0.1)
             pid = os.fork()

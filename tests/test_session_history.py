@@ -11,37 +11,16 @@ import textwrap
 import time
 from pathlib import Path
 
-from sessions import run_pyinstrument
+from sessions import history_directory, load_prev_hint, run_pyinstrument, write_numbered_program
 
 from pyinstrument import session_history
 
 TESTS = Path(__file__).resolve().parent
 
-PROGRAM = textwrap.dedent("""
-    import time
-    def spin_{n}():
-        end = time.perf_counter() + 0.03
-        while time.perf_counter() < end:
-            pass
-    spin_{n}()
-""")
-
-
-def history_directory(data_directory: Path) -> Path:
-    return data_directory / "pyinstrument" / "reports"
-
-
-def load_prev_hint(output: str) -> str:
-    lines = output.splitlines()
-    command = lines[lines.index("To view this report with different options, run:") + 1].split()
-    assert command[:2] == ["pyinstrument", "--load-prev"] and command[3] == "[options]"
-    return command[2]
-
 
 def run_program(tmp_path: Path, n: int) -> str:
     """Runs program ``n`` under pyinstrument; returns the identifier it printed."""
-    (tmp_path / f"p{n}.py").write_text(PROGRAM.format(n=n))
-    return load_prev_hint(run_pyinstrument(f"p{n}.py", cwd=tmp_path).stdout)
+    return load_prev_hint(run_pyinstrument(write_numbered_program(tmp_path, n), cwd=tmp_path).stdout)
 
 
 def wait_for(paths, what: str) -> None:
@@ -91,7 +70,7 @@ def test_runs_in_parallel_each_load_their_own_session(tmp_path):
     for n in range(5):  # kept by earlier runs
         run_program(tmp_path, 100 + n)
     for n in range(8):
-        (tmp_path / f"p{n}.py").write_text(PROGRAM.format(n=n))
+        write_numbered_program(tmp_path, n)
     env = dict(os.environ)
     env.pop("NO_COLOR", None)
     runs = [subprocess.Popen([sys.executable, "-m", "pyinstrument", f"p{n}.py"], cwd=tmp_path, env=env,

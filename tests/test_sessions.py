@@ -12,7 +12,18 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from sessions import HOSTILE_NAMES, HOSTILE_PATHS, hostile_session, run_pyinstrument, simple_session, threaded_session
+from sessions import (
+    HOSTILE_NAMES,
+    HOSTILE_PATHS,
+    NUMBERED_PROGRAM,
+    history_directory,
+    hostile_session,
+    load_prev_hint,
+    run_pyinstrument,
+    simple_session,
+    threaded_session,
+    write_numbered_program,
+)
 
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.frame_table import FrameTable
@@ -237,34 +248,10 @@ def pyinstrument(*args, cwd):
     return run_pyinstrument(*args, cwd=cwd, check=False)
 
 
-def history_directory(data_directory):
-    return Path(data_directory) / "pyinstrument" / "reports"
-
-
-PROGRAM = textwrap.dedent("""
-    import sys, time
-    def spin_{n}():
-        end = time.perf_counter() + 0.03
-        while time.perf_counter() < end:
-            pass
-    spin_{n}()
-""")
-
-
 def run_program(tmp_path, n, *options):
-    script = tmp_path / f"p{n}.py"
-    script.write_text(PROGRAM.format(n=n))
-    result = pyinstrument(*options, script.name, cwd=tmp_path)
+    result = pyinstrument(*options, write_numbered_program(tmp_path, n), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def load_prev_hint(output):
-    lines = output.splitlines()
-    index = lines.index("To view this report with different options, run:")
-    command = lines[index + 1].split()
-    assert command[:2] == ["pyinstrument", "--load-prev"] and command[3] == "[options]"
-    return command[2]
 
 
 def test_text_report_is_kept_for_load_prev(tmp_path, private_data_directory):
@@ -315,7 +302,7 @@ def test_data_directory_that_is_a_file_does_not_fail_the_run(tmp_path, private_d
 def test_report_that_cannot_be_written_keeps_the_profile(tmp_path, private_data_directory):
     script = tmp_path / "p.py"
     # the program puts a directory where the report should go
-    script.write_text(PROGRAM.format(n=1) + "import os; os.mkdir('report.txt')\n")
+    script.write_text(NUMBERED_PROGRAM.format(n=1) + "import os; os.mkdir('report.txt')\n")
     result = pyinstrument("-o", "report.txt", "p.py", cwd=tmp_path)
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
