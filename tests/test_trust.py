@@ -173,8 +173,9 @@ def test_no_interpreter_plumbing_in_the_report():
 
 
 @pytest.mark.xfail(
-    sys.version_info[:2] == (3, 12),
-    reason="known bias, not fixed: 3.12 credits short callbacks to their C caller (docs/architecture.md)",
+    sys.version_info[:2] < (3, 11) or sys.version_info[:2] == (3, 12),
+    reason="known bias, not fixed: short callbacks are credited to their C caller; measured here "
+    "key 2-3% on 3.9/3.10, 0.1-4% on 3.12 (docs/architecture.md)",
     strict=False,
 )
 def test_short_callbacks_from_c_get_their_share():
@@ -314,9 +315,10 @@ def test_a_class_instantiated_in_a_loop_keeps_its_samples():
 
 
 @pytest.mark.xfail(
-    reason="known, not fixed: a data-stack chunk copied while the thread pushes and pops "
-    "microsecond calls can splice two stacks (docs/architecture.md, 'Known: spliced stacks')",
-    strict=False,
+    (3, 11) <= sys.version_info[:2] <= (3, 13),
+    reason="known, not fixed on 3.11-3.13: a data-stack chunk copied while the thread pushes and "
+    "pops microsecond calls can splice two stacks (docs/architecture.md, 'Known: spliced stacks')",
+    strict=True,
 )
 def test_no_stack_the_program_never_had():
     # 64 functions calling each other along 200 fixed random paths, each call lasting about
