@@ -315,10 +315,11 @@ def test_a_class_instantiated_in_a_loop_keeps_its_samples():
 
 
 @pytest.mark.xfail(
-    (3, 11) <= sys.version_info[:2] <= (3, 13),
-    reason="known, not fixed on 3.11-3.13: a data-stack chunk copied while the thread pushes and "
-    "pops microsecond calls can splice two stacks (docs/architecture.md, 'Known: spliced stacks')",
-    strict=True,
+    sys.version_info[:2] < (3, 14),
+    reason="known, not fixed before 3.14: a data-stack chunk (a frame, before 3.11) copied while the "
+    "thread pushes and pops microsecond calls can splice two stacks: 20-40% of the time on 3.11/3.12, "
+    "7% on 3.13, 0.3-1% on 3.9/3.10 (docs/architecture.md, 'Known: spliced stacks')",
+    strict=False,
 )
 def test_no_stack_the_program_never_had():
     # 64 functions calling each other along 200 fixed random paths, each call lasting about
