@@ -140,30 +140,39 @@ def test_qualified_names_without_walking_the_heap():
     assert expected <= names, sorted(names)
 
 
+#: a loop calling short Python functions from C: a sort key, map's and reduce's callbacks
+CALLBACKS_FROM_C = textwrap.dedent(
+    """
+    import functools
+
+    def key(x):
+        return -x
+
+    def add(a, b):
+        return a + b
+
+    def churn(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sorted(range(50), key=key)
+            list(map(key, range(50)))
+            functools.reduce(add, range(50))
+    """
+)
+
+
 def test_no_interpreter_plumbing_in_the_report():
     # every call from C back into Python (key functions, map, reduce) pushes an entry frame
     # (3.12+: a shim whose code is the interpreter's trampoline): never shown as a frame
     result = run_program(
-        """
-        import functools
-
-        def key(x):
-            return -x
-
-        def add(a, b):
-            return a + b
-
-        def churn(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                sorted(range(50), key=key)
-                list(map(key, range(50)))
-                functools.reduce(add, range(50))
-
+        CALLBACKS_FROM_C
+        + textwrap.dedent(
+            """
         with Profiler(interval=0.0001) as p:
             churn(1.0)
         report(p.last_session)
         """
+        )
     )
     files = {frame.split("\x00")[1] for stack, _ in result["records"] for frame in stack if "\x00" in frame}
     names = {name for key in result["stacks"] for name in key.split(" > ")}
@@ -188,21 +197,10 @@ def test_short_callbacks_from_c_get_their_share():
     # thread is kept off the profiled thread's core, where it would run between the
     # profiled thread's instructions rather than beside them.
     result = run_program(
-        """
-        import functools, os
-
-        def key(x):
-            return -x
-
-        def add(a, b):
-            return a + b
-
-        def churn(seconds):
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                sorted(range(50), key=key)
-                list(map(key, range(50)))
-                functools.reduce(add, range(50))
+        CALLBACKS_FROM_C
+        + textwrap.dedent(
+            """
+        import os
 
         with Profiler(interval=0.0001) as p:
             cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -215,6 +213,7 @@ def test_short_callbacks_from_c_get_their_share():
             churn(1.5)
         report(p.last_session)
         """
+        )
     )
     total = sum(result["stacks"].values())
     # a lower bound well under what is measured (3.11: 8-10%, 3.13: 13-14%), for a busy

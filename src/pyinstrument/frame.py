@@ -20,10 +20,9 @@ import contextlib
 import gc
 import re
 from array import array
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:
-    from pyinstrument.frame_table import FrameTable
+from pyinstrument.frame_table import FrameTable
 
 # --- markers and synthetic identifiers ---------------------------------------------------
 
@@ -692,23 +691,26 @@ def build_frame_tree(
     the previous sample's path: a call is merged with the parent's *last* child only,
     so calls separated by something else stay separate, in chronological order.
 
-    ``order`` is a sequence of ``(record_index, seconds)`` giving the chronological
-    order of samples (the session's timeline); without it the records are used in
-    list order.
+    ``order`` (the timeline view only) is a sequence of ``(record_index, seconds)``
+    giving the chronological order of samples (the session's timeline); without it the
+    records are used in list order.
 
     Time a frame spent in its own code goes to a ``[self]`` child when the frame
     also has callees; a frame without callees keeps it as its own time.
     """
+    if merge:
+        if order is not None:
+            raise ValueError("order is for the timeline view (merge=False)")
+        return build_frame_tree_from_table(FrameTable.from_records(frame_records, frame_records_cpu), context)
     with gc_paused():
-        return _build_frame_tree(frame_records, context, frame_records_cpu, order, merge)
+        return _build_timeline_tree(frame_records, context, frame_records_cpu, order)
 
 
-def _build_frame_tree(
+def _build_timeline_tree(
     frame_records: Sequence[Tuple[Sequence[str], float]],
     context: Optional[FrameContext],
     cpu: Optional[Sequence[float]],
     order: Optional[Sequence[Tuple[int, float]]],
-    merge: bool,
 ) -> Frame:
     root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
     parse_cache: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
@@ -719,183 +721,92 @@ def _build_frame_tree(
         items = order
 
     has_await = False
-    if merge:
-        # First a trie keyed by the frame strings themselves (one dict lookup per frame
-        # of a record, nothing else), holding each record's time at its last frame.
-        # Raw node: [children, own wall, own cpu, total wall, total cpu].
-        raw_top: Dict[str, List[Any]] = {}
-        for record_index, seconds in items:
-            stack = frame_records[record_index][0]
-            seconds = float(seconds)
-            if cpu is not None:
-                c = float(cpu[record_index])
-                if order is not None:
-                    record_seconds = frame_records[record_index][1]
-                    if record_seconds:
-                        c = c * (seconds / float(record_seconds))
-            else:
-                c = 0.0
-            root.time += seconds
-            root.cpu_time += c
-            children = raw_top
-            raw = None
-            for frame_info in stack:
-                raw = children.get(frame_info)
-                if raw is None:
-                    raw = children[frame_info] = [{}, 0.0, 0.0, 0.0, 0.0]
-                children = raw[0]
-            if raw is not None:
-                raw[1] += seconds
-                raw[2] += c
-
-        # totals of each raw node, children before parents
-        preorder: List[List[Any]] = []
-        pending = list(raw_top.values())
-        while pending:
-            raw = pending.pop()
-            preorder.append(raw)
-            if raw[0]:
-                pending.extend(raw[0].values())
-        for raw in reversed(preorder):
-            wall = raw[1]
-            cpu_total = raw[2]
-            for child_raw in raw[0].values():
-                wall += child_raw[3]
-                cpu_total += child_raw[4]
-            raw[3] = wall
-            raw[4] = cpu_total
-        del preorder
-
-        # then the frames: raw nodes with the same identifier under the same frame
-        # (the same function at different current lines) are one frame
-        self_times: Dict[Frame, List[Any]] = {}
-        work: List[Tuple[Dict[str, List[Any]], Frame, Dict[str, Frame]]] = [(raw_top, root, {})]
-        index: Dict[Frame, Dict[str, Frame]] = {}
-        while work:
-            raw_children, parent, by_identifier = work.pop()
-            for frame_info, raw in raw_children.items():
-                parsed = parse_cache.get(frame_info)
-                if parsed is None:
-                    parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
-                identifier, attrs = parsed
-                frame = by_identifier.get(identifier)
-                if frame is None:
-                    frame = by_identifier[identifier] = _make_child(parent, identifier, context)
-                    frame_children: Dict[str, Frame] = {}
-                    index[frame] = frame_children
-                else:
-                    frame_children = index[frame]
-                wall = raw[3]
-                frame.time += wall
-                frame.cpu_time += raw[4]
+    # Each thread has its own timeline: samples of different threads interleave,
+    # so thread frames at the top are merged and each keeps its own current path.
+    main_path: List[Frame] = [root]
+    thread_paths: Dict[str, List[Frame]] = {}
+    # consecutive samples of the same stack are one stretch of time: add them up
+    # first (a function running for a second is a thousand identical samples)
+    runs: List[List[Any]] = []
+    previous_stack: Any = None
+    for record_index, seconds in items:
+        stack, record_seconds = frame_records[record_index][0], frame_records[record_index][1]
+        if not record_seconds:
+            continue  # a record of no time marks time that passed without a sample
+        seconds = float(seconds)
+        if cpu is not None:
+            c = float(cpu[record_index])
+            if order is not None and record_seconds:
+                c = c * (seconds / float(record_seconds))
+        else:
+            c = 0.0
+        if previous_stack is not None and (stack is previous_stack or stack == previous_stack):
+            run = runs[-1]
+            run[1] += seconds
+            run[2] += c
+        else:
+            runs.append([stack, seconds, c])
+            previous_stack = stack
+    for stack, seconds, c in runs:
+        root.time += seconds
+        root.cpu_time += c
+        path = main_path
+        frames = stack
+        if stack:
+            parsed = parse_cache.get(stack[0])
+            if parsed is None:
+                parsed = parse_cache[stack[0]] = parse_frame_info(stack[0])
+            identifier, attrs = parsed
+            if _THREAD_MARKER in identifier:
+                path = thread_paths.get(identifier)  # type: ignore[assignment]
+                if path is None:
+                    path = thread_paths[identifier] = [_make_child(root, identifier, context)]
+                thread = path[0]
+                thread.time += seconds
+                thread.cpu_time += c
                 if attrs:
-                    attributes = frame.attributes
-                    for a in attrs:
-                        attributes[a] = attributes.get(a, 0.0) + wall
-                if raw[1] or raw[2]:
-                    entry = self_times.get(frame)
-                    if entry is None:
-                        self_times[frame] = [frame, raw[1], raw[2]]
-                    else:
-                        entry[1] += raw[1]
-                        entry[2] += raw[2]
-                    if identifier == AWAIT_FRAME_IDENTIFIER:
-                        has_await = True
-                if raw[0]:
-                    work.append((raw[0], frame, frame_children))
-        del index, raw_top
-        for node, seconds, c in self_times.values():
-            if node._children and not node.is_synthetic_leaf:
-                self_frame = _make_child(node, SELF_TIME_FRAME_IDENTIFIER, context)
-                self_frame.time = seconds
-                self_frame.cpu_time = c
-    else:
-        # Each thread has its own timeline: samples of different threads interleave,
-        # so thread frames at the top are merged and each keeps its own current path.
-        main_path: List[Frame] = [root]
-        thread_paths: Dict[str, List[Frame]] = {}
-        # consecutive samples of the same stack are one stretch of time: add them up
-        # first (a function running for a second is a thousand identical samples)
-        runs: List[List[Any]] = []
-        previous_stack: Any = None
-        for record_index, seconds in items:
-            stack, record_seconds = frame_records[record_index][0], frame_records[record_index][1]
-            if not record_seconds:
-                continue  # a record of no time marks time that passed without a sample
-            seconds = float(seconds)
-            if cpu is not None:
-                c = float(cpu[record_index])
-                if order is not None and record_seconds:
-                    c = c * (seconds / float(record_seconds))
-            else:
-                c = 0.0
-            if previous_stack is not None and (stack is previous_stack or stack == previous_stack):
-                run = runs[-1]
-                run[1] += seconds
-                run[2] += c
-            else:
-                runs.append([stack, seconds, c])
-                previous_stack = stack
-        for stack, seconds, c in runs:
-            root.time += seconds
-            root.cpu_time += c
-            path = main_path
-            frames = stack
-            if stack:
-                parsed = parse_cache.get(stack[0])
-                if parsed is None:
-                    parsed = parse_cache[stack[0]] = parse_frame_info(stack[0])
-                identifier, attrs = parsed
-                if _THREAD_MARKER in identifier:
-                    path = thread_paths.get(identifier)  # type: ignore[assignment]
-                    if path is None:
-                        path = thread_paths[identifier] = [_make_child(root, identifier, context)]
-                    thread = path[0]
-                    thread.time += seconds
-                    thread.cpu_time += c
-                    if attrs:
-                        attributes = thread.attributes
-                        for a in attrs:
-                            attributes[a] = attributes.get(a, 0.0) + seconds
-                    frames = stack[1:]
-            base = path[0]
-            depth = 0
-            diverged = False
-            for frame_info in frames:
-                depth += 1
-                parsed = parse_cache.get(frame_info)
-                if parsed is None:
-                    parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
-                identifier, attrs = parsed
-                child = None
-                if not diverged and depth < len(path):
-                    candidate = path[depth]
-                    if candidate.identifier == identifier:
-                        child = candidate
-                if child is None:
-                    if not diverged:
-                        del path[depth:]
-                        diverged = True
-                    child = _make_child(path[depth - 1], identifier, context)
-                    path.append(child)
-                child.time += seconds
-                child.cpu_time += c
-                if attrs:
-                    attributes = child.attributes
+                    attributes = thread.attributes
                     for a in attrs:
                         attributes[a] = attributes.get(a, 0.0) + seconds
-            if not diverged:
-                del path[depth + 1 :]
-            leaf = path[-1]
-            if leaf is not root and not leaf.is_synthetic_leaf and not (leaf is base and not frames):
-                # chronological: self time after a callee is a new [self] segment
-                last = leaf._children[-1] if leaf._children else None
-                if last is None or last.identifier != SELF_TIME_FRAME_IDENTIFIER:
-                    last = _make_child(leaf, SELF_TIME_FRAME_IDENTIFIER, context)
-                last.time += seconds
-                last.cpu_time += c
-            elif leaf.identifier == AWAIT_FRAME_IDENTIFIER:
-                has_await = True
+                frames = stack[1:]
+        base = path[0]
+        depth = 0
+        diverged = False
+        for frame_info in frames:
+            depth += 1
+            parsed = parse_cache.get(frame_info)
+            if parsed is None:
+                parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
+            identifier, attrs = parsed
+            child = None
+            if not diverged and depth < len(path):
+                candidate = path[depth]
+                if candidate.identifier == identifier:
+                    child = candidate
+            if child is None:
+                if not diverged:
+                    del path[depth:]
+                    diverged = True
+                child = _make_child(path[depth - 1], identifier, context)
+                path.append(child)
+            child.time += seconds
+            child.cpu_time += c
+            if attrs:
+                attributes = child.attributes
+                for a in attrs:
+                    attributes[a] = attributes.get(a, 0.0) + seconds
+        if not diverged:
+            del path[depth + 1 :]
+        leaf = path[-1]
+        if leaf is not root and not leaf.is_synthetic_leaf and not (leaf is base and not frames):
+            # chronological: self time after a callee is a new [self] segment
+            last = leaf._children[-1] if leaf._children else None
+            if last is None or last.identifier != SELF_TIME_FRAME_IDENTIFIER:
+                last = _make_child(leaf, SELF_TIME_FRAME_IDENTIFIER, context)
+            last.time += seconds
+            last.cpu_time += c
+        elif leaf.identifier == AWAIT_FRAME_IDENTIFIER:
+            has_await = True
     if context is not None:
         if has_await:
             context.has_await = True
@@ -903,7 +814,7 @@ def _build_frame_tree(
     return root
 
 
-def build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameContext] = None) -> Frame:
+def build_frame_tree_from_table(table: FrameTable, context: Optional[FrameContext] = None) -> Frame:
     """The aggregated call tree (as ``build_frame_tree(..., merge=True)``) of a frame
     table's records, below a synthetic ``[root]`` frame: one step per node of the
     table's stack trie, however many records share it."""
@@ -911,7 +822,7 @@ def build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameCont
         return _build_frame_tree_from_table(table, context)
 
 
-def _build_frame_tree_from_table(table: "FrameTable", context: Optional[FrameContext]) -> Frame:
+def _build_frame_tree_from_table(table: FrameTable, context: Optional[FrameContext]) -> Frame:
     root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
     parents, node_frames = table.node_parent, table.node_frame
     count = len(parents)

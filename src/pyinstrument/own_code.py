@@ -111,10 +111,6 @@ def kind_of(
     return MACHINERY if function.startswith("Profiler.") or class_name() == "Profiler" else WRAPPER
 
 
-def kind_of_identifier(identifier: str, own: Optional[Mapping[Tuple[str, int], str]]) -> Optional[str]:
-    return kind_of(*_parts(identifier), own)
-
-
 def may_contain(identifiers: Sequence[str], own: Optional[Mapping[Tuple[str, int], str]]) -> bool:
     """Whether any of the identifiers may be the profiler's own code."""
     if own is None:
