@@ -92,6 +92,7 @@ typedef struct {
     unsigned long native_id; /* kernel tid, 0 if the layout has none */
     uintptr_t chunk;         /* 3.11+: current data-stack chunk */
     uintptr_t chunk_top;     /* 3.11+: end of the used part of that chunk */
+    uintptr_t chunk_limit;   /* 3.11+: end of that chunk */
     uintptr_t context;       /* the contextvars.Context it runs in, or 0 */
 } pi_tstate;
 
@@ -121,6 +122,8 @@ typedef struct {
 } pi_frame;
 
 int pi_parse_frame(const void *buf, pi_frame *out);
+/* Where a frame's link to the previous frame is, from the frame's start. */
+size_t pi_frame_previous_offset(void);
 
 /* What we keep of a code object's header, for identity checks and line lookup. */
 typedef struct {
@@ -588,6 +591,7 @@ typedef struct {
     uint64_t dropped_context; /*  async mode: it crossed the profiled context while read */
     uint64_t truncated;      /* stacks deeper than PI_MAX_DEPTH, recorded without their middle */
     uint64_t calls_ended;    /* C leaves unknown because the call ended while being read */
+    uint64_t torn_copies;    /* walks tried again: a frame on the chain changed while copied */
     uint64_t missed_ticks;   /* deadlines skipped because a tick overran */
     uint64_t tick_ns_total;  /* time spent in ticks, for the cost-per-tick figure */
     uint64_t syscalls;

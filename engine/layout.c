@@ -195,6 +195,7 @@ int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
     out->native_id = ts.native_thread_id;
     out->chunk = (uintptr_t)ts.datastack_chunk;
     out->chunk_top = (uintptr_t)ts.datastack_top;
+    out->chunk_limit = (uintptr_t)ts.datastack_limit;
 #endif
     out->context = (uintptr_t)ts.context;
     return 0;
@@ -260,6 +261,15 @@ uintptr_t pi_parse_cframe(const void *buf)
 #else
     (void)buf;
     return 0;
+#endif
+}
+
+size_t pi_frame_previous_offset(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return offsetof(pi_iframe_t, previous);
+#else
+    return offsetof(PyFrameObject, f_back);
 #endif
 }
 

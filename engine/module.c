@@ -204,11 +204,12 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
         return NULL;
     }
     return Py_BuildValue(
-        "{s N s N s N s K s K s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
+        "{s N s N s N s K s K s K s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
         threads, "ticks", (unsigned long long)st->stats.ticks, "samples", (unsigned long long)st->stats.samples,
         "dropped", (unsigned long long)st->stats.dropped, "dropped_walk",
         (unsigned long long)st->stats.dropped_walk, "dropped_code", (unsigned long long)st->stats.dropped_code, "dropped_context",
         (unsigned long long)st->stats.dropped_context,
+        "torn_copies", (unsigned long long)st->stats.torn_copies,
         "truncated", (unsigned long long)st->stats.truncated, "calls_ended",
         (unsigned long long)st->stats.calls_ended,
         "missed_ticks",

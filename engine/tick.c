@@ -41,6 +41,8 @@ static void walker_free(pi_walker *w)
         free(w->spec_chunks[i].data);
     }
     free(w->leaf_whole.data);
+    free(w->chunk_again.data);
+    free(w->tstate_again);
     free(w->frames);
     free(w->codes);
     free(w->instrs);
@@ -176,7 +178,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
 void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
 {
     pi_scratch *x = r->scratch;
-    uint64_t syscalls_before = r->stats.syscalls;
+    uint64_t syscalls_before = r->stats.syscalls, torn_before = r->stats.torn_copies;
     if (start_targets(x, targets, count, now_ns) != 0)
         return;
     uintptr_t *addrs = NULL;
@@ -204,6 +206,8 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
             hand_out(r, &r->walkers[i], targets, count, now_ns);
         }
     }
-    for (size_t t = 0; t < count; t++)
+    for (size_t t = 0; t < count; t++) {
         targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
+        targets[t]->stats.torn_copies += r->stats.torn_copies - torn_before;
+    }
 }

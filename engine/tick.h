@@ -19,6 +19,10 @@
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
+#define PI_AGAIN_BIT ((size_t)1 << (sizeof(size_t) * 8 - 4))
+#define PI_TOP_MARGIN 1024
+#define PI_MAX_CALLER_FRAME 4096 /* bytes searched for a callback's frame (returning_callback) */
+#define PI_KNOWN_C_STACK 6 /* _PyCFrames and entry frames read between the copies */ /* bytes copied above a data stack's top: frames pushed meanwhile */
 #define PI_LONG_LIVED 256 /* a direct-mapped cache, emptied every 1024 ticks */
 #define PI_MAX_LEAF_READ (32 * 1024) /* a 3.9/3.10 frame object with its value stack */
 
@@ -64,6 +68,26 @@ struct pi_walker {
     bool chunk_pending;         /* this round reads older_chunk */
     bool current_chunk_pending; /* this round reads the current chunk */
     bool want_current_chunk;    /* the next read is the current chunk */
+    /* 3.11+: the current chunk is copied twice in one syscall, with the thread state
+     * (and, 3.11/3.12, its _PyCFrame) read in between: the walk starts at the frame
+     * current between the copies, and each frame of the chunk on the chain must read
+     * the same in both (confirm_chain: its frames must be checked) */
+    region chunk_again;
+    uint8_t *tstate_again;
+    size_t tstate_again_cap;
+    bool again_ok, tstate_again_ok, confirm_chain, chunk_confirmed;
+    uintptr_t top_again, start_frame;
+    /* what the thread keeps on its C stack and was seen using lately (c_stack_used):
+     * the _PyCFrames of its evaluation loops (3.11/3.12; whichever the thread state
+     * names between the copies gives the current frame) and their entry frames (3.12+,
+     * linking a call back into Python to its caller), all read between the copies */
+    uintptr_t c_stack[PI_KNOWN_C_STACK];
+    size_t c_stack_len[PI_KNOWN_C_STACK];
+    uint8_t c_stack_copies[PI_KNOWN_C_STACK][PI_MAX_FRAME_READ];
+    bool c_stack_copied[PI_KNOWN_C_STACK];
+    uint64_t c_stack_used[PI_KNOWN_C_STACK], c_stack_clock;
+    size_t c_stack_count;
+    unsigned torn_copies; /* this tick's walks tried again by frame_confirmed */
     int attempts;
     /* the outermost frame of this thread's chain, once known, and where the first
      * attempt of this tick ended */
@@ -248,13 +272,12 @@ const uint8_t *region_find(const region *r, uintptr_t addr, size_t size);
 /* The copy of `size` bytes at addr, if one of the copied chunks holds them. */
 const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size);
 
-/* Advances through copied memory; returns the read this walker needs next, if any. */
-bool walker_need(pi_walker *w, pi_read *read);
-
 int round_add(round_list *round, const pi_read *read, size_t owner);
 
-/* The walker's read-ahead: the spec frames and chunks, and the 3.11/3.12 _PyCFrame. */
-void round_add_spec(round_list *round, pi_walker *w, size_t index);
+/* Adds the walker's next read to the round, with what is read beside it (the second copy
+ * of the current chunk, 3.11+) and, on a walk's first round (`spec`) or a fresh start,
+ * its read-ahead: last tick's solo frames and chunks, and the 3.11/3.12 _PyCFrame. */
+void round_add_walker(round_list *round, pi_walker *w, size_t index, bool spec);
 
 /* The lock-step rounds from the first (in x->reads): one vectored read per round
  * serves every thread still walking. */

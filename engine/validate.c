@@ -163,14 +163,8 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
         if (!w->doubtful || check_only || s->async.enabled)
             continue;
         any = true;
-        pi_read read;
         w->state = WALK_RETRY;
-        if (walker_need(w, &read) && round_add(&round, &read, i) != 0)
-            w->state = WALK_FAILED;
-        if (w->respec) {
-            w->respec = false;
-            round_add_spec(&round, w, i);
-        }
+        round_add_walker(&round, w, i, false);
     }
     if (any)
         run_rounds(s, round.count);
@@ -186,6 +180,10 @@ bool validate_walks(pi_state *s, size_t walker_count)
         if (resolve_codes(s, walker_count, codes) != 0)
             return false;
         rewalk_doubtful(s, walker_count, true);
+    }
+    for (size_t i = 0; i < walker_count; i++) {
+        s->stats.torn_copies += s->walkers[i].torn_copies;
+        s->walkers[i].torn_copies = 0;
     }
     return true;
 }

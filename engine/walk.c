@@ -7,7 +7,9 @@
  * that had to be read one by one (3.9/3.10 frames, generators, older chunks) are
  * remembered and read speculatively in the first round of the next tick: a stack that
  * did not change much costs a few syscalls whatever its depth. A thread that has not
- * moved since its stack was copied is not read at all (stack_unmoved).
+ * moved since its stack was copied is not read at all (stack_unmoved). On 3.11+ the
+ * current chunk is copied twice in one read, the thread state between, and the walk
+ * starts from the frame current then (start_between_copies, frame_confirmed).
  */
 #define _GNU_SOURCE
 #include "tick.h"
@@ -162,6 +164,61 @@ static void walker_fail(pi_walker *w)
     w->state = w->attempts++ < PI_RETRIES ? WALK_RETRY : WALK_FAILED;
 }
 
+/* Whether the frame at addr reads as it was between the two copies of the current
+ * chunk. A thread that returns and calls again while the chunk is copied leaves a copy
+ * that joins the callers of one call chain to the callees of another. The innermost
+ * frame is taken from the second copy (start_between_copies). Its caller may have gone
+ * on and called again meanwhile (its own frame header unchanged: the same call), but
+ * the frames under the caller are in calls in progress and do not change at all: they
+ * must read the same in both copies byte for byte, arguments and value stacks
+ * included, which tell two calls of one function apart. The caller must also have been
+ * below the thread's top between the copies. */
+static bool frame_confirmed(pi_walker *w, uintptr_t addr)
+{
+    size_t size = pi_runtime_layout.frame_read_size;
+    region *first = &w->chunks[0];
+    const uint8_t *copy = region_find(first, addr, size);
+    if (!w->confirm_chain || w->chunk_confirmed || !copy || addr == w->start_frame)
+        return true;
+    w->chunk_confirmed = true;
+    const uint8_t *again = region_find(&w->chunk_again, addr, size);
+    pi_frame a, b;
+    return again && addr < w->top_again && pi_parse_frame(copy, &a) == 0 && pi_parse_frame(again, &b) == 0 &&
+           a.code == b.code && a.previous == b.previous && a.func == b.func && a.kind == b.kind &&
+           memcmp(first->data, w->chunk_again.data, addr - first->addr) == 0;
+}
+
+/* Adds addr to what is read between the copies, in place of the entry used least lately. */
+static void remember_c_stack(pi_walker *w, uintptr_t addr, size_t len)
+{
+    size_t k = 0, oldest = 0;
+    for (; k < w->c_stack_count && w->c_stack[k] != addr; k++)
+        if (w->c_stack_used[k] < w->c_stack_used[oldest])
+            oldest = k;
+    if (k == w->c_stack_count) {
+        if (w->c_stack_count < PI_KNOWN_C_STACK)
+            w->c_stack_count++;
+        else
+            k = oldest;
+        w->c_stack[k] = addr;
+        w->c_stack_copied[k] = false;
+    }
+    w->c_stack_len[k] = len;
+    w->c_stack_used[k] = ++w->c_stack_clock;
+}
+
+/* The copy of what the thread keeps at addr on its C stack, read between the copies. */
+static const uint8_t *c_stack_find(pi_walker *w, uintptr_t addr)
+{
+    for (size_t k = 0; w->confirm_chain && k < w->c_stack_count; k++) {
+        if (w->c_stack[k] == addr && w->c_stack_copied[k]) {
+            w->c_stack_used[k] = ++w->c_stack_clock;
+            return w->c_stack_copies[k];
+        }
+    }
+    return NULL;
+}
+
 /* Where a thread's chain ends stays put: its outermost frame (3.12+: the entry shim
  * of its outermost evaluation loop, on its C stack; before: the frame of its first
  * Python function). A chain ending elsewhere went through memory that changed under
@@ -189,6 +246,8 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         walker_fail(w);
         return;
     }
+    if (f.kind == PI_FRAME_SKIP && !find_in_chunks(w, w->cur, pi_runtime_layout.frame_read_size))
+        remember_c_stack(w, w->cur, pi_runtime_layout.frame_read_size);
     if (f.kind == PI_FRAME_PYTHON && w->depth == 0) {
         w->leaf_frame = w->cur;
         w->leaf_valuestack = f.valuestack;
@@ -231,7 +290,8 @@ static void take_cframe(pi_walker *w, const uint8_t *buf)
         w->state = WALK_DONE;
 }
 
-bool walker_need(pi_walker *w, pi_read *read)
+/* Advances through copied memory; returns the read this walker needs next, if any. */
+static bool walker_need(pi_walker *w, pi_read *read)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
     if (w->state == WALK_RETRY) {
@@ -258,10 +318,17 @@ bool walker_need(pi_walker *w, pi_read *read)
             return true;
         }
         const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
+        if (!copy)
+            copy = c_stack_find(w, w->cur);
         if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
             copy = spec_find(w, w->cur);
             if (copy)
                 remember_solo(w, w->cur);
+        }
+        if (copy && !frame_confirmed(w, w->cur)) {
+            w->torn_copies++;
+            walker_fail(w);
+            break;
         }
         if (copy) {
             step_frame(w, copy);
@@ -297,6 +364,79 @@ bool walker_need(pi_walker *w, pi_read *read)
     return false;
 }
 
+/* 3.12: a _PyCFrame read just after its loop's function returned names the loop's
+ * entry frame (on the C stack) as current. The thread state, read a moment before, had
+ * the thread in that loop: in the function, called back from C, whose frame is the one
+ * just above its caller's in the second copy, linked to the entry frame. Returns that
+ * frame, or 0. */
+static uintptr_t returning_callback(pi_walker *w, uintptr_t entry)
+{
+    size_t size = pi_runtime_layout.frame_read_size, link = pi_frame_previous_offset();
+    const uint8_t *copy = c_stack_find(w, entry);
+    pi_frame e, f;
+    if (!copy || pi_parse_frame(copy, &e) != 0 || e.kind != PI_FRAME_SKIP || !region_find(&w->chunk_again, e.previous, size))
+        return 0;
+    for (uintptr_t at = e.previous + size; at - e.previous <= PI_MAX_CALLER_FRAME; at += sizeof(uintptr_t)) {
+        const uint8_t *buf = region_find(&w->chunk_again, at, size);
+        uintptr_t previous;
+        if (!buf)
+            return 0;
+        memcpy(&previous, buf + link, sizeof previous);
+        if (previous == entry && pi_parse_frame(buf, &f) == 0 && f.kind == PI_FRAME_PYTHON)
+            return at;
+    }
+    return 0;
+}
+
+/* 3.11+: where the walk starts, from the thread state (3.11/3.12: or its _PyCFrame)
+ * read between the two copies of the current chunk. */
+static void start_between_copies(pi_walker *w)
+{
+    pi_tstate ts;
+    if (!w->again_ok || !w->tstate_again_ok || pi_parse_tstate(w->tstate_again, w->tstate_addr, &ts) != 0 ||
+        ts.thread_id != w->ts.thread_id || ts.chunk != w->ts.chunk) {
+        walker_fail(w); /* the thread ended or moved to another chunk meanwhile */
+        return;
+    }
+    w->confirm_chain = true;
+    w->top_again = ts.chunk_top;
+    if (ts.frame) {
+        w->cur = ts.frame;
+        w->state = WALK_FRAMES;
+    } else if (ts.cframe) {
+        const uint8_t *cframe = c_stack_find(w, ts.cframe);
+        if (!cframe) {
+            remember_c_stack(w, ts.cframe, pi_cframe_read_size()); /* read with the next attempt */
+            walker_fail(w);
+            return;
+        }
+        take_cframe(w, cframe);
+        uintptr_t callback = w->state == WALK_FRAMES ? returning_callback(w, w->cur) : 0;
+        if (callback)
+            w->cur = callback;
+    } else {
+        w->state = WALK_DONE; /* out of Python code */
+    }
+    if (w->state != WALK_FRAMES || w->cur < ts.chunk || w->cur >= ts.chunk_limit)
+        return;
+    /* a frame of the chunk pushed above what was copied cannot be confirmed */
+    region *first = &w->chunks[0];
+    if (!region_find(first, w->cur, pi_runtime_layout.frame_read_size)) {
+        walker_fail(w);
+        return;
+    }
+    /* The innermost frame is taken from the second copy, made after it was current:
+     * the first may predate its call. Whatever the second holds there was called by
+     * the frame below it, which both copies must show unchanged. A frame popped before
+     * the second copy reached it may be cleared there (3.14+): then the first holds
+     * it, if anything does. */
+    size_t at = w->cur - first->addr;
+    pi_frame f;
+    if (pi_parse_frame(w->chunk_again.data + at, &f) == 0)
+        memcpy(first->data + at, w->chunk_again.data + at, first->len - at);
+    w->start_frame = w->cur;
+}
+
 static void take_current_chunk(pi_walker *w, const pi_read *read)
 {
     w->current_chunk_pending = false;
@@ -304,11 +444,13 @@ static void take_current_chunk(pi_walker *w, const pi_read *read)
     uintptr_t older = 0;
     size_t used = 0;
     /* the current chunk's saved "top" is stale; only its link to the older one counts */
-    if (read->ok && read->len >= pi_chunk_header_size()) {
-        pi_parse_chunk(r->data, &older, &used);
-        w->chunk_count = 1;
-        w->older_chunk = older;
+    if (!read->ok || read->len < pi_chunk_header_size() || pi_parse_chunk(r->data, &older, &used) != 0) {
+        walker_fail(w);
+        return;
     }
+    w->chunk_count = 1;
+    w->older_chunk = older;
+    start_between_copies(w);
 }
 
 /* Adopts the older chunk copied into chunks[chunk_count] (`len` bytes of it). */
@@ -403,15 +545,22 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->doubtful = false;
     w->leaf_pending = false;
     w->leaf_copied = false;
+    w->confirm_chain = false;
+    w->chunk_confirmed = false;
+    w->start_frame = 0;
     w->brent_mark = 0;
     w->brent_power = 1;
     w->brent_steps = 0;
     w->cur = ts->frame;
     w->state = ts->cframe ? WALK_CFRAME : (ts->frame ? WALK_FRAMES : WALK_DONE);
     if (pi_runtime_layout.frames_in_chunks && ts->chunk && ts->chunk_top > ts->chunk &&
-        ts->chunk_top - ts->chunk <= PI_MAX_CHUNK_BYTES && w->state != WALK_DONE) {
-        /* the current chunk's used part: most frames are in it */
-        if (region_fill_prepare(&w->chunks[0], ts->chunk, ts->chunk_top - ts->chunk) != 0)
+        ts->chunk_limit >= ts->chunk_top && ts->chunk_limit - ts->chunk <= PI_MAX_CHUNK_BYTES &&
+        w->state != WALK_DONE) {
+        /* the current chunk's used part, and the frames pushed on it while we read */
+        size_t len = ts->chunk_top - ts->chunk + PI_TOP_MARGIN;
+        if (len > ts->chunk_limit - ts->chunk)
+            len = ts->chunk_limit - ts->chunk;
+        if (region_fill_prepare(&w->chunks[0], ts->chunk, len) != 0)
             w->state = WALK_FAILED;
         else
             w->want_current_chunk = true;
@@ -424,12 +573,13 @@ static void walker_restart(pi_walker *w, const pi_tstate *ts)
     walker_reset(w, ts);
 }
 
-/* Starts a walker on a thread; returns its first read. */
-static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts, pi_read *read)
+/* Starts a walker on a thread. */
+static void walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *ts)
 {
     bool same_thread = w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id;
     spec_prepare(w, same_thread);
     if (!same_thread) {
+        w->c_stack_count = 0;
         w->bottom = 0;
         w->leaf_memo.kind = PI_MEMO_NONE;
     }
@@ -438,7 +588,6 @@ static bool walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     w->attempts = 0;
     w->async_leaf = UINT32_MAX;
     walker_reset(w, ts);
-    return walker_need(w, read);
 }
 
 int round_add(round_list *round, const pi_read *read, size_t owner)
@@ -452,14 +601,45 @@ int round_add(round_list *round, const pi_read *read, size_t owner)
     return 0;
 }
 
-void round_add_spec(round_list *round, pi_walker *w, size_t index)
+static void round_add_cframe(round_list *round, pi_walker *w, size_t index)
+{
+    if (w->state != WALK_CFRAME || w->cframe_read_ahead || w->current_chunk_pending ||
+        pi_cframe_read_size() > sizeof w->cframe_buf)
+        return;
+    pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
+    w->cframe_read_ahead = round_add(round, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
+    w->cframe_ok = false;
+}
+
+/* After the first copy of the current chunk: the thread state, what the thread was seen
+ * using on its C stack (its _PyCFrames on 3.11/3.12, entry frames on 3.12+), and the
+ * second copy (see start_between_copies and frame_confirmed). */
+static void round_add_again(round_list *round, pi_walker *w, size_t index)
+{
+    size_t size = pi_runtime_layout.tstate_read_size;
+    w->again_ok = w->tstate_again_ok = false;
+    if (GROW(w->tstate_again, w->tstate_again_cap, size) != 0 ||
+        region_fill_prepare(&w->chunk_again, w->chunks[0].addr, w->chunks[0].len) != 0)
+        return; /* unread: the walk is tried again */
+    pi_read ts = {w->tstate_addr, w->tstate_again, size, false};
+    pi_read chunk = {w->chunk_again.addr, w->chunk_again.data, w->chunk_again.len, false};
+    if (round_add(round, &ts, index | PI_SPEC_BIT | PI_AGAIN_BIT) != 0)
+        return;
+    if (w->ts.cframe && pi_cframe_read_size())
+        remember_c_stack(w, w->ts.cframe, pi_cframe_read_size());
+    for (size_t k = 0; k < w->c_stack_count; k++) {
+        pi_read read = {w->c_stack[k], w->c_stack_copies[k], w->c_stack_len[k], false};
+        w->c_stack_copied[k] = false;
+        round_add(round, &read, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CFRAME_BIT | (k << 16));
+    }
+    round_add(round, &chunk, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CHUNK_BIT);
+}
+
+/* The walker's read-ahead: the spec frames and chunks, and the 3.11/3.12 _PyCFrame. */
+static void round_add_spec(round_list *round, pi_walker *w, size_t index)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
-    if (w->state == WALK_CFRAME && pi_cframe_read_size() <= sizeof w->cframe_buf) {
-        pi_read cframe = {w->ts.cframe, w->cframe_buf, pi_cframe_read_size(), false};
-        w->cframe_read_ahead = round_add(round, &cframe, index | PI_SPEC_BIT | PI_CFRAME_BIT) == 0;
-        w->cframe_ok = false;
-    }
+    round_add_cframe(round, w, index);
     for (size_t k = 0; k < w->spec_count; k++) {
         pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
         if (round_add(round, &spec, index | PI_SPEC_BIT) != 0)
@@ -472,6 +652,19 @@ void round_add_spec(round_list *round, pi_walker *w, size_t index)
     }
 }
 
+void round_add_walker(round_list *round, pi_walker *w, size_t index, bool spec)
+{
+    pi_read read;
+    if (walker_need(w, &read) && round_add(round, &read, index) != 0)
+        w->state = WALK_FAILED;
+    if (w->current_chunk_pending)
+        round_add_again(round, w, index);
+    if (spec || w->respec) {
+        w->respec = false;
+        round_add_spec(round, w, index);
+    }
+}
+
 void run_rounds(pi_state *s, size_t pending)
 {
     pi_scratch *x = s->scratch;
@@ -480,7 +673,14 @@ void run_rounds(pi_state *s, size_t pending)
         s->stats.syscalls += (uint64_t)pi_read_batch(x->reads, pending);
         for (size_t r = 0; r < pending; r++) {
             size_t owner = x->owner[r];
-            if (owner & PI_CFRAME_BIT) {
+            if (owner & PI_AGAIN_BIT) {
+                pi_walker *w = &s->walkers[owner & 0xffff];
+                size_t k = (owner & ~(PI_SPEC_BIT | PI_AGAIN_BIT | PI_CFRAME_BIT)) >> 16;
+                if (owner & PI_CFRAME_BIT)
+                    w->c_stack_copied[k] = x->reads[r].ok;
+                else
+                    *(owner & PI_CHUNK_BIT ? &w->again_ok : &w->tstate_again_ok) = x->reads[r].ok;
+            } else if (owner & PI_CFRAME_BIT) {
                 s->walkers[owner & 0xffff].cframe_ok = x->reads[r].ok;
             } else if (owner & PI_CHUNK_BIT) {
                 pi_walker *w = &s->walkers[owner & 0xffff];
@@ -497,13 +697,7 @@ void run_rounds(pi_state *s, size_t pending)
             size_t index = x->owner[r];
             pi_walker *w = &s->walkers[index];
             walker_take(w, &x->reads[r]);
-            pi_read read;
-            if (walker_need(w, &read) && round_add(&next, &read, index) != 0)
-                w->state = WALK_FAILED;
-            if (w->respec) {
-                w->respec = false;
-                round_add_spec(&next, w, index);
-            }
+            round_add_walker(&next, w, index, false);
         }
         size_t next_pending = next.count;
         /* swap the rounds' arrays */
@@ -554,8 +748,6 @@ void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, co
         w->doubtful = false;
         return;
     }
-    pi_read read;
-    if (walker_start(w, addr, ts, &read) && round_add(round, &read, index) != 0)
-        w->state = WALK_FAILED;
-    round_add_spec(round, w, index);
+    walker_start(w, addr, ts);
+    round_add_walker(round, w, index, true);
 }
