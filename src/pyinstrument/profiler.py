@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -483,6 +484,7 @@ class Profiler:
         self._engine_counts: Dict[str, Any] = {}  # its counters at the last stop()
         self._last_session: Optional[Session] = None
         self._active_since: Optional[float] = None
+        self._start_thread = 0  # the thread that started it, while it runs
         self._start_wall = 0.0
         self._cpu_start = 0.0
         self._start_call_stack: List[str] = []
@@ -546,8 +548,10 @@ class Profiler:
         self._start_wall = time.time()
         self._cpu_start = time.process_time()
         self._active_since = time.perf_counter()
+        self._start_thread = threading.get_ident()
         try:
             self._start_sampler()
+            _RUNNING.add(self)
         except RuntimeError as error:
             self._active_since = None
             self._sampler = None
@@ -619,6 +623,7 @@ class Profiler:
         if not self.is_running:
             raise RuntimeError("This profiler is not currently running.")
         assert self._sampler is not None and self._active_since is not None
+        _RUNNING.discard(self)
         self._sampler.stop()
         self._unbind_async_context()
         duration = time.perf_counter() - self._active_since
@@ -789,6 +794,14 @@ def _file_supports_color(file: Any) -> bool:
         return bool(isatty and isatty())
     except ValueError:
         return False
+
+
+_RUNNING: "weakref.WeakSet[Profiler]" = weakref.WeakSet()
+
+
+def running_profilers(thread: Optional[int] = None) -> List[Profiler]:
+    """The profilers running now, those started in `thread` when given."""
+    return [p for p in list(_RUNNING) if thread is None or p._start_thread == thread]
 
 
 def profile(
