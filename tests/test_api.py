@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -278,3 +279,71 @@ def test_a_profiler_left_running_at_exit_does_not_crash_the_program():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "bye"
+
+
+# -- upstream's Frame and Session API, as code written against pyinstrument 5.x uses it ---------
+
+
+def _session_of(records):
+    from pyinstrument.session import Session
+
+    total = sum(t for _, t in records)
+    return Session(records, 0.0, total, 0.001, 0.001, len(records), [], "", 0.0, [], [])
+
+
+def _fi(function: str, line: int = 1) -> str:
+    return f"{function}\x00/app/m.py\x00{line}"
+
+
+def test_frame_api_of_upstream():
+    from pyinstrument.frame import Frame
+
+    leaf = Frame(identifier_or_frame_info=_fi("leaf", 2), time=0.25)
+    root = Frame(_fi("main"), children=[leaf], time=1.0)
+    assert leaf.function == "leaf" and leaf.parent is root
+    assert root.absorbed_time == 0.0
+    assert root.await_time() == 0.0  # a method, as upstream's
+    await_leaf = Frame("[await]", time=0.5)
+    root.add_child(await_leaf)
+    assert root.await_time() == 0.5
+    decoded = json.loads(root.to_json_str())
+    assert decoded["identifier"] == _fi("main") and decoded["time"] == 1.0
+    assert [c["identifier"] for c in decoded["children"]] == [_fi("leaf", 2), "[await]"]
+    assert decoded["children"][0]["children"] == []
+
+
+def test_to_json_str_of_a_tree_deeper_than_the_recursion_limit():
+    from pyinstrument.frame import Frame
+
+    root = frame = Frame(_fi("f0"), time=1.0)
+    for depth in range(1, sys.getrecursionlimit() + 100):
+        child = Frame(_fi(f"f{depth}"), time=1.0)
+        frame.add_child(child)
+        frame = child
+    text = root.to_json_str()
+    assert text.count('"identifier"') == sys.getrecursionlimit() + 100
+    assert text.startswith('{"identifier": %s,' % json.dumps(_fi("f0")))
+    assert text.endswith("]}" * (sys.getrecursionlimit() + 100))
+
+
+def test_resample_gathers_records_and_keeps_the_total_time():
+    records = [([_fi("main"), _fi(f"f{i}")], 0.0004) for i in range(10)] + [([_fi("main"), _fi("big")], 0.5)]
+    resampled = _session_of(records).resample(0.001)
+    assert len(resampled.frame_records) < len(records)
+    assert sum(t for _, t in resampled.frame_records) == pytest.approx(0.504)
+    assert resampled.min_interval == 0.001
+    with pytest.raises(ValueError):
+        _session_of(records).resample(0)
+
+
+def test_pstats_render_is_a_string_of_the_bytes_as_upstream_gives_it(tmp_path):
+    import pstats
+
+    from pyinstrument.renderers import PstatsRenderer
+
+    data = PstatsRenderer().render(_session_of([([_fi("main"), _fi("work", 5)], 0.3)]))
+    assert isinstance(data, str)
+    path = tmp_path / "out.pstats"
+    path.write_bytes(data.encode("utf-8", errors="surrogateescape"))
+    stats = pstats.Stats(str(path), stream=io.StringIO())
+    assert {key[2] for key in stats.stats} >= {"main", "work"}  # type: ignore[attr-defined]

@@ -586,9 +586,9 @@ def test_speedscope_of_a_very_deep_stack(speedscope_validator):
 
 def load_pstats(tmp_path, session: Session, **options: Any) -> pstats.Stats:
     data = PstatsRenderer(**options).render(session)
-    assert isinstance(data, bytes)
+    assert isinstance(data, str)  # as upstream's: the bytes, surrogate-escaped
     path = tmp_path / "profile.pstats"
-    path.write_bytes(data)
+    path.write_bytes(data.encode("utf-8", errors="surrogateescape"))
     return pstats.Stats(str(path), stream=io.StringIO())
 
 
@@ -664,7 +664,7 @@ def test_pstats_keeps_hostile_names_exactly(tmp_path):
 
 
 def test_pstats_of_empty_and_deep_sessions(tmp_path):
-    assert marshal.loads(PstatsRenderer().render(empty_session())) == {}
+    assert marshal.loads(PstatsRenderer().render(empty_session()).encode("utf-8", errors="surrogateescape")) == {}
     stats = load_pstats(tmp_path, deep_session(), show_all=True)
     primitive, total, _, cumtime, _ = stats_of(stats, "recurse")
     assert (primitive, cumtime) == (1, pytest.approx(0.75))

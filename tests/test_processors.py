@@ -186,6 +186,14 @@ def test_remove_importlib_moves_imported_modules_up():
     assert root.total_self_time == pytest.approx(0.4)
 
 
+def test_import_machinery_is_removed_under_a_shortened_path_too():
+    # a session saved elsewhere shows the frozen modules' paths relative to its directory
+    boot = fi("_find_and_load", "../<frozen importlib._bootstrap>", 1165)
+    root = tree([([app("main"), boot, fi("<module>", f"{APP}/heavy.py", 1)], 1.0)])
+    root = run(root, processors.remove_importlib)
+    assert outline(root) == ["main 1.00", "  <module> 1.00"]
+
+
 def test_time_sampled_inside_the_import_machinery_shows_as_the_importers_own_time():
     boot = fi("_find_and_load", "<frozen importlib._bootstrap>", 1165)
     root = tree([([app("main"), boot], 0.2), ([app("main"), app("work")], 0.8)])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import re
 from array import array
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -135,8 +136,8 @@ class FrameContext:
         self.sys_prefixes = [_norm_dir(p) for p in sys_prefixes if p]
         self._short_cache: Dict[str, str] = {}
         self._library_cache: Dict[str, bool] = {}
-        self.has_await = False
         # set by build_frame_tree after looking at every identifier; None = unknown
+        self.has_await: Optional[bool] = None
         self.may_have_importlib: Optional[bool] = None
         self.may_have_profiler: Optional[bool] = None
         self.may_have_class_names: Optional[bool] = None
@@ -243,6 +244,7 @@ class Frame:
         "identifier",
         "time",
         "cpu_time",
+        "absorbed_time",
         "attributes",
         "group",
         "parent",
@@ -260,13 +262,18 @@ class Frame:
         *,
         cpu_time: float = 0.0,
         attributes: Optional[Dict[str, float]] = None,
+        identifier_or_frame_info: Optional[str] = None,
     ):
+        if identifier_or_frame_info is not None:  # upstream's name for the first argument
+            identifier = identifier_or_frame_info
         attrs: Tuple[str, ...] = ()
         if ATTRIBUTES_SEP in identifier:
             identifier, attrs = parse_frame_info(identifier)
         self.identifier = identifier
         self.time = float(time)
         self.cpu_time = float(cpu_time)
+        # time of frames a processor removed without moving it to a child (upstream's)
+        self.absorbed_time = 0.0
         self.attributes: Dict[str, float] = dict(attributes) if attributes else {}
         for a in attrs:
             self.attributes[a] = self.attributes.get(a, 0.0) + self.time
@@ -498,12 +505,12 @@ class Frame:
                 own -= getattr(child, attribute)
         return max(own, 0.0)
 
-    @property
     def await_time(self) -> float:
-        """Time spent awaiting in this subtree (always 0 for sessions of our engine)."""
+        """Time spent awaiting in this subtree: the ``[await]`` frames in it (a method, as
+        upstream's)."""
         if self.identifier == AWAIT_FRAME_IDENTIFIER:
             return self.time
-        if not self.context.has_await:
+        if self.context.has_await is False:
             return 0.0
         total = 0.0
         for frame in self.iter_subtree():
@@ -570,9 +577,10 @@ class Frame:
             yield frame
             stack.extend(reversed(frame._children))
 
-    def self_check(self) -> None:
-        """Assert the tree invariants (used by tests)."""
-        for frame in self.iter_subtree():
+    def self_check(self, recursive: bool = True) -> None:
+        """Assert the tree invariants (used by tests); ``recursive=False`` checks this
+        frame and its children only."""
+        for frame in self.iter_subtree() if recursive else [self]:
             child_total = 0.0
             for child in frame._children:
                 assert child.parent is frame, "child's parent is wrong"
@@ -580,6 +588,27 @@ class Frame:
             assert child_total <= frame.time + 1e-9 * max(1.0, frame.time), (
                 f"children of {frame.identifier!r} take more time than it"
             )
+
+    def to_json_str(self) -> str:
+        """This subtree as JSON: identifier, time, attributes and children (upstream's
+        format). Built without recursion, so that deep trees do not overflow the stack."""
+        encode = json.encoder.encode_basestring
+        parts: List[str] = []
+        work: List[Optional[Frame]] = [self]  # None: close the frame opened before it
+        while work:
+            frame = work.pop()
+            if frame is None:
+                parts.append("]}")
+                continue
+            if parts and not parts[-1].endswith("["):
+                parts.append(",")
+            parts.append(
+                '{"identifier": %s,"time": %f,"attributes": %s,"children": ['
+                % (encode(frame.identifier), frame.time, json.dumps(frame.attributes))
+            )
+            work.append(None)
+            work.extend(reversed(frame._children))
+        return "".join(parts)
 
     def __repr__(self) -> str:
         return f"Frame(identifier={self.display_name!r}, time={self.time:.6f}, children={len(self._children)})"
@@ -808,8 +837,8 @@ def _build_timeline_tree(
         elif leaf.identifier == AWAIT_FRAME_IDENTIFIER:
             has_await = True
     if context is not None:
-        if has_await:
-            context.has_await = True
+        # only ever from unknown to known: a context may serve several trees
+        context.has_await = has_await or bool(context.has_await)
         _scan_parsed(parse_cache.values(), context)
     return root
 
@@ -883,8 +912,8 @@ def _build_frame_tree_from_table(table: FrameTable, context: Optional[FrameConte
             self_frame.time = seconds
             self_frame.cpu_time = c
     if context is not None:
-        if has_await:
-            context.has_await = True
+        # only ever from unknown to known: a context may serve several trees
+        context.has_await = has_await or bool(context.has_await)
         _scan_parsed(parsed, context)
     return root
 

@@ -136,7 +136,7 @@ def remove_importlib(frame: Optional[Frame], options: ProcessorOptions) -> Optio
         if "<frozen importlib._bootstrap" not in identifier:
             return False
         path = f._identifier_parts()[1]
-        return path is not None and path.startswith("<frozen importlib._bootstrap")
+        return path is not None and "<frozen importlib._bootstrap" in path
 
     _splice_out(frame, is_importlib)
     return frame

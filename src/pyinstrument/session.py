@@ -313,6 +313,41 @@ class Session:
 
     # -- combining ------------------------------------------------------------------------
 
+    def resample(self, interval: float) -> "Session":
+        """A session with fewer frame records, for renderers that slow down on many (as
+        upstream's): the records are taken in order and their time gathered until it
+        reaches ``interval``, then given to the record that reached it; what is left at
+        the end goes to the last record kept. The total time is kept, the timeline is not."""
+        if not interval > 0:
+            raise ValueError("interval must be a positive number of seconds")
+        kept: List[FrameRecordType] = []
+        gathered = 0.0
+        for stack, seconds in self.frame_records:
+            gathered += seconds
+            if gathered >= interval:
+                kept.append((stack, gathered))
+                gathered = 0.0
+        if gathered > 0 and self.frame_records:
+            if kept:
+                kept[-1] = (kept[-1][0], kept[-1][1] + gathered)
+            else:
+                kept.append((self.frame_records[-1][0], gathered))
+        return Session(
+            frame_records=kept,
+            start_time=self.start_time,
+            duration=self.duration,
+            min_interval=interval,
+            max_interval=interval,
+            sample_count=len(kept),
+            start_call_stack=self.start_call_stack,
+            target_description=self.target_description,
+            cpu_time=self.cpu_time,
+            sys_path=self.sys_path,
+            sys_prefixes=self.sys_prefixes,
+            thread_names=self.thread_names,
+            profiler_code=self.profiler_code,
+        )
+
     @staticmethod
     def combine(session1: "Session", session2: "Session") -> "Session":
         """One session holding the samples of both (e.g. a profiler started twice)."""

@@ -133,7 +133,7 @@ def _await_times(root: Frame) -> Dict[int, float]:
     """Time spent in ``[await]`` below each frame, by frame id (empty when the tree has
     none: sessions of our engine never do). One pass, instead of walking every
     frame's subtree again."""
-    if not root.context.has_await:
+    if root.context.has_await is False:
         return {}
     totals: Dict[int, float] = {}
     for frame in walk_postorder(root):

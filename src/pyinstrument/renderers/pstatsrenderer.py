@@ -48,7 +48,9 @@ FunctionStats = Tuple[int, int, float, float, Dict[FunctionKey, CallerStats]]
 
 
 class PstatsRenderer(FrameRenderer):
-    """The profile in cProfile's ``.pstats`` format (binary; ``render`` returns bytes).
+    """The profile in cProfile's ``.pstats`` format. It is binary: ``render`` returns it as
+    upstream does, a ``str`` of the bytes decoded with ``surrogateescape``; write it with
+    ``.encode("utf-8", errors="surrogateescape")``.
 
     ``show_all``, ``timeline`` and ``processor_options`` are those of
     :class:`~pyinstrument.renderers.base.FrameRenderer`, but every function is kept
@@ -68,14 +70,14 @@ class PstatsRenderer(FrameRenderer):
             processors.remove_first_pyinstrument_frames_processor,
         ]
 
-    def render(self, session: Session) -> bytes:  # type: ignore[override]
+    def render(self, session: Session) -> str:
         with gc_paused():
             root = self.session_root_frame(session)
             try:
                 stats = stats_of_tree(root)
             finally:
                 dispose_tree(root)
-        return marshal.dumps(stats)
+        return marshal.dumps(stats).decode("utf-8", errors="surrogateescape")
 
 
 def function_key(frame: Frame) -> FunctionKey:

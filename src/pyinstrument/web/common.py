@@ -454,7 +454,8 @@ class WebProfiling:
 
     def render(self, session: Session, renderer: Any) -> bytes:
         output = renderer.render(session)
-        return output.encode("utf-8") if isinstance(output, str) else bytes(output)
+        # binary formats come as str too (pstats, as upstream's): their bytes, surrogate-escaped
+        return output.encode("utf-8", errors="surrogateescape") if isinstance(output, str) else bytes(output)
 
     def report_response(self, session: Session, renderer: Any = None) -> Optional[Tuple[bytes, str]]:
         """(body, content type) of the report to send instead of the response, or None
