@@ -446,7 +446,7 @@ def time_format(session: Any, label: str, options: List[str], class_name: str, r
         timing, output = time_runs(lambda: renderer.render(session), repeats)
     except Exception as exc:
         return dict(entry, status="failed", error=f"{type(exc).__name__}: {exc}")
-    size = len(output) if isinstance(output, (bytes, bytearray)) else len(str(output).encode("utf-8"))
+    size = len(output) if isinstance(output, (bytes, bytearray)) else len(str(output).encode("utf-8", errors="surrogateescape"))
     return dict(entry, status="ok", bytes=size, **timing)
 
 

@@ -131,7 +131,7 @@ def test_invalid_time_option_is_refused():
         ConsoleRenderer(flat_time="cumulative")
 
 
-def test_class_names_and_qualified_names():
+def test_class_names_and_qualified_names_are_shown_as_upstream_shows_them():
     method_by_attribute = fi("compute", f"{APP}/worker.py", 7, cls="Worker")
     qualified = fi("Worker.prepare", f"{APP}/worker.py", 3)
     nested = fi("outer.<locals>.inner", f"{APP}/worker.py", 20)
@@ -139,7 +139,7 @@ def test_class_names_and_qualified_names():
     lines = body(ConsoleRenderer().render(session))
     assert "|- 0.500 Worker.compute  worker.py:7" in lines
     assert "|- 0.300 Worker.prepare  worker.py:3" in lines
-    assert "`- 0.200 outer.<locals>.inner  worker.py:20" in lines
+    assert "`- 0.200 inner  worker.py:20" in lines
 
 
 def test_paths_are_shortened_relative_to_the_nearest_sys_path_entry():

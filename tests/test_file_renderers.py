@@ -239,7 +239,8 @@ def test_json_tree_is_the_text_reports_tree():
     assert by_name["slow"]["time"] == pytest.approx(0.7)
     assert by_name["compile"]["is_application_code"] is False
     assert by_name["compile"]["file_path_short"] == "re/__init__.py"
-    assert by_name["Worker.fast"]["class_name"] == "Worker"
+    # as upstream's: the function's own name, its class beside it
+    assert by_name["fast"]["class_name"] == "Worker"
     assert "class_name" not in by_name["slow"]
     (sleep,) = [c for c in by_name["slow"]["children"] if c["function"] == "sleep"]
     assert sleep["time"] == pytest.approx(0.4) and sleep["cpu_time"] == 0.0
@@ -269,7 +270,7 @@ def test_json_threads_and_options():
     assert document["thread_names"] == {"1": "MainThread", "2": "worker"}
     # show_all and processor options are upstream's FrameRenderer options
     small = json.loads(JSONRenderer(processor_options={"filter_threshold": 0.12}).render(simple_session()))
-    assert "Worker.fast" not in {f["function"] for f in json_frames(small["root_frame"])}
+    assert "fast" not in {f["function"] for f in json_frames(small["root_frame"])}
     everything = json.loads(JSONRenderer(show_all=True).render(library_session()))
     assert not any("group_id" in f for f in json_frames(everything["root_frame"]))
     assert JSONRenderer.output_file_extension == "json" and not JSONRenderer.output_is_binary

@@ -46,6 +46,7 @@ from sessions import (  # noqa: E402
 )
 
 from pyinstrument import Profiler  # noqa: E402
+from pyinstrument.frame import Frame  # noqa: E402
 from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer  # noqa: E402
 from pyinstrument.renderers import html as html_module  # noqa: E402
 from pyinstrument.session import Session, Timeline  # noqa: E402
@@ -149,15 +150,13 @@ def test_generated_code_is_not_application_code():
     frames = data["frames"]
     app = {(name, path): is_app for name, path, is_app in zip(frames["name"], frames["file"], frames["app"])}
     for frame in generated:
-        name, path = frame.split("\x00")[:2]
-        assert not app[(name, path)], name
+        assert not app[(Frame(frame).display_name, Frame(frame).file_path)], frame
     for frame in typed:
-        name, path = frame.split("\x00")[:2]
-        assert app[(name, path)], name
+        assert app[(Frame(frame).display_name, Frame(frame).file_path)], frame
     assert app[("Point.__post_init__", f"{APP}/shapes.py")]
     # the text report colours it as library code too
     colored = ConsoleRenderer(color=True, show_all=True).render(make_session(records))
-    assert "\x1b[38;5;15m__create_fn__" not in colored and "\x1b[38;5;15mhelper" in colored
+    assert "\x1b[38;5;15m__init__" not in colored and "\x1b[38;5;15mhelper" in colored
 
 
 DATACLASS_PROGRAM = """

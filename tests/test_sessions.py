@@ -170,7 +170,7 @@ def test_combined_session_holds_both_runs(tmp_path):
     assert combined.cpu_time == pytest.approx(first.cpu_time + second.cpu_time)
     root = combined.root_frame()
     assert root.time == pytest.approx(first.duration + second.duration)
-    names = {f.function for f in root.iter_subtree()}
+    names = {f.display_name for f in root.iter_subtree()}
     assert {"slow", "Worker.fast", "work", "Thread.join"} <= names
     combined.save(tmp_path / "c.pyisession")
     assert render_all_ways(Session.load(tmp_path / "c.pyisession")) == render_all_ways(combined)

@@ -306,8 +306,27 @@ class Frame:
         return parts
 
     @property
-    def function(self) -> str:
+    def qualname(self) -> str:
+        """The name as recorded: a code frame's qualified name (``K.meth``,
+        ``outer.<locals>.inner``), a C function's, a thread's or a synthetic frame's."""
         return self._identifier_parts()[0]
+
+    def _qualname_split(self) -> Tuple[Optional[str], str]:
+        """(class, own name) of a code frame's qualified name, as upstream names them:
+        ``K.meth`` -> (``K``, ``meth``), ``outer.<locals>.inner`` -> (None, ``inner``),
+        ``f.<locals>.K.meth`` -> (``K``, ``meth``). Other frames keep their name whole."""
+        name, path, _ = self._identifier_parts()
+        if "." not in name or path is None or path in (THREAD_FILE, BUILTIN_FILE):
+            return None, name
+        scope, _, own = name.rpartition(".")
+        owner = scope.rsplit("<locals>", 1)[-1].lstrip(".")
+        return owner or None, own
+
+    @property
+    def function(self) -> str:
+        """The function's own name (``meth``, ``inner``), as upstream's; with its class:
+        :attr:`display_name`; as recorded: :attr:`qualname`."""
+        return self._qualname_split()[1]
 
     @property
     def file_path(self) -> Optional[str]:
@@ -371,10 +390,14 @@ class Frame:
 
     @property
     def class_name(self) -> Optional[str]:
+        """The class of a method: recorded with the frame (upstream's sessions), else
+        from its qualified name."""
         context = self._context
-        if context is not None and context.may_have_class_names is False:
-            return None
-        return self.get_attribute_value(ATTRIBUTE_MARKER_CLASS_NAME)
+        if context is None or context.may_have_class_names is not False:
+            recorded = self.get_attribute_value(ATTRIBUTE_MARKER_CLASS_NAME)
+            if recorded:
+                return recorded
+        return self._qualname_split()[0]
 
     @property
     def has_tracebackhide(self) -> bool:
@@ -399,17 +422,15 @@ class Frame:
 
     @property
     def display_name(self) -> str:
-        """``Class.function`` when the class is known, else the (qualified) function name;
-        a thread's name (with ``#1``, ``#2``... when threads beside it share it)."""
-        function = self.function
+        """``Class.function`` when the class is known, else the function's own name; a
+        thread's name (with ``#1``, ``#2``... when threads beside it share it)."""
         if self.is_synthetic:
-            return "[all threads]" if self.is_all_threads_root else function
+            return "[all threads]" if self.is_all_threads_root else self.qualname
         if self.is_thread:
             return self._thread_label()
+        function = self.function
         class_name = self.class_name
-        if class_name and not function.startswith(class_name + "."):
-            return f"{class_name}.{function}"
-        return function
+        return f"{class_name}.{function}" if class_name else function
 
     # -- context-dependent ----------------------------------------------------------------
 

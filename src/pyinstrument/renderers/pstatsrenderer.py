@@ -81,7 +81,8 @@ class PstatsRenderer(FrameRenderer):
 
 
 def function_key(frame: Frame) -> FunctionKey:
-    return (frame.file_path or "", frame.line_no or 0, frame.function)
+    # the qualified name (``Worker.fast``): pstats readers show no class beside it
+    return (frame.file_path or "", frame.line_no or 0, frame.qualname)
 
 
 def stats_of_tree(root: Optional[Frame]) -> Dict[FunctionKey, FunctionStats]:
