@@ -347,3 +347,31 @@ def test_pstats_render_is_a_string_of_the_bytes_as_upstream_gives_it(tmp_path):
     path.write_bytes(data.encode("utf-8", errors="surrogateescape"))
     stats = pstats.Stats(str(path), stream=io.StringIO())
     assert {key[2] for key in stats.stats} >= {"main", "work"}  # type: ignore[attr-defined]
+
+
+def test_upstream_compatibility_modules_name_what_upstreams_internals_named():
+    # pyinstrument.stack_sampler and pyinstrument.context_manager: for code (upstream's own
+    # test suite) written against upstream's internals
+    from pyinstrument import profile, stack_sampler
+    from pyinstrument.context_manager import ProfileContext
+
+    assert isinstance(profile(), ProfileContext)
+    sampler = stack_sampler.get_stack_sampler()
+    assert sampler is stack_sampler.get_stack_sampler()
+    assert sampler.subscribers == []
+    p = Profiler()
+    p.start()
+    try:
+        assert sampler.subscribers == [p]
+        seen: list = []
+        other = threading.Thread(target=lambda: seen.append(stack_sampler.get_stack_sampler().subscribers))
+        other.start()
+        other.join()
+        assert seen == [[]]  # started in this thread, not that one
+    finally:
+        p.stop()
+    assert sampler.subscribers == []
+    sampler.timer_func = time.time  # settable, not used by our engine
+    assert sampler.timer_func is time.time
+    sampler.timer_func = None
+    stack_sampler.thread_locals.__dict__.clear()
