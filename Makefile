@@ -1,4 +1,5 @@
-# make demo: profile the bundled example.  make test: build and test on every CPython present.
+# make demo: profile the bundled example.  make test: build and test on every CPython present
+# (our tests, then upstream pyinstrument's own suite against our package: tools/upstream-suite.sh).
 SHELL := /bin/bash
 PYTHONS := $(shell tools/pythons.sh)
 DEMO_PYTHON ?= $(firstword $(filter %python3.12,$(PYTHONS)) $(PYTHONS))
@@ -9,7 +10,7 @@ SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(P
 BROWSER_PYTHON ?= $(firstword $(PYTHONS))
 PYTEST_ARGS ?= -q
 
-.PHONY: demo test test-fast test-sanitize lint typecheck bench bench-quick clean
+.PHONY: demo test test-fast test-upstream test-sanitize lint typecheck bench bench-quick clean
 
 demo:
 	@py=$$(tools/venv.sh $(DEMO_PYTHON)) && $$py -m pyinstrument examples/demo.py
@@ -20,7 +21,9 @@ test:
 	@failed=""; for py in $(PYTHONS); do \
 	    echo "=== $$($$py -c 'import sys; print(sys.version.split()[0])') ($$py)"; \
 	    if [ "$$py" = "$(BROWSER_PYTHON)" ]; then only=(); else only=(-m "not browser"); fi; \
-	    venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $$py) && $$venv -m pytest $(PYTEST_ARGS) "$${only[@]}" tests || failed="$$failed $$py"; \
+	    venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $$py) || { failed="$$failed $$py"; continue; }; \
+	    $$venv -m pytest $(PYTEST_ARGS) "$${only[@]}" tests || failed="$$failed $$py"; \
+	    tools/upstream-suite.sh $$venv || failed="$$failed upstream-suite:$$py"; \
 	done; \
 	$(MAKE) --no-print-directory test-sanitize || failed="$$failed sanitize"; \
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi
@@ -28,6 +31,11 @@ test:
 # the quick check while working: one interpreter, no browser, no sanitizers (a few minutes)
 test-fast:
 	@venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $(DEMO_PYTHON)) && $$venv -m pytest $(PYTEST_ARGS) -m "not browser" -x tests
+
+# upstream pyinstrument's own test suite against our package, on one interpreter (about 10 s;
+# the exclusions, with their reasons: tests/upstream/excluded.txt)
+test-upstream:
+	@venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $(DEMO_PYTHON)) && tools/upstream-suite.sh $$venv
 
 # ruff (lint and format) and mypy on the package, with the versions pyproject.toml pins
 lint:
