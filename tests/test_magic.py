@@ -158,7 +158,6 @@ def test_show_and_hide_options_are_accepted(shell: Any, shown: List[Dict[str, st
         "-p no_such_option=1 distinctive_cell_busy_function()",
         "-p time=bogus distinctive_cell_busy_function()",
         "--show-all --show x distinctive_cell_busy_function()",
-        "",
     ],
 )
 def test_bad_options_are_a_usage_error(shell: Any, shown: List[Dict[str, str]], line: str) -> None:
@@ -166,8 +165,16 @@ def test_bad_options_are_a_usage_error(shell: Any, shown: List[Dict[str, str]], 
     with pytest.raises(UsageError) as caught:
         shell.run_line_magic("pyinstrument", line)
     message = str(caught.value)
-    assert message.startswith("%pyinstrument") and (line == "" or "\n" not in message)
+    assert message.startswith("%pyinstrument") and "\n" not in message
     assert shown == []
+
+
+def test_an_empty_line_does_nothing_as_upstream(
+    shell: Any, shown: List[Dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shell.run_line_magic("pyinstrument", "") is None
+    assert shown == []
+    assert "nothing to profile" in capsys.readouterr().err
 
 
 # Ctrl-C is SIGINT: where it is ignored (a background job), the cells below run to the end
@@ -188,11 +195,18 @@ def test_ctrl_c_stops_quietly_with_the_report(
         "distinctive_cell_busy_function(30)\n"
     )
     result = run(shell, cell)
-    assert result.error_in_exec is None
     text = the_report(shown)["text/plain"]
     assert "distinctive_cell_busy_function" in text
     assert float(re.search(r"Duration:\s+([0-9.]+)", text).group(1)) < 30  # type: ignore[union-attr]
-    assert "interrupted" in capsys.readouterr().err
+    # as upstream: the run stops (a notebook's "Run All" does not go on), with no traceback
+    from pyinstrument.magic.magic import InterruptSilently
+
+    assert isinstance(result.error_in_exec, InterruptSilently)
+    out, err = capsys.readouterr()
+    assert "interrupted" in out and "Traceback" not in out + err and "InterruptSilently" not in out + err
+    # and only once: the next cell's errors are shown as usual
+    assert isinstance(run(shell, "1 / 0").error_in_exec, ZeroDivisionError)
+    assert "ZeroDivisionError" in "".join(capsys.readouterr())
 
 
 @needs_sigint
@@ -212,7 +226,9 @@ def test_ctrl_c_stops_an_async_cell_in_a_running_loop(shell: Any, shown: List[Di
 
     # not asyncio.run(): its own Ctrl-C handling would take the signal, as Jupyter's does not
     result = _run_in_new_loop(kernel_like())
-    assert result.error_in_exec is None
+    from pyinstrument.magic.magic import InterruptSilently
+
+    assert isinstance(result.error_in_exec, InterruptSilently)  # the run stops, silently
     assert "finished_waiting" not in shell.user_ns
     assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
 

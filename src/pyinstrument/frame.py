@@ -258,7 +258,7 @@ class Frame:
         identifier: str = "",
         children: Optional[Sequence["Frame"]] = None,
         time: float = 0.0,
-        context: Optional[FrameContext] = None,
+        context: Optional[Any] = None,  # a FrameContext, or a Session (upstream passes one)
         *,
         cpu_time: float = 0.0,
         attributes: Optional[Dict[str, float]] = None,
@@ -266,6 +266,8 @@ class Frame:
     ):
         if identifier_or_frame_info is not None:  # upstream's name for the first argument
             identifier = identifier_or_frame_info
+        if context is not None and not isinstance(context, FrameContext):
+            context = context.frame_context()  # upstream passes the Session itself
         attrs: Tuple[str, ...] = ()
         if ATTRIBUTES_SEP in identifier:
             identifier, attrs = parse_frame_info(identifier)
@@ -693,6 +695,7 @@ def _make_child(parent: Frame, identifier: str, context: Optional[FrameContext])
     child.identifier = identifier
     child.time = 0.0
     child.cpu_time = 0.0
+    child.absorbed_time = 0.0
     child.attributes = {}
     child.group = None
     child.parent = parent

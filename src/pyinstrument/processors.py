@@ -381,6 +381,7 @@ def remove_unnecessary_self_time_nodes(frame: Optional[Frame], options: Processo
         if len(children) == 1:
             if children[0].identifier == SELF_TIME_FRAME_IDENTIFIER:
                 children[0].parent = None
+                node.absorbed_time += children[0].time  # as upstream's: time of no child
                 node._set_children([])
             else:
                 stack.append(children[0])

@@ -750,11 +750,23 @@ class Profiler:
             )
         )
 
-    def output_html(self, resample_interval: Optional[float] = None) -> str:
-        """The last session as a self-contained HTML page (see HTMLRenderer)."""
+    def output_html(
+        self,
+        resample_interval: Optional[float] = None,
+        processor_options: Optional[Dict[str, Any]] = None,
+        include_source: bool = True,
+    ) -> str:
+        """The last session as a self-contained HTML page (see HTMLRenderer, whose
+        options these are)."""
         from pyinstrument.renderers.html import HTMLRenderer
 
-        return self.output(HTMLRenderer(resample_interval=resample_interval))
+        return self.output(
+            HTMLRenderer(
+                resample_interval=resample_interval,
+                processor_options=processor_options,
+                include_source=include_source,
+            )
+        )
 
     def write_html(
         self,

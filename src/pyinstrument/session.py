@@ -313,32 +313,40 @@ class Session:
 
     # -- combining ------------------------------------------------------------------------
 
+    @staticmethod
+    def _resample_frame_records(frame_records: Sequence[FrameRecordType], interval: float) -> List[FrameRecordType]:
+        """Fewer records, each of at least ``interval`` seconds (but those of outermost
+        frames): a stack with less has its time moved to its caller's stack, which was
+        on the stack too, until the time gathered there reaches ``interval``."""
+        table = FrameTable.from_records(frame_records)
+        gathered = [0.0] * len(table.node_parent)
+        for node, seconds in zip(table.record_node, table.record_seconds):
+            if node != NO_NODE:
+                gathered[node] += seconds
+        # children come after their parents: from the last node back, each passes up what
+        # is not enough on its own
+        for node in range(len(gathered) - 1, -1, -1):
+            parent = table.node_parent[node]
+            if 0 < gathered[node] < interval and parent != NO_NODE:
+                gathered[parent] += gathered[node]
+                gathered[node] = 0.0
+        return [(table.stack(node), seconds) for node, seconds in enumerate(gathered) if seconds > 0]
+
     def resample(self, interval: float) -> "Session":
         """A session with fewer frame records, for renderers that slow down on many (as
-        upstream's): the records are taken in order and their time gathered until it
-        reaches ``interval``, then given to the record that reached it; what is left at
-        the end goes to the last record kept. The total time is kept, the timeline is not."""
+        upstream's): stacks of less than ``interval`` seconds give their time to their
+        callers' stacks (see :meth:`_resample_frame_records`). Every stack kept is one the
+        program had, and the total time is kept; the timeline and CPU times are not."""
         if not interval > 0:
             raise ValueError("interval must be a positive number of seconds")
-        kept: List[FrameRecordType] = []
-        gathered = 0.0
-        for stack, seconds in self.frame_records:
-            gathered += seconds
-            if gathered >= interval:
-                kept.append((stack, gathered))
-                gathered = 0.0
-        if gathered > 0 and self.frame_records:
-            if kept:
-                kept[-1] = (kept[-1][0], kept[-1][1] + gathered)
-            else:
-                kept.append((self.frame_records[-1][0], gathered))
+        kept = self._resample_frame_records(self.frame_records, interval)
         return Session(
             frame_records=kept,
             start_time=self.start_time,
             duration=self.duration,
             min_interval=interval,
             max_interval=interval,
-            sample_count=len(kept),
+            sample_count=self.sample_count,
             start_call_stack=self.start_call_stack,
             target_description=self.target_description,
             cpu_time=self.cpu_time,

@@ -303,7 +303,9 @@ class PyinstrumentMagic(Magics):
                 raise UsageError("%%pyinstrument: only options go on the first line of the cell")
             code = cell
         if not code.strip():
-            raise UsageError("%pyinstrument: nothing to profile; usage:\n" + USAGE)
+            # as upstream: nothing happens (a notebook's "Run All" goes on)
+            print("pyinstrument: nothing to profile (see %pyinstrument?)", file=sys.stderr)
+            return None
         html_renderer, text_renderer = make_renderers(options)
         compiled, cell_filename = self._compile(code)
 
@@ -312,7 +314,7 @@ class PyinstrumentMagic(Magics):
         session, outcome, error, interrupted = self._run(compiled, options, description)
         keep_only_the_cell(session, cell_filename)
         if interrupted:
-            print("pyinstrument: interrupted; the report covers the time until then", file=sys.stderr)
+            print("pyinstrument: interrupted; the report covers the time until then")
         display(
             {
                 "text/html": iframe_for(html_renderer.render(session), options.height),
@@ -323,6 +325,8 @@ class PyinstrumentMagic(Magics):
         if error is not None:
             _show_from_the_cell(self._shell, error, cell_filename)
             raise error
+        if interrupted:
+            _interrupt_silently(self._shell)
         return outcome
 
     pyinstrument.__doc__ = "Profile a statement or a cell with pyinstrument.\n\n" + USAGE
@@ -411,6 +415,22 @@ async def _profiled_in_task(coroutine: Any, profiler: Profiler, description: str
     attributes the time the cell spends awaiting to its awaits."""
     profiler.start(caller_frame=inspect.currentframe(), target_description=description)
     return await coroutine
+
+
+class InterruptSilently(Exception):
+    """Raised once the report of a cell interrupted with Ctrl-C is shown: it stops a
+    notebook's "Run All" as the interrupt would have, without a traceback."""
+
+
+def _interrupt_silently(shell: Any) -> None:
+    """Raises InterruptSilently, with IPython told to show nothing for it (once)."""
+    before = (shell.CustomTB, shell.custom_exceptions)
+
+    def show_nothing(shell: Any, etype: Any, value: Any, tb: Any, tb_offset: Any = None) -> None:
+        shell.CustomTB, shell.custom_exceptions = before
+
+    shell.set_custom_exc((InterruptSilently,), show_nothing)
+    raise InterruptSilently()
 
 
 def _stop(profiler: Profiler) -> Session:

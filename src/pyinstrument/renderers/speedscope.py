@@ -31,6 +31,8 @@ UTF-8.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import sys
 import time
@@ -60,6 +62,32 @@ def _seconds(value: float) -> str:
 
 #: a call written to the file: (open time, depth, close time, frame index)
 Call = Tuple[float, int, float, int]
+
+
+# The file's records under upstream's names, for code that reads the files with them (the
+# renderer writes the JSON directly).
+@dataclasses.dataclass(frozen=True)
+class SpeedscopeFrame:
+    """An entry of ``shared.frames``."""
+
+    name: Optional[str]
+    file: Optional[str]
+    line: Optional[int]
+
+
+class SpeedscopeEventType(enum.Enum):
+    OPEN = "O"
+    CLOSE = "C"
+
+
+@dataclasses.dataclass
+class SpeedscopeEvent:
+    """An event of an evented profile: a frame (an index of ``shared.frames``) opening
+    or closing ``at`` seconds into the profile."""
+
+    type: SpeedscopeEventType
+    at: float
+    frame: int
 
 
 class SpeedscopeRenderer(FrameRenderer):
