@@ -209,6 +209,31 @@ def test_profile_dir_gets_one_report_per_request(tmp_path: Any) -> None:
     assert "distinctive_profiled_view" in (tmp_path / view_report).read_text(encoding="utf-8")
 
 
+def test_a_show_callback_also_chooses_the_requests_the_profile_dir_records(tmp_path: Any) -> None:
+    # as upstream's middleware: with a callback set, only the requests it allows are recorded
+    with serve(
+        PYINSTRUMENT_PROFILE_DIR=str(tmp_path), PYINSTRUMENT_SHOW_CALLBACK=f"{APP_MODULE}.allow_when_header"
+    ) as base:
+        assert fetch(f"{base}/view/") == PAGE_TEXT
+        assert fetch(f"{base}/other/", {"X-Let-Me-Profile": "yes"}) == PAGE_TEXT
+    (name,) = reports_in(str(tmp_path))
+    assert "_other_" in name
+
+
+def test_old_style_hooks_profile_the_request_as_upstreams_do(tmp_path: Any) -> None:
+    # code (and upstream's tests) that call process_request/process_response directly
+    from pyinstrument.middleware import ProfilerMiddleware
+
+    with override_settings(PYINSTRUMENT_PROFILE_DIR=str(tmp_path)):
+        middleware = ProfilerMiddleware(lambda request: None)
+        request = get_request("/view/")
+        middleware.process_request(request)
+        assert request.profiler.is_running
+        assert middleware.process_response(request, "the response") == "the response"
+        assert not request.profiler.is_running
+    assert len(reports_in(str(tmp_path))) == 1
+
+
 def test_profile_dir_with_another_renderer_and_name_template(tmp_path: Any) -> None:
     with serve(
         PYINSTRUMENT_PROFILE_DIR=str(tmp_path),

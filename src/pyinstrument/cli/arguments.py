@@ -397,11 +397,11 @@ def check_target_description(text: str) -> None:
         raise UsageError(f"invalid --target-description {text!r}: {exc}") from None
     for field in fields:
         if field == "":
-            raise UsageError("empty placeholder '{}' in --target-description; the only placeholder is {args}")
+            raise UsageError("Empty placeholder '{}' in --target-description; the only placeholder is {args}")
         base = field.split(".", 1)[0].split("[", 1)[0]
         if base != "args":
             raise UsageError(
-                f"unknown placeholder '{{{field}}}' in --target-description; the only placeholder is {{args}}"
+                f"Unknown placeholder '{field}' in --target-description; the only placeholder is {{args}}"
             )
     try:
         text.format(args="program arg")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from pyinstrument.web.common import (
     DEFAULT_FILENAME,
@@ -38,6 +38,8 @@ from pyinstrument.web.common import (
     has_query_argument,
     seconds_option,
 )
+
+from pyinstrument.session import Session
 
 logger = logging.getLogger("pyinstrument.middleware")
 
@@ -144,25 +146,33 @@ class ProfilerMiddleware:
                 self._values = values
             return self._current
 
-    def __call__(self, request: Any) -> Any:
+    def process_request(self, request: Any) -> None:
+        """Starts profiling the request (``request.profiler``) when the settings say so:
+        ``?profile`` from someone PYINSTRUMENT_SHOW_CALLBACK allows, or every request when
+        PYINSTRUMENT_PROFILE_DIR is set (only those the callback allows, when one is set,
+        as upstream's middleware does). Upstream's old-style hook; ``__call__`` uses it."""
         profiling = self._profiling()
         url_argument = profiling.url_argument
         # the raw query string, not request.GET, whose parsing can fail (too many fields)
         asks = url_argument is not None and has_query_argument(request.META.get("QUERY_STRING", ""), url_argument)
         show_report = asks and profiling.allows(request)
-        if not show_report and not profiling.records:
-            return self.get_response(request)
+        callback_set = dict(zip(SETTING_NAMES, self._values))["show_callback"] is not None
+        records = profiling.records and (show_report or not callback_set or profiling.allows(request))
+        if not (show_report or records):
+            return
         profiler = profiling.start(request)
-        if profiler is None:
-            return self.get_response(request)
-        try:
-            response = self.get_response(request)
-        finally:
-            session = profiling.stop(profiler)
-            if session is not None:
-                profiling.keep(request, session)
-            profiling.done()
-        report = profiling.report_response(session, _html_renderer()) if show_report and session is not None else None
+        if profiler is not None:
+            request.profiler = profiler
+            request._pyinstrument_profiling = (profiling, show_report)
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        """Stops the request's profiling (process_request) and keeps its report; returns
+        the response, or the HTML report when the request asked for it."""
+        finished = self._finish(request)
+        if finished is None:
+            return response
+        profiling, show_report, session = finished
+        report = profiling.report_response(session, _html_renderer()) if show_report and session else None
         if report is None:
             return response
         from django.http import HttpResponse
@@ -171,6 +181,32 @@ class ProfilerMiddleware:
         report_response = HttpResponse(content, content_type=content_type)
         report_response["Cache-Control"] = "no-store"
         return report_response
+
+    def _finish(self, request: Any) -> Optional[Tuple[WebProfiling, bool, Optional[Session]]]:
+        """Stops the request's profiling and keeps its session: (profiling, whether the
+        report is to be shown, session or None when stopping failed), or None when the
+        request was not profiled."""
+        started = getattr(request, "_pyinstrument_profiling", None)
+        if started is None:
+            return None
+        del request._pyinstrument_profiling
+        profiling, show_report = started
+        try:
+            session = profiling.stop(request.profiler)
+            if session is not None:
+                profiling.keep(request, session)
+        finally:
+            profiling.done()
+        return profiling, show_report, session
+
+    def __call__(self, request: Any) -> Any:
+        self.process_request(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._finish(request)
+            raise
+        return self.process_response(request, response)
 
 
 def _html_renderer() -> Any:
