@@ -30,6 +30,7 @@ import logging
 import threading
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
+from pyinstrument.session import Session
 from pyinstrument.web.common import (
     DEFAULT_FILENAME,
     WebProfiling,
@@ -38,8 +39,6 @@ from pyinstrument.web.common import (
     has_query_argument,
     seconds_option,
 )
-
-from pyinstrument.session import Session
 
 logger = logging.getLogger("pyinstrument.middleware")
 
