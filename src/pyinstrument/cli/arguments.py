@@ -400,9 +400,7 @@ def check_target_description(text: str) -> None:
             raise UsageError("Empty placeholder '{}' in --target-description; the only placeholder is {args}")
         base = field.split(".", 1)[0].split("[", 1)[0]
         if base != "args":
-            raise UsageError(
-                f"Unknown placeholder '{field}' in --target-description; the only placeholder is {{args}}"
-            )
+            raise UsageError(f"Unknown placeholder '{field}' in --target-description; the only placeholder is {{args}}")
     try:
         text.format(args="program arg")
     except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
