@@ -203,15 +203,17 @@ static void remember_c_stack(pi_walker *w, uintptr_t addr, size_t len)
         w->c_stack[k] = addr;
         w->c_stack_copied[k] = false;
     }
+    if (w->c_stack_len[k] != len)
+        w->c_stack_copied[k] = false; /* what was copied there is not what is wanted now */
     w->c_stack_len[k] = len;
     w->c_stack_used[k] = ++w->c_stack_clock;
 }
 
-/* The copy of what the thread keeps at addr on its C stack, read between the copies. */
-static const uint8_t *c_stack_find(pi_walker *w, uintptr_t addr)
+/* The copy of `size` bytes the thread keeps at addr on its C stack, read between the copies. */
+static const uint8_t *c_stack_find(pi_walker *w, uintptr_t addr, size_t size)
 {
     for (size_t k = 0; w->confirm_chain && k < w->c_stack_count; k++) {
-        if (w->c_stack[k] == addr && w->c_stack_copied[k]) {
+        if (w->c_stack[k] == addr && w->c_stack_copied[k] && w->c_stack_len[k] >= size) {
             w->c_stack_used[k] = ++w->c_stack_clock;
             return w->c_stack_copies[k];
         }
@@ -319,7 +321,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
         }
         const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
         if (!copy)
-            copy = c_stack_find(w, w->cur);
+            copy = c_stack_find(w, w->cur, frame_size);
         if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
             copy = spec_find(w, w->cur);
             if (copy)
@@ -372,7 +374,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
 static uintptr_t returning_callback(pi_walker *w, uintptr_t entry)
 {
     size_t size = pi_runtime_layout.frame_read_size, link = pi_frame_previous_offset();
-    const uint8_t *copy = c_stack_find(w, entry);
+    const uint8_t *copy = c_stack_find(w, entry, size);
     pi_frame e, f;
     if (!copy || pi_parse_frame(copy, &e) != 0 || e.kind != PI_FRAME_SKIP || !region_find(&w->chunk_again, e.previous, size))
         return 0;
@@ -404,7 +406,7 @@ static void start_between_copies(pi_walker *w)
         w->cur = ts.frame;
         w->state = WALK_FRAMES;
     } else if (ts.cframe) {
-        const uint8_t *cframe = c_stack_find(w, ts.cframe);
+        const uint8_t *cframe = c_stack_find(w, ts.cframe, pi_cframe_read_size());
         if (!cframe) {
             remember_c_stack(w, ts.cframe, pi_cframe_read_size()); /* read with the next attempt */
             walker_fail(w);
