@@ -122,6 +122,9 @@ typedef struct {
 } pi_frame;
 
 int pi_parse_frame(const void *buf, pi_frame *out);
+/* 3.9/3.10: a frame object whose function has returned (its memory kept as its code's
+ * zombie frame): its code and caller as they were. -1 for anything else, and on 3.11+. */
+int pi_parse_returned_frame(const void *buf, pi_frame *out);
 /* Where a frame's link to the previous frame is, from the frame's start. */
 size_t pi_frame_previous_offset(void);
 

@@ -264,6 +264,33 @@ uintptr_t pi_parse_cframe(const void *buf)
 #endif
 }
 
+int pi_parse_returned_frame(const void *buf, pi_frame *out)
+{
+    memset(out, 0, sizeof *out);
+#if PY_VERSION_HEX < 0x030B0000
+    PyFrameObject f;
+    memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
+    out->kind = PI_FRAME_PYTHON;
+    out->previous = (uintptr_t)f.f_back;
+    out->code = (uintptr_t)f.f_code;
+    out->valuestack = (uintptr_t)f.f_valuestack;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->lasti = f.f_lasti;
+    bool returned = f.f_state == FRAME_RETURNED;
+#else
+    out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2;
+    bool returned = !f.f_executing;
+#endif
+    /* a generator's frame loses its caller when it returns or yields: never taken */
+    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !returned || !f.f_code || !f.f_back || f.f_gen)
+        return -1;
+    return 0;
+#else
+    (void)buf;
+    return -1;
+#endif
+}
+
 size_t pi_frame_previous_offset(void)
 {
 #if PY_VERSION_HEX >= 0x030B0000

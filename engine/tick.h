@@ -77,6 +77,7 @@ struct pi_walker {
     size_t tstate_again_cap;
     bool again_ok, tstate_again_ok, confirm_chain, chunk_confirmed;
     uintptr_t top_again, start_frame;
+    bool leaf_returned; /* 3.9/3.10: the innermost frame is one that had just returned (returned_leaf) */
     /* what the thread keeps on its C stack and was seen using lately (c_stack_used):
      * the _PyCFrames of its evaluation loops (3.11/3.12; whichever the thread state
      * names between the copies gives the current frame) and their entry frames (3.12+,
