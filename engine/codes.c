@@ -703,6 +703,13 @@ int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out
     return pi_call_layout(&e->instrs[lo], e->depths ? e->depths[lo] : -1, out);
 }
 
+bool pi_code_range(const pi_code_entry *e, uintptr_t *start, int64_t *units)
+{
+    *start = e->header.code_start;
+    *units = e->header.code_units;
+    return e->header.code_units > 0 && e->header.code_start != 0;
+}
+
 int pi_code_stack_size(const pi_code_entry *e)
 {
     return e->header.stacksize;

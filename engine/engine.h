@@ -125,6 +125,11 @@ int pi_parse_frame(const void *buf, pi_frame *out);
 /* 3.9/3.10: a frame object whose function has returned (its memory kept as its code's
  * zombie frame): its code and caller as they were. -1 for anything else, and on 3.11+. */
 int pi_parse_returned_frame(const void *buf, pi_frame *out);
+/* 3.14+: a frame popped and cleared (its code and function slots emptied): its caller
+ * and last instruction. -1 for anything else, and before 3.14. */
+int pi_parse_cleared_frame(const void *buf, pi_frame *out);
+/* Writes a code object's address into a copied frame's code slot. */
+void pi_frame_set_code(void *buf, uintptr_t code);
 /* Where a frame's link to the previous frame is, from the frame's start. */
 size_t pi_frame_previous_offset(void);
 
@@ -365,6 +370,8 @@ bool pi_code_instr_traceable(const pi_code_entry *e, uintptr_t instr);
  * slots, counted from the first slot after the frame's pi_code_stack_offset() local
  * slots), 1 when it is a call whose callable cannot be placed, -1 when it is no call. */
 int pi_code_call_site(pi_code_entry *e, uintptr_t instr, int lasti, pi_call *out);
+/* 3.11+: where the entry's bytecode lies (address of its first code unit, and how many). */
+bool pi_code_range(const pi_code_entry *e, uintptr_t *start, int64_t *units);
 /* 3.11+: how many local slots precede the frame's value stack. */
 int pi_code_stack_offset(const pi_code_entry *e);
 /* How many slots its frames' value stacks have. */

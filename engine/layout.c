@@ -291,6 +291,35 @@ int pi_parse_returned_frame(const void *buf, pi_frame *out)
 #endif
 }
 
+int pi_parse_cleared_frame(const void *buf, pi_frame *out)
+{
+    memset(out, 0, sizeof *out);
+#if PY_VERSION_HEX >= 0x030E0000
+    pi_iframe_t f;
+    memcpy(&f, buf, offsetof(pi_iframe_t, localsplus));
+    out->kind = PI_FRAME_PYTHON;
+    out->previous = (uintptr_t)f.previous;
+    frame_position(&f, &out->code, &out->instr);
+    if (f.owner != FRAME_OWNED_BY_THREAD || out->code || !out->previous || !out->instr)
+        return -1;
+    return 0;
+#else
+    (void)buf;
+    return -1;
+#endif
+}
+
+void pi_frame_set_code(void *buf, uintptr_t code)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    memcpy((uint8_t *)buf + offsetof(pi_iframe_t, f_executable), &code, sizeof code);
+#elif PY_VERSION_HEX >= 0x030B0000
+    memcpy((uint8_t *)buf + offsetof(pi_iframe_t, f_code), &code, sizeof code);
+#else
+    memcpy((uint8_t *)buf + offsetof(PyFrameObject, f_code), &code, sizeof code);
+#endif
+}
+
 size_t pi_frame_previous_offset(void)
 {
 #if PY_VERSION_HEX >= 0x030B0000

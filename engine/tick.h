@@ -22,7 +22,8 @@
 #define PI_AGAIN_BIT ((size_t)1 << (sizeof(size_t) * 8 - 4))
 #define PI_TOP_MARGIN 1024
 #define PI_MAX_CALLER_FRAME 4096 /* bytes searched for a callback's frame (returning_callback) */
-#define PI_KNOWN_C_STACK 6 /* _PyCFrames and entry frames read between the copies */ /* bytes copied above a data stack's top: frames pushed meanwhile */
+#define PI_KNOWN_C_STACK 6
+#define PI_LEAF_CODES 8 /* code objects lately innermost on a thread (name_cleared_frame) */ /* _PyCFrames and entry frames read between the copies */ /* bytes copied above a data stack's top: frames pushed meanwhile */
 #define PI_LONG_LIVED 256 /* a direct-mapped cache, emptied every 1024 ticks */
 #define PI_MAX_LEAF_READ (32 * 1024) /* a 3.9/3.10 frame object with its value stack */
 
@@ -78,6 +79,10 @@ struct pi_walker {
     bool again_ok, tstate_again_ok, confirm_chain, chunk_confirmed;
     uintptr_t top_again, start_frame;
     bool leaf_returned; /* 3.9/3.10: the innermost frame is one that had just returned (returned_leaf) */
+    /* 3.14+: the code objects lately innermost on this thread and their bytecode ranges */
+    uintptr_t leaf_codes[PI_LEAF_CODES], leaf_code_starts[PI_LEAF_CODES];
+    int64_t leaf_code_units[PI_LEAF_CODES];
+    size_t leaf_code_next;
     /* what the thread keeps on its C stack and was seen using lately (c_stack_used):
      * the _PyCFrames of its evaluation loops (3.11/3.12; whichever the thread state
      * names between the copies gives the current frame) and their entry frames (3.12+,
@@ -274,6 +279,9 @@ const uint8_t *region_find(const region *r, uintptr_t addr, size_t size);
 const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size);
 
 int round_add(round_list *round, const pi_read *read, size_t owner);
+
+/* Remembers a code object seen innermost on the walker's thread (name_cleared_frame). */
+void remember_leaf_code(pi_walker *w, uintptr_t code, uintptr_t start, int64_t units);
 
 /* Adds the walker's next read to the round, with what is read beside it (the second copy
  * of the current chunk, 3.11+) and, on a walk's first round (`spec`) or a fresh start,

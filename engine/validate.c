@@ -194,8 +194,14 @@ bool validate_walks(pi_state *s, size_t walker_count)
         rewalk_doubtful(s, walker_count, true);
     }
     for (size_t i = 0; i < walker_count; i++) {
-        s->stats.torn_copies += s->walkers[i].torn_copies;
-        s->walkers[i].torn_copies = 0;
+        pi_walker *w = &s->walkers[i];
+        s->stats.torn_copies += w->torn_copies;
+        w->torn_copies = 0;
+        pi_code_entry *e = w->state == WALK_DONE && w->depth && !w->reused ? code_entry(codes, w->codes[0]) : NULL;
+        uintptr_t start;
+        int64_t units;
+        if (e && !pi_code_stale(e) && pi_code_range(e, &start, &units))
+            remember_leaf_code(w, w->codes[0], start, units);
     }
     return true;
 }

@@ -406,6 +406,37 @@ static uintptr_t returning_callback(pi_walker *w, uintptr_t entry)
     return 0;
 }
 
+/* 3.14+: the innermost frame popped and cleared before the second copy reached it (a
+ * callback from C runs for ~50 ns): code and function slots empty, caller and last
+ * instruction kept. Its code is the one of those lately innermost on this thread whose
+ * bytecode holds that instruction; it is written back into the copy (and validated with
+ * the others). */
+static bool name_cleared_frame(const pi_walker *w, uint8_t *buf)
+{
+    pi_frame f;
+    if (pi_parse_cleared_frame(buf, &f) != 0)
+        return false;
+    for (size_t k = 0; k < PI_LEAF_CODES; k++) {
+        uintptr_t start = w->leaf_code_starts[k];
+        if (w->leaf_codes[k] && f.instr >= start && (f.instr - start) / 2 < (uintptr_t)w->leaf_code_units[k]) {
+            pi_frame_set_code(buf, w->leaf_codes[k]);
+            return true;
+        }
+    }
+    return false;
+}
+
+void remember_leaf_code(pi_walker *w, uintptr_t code, uintptr_t start, int64_t units)
+{
+    for (size_t k = 0; k < PI_LEAF_CODES; k++)
+        if (w->leaf_codes[k] == code && w->leaf_code_starts[k] == start)
+            return;
+    size_t k = w->leaf_code_next++ % PI_LEAF_CODES;
+    w->leaf_codes[k] = code;
+    w->leaf_code_starts[k] = start;
+    w->leaf_code_units[k] = units;
+}
+
 /* 3.11+: where the walk starts, from the thread state (3.11/3.12: or its _PyCFrame)
  * read between the two copies of the current chunk. */
 static void start_between_copies(pi_walker *w)
@@ -446,12 +477,13 @@ static void start_between_copies(pi_walker *w)
     /* The innermost frame is taken from the second copy, made after it was current:
      * the first may predate its call. Whatever the second holds there was called by
      * the frame below it, which both copies must show unchanged. A frame popped before
-     * the second copy reached it may be cleared there (3.14+): then the first holds
-     * it, if anything does. */
+     * the second copy reached it is cleared there (3.14+): it is named from its last
+     * instruction when it can be, else the first copy holds it, if anything does. */
     size_t at = w->cur - first->addr;
+    uint8_t *again = w->chunk_again.data + at;
     pi_frame f;
-    if (pi_parse_frame(w->chunk_again.data + at, &f) == 0)
-        memcpy(first->data + at, w->chunk_again.data + at, first->len - at);
+    if (pi_parse_frame(again, &f) == 0 || name_cleared_frame(w, again))
+        memcpy(first->data + at, again, first->len - at);
     w->start_frame = w->cur;
 }
 
@@ -600,6 +632,7 @@ static void walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     spec_prepare(w, same_thread);
     if (!same_thread) {
         w->c_stack_count = 0;
+        memset(w->leaf_codes, 0, sizeof w->leaf_codes);
         w->bottom = 0;
         w->leaf_memo.kind = PI_MEMO_NONE;
     }
