@@ -20,10 +20,10 @@
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
 #define PI_AGAIN_BIT ((size_t)1 << (sizeof(size_t) * 8 - 4))
-#define PI_TOP_MARGIN 1024
+#define PI_TOP_MARGIN 1024 /* bytes copied above a data stack's top: frames pushed meanwhile */
 #define PI_MAX_CALLER_FRAME 4096 /* bytes searched for a callback's frame (returning_callback) */
-#define PI_KNOWN_C_STACK 6
-#define PI_LEAF_CODES 8 /* code objects lately innermost on a thread (name_cleared_frame) */ /* _PyCFrames and entry frames read between the copies */ /* bytes copied above a data stack's top: frames pushed meanwhile */
+#define PI_KNOWN_C_STACK 6 /* _PyCFrames and entry frames read between the copies */
+#define PI_LEAF_CODES 8 /* code objects lately innermost on a thread (name_cleared_frame) */
 #define PI_LONG_LIVED 256 /* a direct-mapped cache, emptied every 1024 ticks */
 #define PI_MAX_LEAF_READ (32 * 1024) /* a 3.9/3.10 frame object with its value stack */
 
@@ -70,9 +70,11 @@ struct pi_walker {
     bool current_chunk_pending; /* this round reads the current chunk */
     bool want_current_chunk;    /* the next read is the current chunk */
     /* 3.11+: the current chunk is copied twice in one syscall, with the thread state
-     * (and, 3.11/3.12, its _PyCFrame) read in between: the walk starts at the frame
-     * current between the copies, and each frame of the chunk on the chain must read
-     * the same in both (confirm_chain: its frames must be checked) */
+     * (and what it keeps on its C stack, below) read in between: the walk starts at the
+     * frame current between the copies, and what lies under the innermost frame's caller
+     * must read the same in both (start_between_copies, frame_confirmed; confirm_chain:
+     * to be checked, chunk_confirmed: checked). 3.9/3.10: the thread state is read again
+     * right after the innermost frame (returned_leaf). */
     region chunk_again;
     uint8_t *tstate_again;
     size_t tstate_again_cap;
