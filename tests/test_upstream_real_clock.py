@@ -197,3 +197,66 @@ def test_awaited_sleeps_are_await_time_of_the_coroutine():
     root = profiler.last_session.root_frame()  # type: ignore[union-attr]
     assert root.time >= 0.19
     assert root.await_time() >= 0.15
+
+
+def test_trio_sleep_is_await_time():
+    # upstream: test_profiler_async.py::test_sleep_trio
+    trio = pytest.importorskip("trio")
+    sessions = []
+
+    async def run() -> None:
+        profiler = Profiler(interval=0.001, async_mode="enabled")
+        profiler.start()
+        await trio.sleep(0.2)
+        sessions.append(profiler.stop())
+
+    trio.run(run)
+    root = sessions[0].root_frame()
+    assert root.time >= 0.19
+    assert root.await_time() >= 0.15
+
+
+@pytest.mark.parametrize("engine", ["asyncio", "trio"])
+def test_a_profiled_task_is_isolated_from_the_others(engine):
+    # upstream: test_profiler_task_isolation. The profiled task works 0.1 s and awaits
+    # 0.5 s; two other tasks work 0.1 s each meanwhile: their work is the profiled task's
+    # await time, not its own work (which would make it a half of the time, not a sixth)
+    sessions = []
+
+    async def async_wait(sync_time: float, async_time: float, profile: bool = False) -> None:
+        profiler = Profiler(interval=0.001, async_mode="enabled") if profile else None
+        if profiler:
+            profiler.start()
+        time.sleep(sync_time / 2)
+        if engine == "asyncio":
+            await asyncio.sleep(async_time)
+        else:
+            import trio
+
+            await trio.sleep(async_time)
+        time.sleep(sync_time / 2)
+        if profiler:
+            sessions.append(profiler.stop())
+
+    if engine == "asyncio":
+
+        async def main() -> None:
+            profiled = asyncio.ensure_future(async_wait(0.1, 0.5, profile=True))
+            others = [asyncio.ensure_future(async_wait(0.1, 0.3)) for _ in range(2)]
+            await asyncio.gather(profiled, *others)
+
+        asyncio.run(main())
+    else:
+        trio = pytest.importorskip("trio")
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: async_wait(0.1, 0.5, profile=True))
+                for _ in range(2):
+                    nursery.start_soon(lambda: async_wait(0.1, 0.3))
+
+        trio.run(main)
+    root = sessions[0].root_frame()
+    (work,) = [f for f in root.iter_subtree() if f.function == "async_wait"]
+    assert work.time >= 0.55
+    assert work.await_time() / work.time >= 0.7
