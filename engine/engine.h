@@ -71,6 +71,7 @@ typedef struct {
     bool frames_in_chunks;      /* 3.11+: frames live in per-thread data-stack chunks */
     bool has_native_thread_id;  /* 3.11+: the thread state records the kernel tid */
     bool chains_end_in_shim;    /* 3.12+: a thread's outermost frame is an entry shim */
+    bool clears_popped_frames;  /* 3.14+: a popped frame's code slot is emptied */
     uintptr_t shim_code;        /* 3.12+: what a shim frame's code slot holds */
     uintptr_t gil_addr;         /* the main interpreter's GIL (0 on free-threaded builds) */
 } pi_layout;

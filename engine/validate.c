@@ -197,7 +197,9 @@ bool validate_walks(pi_state *s, size_t walker_count)
         pi_walker *w = &s->walkers[i];
         s->stats.torn_copies += w->torn_copies;
         w->torn_copies = 0;
-        pi_code_entry *e = w->state == WALK_DONE && w->depth && !w->reused ? code_entry(codes, w->codes[0]) : NULL;
+        /* only where popped frames are cleared is a leaf named from them (name_cleared_frame) */
+        bool wanted = pi_runtime_layout.clears_popped_frames && w->state == WALK_DONE && w->depth && !w->reused;
+        pi_code_entry *e = wanted ? code_entry(codes, w->codes[0]) : NULL;
         uintptr_t start;
         int64_t units;
         if (e && !pi_code_stale(e) && pi_code_range(e, &start, &units))
