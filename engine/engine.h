@@ -123,9 +123,6 @@ typedef struct {
 } pi_frame;
 
 int pi_parse_frame(const void *buf, pi_frame *out);
-/* 3.9/3.10: a frame object whose function has returned (its memory kept as its code's
- * zombie frame): its code and caller as they were. -1 for anything else, and on 3.11+. */
-int pi_parse_returned_frame(const void *buf, pi_frame *out);
 /* 3.14+: a frame popped and cleared (its code and function slots emptied): its caller
  * and last instruction. -1 for anything else, and before 3.14. */
 int pi_parse_cleared_frame(const void *buf, pi_frame *out);

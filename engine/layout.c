@@ -267,44 +267,6 @@ uintptr_t pi_parse_cframe(const void *buf)
 #endif
 }
 
-#if PY_VERSION_HEX < 0x030B0000
-/* 3.9/3.10: a copied frame object, and what pi_frame holds of it. */
-static void frame_object_fields(const void *buf, PyFrameObject *f, pi_frame *out)
-{
-    memcpy(f, buf, offsetof(PyFrameObject, f_localsplus));
-    out->previous = (uintptr_t)f->f_back;
-    out->code = (uintptr_t)f->f_code;
-    out->valuestack = (uintptr_t)f->f_valuestack;
-#if PY_VERSION_HEX >= 0x030A0000
-    out->lasti = f->f_lasti; /* instruction index */
-#else
-    out->lasti = f->f_lasti < 0 ? -1 : f->f_lasti / 2; /* byte offset -> index */
-#endif
-}
-#endif
-
-int pi_parse_returned_frame(const void *buf, pi_frame *out)
-{
-    memset(out, 0, sizeof *out);
-#if PY_VERSION_HEX < 0x030B0000
-    PyFrameObject f;
-    frame_object_fields(buf, &f, out);
-    out->kind = PI_FRAME_PYTHON;
-#if PY_VERSION_HEX >= 0x030A0000
-    bool returned = f.f_state == FRAME_RETURNED;
-#else
-    bool returned = !f.f_executing;
-#endif
-    /* a generator's frame loses its caller when it returns or yields: never taken */
-    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !returned || !f.f_code || !f.f_back || f.f_gen)
-        return -1;
-    return 0;
-#else
-    (void)buf;
-    return -1;
-#endif
-}
-
 int pi_parse_cleared_frame(const void *buf, pi_frame *out)
 {
     memset(out, 0, sizeof *out);
@@ -381,7 +343,15 @@ int pi_parse_frame(const void *buf, pi_frame *out)
         return -1;
 #else
     PyFrameObject f;
-    frame_object_fields(buf, &f, out);
+    memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
+    out->previous = (uintptr_t)f.f_back;
+    out->code = (uintptr_t)f.f_code;
+    out->valuestack = (uintptr_t)f.f_valuestack;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->lasti = f.f_lasti; /* instruction index */
+#else
+    out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2; /* byte offset -> index */
+#endif
     if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf))
         return -1;
     /* a frame on a thread's chain is executing: anything else is a torn read */

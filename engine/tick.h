@@ -73,14 +73,12 @@ struct pi_walker {
      * (and what it keeps on its C stack, below) read in between: the walk starts at the
      * frame current between the copies, and what lies under the innermost frame's caller
      * must read the same in both (start_between_copies, frame_confirmed; confirm_chain:
-     * to be checked, chunk_confirmed: checked). 3.9/3.10: the thread state is read again
-     * right after the innermost frame (returned_leaf). */
+     * to be checked, chunk_confirmed: checked). */
     region chunk_again;
     uint8_t *tstate_again;
     size_t tstate_again_cap;
     bool again_ok, tstate_again_ok, confirm_chain, chunk_confirmed;
     uintptr_t top_again, start_frame;
-    bool leaf_returned; /* 3.9/3.10: the innermost frame is one that had just returned (returned_leaf) */
     /* 3.14+: the code objects lately innermost on this thread and their bytecode ranges */
     uintptr_t leaf_codes[PI_LEAF_CODES], leaf_code_starts[PI_LEAF_CODES];
     int64_t leaf_code_units[PI_LEAF_CODES];

@@ -136,13 +136,6 @@ static void find_torn_calls(pi_state *s, size_t walker_count)
     }
 }
 
-static bool caller_in_a_call(pi_scratch *x, const pi_walker *w)
-{
-    pi_call call;
-    pi_code_entry *e = w->depth >= 2 ? code_entry(&x->codes, w->codes[1]) : NULL;
-    return e && !pi_code_stale(e) && pi_code_call_site(e, w->instrs[1], w->lastis[1], &call) >= 0;
-}
-
 /* Stacks that may not be what the thread ran: a torn call (find_torn_calls), or a
  * code object seen at an address for the first time (or replacing the one seen
  * there), read after the frames: the frame that ran there may have ended, and its
@@ -166,11 +159,6 @@ static bool rewalk_doubtful(pi_state *s, size_t walker_count, bool check_only)
             pi_code_entry *e = code_entry(&x->codes, w->codes[d]);
             w->doubtful = e && pi_code_fresh(e);
         }
-        /* a function that had just returned is the thread's innermost only while its
-         * caller is still in a call (a C function calling back into Python): a caller
-         * that went on may be another call at the same address */
-        if (!w->doubtful && w->leaf_returned)
-            w->doubtful = !caller_in_a_call(x, w);
         /* async mode classified the stack as walked: a new walk is dropped instead */
         if (!w->doubtful || check_only || s->async.enabled)
             continue;

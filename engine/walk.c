@@ -240,27 +240,11 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
     }
 }
 
-/* 3.9/3.10: the innermost frame, read a syscall after the thread state that named it,
- * may be that of a function that returned in between (a Python function called back
- * from C runs for ~50 ns): its frame object is then its code's zombie frame, code and
- * caller intact. It is taken when the thread state read right after it, in the same
- * syscall, has the thread in that caller: the function was current a moment before. */
-static bool returned_leaf(const pi_walker *w, const uint8_t *buf, pi_frame *f)
-{
-    pi_tstate ts;
-    return w->depth == 0 && w->tstate_again_ok && !pi_runtime_layout.frames_in_chunks &&
-           pi_parse_returned_frame(buf, f) == 0 && pi_parse_tstate(w->tstate_again, w->tstate_addr, &ts) == 0 &&
-           ts.thread_id == w->ts.thread_id && ts.frame == f->previous;
-}
-
 /* Takes one frame from `buf` and moves to the previous one. */
 static void step_frame(pi_walker *w, const uint8_t *buf)
 {
     pi_frame f;
-    bool parsed = w->depth < PI_MAX_WALK && pi_parse_frame(buf, &f) == 0;
-    if (!parsed && returned_leaf(w, buf, &f))
-        parsed = w->leaf_returned = true;
-    if (!parsed) {
+    if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
         walker_fail(w);
         return;
     }
@@ -598,7 +582,6 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->confirm_chain = false;
     w->chunk_confirmed = false;
     w->tstate_again_ok = false;
-    w->leaf_returned = false;
     w->start_frame = 0;
     w->brent_mark = 0;
     w->brent_power = 1;
@@ -705,27 +688,13 @@ static void round_add_spec(round_list *round, pi_walker *w, size_t index)
     }
 }
 
-/* 3.9/3.10: the thread state again, after the innermost frame's read (returned_leaf). */
-static void round_add_tstate_again(round_list *round, pi_walker *w, size_t index)
-{
-    size_t size = pi_runtime_layout.tstate_read_size;
-    w->tstate_again_ok = false;
-    if (GROW(w->tstate_again, w->tstate_again_cap, size) != 0)
-        return;
-    pi_read ts = {w->tstate_addr, w->tstate_again, size, false};
-    round_add(round, &ts, index | PI_SPEC_BIT | PI_AGAIN_BIT);
-}
-
 void round_add_walker(round_list *round, pi_walker *w, size_t index, bool spec)
 {
     pi_read read;
-    bool reads = walker_need(w, &read);
-    if (reads && round_add(round, &read, index) != 0)
+    if (walker_need(w, &read) && round_add(round, &read, index) != 0)
         w->state = WALK_FAILED;
     if (w->current_chunk_pending)
         round_add_again(round, w, index);
-    else if (reads && w->state == WALK_FRAMES && w->depth == 0 && !pi_runtime_layout.frames_in_chunks)
-        round_add_tstate_again(round, w, index);
     if (spec || w->respec) {
         w->respec = false;
         round_add_spec(round, w, index);
