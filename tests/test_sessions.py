@@ -496,3 +496,27 @@ def test_the_command_lines_exec_running_no_module_is_its_own_work():
     table, start = profiler._strip_command_line_frames(FrameTable.from_records(records, [0.0] * len(records)), stem)
     assert start == []
     assert table.records() == [([module], 0.05), ([], 0.0), ([], 0.0), ([module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02)]
+
+
+def test_what_the_command_lines_own_code_calls_is_its_own_work():
+    # a tick in threading.enumerate(), called by the command line's wait for the
+    # program's threads, once made threading.py a second root of the report ([root])
+    import threading
+
+    from pyinstrument import profiler
+    from pyinstrument.cli import target
+
+    code = target._exec_target.__code__
+    stem = [profiler.frame_string("_exec_target", code.co_filename, code.co_firstlineno)]
+    wait = target._wait_for_threads.__code__
+    waiting = profiler.frame_string("_wait_for_threads", wait.co_filename, wait.co_firstlineno)
+    enumerate_ = threading.enumerate.__code__
+    listing = profiler.frame_string("enumerate", enumerate_.co_filename, enumerate_.co_firstlineno)
+    module = profiler.frame_string("<module>", "script.py", 1)
+    records = [
+        (stem + [module], 0.05),
+        (stem + [waiting, listing], 0.001),
+        (stem + [waiting, listing, profiler.frame_string("len", "<built-in>", 0)], 0.001),
+    ]
+    table, _ = profiler._strip_command_line_frames(FrameTable.from_records(records, [0.0] * len(records)), stem)
+    assert table.records() == [([module], 0.05), ([], 0.0), ([], 0.0)]

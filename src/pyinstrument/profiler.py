@@ -383,10 +383,11 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
 
     What goes: the start stack (the console script or runpy, ``main`` ...
     ``_exec_target``), then the command line's frames below it (loading the target,
-    waiting for threads). A record with nothing else is the command line's own work:
-    it keeps its thread and no time, like the time between samples. So is one in the
-    command line's ``exec`` (or ``[unknown C call]``, a call the engine could not name)
-    with no ``<module>`` under it: setting the program's frame up or tearing it down,
+    waiting for threads) and whatever they call (``threading.enumerate``). A record
+    with nothing else is the command line's own work: it keeps its thread and no
+    time, like the time between samples. So is one in the command line's ``exec`` (or
+    ``[unknown C call]``, a call the engine could not name) with no ``<module>`` under
+    it: setting the program's frame up or tearing it down,
     ~35 µs that a tick meets now and then.
 
     A stack's fate depends only on its frames from the root, so it is decided once per
@@ -421,6 +422,8 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
             thread[node] = thread[parent] if parent != NO_STACK else NO_STACK
             if at in (kept, exec_call):
                 state[node] = kept
+            elif at == skipping:
+                state[node] = skipping  # what the command line's own code calls is its work too
             elif 0 <= at < len(stem):
                 if identifiers[frame] != stem[at]:
                     continue  # it leaves the stem: not the command line's stack

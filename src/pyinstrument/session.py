@@ -428,8 +428,7 @@ class Session:
             result["frame_records"] = records
             self._add_record_extras(result, gaps)
         result["dropped_samples"] = self.dropped_samples
-        if self.dropped_by_cause:
-            result["dropped_by_cause"] = self.dropped_by_cause
+        result["dropped_by_cause"] = self.dropped_by_cause  # always: files of one kind have one shape
         result["truncated_samples"] = self.truncated_samples
         result["thread_names"] = self.thread_names
         if self.profiler_code is not None:
