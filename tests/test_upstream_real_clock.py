@@ -85,6 +85,33 @@ def test_repeated_calls_are_collapsed_in_the_report():
     assert b / (a + b) == pytest.approx(B / (A + B), abs=0.1)
 
 
+def test_the_tree_keeps_repeated_calls_apart_until_a_processor_merges_them():
+    # upstream: test_profiler_retains_multiple_calls
+    from pyinstrument import processors
+
+    with Profiler(interval=0.001) as profiler:
+        long_function_a()
+        long_function_b()
+        long_function_a()
+        long_function_b()
+    session = profiler.last_session
+    assert session is not None
+
+    def calls(root: Any) -> List[str]:
+        return [child.function for child in root.children if not child.is_synthetic]
+
+    root = session.root_frame()
+    assert root.function == "test_the_tree_keeps_repeated_calls_apart_until_a_processor_merges_them"
+    assert calls(root) == ["long_function_a", "long_function_b"] * 2  # in the order they ran
+    merged = processors.aggregate_repeated_calls(session.root_frame(), {})
+    aggregated = session.root_frame(timeline=False)
+    for tree in (merged, aggregated):
+        assert sorted(calls(tree)) == ["long_function_a", "long_function_b"]
+        by_name = {child.function: child.time for child in tree.children}
+        assert by_name["long_function_b"] >= 2 * B * 0.9
+    assert merged.time == pytest.approx(aggregated.time)
+
+
 def test_two_functions_are_two_children_with_their_times():
     # upstream: test_two_functions
     with Profiler(interval=0.001) as profiler:
