@@ -415,9 +415,11 @@ def profile_named(document: Dict[str, Any], name: str) -> Dict[str, Any]:
 def test_speedscope_file_is_valid_and_chronological(speedscope_validator):
     document = render_speedscope(simple_session(), speedscope_validator)
     assert document["$schema"] == "https://www.speedscope.app/file-format-schema.json"
-    assert document["name"].startswith("Program: demo.py")
+    # upstream's names: scripts and tools written for upstream's files look for them
+    assert re.fullmatch(r"CPU profile for 'Program: demo.py' at \d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", document["name"])
+    assert document["activeProfileIndex"] == 0  # upstream's null is not valid by the schema
     (profile,) = document["profiles"]
-    assert profile["name"] == "MainThread"
+    assert profile["name"] == document["name"]
     assert (profile["startValue"], profile["endValue"]) == (0, pytest.approx(1.0))
     calls = calls_of(document, profile)
     # the timeline: slow (sleeping 0.1-0.5 inside), then Worker.fast, then compile

@@ -133,19 +133,22 @@ class SpeedscopeRenderer(FrameRenderer):
     def _render(self, session: Session) -> str:
         stacks = SampleStacks(session)
         lanes = _Lanes(session, stacks)
-        profiles: List[str] = []
+        # upstream's name, which tools and scripts written for it show and look for
+        when = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(session.start_time))
+        name = f"CPU profile for '{session.target_description}' at {when}"
         order = lanes.display_order()
-        for lane in order:
-            profiles.append(self._profile(lanes.names[lane], lanes, lane, cpu=False))
+        # one thread: its profile has the file's name, as upstream's only profile does
+        names = [name] if len(order) == 1 else [lanes.names[lane] for lane in order]
+        profiles: List[str] = []
+        for lane, lane_name in zip(order, names):
+            profiles.append(self._profile(lane_name, lanes, lane, cpu=False))
         if self.cpu_profiles and stacks.has_cpu:
-            for lane in order:
-                profiles.append(self._profile(f"{lanes.names[lane]} (CPU time)", lanes, lane, cpu=True))
+            for lane, lane_name in zip(order, names):
+                profiles.append(self._profile(f"{lane_name} (CPU time)", lanes, lane, cpu=True))
         if not profiles:
             # nothing recorded: one empty profile, so that speedscope still opens the file
-            profiles.append(_profile_json("MainThread", 0.0, 0.0, []))
+            profiles.append(_profile_json(name, 0.0, 0.0, []))
 
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session.start_time))
-        description = session.target_description or "pyinstrument profile"
         frames = ",".join(_frame_json(f.name, f.file_path, f.line_no) for f in stacks.frames)
         return "".join(
             [
@@ -154,7 +157,8 @@ class SpeedscopeRenderer(FrameRenderer):
                 ', "exporter": ',
                 _encode_string(f"pyinstrument {_version()}"),
                 ', "name": ',
-                _encode_string(f"{description} ({when})"),
+                _encode_string(name),
+                # upstream writes null, which speedscope's schema refuses (a number)
                 ', "activeProfileIndex": 0',
                 ', "shared": {"frames": [',
                 frames,
