@@ -38,8 +38,34 @@ def test_start_twice_and_stop_when_idle_raise_the_documented_errors():
 
 
 def test_rendering_before_any_session_says_so():
-    with pytest.raises(Exception, match="no profile"):
+    with pytest.raises(Exception, match="has not completed a profile session yet"):
         Profiler().output_text()
+
+
+def test_stop_from_another_thread_raises_and_the_profiler_runs_on():
+    # as upstream's, whose test of it reads its private per-sample records
+    p = Profiler()
+    p.start()
+    errors = []
+
+    def stop_it():
+        try:
+            p.stop()
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    try:
+        stopper = threading.Thread(target=stop_it)
+        stopper.start()
+        spin(0.05)
+        stopper.join()
+        assert errors == ["Failed to stop profiling. Make sure that you start/stop profiling on the same thread."]
+        assert p.is_running
+        with pytest.raises(Exception, match="this profiler is still running"):
+            p.output_html()
+    finally:
+        session = p.stop()
+    assert session.duration >= 0.05 and "spin" in p.output_text()
 
 
 def test_start_after_stop_keeps_profiling_into_the_same_session():

@@ -745,25 +745,38 @@ def test_help_option(tmp_path):
     "args, message",
     [
         (["--bogus", "s.py"], "unrecognized option --bogus"),
-        (["missing.py"], "can't open file 'missing.py'"),
         (["--show", "*/x/*", "--show-all", "s.py"], "not allowed with"),
         (["--hide", "a", "--hide-regex", "b", "s.py"], "not allowed with"),
         (["--target-description", "{nope}", "s.py"], "Unknown placeholder"),
         (["--target-description", "{}", "s.py"], "Empty placeholder"),
-        (["-m", "no_such_module_here"], "no_such_module_here"),
-        (["-m", "pkg_without_main"], "package"),
         (["-r", "no_such_module.Renderer", "s.py"], "no_such_module"),
         (["-r", "nonsense", "s.py"], "unknown renderer"),
         (["-p", "no_such_option=1", "s.py"], "no_such_option"),
-        (["--from-path", "no-such-tool-anywhere"], "not found on PATH"),
         (["-i", "soon", "s.py"], "interval"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
+    assert_one_line_error(tmp_path, args, message, 2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.py"], "can't open file 'missing.py'"),
+        (["-m", "no_such_module_here"], "no_such_module_here"),
+        (["-m", "pkg_without_main"], "package"),
+        (["--from-path", "no-such-tool-anywhere"], "not found on PATH"),
+    ],
+)
+def test_a_program_that_is_not_there_is_one_line_and_exit_1_as_upstream(tmp_path, args, message):
+    assert_one_line_error(tmp_path, args, message, 1)
+
+
+def assert_one_line_error(tmp_path, args, message, status):
     write(tmp_path / "s.py", "open('ran', 'w').close()\n")
     write(tmp_path / "pkg_without_main" / "__init__.py", "")
     result = pyinstrument(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == status, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -789,7 +802,7 @@ def test_a_missing_script_that_names_a_module_or_a_command_gets_a_hint(tmp_path)
     }
     for name, hint in hints.items():
         result = pyinstrument(name, cwd=tmp_path / "work", env=env)
-        assert result.returncode == 2
+        assert result.returncode == 1
         assert result.stdout == ""
         assert result.stderr == f"pyinstrument: error: can't open file {name!r}: no such file or directory{hint}\n"
     # the hints are right: each one runs the program

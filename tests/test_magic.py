@@ -71,6 +71,11 @@ def the_report(shown: List[Dict[str, str]]) -> Dict[str, str]:
     return bundles[0]
 
 
+def text_of(bundle: Dict[str, str]) -> str:
+    """The text report as a terminal shows it: without its colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", bundle["text/plain"])
+
+
 def iframe_document(bundle: Dict[str, str]) -> str:
     match = re.search(r'<iframe srcdoc="([^"]*)"', bundle["text/html"])
     assert match, bundle["text/html"][:200]
@@ -94,7 +99,10 @@ def test_cell_magic_shows_html_and_text_reports(shell: Any, shown: List[Dict[str
     assert result.success
     assert shell.user_ns["value"] == 42
     report = the_report(shown)
-    assert "distinctive_cell_busy_function" in report["text/plain"]
+    assert "distinctive_cell_busy_function" in text_of(report)
+    # as upstream's: the cell by its In [N], a tree in Unicode and colour for terminals
+    assert f"Cell [{shell.execution_count}]: value = distinctive_cell_busy_function()" in text_of(report)
+    assert "└─" in report["text/plain"] and "\x1b[" in report["text/plain"]
     document = iframe_document(report)
     assert document.lstrip().lower().startswith("<!doctype html")
     assert "distinctive_cell_busy_function" in document
@@ -103,13 +111,14 @@ def test_cell_magic_shows_html_and_text_reports(shell: Any, shown: List[Dict[str
 
 def test_line_magic_returns_the_value(shell: Any, shown: List[Dict[str, str]]) -> None:
     result = run(shell, "%pyinstrument distinctive_cell_busy_function(0.05)")
+    assert f"Line in cell [{shell.execution_count}]: distinctive" in text_of(the_report(shown))
     assert result.success and result.result == 42
-    assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text_of(the_report(shown))
 
 
 def test_ipython_frames_are_cut_from_the_report(shell: Any, shown: List[Dict[str, str]]) -> None:
     run(shell, "%%pyinstrument --show-all\ndistinctive_cell_busy_function(0.05)\n")
-    text = the_report(shown)["text/plain"]
+    text = text_of(the_report(shown))
     assert "distinctive_cell_busy_function" in text
     assert "interactiveshell" not in text and "run_cell" not in text and "magic.py" not in text
     first_tree_line = next(line for line in text.splitlines() if re.match(r"\s*[0-9.]+ ", line))
@@ -119,14 +128,14 @@ def test_ipython_frames_are_cut_from_the_report(shell: Any, shown: List[Dict[str
 def test_show_all_shows_library_frames(shell: Any, shown: List[Dict[str, str]]) -> None:
     run(shell, "%pyinstrument encode_a_lot()")
     run(shell, "%pyinstrument --show-all encode_a_lot()")
-    folded, everything = (bundle["text/plain"] for bundle in shown)
+    folded, everything = (text_of(bundle) for bundle in shown)
     assert "JSONEncoder.encode " not in folded
     assert "JSONEncoder.encode " in everything
 
 
 def test_render_option_reaches_the_text_report(shell: Any, shown: List[Dict[str, str]]) -> None:
     run(shell, "%pyinstrument -p time=percent_of_total distinctive_cell_busy_function(0.05)")
-    text = the_report(shown)["text/plain"]
+    text = text_of(the_report(shown))
     assert re.search(r"\d+\.\d% distinctive_cell_busy_function", text)
 
 
@@ -146,7 +155,7 @@ def test_height_and_timeline_options(shell: Any, shown: List[Dict[str, str]]) ->
 def test_show_and_hide_options_are_accepted(shell: Any, shown: List[Dict[str, str]]) -> None:
     result = run(shell, "%pyinstrument --show '*/json/*' --hide-regex 'nothing here' encode_a_lot()")
     assert result.success
-    assert "JSONEncoder.iterencode" in the_report(shown)["text/plain"]
+    assert "JSONEncoder.iterencode" in text_of(the_report(shown))
 
 
 @pytest.mark.parametrize(
@@ -195,7 +204,7 @@ def test_ctrl_c_stops_quietly_with_the_report(
         "distinctive_cell_busy_function(30)\n"
     )
     result = run(shell, cell)
-    text = the_report(shown)["text/plain"]
+    text = text_of(the_report(shown))
     assert "distinctive_cell_busy_function" in text
     assert float(re.search(r"Duration:\s+([0-9.]+)", text).group(1)) < 30  # type: ignore[union-attr]
     # as upstream: the run stops (a notebook's "Run All" does not go on), with no traceback
@@ -230,13 +239,13 @@ def test_ctrl_c_stops_an_async_cell_in_a_running_loop(shell: Any, shown: List[Di
 
     assert isinstance(result.error_in_exec, InterruptSilently)  # the run stops, silently
     assert "finished_waiting" not in shell.user_ns
-    assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text_of(the_report(shown))
 
 
 def test_an_error_shows_the_report_and_then_the_error(shell: Any, shown: List[Dict[str, str]]) -> None:
     result = run(shell, "%%pyinstrument\ndistinctive_cell_busy_function(0.05)\n1 / 0\n")
     assert isinstance(result.error_in_exec, ZeroDivisionError)
-    assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text_of(the_report(shown))
 
 
 FAILING_BODY = "def failing_helper():\n    raise ValueError('from the cell')\n\nvalue = 1\nfailing_helper()\n"
@@ -296,7 +305,7 @@ def test_async_cell_runs(shell: Any, shown: List[Dict[str, str]]) -> None:
     result = run(shell, cell)
     assert result.success and result.result == 43
     assert shell.user_ns["async_value"] == 42
-    text = the_report(shown)["text/plain"]
+    text = text_of(the_report(shown))
     assert "distinctive_cell_busy_function" in text
     # the profiler follows the cell's task: the 0.2 s asleep is [await] under sleep
     waited = re.search(r"(\d+\.\d+) sleep .*\n.*?(\d+\.\d+) \[await\]", text)
@@ -318,7 +327,7 @@ def test_async_cell_runs_when_an_event_loop_is_running(shell: Any, shown: List[D
     result = _run_in_new_loop(kernel_like())
     assert result.success
     assert shell.user_ns["loop_value"] == 42
-    assert "distinctive_cell_busy_function" in the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text_of(the_report(shown))
 
 
 def test_importing_pyinstrument_does_not_import_ipython() -> None:

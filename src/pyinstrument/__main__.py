@@ -59,9 +59,9 @@ from pyinstrument.cli.target import (  # noqa: F401
 # ---------------------------------------------------------------------------------------
 
 
-def _error(message: str) -> int:
+def _error(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def _version_text() -> str:
@@ -145,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _flush_notes(cli)
         session, outcome = run_profiled(cli, target)
     except UsageError as exc:
-        return _error(str(exc))
+        return _error(str(exc), exc.exit_status)
     except (EngineMissing, ProfilerFailed, ReportNotWritten) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

@@ -625,6 +625,9 @@ class Profiler:
     def stop(self) -> Session:
         if not self.is_running:
             raise RuntimeError("This profiler is not currently running.")
+        if threading.get_ident() != self._start_thread:
+            # as upstream's (it keeps running): code written for it relies on the rule
+            raise RuntimeError("Failed to stop profiling. Make sure that you start/stop profiling on the same thread.")
         assert self._sampler is not None and self._active_since is not None
         _RUNNING.discard(self)
         self._sampler.stop()
@@ -683,9 +686,12 @@ class Profiler:
 
     def _session_to_render(self) -> Session:
         if self.is_running:
-            raise Exception("Cannot render while the profiler is running. Call stop() first.")
+            raise Exception("can't render profile output because this profiler is still running: call stop() first")
         if self._last_session is None:
-            raise Exception("There is no profile to render: run the profiler first (start() and stop()).")
+            raise Exception(
+                "can't render profile output because this profiler has not completed a profile session yet: "
+                "call start() and stop() first"
+            )
         return self._last_session
 
     def print(

@@ -18,6 +18,15 @@ DEFAULT_TARGET_DESCRIPTION = "Program: {args}"
 class UsageError(Exception):
     """A problem with the command line: reported as one line on stderr, exit status 2."""
 
+    exit_status = 2
+
+
+class TargetNotFound(UsageError):
+    """The script, module or command to run does not exist: exit status 1, as upstream's
+    (which scripts written for it may check)."""
+
+    exit_status = 1
+
 
 # ---------------------------------------------------------------------------------------
 # Parsing

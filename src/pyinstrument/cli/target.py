@@ -17,7 +17,7 @@ import types
 import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
-from pyinstrument.cli.arguments import CommandLine, UsageError
+from pyinstrument.cli.arguments import CommandLine, TargetNotFound, UsageError
 
 # ---------------------------------------------------------------------------------------
 # Running the program
@@ -57,7 +57,7 @@ def _new_main_module(**attributes: Any) -> types.ModuleType:
     return module
 
 
-class _ModuleNotFound(UsageError):
+class _ModuleNotFound(TargetNotFound):
     pass
 
 
@@ -104,7 +104,7 @@ class ScriptTarget(Target):
             return
         if not os.path.exists(path):
             hint = "" if self.from_path else _hint_for_missing_script(path)
-            raise UsageError(f"can't open file {path!r}: no such file or directory{hint}")
+            raise TargetNotFound(f"can't open file {path!r}: no such file or directory{hint}")
         if os.path.isdir(path) or zipfile.is_zipfile(path):
             self._prepare_path_entry(path)
             return
@@ -127,7 +127,7 @@ class ScriptTarget(Target):
     def _find_on_path(self, name: str) -> str:
         found = _find_on_path(name)
         if found is None:
-            raise UsageError(f"script {name!r} not found on PATH")
+            raise TargetNotFound(f"script {name!r} not found on PATH")
         return found
 
     def _prepare_stdin(self) -> None:

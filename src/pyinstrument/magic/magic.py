@@ -217,7 +217,7 @@ def make_renderers(options: Any) -> Tuple[HTMLRenderer, ConsoleRenderer]:
         html_renderer = HTMLRenderer(**merge(common, {k: v for k, v in render_options.items() if k in html_accepts}))
         text_renderer = ConsoleRenderer(
             **merge(
-                dict(common, unicode=True, color=False),
+                dict(common, unicode=True, color=True),  # as upstream's: terminals and notebooks show it
                 {k: v for k, v in render_options.items() if k in text_accepts},
             )
         )
@@ -309,8 +309,11 @@ class PyinstrumentMagic(Magics):
         html_renderer, text_renderer = make_renderers(options)
         compiled, cell_filename = self._compile(code)
 
+        # upstream's "Cell [N]" (the cell's In [N]), then what the code starts with
         first_line = next((text.strip() for text in code.splitlines() if text.strip()), "")
-        description = f"{'%%' if cell is not None else '%'}pyinstrument: {first_line[:80]}"
+        count = self._shell.execution_count
+        where = f"Cell [{count}]" if cell is not None else f"Line in cell [{count}]"
+        description = f"{where}: {first_line[:80]}"
         session, outcome, error, interrupted = self._run(compiled, options, description)
         keep_only_the_cell(session, cell_filename)
         if interrupted:
