@@ -172,6 +172,40 @@ def _fork_and_wait() -> int:
     return pid
 
 
+EXIT_FROM_A_THREAD = textwrap.dedent(
+    """
+    import os, subprocess, sys
+
+    CHILD = (
+        "import os, threading, time\\n"
+        "def child_busy_in_thread_fn():\\n"
+        "    t = time.perf_counter()\\n"
+        "    while time.perf_counter() - t < 0.1:\\n"
+        "        pass\\n"
+        "    os._exit(3)\\n"
+        "threading.Thread(target=child_busy_in_thread_fn).start()\\n"
+        "threading.Event().wait()\\n"
+    )
+    print("child exited", subprocess.run([sys.executable, "-c", CHILD]).returncode)
+    """
+)
+
+
+def test_child_that_exits_from_another_thread_still_saves_its_profile(tmp_path: Path) -> None:
+    # os._exit in a thread other than the one that started the child's profiler: stop()
+    # refuses other threads (as upstream's), our own saving must not
+    (tmp_path / "script.py").write_text(EXIT_FROM_A_THREAD)
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinstrument", "--subprocesses", "-a", "-r", "session", "-o", "out.pyisession",
+         "script.py"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "child exited 3" in result.stdout
+    processes = _process_functions(Session.load(tmp_path / "out.pyisession"))
+    assert any("child_busy_in_thread_fn" in functions for functions in processes.values()), processes
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with the sampling thread running
 def test_api_subprocesses_profiles_a_forked_child() -> None:
     profiler = Profiler(subprocesses=True)

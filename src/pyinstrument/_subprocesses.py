@@ -235,7 +235,7 @@ def _write_session(profiler: Any) -> None:
     try:
         if not os.path.isdir(_directory):
             return  # the parent's profiling has ended (the sampling thread ends with us)
-        session = profiler.stop()
+        session = profiler._stop_from_any_thread()  # os._exit may be called from any thread
         if not len(session.frame_table):
             return
         pid = os.getpid()

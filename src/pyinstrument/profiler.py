@@ -628,6 +628,13 @@ class Profiler:
         if threading.get_ident() != self._start_thread:
             # as upstream's (it keeps running): code written for it relies on the rule
             raise RuntimeError("Failed to stop profiling. Make sure that you start/stop profiling on the same thread.")
+        return self._stop_from_any_thread()
+
+    def _stop_from_any_thread(self) -> Session:
+        """stop() without its rule: for our own machinery (a profiled child process
+        saving its session when any of its threads calls os._exit)."""
+        if not self.is_running:
+            raise RuntimeError("This profiler is not currently running.")
         assert self._sampler is not None and self._active_since is not None
         _RUNNING.discard(self)
         self._sampler.stop()
