@@ -387,8 +387,8 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
     with nothing else is the command line's own work: it keeps its thread and no
     time, like the time between samples. So is one in the command line's ``exec`` (or
     ``[unknown C call]``, a call the engine could not name) with no ``<module>`` under
-    it: setting the program's frame up or tearing it down,
-    ~35 µs that a tick meets now and then.
+    it: setting the program's frame up or tearing it down, ~35 µs that a tick meets now
+    and then.
 
     A stack's fate depends only on its frames from the root, so it is decided once per
     node of the stack trie, in order (callers first).
