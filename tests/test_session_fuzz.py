@@ -17,11 +17,13 @@ import gzip
 import io
 import json
 import marshal
+import math
 import random
 import re
 import subprocess
 import threading
 import time
+from array import array
 from collections import Counter
 from functools import lru_cache, reduce
 from operator import getitem
@@ -34,6 +36,7 @@ from sessions import hostile_session, run_pyinstrument, simple_session, threaded
 
 from pyinstrument import Profiler
 from pyinstrument.__main__ import create_renderer, parse_command_line
+from pyinstrument.frame_table import decode_array, encode_array
 from pyinstrument.renderers import _RENDERER_MODULES
 from pyinstrument.session import Session, SessionFileError
 
@@ -180,11 +183,19 @@ def mutations(name: str, document: Dict[str, Any], rng: random.Random) -> Iterat
     yield variant(("frame_records", 0, 1), -1.0)
     yield f"{name}: an extra key", dump(dict(document, extra={"x": [1, 2]}))
     timeline = document.get("timeline")
-    if isinstance(timeline, dict) and timeline["records"]:
-        for index in (-1, len(document["frame_records"]), 2**32, 2**64):
-            yield variant(("timeline", "records", 0), index)
-        for value in (-1, raw("NaN"), raw("1e999"), 2**70):
-            yield variant(("timeline", "nanoseconds", 0), value)
+    if isinstance(timeline, dict) and isinstance(timeline.get("records"), str):
+        # the base64 arrays: a record that does not exist, a time that is no time
+        records = decode_array("I", timeline["records"])
+        seconds = decode_array("f", timeline["seconds"])
+        for index in (len(document["frame_records"]), 2**32 - 1):
+            changed = array("I", records)
+            changed[0] = index
+            yield variant(("timeline", "records"), encode_array(changed))
+        for value in (-1.0, math.nan, math.inf):
+            changed_seconds = array("f", seconds)
+            changed_seconds[0] = value
+            yield variant(("timeline", "seconds"), encode_array(changed_seconds))
+        yield variant(("timeline", "seconds"), encode_array(seconds[:-1]))
     yield variant(("frame_records",), raw("[" * 100_000 + "]" * 100_000))
     yield variant(("frame_records", 0, 0, 0), raw('{"a":' * 50_000 + "1" + "}" * 50_000))
 

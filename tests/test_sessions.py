@@ -26,7 +26,7 @@ from sessions import (
 )
 
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.frame_table import FrameTable
+from pyinstrument.frame_table import FrameTable, decode_array, encode_array
 from pyinstrument.session import Session, SessionFileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,9 +200,29 @@ DAMAGED = {
         lambda: json.dumps(dict(simple_session().to_json(), dropped_by_cause={"changed": -1})).encode(),
         "'dropped_by_cause' of 'changed' is not a count"),
     "a timeline index out of range": (
-        lambda: good_document().replace('"records": [0, 1,', '"records": [0, 99,', 1).encode(),
+        lambda: json.dumps(with_timeline_records(simple_session().to_json(), lambda r: r.__setitem__(1, 99))).encode(),
         "frame record 99, which does not exist"),
+    "a timeline index out of range (version 2 layout)": (
+        lambda: json.dumps(dict(simple_session().to_json(), timeline={
+            "records": [0, 99, 2, 3], "nanoseconds": [1, 1, 1, 1]})).encode(),
+        "frame record 99, which does not exist"),
+    "a timeline that is not base64": (
+        lambda: json.dumps(dict(simple_session().to_json(), timeline={"records": "not*base64", "seconds": ""})).encode(),
+        "the timeline's records is not base64 text"),
+    "timeline arrays of two lengths": (
+        lambda: json.dumps(with_timeline_records(simple_session().to_json(), lambda r: r.pop())).encode(),
+        "the timeline's records and seconds differ in length"),
+    "CPU times cut short": (
+        lambda: json.dumps(dict(simple_session().to_json(), frame_records_cpu="AAAA")).encode(),
+        "'frame_records_cpu' is cut short"),
 }
+
+
+def with_timeline_records(document, change):
+    """The document with its timeline's records changed in place by ``change``."""
+    records = decode_array("I", document["timeline"]["records"])
+    change(records)
+    return dict(document, timeline=dict(document["timeline"], records=encode_array(records)))
 
 
 @pytest.mark.parametrize("kind", DAMAGED)

@@ -241,10 +241,10 @@ class FrameTable:
         CPU times are not in it (a session file has them under frame_records_cpu)."""
         return {
             "frames": self.frames,
-            "node_parent": _encode(self.node_parent),
-            "node_frame": _encode(self.node_frame),
-            "record_node": _encode(self.record_node),
-            "record_seconds": _encode(self.record_seconds),
+            "node_parent": encode_array(self.node_parent),
+            "node_frame": encode_array(self.node_frame),
+            "record_node": encode_array(self.record_node),
+            "record_seconds": encode_array(self.record_seconds),
         }
 
     @classmethod
@@ -260,10 +260,10 @@ class FrameTable:
         table._frame_index = {f: i for i, f in enumerate(frames)}
         if len(table._frame_index) != len(frames):
             raise ValueError("the frame table lists a frame twice")
-        table.node_parent = _decode("i", value.get("node_parent"))
-        table.node_frame = _decode("i", value.get("node_frame"))
-        table.record_node = _decode("i", value.get("record_node"))
-        table.record_seconds = _decode("d", value.get("record_seconds"))
+        table.node_parent = decode_array("i", value.get("node_parent"))
+        table.node_frame = decode_array("i", value.get("node_frame"))
+        table.record_node = decode_array("i", value.get("record_node"))
+        table.record_seconds = decode_array("d", value.get("record_seconds"))
         table._check()
         return table
 
@@ -282,20 +282,26 @@ class FrameTable:
             raise ValueError("a record of the frame table names a node that does not exist")
 
 
-def _encode(values: "array[int] | array[float]") -> str:
+def encode_array(values: "array[int] | array[float]") -> str:
+    """An array as base64 of its little-endian bytes: compact in JSON, and read back
+    without a Python object per element."""
     if sys.byteorder == "big":
         values = array(values.typecode, values)
         values.byteswap()
     return base64.b64encode(values.tobytes()).decode("ascii")
 
 
-def _decode(typecode: str, text: object) -> "array":
+def decode_array(typecode: str, text: object, what: str = "an array of the frame table") -> "array":
+    """The array encode_array wrote. Raises ValueError, naming ``what``, when it is not one."""
     if not isinstance(text, str):
-        raise ValueError("an array of the frame table is not a string")
-    data = base64.b64decode(text.encode("ascii"), validate=True)
+        raise ValueError(f"{what} is not a string")
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError(f"{what} is not base64 text") from None
     values = array(typecode)
     if len(data) % values.itemsize:
-        raise ValueError("an array of the frame table is cut short")
+        raise ValueError(f"{what} is cut short")
     values.frombytes(data)
     if sys.byteorder == "big":
         values.byteswap()

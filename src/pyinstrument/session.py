@@ -39,13 +39,15 @@ from pyinstrument.frame import (
     build_frame_tree_from_table,
     frame_info_get_identifier,
 )
-from pyinstrument.frame_table import NO_NODE, FrameTable
+from pyinstrument.frame_table import NO_NODE, FrameTable, decode_array, encode_array
 
 FrameRecordType = Tuple[List[str], float]
 
 # version of our extensions to the file format (stored under "pyinstrument_c")
 _FORMAT_EXTRA_KEY = "pyinstrument_c"
-_FORMAT_VERSION = 3  # 2: the timeline is {"records": [...], "nanoseconds": [...]}; 3: files carry the frame table
+# 2: the timeline is {"records": [...], "nanoseconds": [...]}; 3: files carry the frame table;
+# 4: the timeline ({"records", "seconds"}) and frame_records_cpu are base64 arrays
+_FORMAT_VERSION = 4
 
 # A session file we write starts with the length of its head: every key but
 # "frame_records", which comes last. The head holds the frame table, so our reader
@@ -464,13 +466,15 @@ class Session:
         """The keys that go with the frame records: which are gaps, CPU times, the timeline."""
         if gaps:
             result["gap_records"] = gaps
-        result["frame_records_cpu"] = self.frame_records_cpu
+        # the arrays as base64 (version 4): a long run's timeline has millions of entries,
+        # which as JSON numbers cost seconds and hundreds of MB to read back
+        cpu = self._table.record_cpu
+        result["frame_records_cpu"] = None if cpu is None else encode_array(array("d", cpu))
         timeline = self.timeline
         result["timeline"] = (
             None
             if timeline is None
-            # whole nanoseconds: short in JSON, and they give back the same single-precision seconds
-            else {"records": timeline.records.tolist(), "nanoseconds": [round(s * 1e9) for s in timeline.seconds]}
+            else {"records": encode_array(timeline.records), "seconds": encode_array(timeline.seconds)}
         )
 
     def _records_chunks(self, gaps: List[int], anchor: List[str]) -> Iterator[bytes]:
@@ -589,7 +593,7 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             cpu_time=_read_time(get("cpu_time") or 0.0, "'cpu_time'"),
             sys_path=_read_strings(get("sys_path"), "sys_path"),
             sys_prefixes=_read_strings(get("sys_prefixes"), "sys_prefixes"),
-            frame_records_cpu=_read_times(get("frame_records_cpu"), "'frame_records_cpu'"),
+            frame_records_cpu=_read_cpu_times(get("frame_records_cpu")),
             timeline=_read_timeline(get("timeline")),
             dropped_samples=_read_count(get("dropped_samples") or 0, "'dropped_samples'"),
             dropped_by_cause=_read_causes(get("dropped_by_cause")),
@@ -712,6 +716,18 @@ def _read_times(value: Any, what: str) -> Optional[List[float]]:
     return times
 
 
+def _read_cpu_times(value: Any) -> Optional[Sequence[float]]:
+    """frame_records_cpu: a base64 array of doubles (version 4) or a list of numbers."""
+    if not isinstance(value, str):
+        return _read_times(value, "'frame_records_cpu'")
+    try:
+        times = decode_array("d", value, "'frame_records_cpu'")
+    except ValueError as exc:
+        raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+    _check_total(times, "'frame_records_cpu'")
+    return times
+
+
 def _check_total(times: Sequence[float], what: str) -> None:
     """Each of ``times`` is a finite number of seconds, not negative, and together
     they are at most _MAX_SECONDS."""
@@ -774,11 +790,21 @@ def _read_thread_names(value: Any) -> Optional[Dict[str, str]]:
 
 
 def _read_timeline(value: Any) -> Optional[Timeline]:
-    """The timeline in either of our layouts: {"records", "nanoseconds"} (version 2) or
-    a list of [record, seconds] pairs (version 1)."""
+    """The timeline in any of our layouts: base64 arrays {"records", "seconds"} (version
+    4), lists {"records", "nanoseconds"} (version 2), or a list of [record, seconds]
+    pairs (version 1)."""
     if value is None:
         return None
-    if isinstance(value, dict):
+    if isinstance(value, dict) and isinstance(value.get("records"), str):
+        try:
+            indices = decode_array("I", value["records"], "the timeline's records")
+            seconds = decode_array("f", value.get("seconds"), "the timeline's seconds")
+        except ValueError as exc:
+            raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+        if len(indices) != len(seconds):
+            raise SessionFileError("damaged pyinstrument session: the timeline's records and seconds differ in length")
+        timeline = Timeline.from_arrays(indices, seconds)
+    elif isinstance(value, dict):
         records, nanoseconds = value.get("records"), value.get("nanoseconds")
         if not isinstance(records, list) or not isinstance(nanoseconds, list):
             raise SessionFileError("damaged pyinstrument session: the timeline has no records or nanoseconds")
