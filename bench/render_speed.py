@@ -8,8 +8,7 @@ stacks over a few hundred functions, in application files and in libraries under
 site-packages, 7 to 60 frames deep, time spread with a long tail, CPU time per record and
 a timeline in which the stack changes at almost every sample (millions of entries, as
 our engine records it). It then times, best and median of a few runs, the Session
-constructor, ``session.root_frame(timeline=False)`` (the aggregated tree the
-renderers build) and ``renderer.render(session)`` for each format
+constructor, ``session.root_frame()`` and ``renderer.render(session)`` for each format
 the command line knows (``pyinstrument.renderers.registry``), the renderer made by
 the command line's own ``create_renderer`` as if the report went to a UTF-8 terminal.
 A format whose class is not in ``pyinstrument.renderers`` yet is reported as not built.
@@ -482,12 +481,12 @@ def child_render(minutes: int, threads: int, repeats: int) -> Dict[str, Any]:
     result["rss_with_session"] = common.rss_bytes()
 
     def tree_size() -> int:
-        root = session.root_frame(timeline=False)
+        root = session.root_frame()
         size = sum(1 for _ in root.iter_subtree())
         dispose_tree(root)
         return size
 
-    result["root_frame"], _ = time_runs(lambda: dispose_tree(session.root_frame(timeline=False)), repeats)
+    result["root_frame"], _ = time_runs(lambda: dispose_tree(session.root_frame()), repeats)
     result["tree_frames"] = tree_size()
     result["formats"] = [time_format(session, *command, repeats) for command in format_commands()]
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
@@ -565,7 +564,7 @@ def _table(sessions: List[Dict[str, Any]]) -> List[str]:
         lines.append(f"| {label} |{cells}")
 
     row("`Session(...)`", [s["session_init"] for s in sessions], [""] * len(sessions))
-    row("`session.root_frame(timeline=False)`", [s["root_frame"] for s in sessions],
+    row("`session.root_frame()`", [s["root_frame"] for s in sessions],
         [f"{s['tree_frames']:,} frames" for s in sessions])
     for n, first in enumerate(sessions[0]["formats"]):
         entries = [s["formats"][n] for s in sessions]
@@ -633,7 +632,7 @@ def chart(result: Dict[str, Any], path: str) -> None:
     sessions = [s for s in result["sessions"] if "error" not in s]
     if not sessions:
         return
-    labels = ["Session(...)", "root_frame(timeline=False)"] + [
+    labels = ["Session(...)", "root_frame()"] + [
         f["command"].replace("-r ", "", 1) for f in sessions[0]["formats"] if f["status"] == "ok"]
     height = 0.8 / len(sessions)
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(labels)))

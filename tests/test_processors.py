@@ -229,7 +229,7 @@ def test_the_profile_decorators_wrapper_gives_way_to_the_decorated_function():
         ([app("main"), call, wrapper], 0.01),
     ]
     session = Session(records, 0, 1.06, 0.001, 0.001, 1060, [app("main"), call, wrapper], "t", 0.5, **CONTEXT_ARGS)
-    root = processors.remove_profiler_frames(session.root_frame(timeline=False), {})
+    root = processors.remove_profiler_frames(session.root_frame(), {})
     assert outline(root) == ["work 1.00", "  sleep 0.20", "  [self] 0.80"]
     # the same wrapper in the middle of a tree (a decorated function called while
     # another profiler runs)

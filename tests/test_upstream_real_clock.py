@@ -85,7 +85,7 @@ def test_repeated_calls_are_collapsed_in_the_report():
     assert b / (a + b) == pytest.approx(B / (A + B), abs=0.1)
 
 
-def test_the_tree_keeps_repeated_calls_apart_until_a_processor_merges_them():
+def test_the_chronological_tree_keeps_repeated_calls_apart_until_a_processor_merges_them():
     # upstream: test_profiler_retains_multiple_calls
     from pyinstrument import processors
 
@@ -100,11 +100,12 @@ def test_the_tree_keeps_repeated_calls_apart_until_a_processor_merges_them():
     def calls(root: Any) -> List[str]:
         return [child.function for child in root.children if not child.is_synthetic]
 
-    root = session.root_frame()
-    assert root.function == "test_the_tree_keeps_repeated_calls_apart_until_a_processor_merges_them"
+    # upstream's root_frame() is chronological: ours with timeline=True (docs/compat.md)
+    root = session.root_frame(timeline=True)
+    assert root.function == "test_the_chronological_tree_keeps_repeated_calls_apart_until_a_processor_merges_them"
     assert calls(root) == ["long_function_a", "long_function_b"] * 2  # in the order they ran
-    merged = processors.aggregate_repeated_calls(session.root_frame(), {})
-    aggregated = session.root_frame(timeline=False)
+    merged = processors.aggregate_repeated_calls(session.root_frame(timeline=True), {})
+    aggregated = session.root_frame()
     for tree in (merged, aggregated):
         assert sorted(calls(tree)) == ["long_function_a", "long_function_b"]
         by_name = {child.function: child.time for child in tree.children}

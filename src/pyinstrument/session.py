@@ -245,16 +245,16 @@ class Session:
 
     # -- trees ----------------------------------------------------------------------------
 
-    def root_frame(self, trim_stem: bool = True, *, timeline: bool = True) -> Optional[Frame]:
+    def root_frame(self, trim_stem: bool = True, *, timeline: bool = False) -> Optional[Frame]:
         """The call tree of the session, or None when nothing was recorded.
 
-        By default, as upstream's, the tree is chronological: a call is merged with
-        the previous one only when nothing came between them (``a(); b(); a()`` gives
-        three children), and the ``aggregate_repeated_calls`` processor merges the
-        rest. ``timeline=False`` builds the aggregated tree directly, which is what
-        renderers without the timeline option use: one step per distinct stack,
-        however long the session (the chronological tree of an hour-long profile has
-        a node per change of stack).
+        By default identical call paths are aggregated: one step per distinct stack,
+        however long the session. ``timeline=True`` builds the chronological tree that
+        upstream's ``root_frame()`` gives: a call is merged with the previous one only
+        when nothing came between them (``a(); b(); a()`` gives three children). It has
+        a node per change of stack: tens of millions of frames for an hour at 1 ms
+        whose stack changes at most samples (over 20 GB), which is why it is not the
+        default here.
         With ``trim_stem`` the frames above the place where the profiler was
         started (the caller's callers) are removed. When the samples have several
         roots (several threads), a synthetic ``[root]`` frame holds them.
