@@ -139,6 +139,12 @@ def test_render_option_reaches_the_text_report(shell: Any, shown: List[Dict[str,
     assert re.search(r"\d+\.\d% distinctive_cell_busy_function", text)
 
 
+def test_colour_can_be_left_out_of_the_text_report(shell: Any, shown: List[Dict[str, str]]) -> None:
+    run(shell, "%pyinstrument -p color=false distinctive_cell_busy_function(0.05)")
+    text = the_report(shown)["text/plain"]
+    assert "distinctive_cell_busy_function" in text and "\x1b[" not in text
+
+
 def test_interval_option(shell: Any, shown: List[Dict[str, str]]) -> None:
     run(shell, "%pyinstrument distinctive_cell_busy_function(0.2)")
     run(shell, "%pyinstrument --interval 0.02 distinctive_cell_busy_function(0.2)")
