@@ -469,7 +469,7 @@ class Session:
         # the arrays as base64 (version 4): a long run's timeline has millions of entries,
         # which as JSON numbers cost seconds and hundreds of MB to read back
         cpu = self._table.record_cpu
-        result["frame_records_cpu"] = None if cpu is None else encode_array(array("d", cpu))
+        result["frame_records_cpu"] = None if cpu is None else encode_array(cpu)
         timeline = self.timeline
         result["timeline"] = (
             None
