@@ -301,18 +301,26 @@ class Report:
         """Wait until a page loaded now sees the localStorage this page has. Chromium
         hands a page's writes to the browser process asynchronously, and a page loaded
         right after can read the store as it was before them (about one load in a
-        hundred, more on a busy machine): the settings test failed that way now and
-        then. A small page of the same origin is loaded until it sees the writes."""
+        hundred, more on a busy machine). Navigating the writing page away at once can
+        also lose writes not handed over yet, so that no later page ever sees them: the
+        probe (a small page of the same origin) is loaded in a tab of its own, while
+        this page stays open, until it sees the writes."""
         expected = json.loads(self.driver.execute_script(self.STORAGE))
         probe = self.path.parent / "storage-probe.html"
         if not probe.exists():
             probe.write_text("<!DOCTYPE html><title>storage probe</title>", encoding="utf-8")
+        writer = self.driver.current_window_handle
+        self.driver.switch_to.new_window("tab")
+        try:
 
-        def stored() -> bool:
-            self.driver.get(probe.as_uri())
-            return json.loads(self.driver.execute_script(self.STORAGE)) == expected
+            def stored() -> bool:
+                self.driver.get(probe.as_uri())
+                return json.loads(self.driver.execute_script(self.STORAGE)) == expected
 
-        self.wait(stored, "the browser to store the page's settings")
+            self.wait(stored, "the browser to store the page's settings")
+        finally:
+            self.driver.close()
+            self.driver.switch_to.window(writer)
 
     def reload(self) -> None:
         if self.driver.current_url.startswith("file:"):
