@@ -323,19 +323,15 @@ asyncio.run(main())
 @pytest.mark.parametrize("mode", ["enabled", "strict"])
 def test_many_profilers_of_concurrent_tasks_each_see_only_their_own(tmp_path: Any, mode: str) -> None:
     run_program(tmp_path, MANY_PROFILERS, mode)
-    threads_seen = 0
     for i in range(12):
         tree = load_tree(tmp_path / f"task{i}.json")
         others = {f"{kind}_{j}" for kind in ("work", "in_thread") for j in range(12) if j != i}
         assert not functions(tree) & others, i
-        # 0.04 s of its own busy loop (on an overloaded machine a starved sampling thread
-        # credits the time between its late ticks to what it sees then: 0.0199 s was seen)
-        assert time_of(tree, "handler", f"work_{i}") >= 0.01, i
+        assert time_of(tree, "handler", f"work_{i}") >= 0.02, i  # 0.04 s of its own busy loop
+        # its worker thread, followed: present (its 0.03 s shrink on a busy machine, where a
+        # tick or two at each end of the job is lost as the thread changes contexts)
+        assert time_of(tree, f"in_thread_{i}") > 0, i
         assert time_of(tree, "handler", "sleep", "[await]") >= 0.05, i  # 0.1 s asleep at least
-        # its worker thread, followed: 0.03 s, six threads sharing the GIL, a tick or two at
-        # each end lost as the thread changes contexts (and, starved, no tick at all)
-        threads_seen += time_of(tree, f"in_thread_{i}") > 0
-    assert threads_seen >= 9
 
 
 def test_two_async_profilers_in_one_context_are_refused_clearly() -> None:
