@@ -26,7 +26,7 @@ from sessions import (
 )
 
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.frame_table import FrameTable, decode_array, encode_array
+from pyinstrument.frame_table import FrameInfo, FrameTable, decode_array, encode_array
 from pyinstrument.session import Session, SessionFileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -505,17 +505,22 @@ def test_the_command_lines_exec_running_no_module_is_its_own_work():
     from pyinstrument.__main__ import _exec_target
 
     code = _exec_target.__code__
-    stem = [profiler.frame_string("_exec_target", code.co_filename, code.co_firstlineno)]
-    module = profiler.frame_string("<module>", "script.py", 1)
+    stem = [FrameInfo.code("_exec_target", code.co_filename, code.co_firstlineno)]
+    module = FrameInfo.code("<module>", "script.py", 1)
+    sleep = FrameInfo.code("sleep", "<built-in>", 0)
     records = [
         (stem + [module], 0.05),
-        (stem + [profiler.frame_string("exec", "<built-in>", 0)], 0.001),
-        (stem + [profiler.frame_string("[unknown C call]", "<built-in>", 0)], 0.001),
-        (stem + [module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02),
+        (stem + [FrameInfo.code("exec", "<built-in>", 0)], 0.001),
+        (stem + [FrameInfo.code("[unknown C call]", "<built-in>", 0)], 0.001),
+        (stem + [module, sleep], 0.02),
     ]
-    table, start = profiler._strip_command_line_frames(FrameTable.from_records(records, [0.0] * len(records)), stem)
+    table, start = profiler._strip_command_line_frames(_table_of(records), stem)
     assert start == []
-    assert table.records() == [([module], 0.05), ([], 0.0), ([], 0.0), ([module, profiler.frame_string("sleep", "<built-in>", 0)], 0.02)]
+    assert table.records() == [([module.text], 0.05), ([], 0.0), ([], 0.0), ([module.text, sleep.text], 0.02)]
+
+
+def _table_of(records):
+    return FrameTable.from_records([([f.text for f in stack], t) for stack, t in records], [0.0] * len(records))
 
 
 def test_what_the_command_lines_own_code_calls_is_its_own_work():
@@ -527,16 +532,16 @@ def test_what_the_command_lines_own_code_calls_is_its_own_work():
     from pyinstrument.cli import target
 
     code = target._exec_target.__code__
-    stem = [profiler.frame_string("_exec_target", code.co_filename, code.co_firstlineno)]
+    stem = [FrameInfo.code("_exec_target", code.co_filename, code.co_firstlineno)]
     wait = target._wait_for_threads.__code__
-    waiting = profiler.frame_string("_wait_for_threads", wait.co_filename, wait.co_firstlineno)
+    waiting = FrameInfo.code("_wait_for_threads", wait.co_filename, wait.co_firstlineno)
     enumerate_ = threading.enumerate.__code__
-    listing = profiler.frame_string("enumerate", enumerate_.co_filename, enumerate_.co_firstlineno)
-    module = profiler.frame_string("<module>", "script.py", 1)
+    listing = FrameInfo.code("enumerate", enumerate_.co_filename, enumerate_.co_firstlineno)
+    module = FrameInfo.code("<module>", "script.py", 1)
     records = [
         (stem + [module], 0.05),
         (stem + [waiting, listing], 0.001),
-        (stem + [waiting, listing, profiler.frame_string("len", "<built-in>", 0)], 0.001),
+        (stem + [waiting, listing, FrameInfo.code("len", "<built-in>", 0)], 0.001),
     ]
-    table, _ = profiler._strip_command_line_frames(FrameTable.from_records(records, [0.0] * len(records)), stem)
-    assert table.records() == [([module], 0.05), ([], 0.0), ([], 0.0)]
+    table, _ = profiler._strip_command_line_frames(_table_of(records), stem)
+    assert table.records() == [([module.text], 0.05), ([], 0.0), ([], 0.0)]

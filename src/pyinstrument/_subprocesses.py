@@ -40,7 +40,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument import _engine
-from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE
+from pyinstrument.frame_table import ATTRIBUTES_SEP, IDENTIFIER_SEP, FrameInfo
 from pyinstrument.session import Session
 
 ENV_DIR = "PYINSTRUMENT_CHILD_DIR"
@@ -56,13 +56,15 @@ SIGTERM_DEADLINE = 2.0
 SIGTERM_SAVE_DEADLINE = 10.0
 
 
-def process_root(pid: int, description: str) -> str:
-    """The frame string that roots one process's subtree."""
+def process_root(pid: int, description: str) -> FrameInfo:
+    """The frame that roots one process's subtree (a thread root, for upstream's readers)."""
     label = f"process {pid}: {description}" if description else f"process {pid}"
-    return label.replace(IDENTIFIER_SEP, " ") + IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP + str(pid)
+    for separator in (IDENTIFIER_SEP, ATTRIBUTES_SEP):
+        label = label.replace(separator, " ")
+    return FrameInfo.thread(label, pid)
 
 
-def _rooted(session: Session, root: str) -> None:
+def _rooted(session: Session, root: FrameInfo) -> None:
     session.frame_table = session.frame_table.rooted(root)
 
 

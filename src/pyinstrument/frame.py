@@ -21,18 +21,28 @@ import gc
 import json
 import re
 from array import array
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from pyinstrument.frame_table import FrameTable
+from pyinstrument.frame_table import (  # the frame model; its names are also this module's, as upstream's
+    ATTRIBUTE_MARKER_CLASS_NAME,
+    ATTRIBUTE_MARKER_LINE_NUMBER,
+    ATTRIBUTE_MARKER_TRACEBACKHIDE,
+    ATTRIBUTES_SEP,
+    FrameInfo,
+    FrameKind,
+    FrameTable,
+)
+from pyinstrument.frame_table import (
+    BUILTIN_FILE as BUILTIN_FILE,
+)
+from pyinstrument.frame_table import (
+    IDENTIFIER_SEP as IDENTIFIER_SEP,
+)
+from pyinstrument.frame_table import (
+    THREAD_FILE as THREAD_FILE,
+)
 
-# --- markers and synthetic identifiers ---------------------------------------------------
-
-IDENTIFIER_SEP = "\x00"
-ATTRIBUTES_SEP = "\x01"
-
-ATTRIBUTE_MARKER_CLASS_NAME = "c"
-ATTRIBUTE_MARKER_LINE_NUMBER = "l"
-ATTRIBUTE_MARKER_TRACEBACKHIDE = "h"
+# --- synthetic identifiers -------------------------------------------------------------------
 
 #: time a function spent running its own code (not in a callee)
 SELF_TIME_FRAME_IDENTIFIER = "[self]"
@@ -47,21 +57,18 @@ SYNTHETIC_LEAF_IDENTIFIERS = frozenset(
     [SELF_TIME_FRAME_IDENTIFIER, AWAIT_FRAME_IDENTIFIER, OUT_OF_CONTEXT_FRAME_IDENTIFIER]
 )
 
-THREAD_FILE = "<thread>"
-_THREAD_MARKER = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
-BUILTIN_FILE = "<built-in>"
-
 
 def frame_info_get_identifier(frame_info: str) -> str:
-    """The identity part of a frame string (everything before the first attribute)."""
+    """The identity part of a frame string (everything before the first attribute): the
+    :attr:`FrameInfo.identifier` of the frame it names, without parsing it."""
     i = frame_info.find(ATTRIBUTES_SEP)
     return frame_info if i < 0 else frame_info[:i]
 
 
 def parse_frame_info(frame_info: str) -> Tuple[str, Tuple[str, ...]]:
-    """Split a frame string into ``(identifier, attributes)``."""
-    parts = frame_info.split(ATTRIBUTES_SEP)
-    return parts[0], tuple(p for p in parts[1:] if p)
+    """Split a frame string into ``(identifier, attributes)`` (upstream's helper)."""
+    info = FrameInfo.parse(frame_info)
+    return info.identifier, info.attributes
 
 
 # --- context: what the tree needs to know about the profiled interpreter ------------------
@@ -250,7 +257,7 @@ class Frame:
         "parent",
         "_children",
         "_context",
-        "_parts",
+        "_info",
     )
 
     def __init__(
@@ -269,8 +276,10 @@ class Frame:
         if context is not None and not isinstance(context, FrameContext):
             context = context.frame_context()  # upstream passes the Session itself
         attrs: Tuple[str, ...] = ()
+        self._info: Optional[FrameInfo] = None
         if ATTRIBUTES_SEP in identifier:
-            identifier, attrs = parse_frame_info(identifier)
+            self._info = FrameInfo.parse(identifier)
+            identifier, attrs = self._info.identifier, self._info.attributes
         self.identifier = identifier
         self.time = float(time)
         self.cpu_time = float(cpu_time)
@@ -283,29 +292,26 @@ class Frame:
         self.parent: Optional[Frame] = None
         self._children: List[Frame] = []
         self._context = context
-        self._parts: Optional[Tuple[str, Optional[str], Optional[int]]] = None
         if children:
             self.add_children(children)
 
     # -- identity -------------------------------------------------------------------------
 
+    @property
+    def frame_info(self) -> FrameInfo:
+        """What the frame is, as the frame model has it (its identity: the time at each
+        line, class name and flag are in :attr:`attributes`)."""
+        info = self._info
+        if info is None:  # made by upstream's API, from its identifier alone
+            info = self._info = FrameInfo.parse(self.identifier)
+        return info
+
     def _identifier_parts(self) -> Tuple[str, Optional[str], Optional[int]]:
-        parts = self._parts
-        if parts is None:
-            # split from the right: a function name may itself contain NUL
-            pieces = self.identifier.rsplit(IDENTIFIER_SEP, 2)
-            if len(pieces) == 3:
-                try:
-                    line: Optional[int] = int(pieces[2])
-                except ValueError:
-                    line = None
-                parts = (pieces[0], pieces[1], line)
-            elif len(pieces) == 2:
-                parts = (pieces[0], pieces[1], None)
-            else:
-                parts = (pieces[0], None, None)
-            self._parts = parts
-        return parts
+        """(name, file, first line): None for what a synthetic frame does not have."""
+        info = self.frame_info
+        if info.kind == FrameKind.SYNTHETIC:
+            return info.function, None, None
+        return info.function, info.file, info.first_line
 
     @property
     def qualname(self) -> str:
@@ -317,8 +323,9 @@ class Frame:
         """(class, own name) of a code frame's qualified name, as upstream names them:
         ``K.meth`` -> (``K``, ``meth``), ``outer.<locals>.inner`` -> (None, ``inner``),
         ``f.<locals>.K.meth`` -> (``K``, ``meth``). Other frames keep their name whole."""
-        name, path, _ = self._identifier_parts()
-        if "." not in name or path is None or path in (THREAD_FILE, BUILTIN_FILE):
+        info = self.frame_info
+        name = info.function
+        if "." not in name or info.kind != FrameKind.CODE:
             return None, name
         scope, _, own = name.rpartition(".")
         owner = scope.rsplit("<locals>", 1)[-1].lstrip(".")
@@ -350,7 +357,7 @@ class Frame:
     @property
     def is_synthetic(self) -> bool:
         """``[self]``, ``[await]``, ``[root]``... nodes that are not a code frame."""
-        return IDENTIFIER_SEP not in self.identifier
+        return self.frame_info.kind == FrameKind.SYNTHETIC
 
     @property
     def is_synthetic_leaf(self) -> bool:
@@ -362,7 +369,7 @@ class Frame:
 
     @property
     def is_thread(self) -> bool:
-        return self._identifier_parts()[1] == THREAD_FILE
+        return self.frame_info.kind == FrameKind.THREAD
 
     @property
     def is_root_placeholder(self) -> bool:
@@ -690,7 +697,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _make_child(parent: Frame, identifier: str, context: Optional[FrameContext]) -> Frame:
+def _make_child(
+    parent: Frame, identifier: str, context: Optional[FrameContext], info: Optional[FrameInfo] = None
+) -> Frame:
+    """A new last child of ``parent``; ``info``, when given, is the frame ``identifier`` names."""
     child = Frame.__new__(Frame)
     child.identifier = identifier
     child.time = 0.0
@@ -701,32 +711,25 @@ def _make_child(parent: Frame, identifier: str, context: Optional[FrameContext])
     child.parent = parent
     child._children = []
     child._context = context
-    child._parts = None
+    child._info = info
     parent._children.append(child)
     return child
 
 
-def _scan_parsed(parsed_frames: Iterable[Tuple[str, Tuple[str, ...]]], context: FrameContext) -> None:
+def _scan_frames(frames: Sequence[FrameInfo], context: FrameContext) -> None:
     """Note which kinds of frames the tree contains, so processors with nothing to
     do can return at once."""
     from pyinstrument import own_code
 
-    importlib = class_names = tracebackhide = False
-    identifiers = []
-    for identifier, attrs in parsed_frames:
-        identifiers.append(identifier)
-        if not importlib and "<frozen importlib._bootstrap" in identifier:
-            importlib = True
-        for a in attrs:
-            marker = a[:1]
-            if marker == ATTRIBUTE_MARKER_CLASS_NAME:
-                class_names = True
-            elif marker == ATTRIBUTE_MARKER_TRACEBACKHIDE:
-                tracebackhide = True
-    context.may_have_importlib = importlib
-    context.may_have_profiler = own_code.may_contain(identifiers, context.profiler_code)
-    context.may_have_class_names = class_names
-    context.may_have_tracebackhide = tracebackhide
+    context.may_have_importlib = any("<frozen importlib._bootstrap" in f.identifier for f in frames)
+    context.may_have_profiler = own_code.may_contain(frames, context.profiler_code)
+    context.may_have_class_names = any(f.class_name for f in frames)
+    context.may_have_tracebackhide = any(f.hides for f in frames)
+
+
+def _identity(info: FrameInfo) -> FrameInfo:
+    """A frame without what a node of the tree keeps per sample (line, class, flags)."""
+    return FrameInfo(info.function, info.file, info.first_line, info.kind)
 
 
 def build_frame_tree(
@@ -766,7 +769,17 @@ def _build_timeline_tree(
     order: Optional[Sequence[Tuple[int, float]]],
 ) -> Frame:
     root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
-    parse_cache: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
+    # each distinct frame string parsed once: (identifier, attributes, its identity)
+    parse_cache: Dict[str, Tuple[str, Tuple[str, ...], FrameInfo]] = {}
+    seen: List[FrameInfo] = []
+
+    def parsed_frame(text: str) -> Tuple[str, Tuple[str, ...], FrameInfo]:
+        found = parse_cache.get(text)
+        if found is None:
+            info = FrameInfo.parse(text)
+            seen.append(info)
+            found = parse_cache[text] = (info.identifier, info.attributes, _identity(info))
+        return found
 
     if order is None:
         items: Any = ((i, rec[1]) for i, rec in enumerate(frame_records))
@@ -806,14 +819,11 @@ def _build_timeline_tree(
         path = main_path
         frames = stack
         if stack:
-            parsed = parse_cache.get(stack[0])
-            if parsed is None:
-                parsed = parse_cache[stack[0]] = parse_frame_info(stack[0])
-            identifier, attrs = parsed
-            if _THREAD_MARKER in identifier:
+            identifier, attrs, info = parsed_frame(stack[0])
+            if info.kind == FrameKind.THREAD:
                 path = thread_paths.get(identifier)  # type: ignore[assignment]
                 if path is None:
-                    path = thread_paths[identifier] = [_make_child(root, identifier, context)]
+                    path = thread_paths[identifier] = [_make_child(root, identifier, context, info)]
                 thread = path[0]
                 thread.time += seconds
                 thread.cpu_time += c
@@ -827,10 +837,7 @@ def _build_timeline_tree(
         diverged = False
         for frame_info in frames:
             depth += 1
-            parsed = parse_cache.get(frame_info)
-            if parsed is None:
-                parsed = parse_cache[frame_info] = parse_frame_info(frame_info)
-            identifier, attrs = parsed
+            identifier, attrs, info = parsed_frame(frame_info)
             child = None
             if not diverged and depth < len(path):
                 candidate = path[depth]
@@ -840,7 +847,7 @@ def _build_timeline_tree(
                 if not diverged:
                     del path[depth:]
                     diverged = True
-                child = _make_child(path[depth - 1], identifier, context)
+                child = _make_child(path[depth - 1], identifier, context, info)
                 path.append(child)
             child.time += seconds
             child.cpu_time += c
@@ -863,7 +870,7 @@ def _build_timeline_tree(
     if context is not None:
         # only ever from unknown to known: a context may serve several trees
         context.has_await = has_await or bool(context.has_await)
-        _scan_parsed(parse_cache.values(), context)
+        _scan_frames(seen, context)
     return root
 
 
@@ -894,7 +901,9 @@ def _build_frame_tree_from_table(table: FrameTable, context: Optional[FrameConte
     root.time = sum(table.record_seconds)
     root.cpu_time = sum(table.record_cpu) if table.record_cpu is not None else 0.0
 
-    parsed = [parse_frame_info(frame) for frame in table.frames]
+    identities = [_identity(info) for info in table.frames]
+    identifiers = [info.identifier for info in identities]
+    attributes_of = [info.attributes for info in table.frames]
     frame_of_node: List[Optional[Frame]] = [None] * count
     # (id of the parent frame, identifier) -> frame: the same function at different
     # current lines is one frame
@@ -907,11 +916,12 @@ def _build_frame_tree_from_table(table: FrameTable, context: Optional[FrameConte
         parent_node = parents[node]
         parent = root if parent_node < 0 else frame_of_node[parent_node]
         assert parent is not None
-        identifier, attrs = parsed[node_frames[node]]
+        index = node_frames[node]
+        identifier, attrs = identifiers[index], attributes_of[index]
         key = (id(parent), identifier)
         frame = children.get(key)
         if frame is None:
-            frame = children[key] = _make_child(parent, identifier, context)
+            frame = children[key] = _make_child(parent, identifier, context, identities[index])
         frame_of_node[node] = frame
         wall = total_wall[node]
         frame.time += wall
@@ -938,7 +948,7 @@ def _build_frame_tree_from_table(table: FrameTable, context: Optional[FrameConte
     if context is not None:
         # only ever from unknown to known: a context may serve several trees
         context.has_await = has_await or bool(context.has_await)
-        _scan_parsed(parsed, context)
+        _scan_frames(table.frames, context)
     return root
 
 

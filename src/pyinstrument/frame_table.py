@@ -7,9 +7,14 @@ and the node of its caller (its parent), in flat arrays. A record is a node with
 wall time (and CPU time). Nodes always come after their parent, so one pass in order
 sees every caller before its callees.
 
-Frames are frame strings in upstream's format (see :mod:`pyinstrument.frame`), each
-stored once; records as lists of strings exist only where someone asks for them
-(:meth:`FrameTable.records`), such as upstream's ``Session.frame_records``.
+A frame is a :class:`FrameInfo`: its function, file, first line, kind (code, C
+function, thread, synthetic), the line it was executing, its recorded class and its
+``__tracebackhide__`` flag, as typed fields. Upstream's frame strings
+(``function NUL file NUL first line``, then ``\x01``-marked attributes) are parsed here
+and nowhere else (:meth:`FrameInfo.parse`), where a session file or upstream's
+``frame_records`` bring them in, and written back (:attr:`FrameInfo.text`) only where
+a file or someone asks for them, such as upstream's ``Session.frame_records`` or
+``Frame.identifier``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,138 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from enum import IntEnum
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 #: the parent of a stack's first frame, and the node of an empty stack
 NO_NODE = -1
 
 StackRecord = Tuple[List[str], float]
+
+# --- one frame -----------------------------------------------------------------------------
+
+IDENTIFIER_SEP = "\x00"
+ATTRIBUTES_SEP = "\x01"
+
+ATTRIBUTE_MARKER_CLASS_NAME = "c"
+ATTRIBUTE_MARKER_LINE_NUMBER = "l"
+ATTRIBUTE_MARKER_TRACEBACKHIDE = "h"
+
+#: the file of a thread's root frame (its first line is the thread's key)
+THREAD_FILE = "<thread>"
+#: the file of a C function
+BUILTIN_FILE = "<built-in>"
+
+
+class FrameKind(IntEnum):
+    CODE = 0  # Python code: qualified name, file, first line
+    C_FUNCTION = 1  # a function written in C (file <built-in>)
+    THREAD = 2  # a thread's root: its name, and its key where the first line would be
+    SYNTHETIC = 3  # a name only: [self], [await], [N frames truncated], [root]...
+
+
+class FrameInfo(NamedTuple):
+    """One distinct frame of a session."""
+
+    function: str  # as recorded: a qualified name, a thread's name, a synthetic frame's text
+    file: str  # "" for synthetic frames
+    first_line: int  # a thread's key for a thread root; 0 for synthetic frames
+    kind: FrameKind
+    line: int = 0  # the line being executed; 0 when unknown
+    class_name: str = ""  # as recorded by upstream's sampler; "" when not recorded
+    hides: bool = False  # the code sets __tracebackhide__
+    other: Tuple[str, ...] = ()  # attributes this version does not know, kept as read
+
+    @staticmethod
+    def code(function: str, file: str, first_line: int, *, line: int = 0, hides: bool = False) -> "FrameInfo":
+        kind = FrameKind.C_FUNCTION if file.startswith(BUILTIN_FILE) else FrameKind.CODE
+        return FrameInfo(function, file, first_line, kind, line, "", hides)
+
+    @staticmethod
+    def thread(name: str, key: int) -> "FrameInfo":
+        return FrameInfo(name, THREAD_FILE, key, FrameKind.THREAD)
+
+    @staticmethod
+    def synthetic(name: str) -> "FrameInfo":
+        return FrameInfo(name, "", 0, FrameKind.SYNTHETIC)
+
+    @staticmethod
+    def parse(text: str) -> "FrameInfo":
+        """A frame string in upstream's format. Anything that is not ``function NUL file
+        NUL first line`` is a synthetic frame named by the whole identifier, so that
+        nothing read is lost."""
+        identifier, _, attributes = text.partition(ATTRIBUTES_SEP)
+        # split from the right: a function name may itself contain NUL
+        pieces = identifier.rsplit(IDENTIFIER_SEP, 2)
+        first_line = _exact_int(pieces[2]) if len(pieces) == 3 else None
+        if first_line is None:
+            info = FrameInfo.synthetic(identifier)
+        elif pieces[1] == THREAD_FILE:
+            info = FrameInfo.thread(pieces[0], first_line)
+        else:
+            info = FrameInfo.code(pieces[0], pieces[1], first_line)
+        if not attributes:
+            return info
+        line, class_name, hides, other = 0, "", False, []
+        for attribute in attributes.split(ATTRIBUTES_SEP):
+            marker, value = attribute[:1], attribute[1:]
+            number = _exact_int(value) if marker == ATTRIBUTE_MARKER_LINE_NUMBER else None
+            if number is not None and number > 0 and not line:
+                line = number
+            elif marker == ATTRIBUTE_MARKER_CLASS_NAME and value and not class_name:
+                class_name = value
+            elif attribute == ATTRIBUTE_MARKER_TRACEBACKHIDE + "1":
+                hides = True
+            elif attribute:
+                other.append(attribute)
+        return info._replace(line=line, class_name=class_name, hides=hides, other=tuple(other))
+
+    @property
+    def identifier(self) -> str:
+        """What a node of the call tree is told by: the frame without its attributes."""
+        if self.kind == FrameKind.SYNTHETIC:
+            return self.function
+        return f"{self.function}{IDENTIFIER_SEP}{self.file}{IDENTIFIER_SEP}{self.first_line}"
+
+    @property
+    def attributes(self) -> Tuple[str, ...]:
+        """The attributes as upstream writes them (marker letter, value)."""
+        found: Tuple[str, ...] = ()
+        if self.class_name:
+            found += (ATTRIBUTE_MARKER_CLASS_NAME + self.class_name,)
+        if self.line:
+            found += (f"{ATTRIBUTE_MARKER_LINE_NUMBER}{self.line}",)
+        if self.hides:
+            found += (ATTRIBUTE_MARKER_TRACEBACKHIDE + "1",)
+        return found + self.other
+
+    @property
+    def text(self) -> str:
+        """The frame string, as a session file holds it."""
+        attributes = self.attributes
+        if not attributes:
+            return self.identifier
+        return self.identifier + ATTRIBUTES_SEP + ATTRIBUTES_SEP.join(attributes)
+
+
+def _exact_int(text: str) -> Optional[int]:
+    """The number a decimal text is, when it reads back the same (so nothing is lost)."""
+    if not text or not (text.isdigit() or (text[0] == "-" and text[1:].isdigit())) or not text.isascii():
+        return None
+    number = int(text)
+    return number if str(number) == text else None
+
+
+def parse_frames(texts: Iterable[str]) -> List[FrameInfo]:
+    """Frame strings as frames, each distinct string parsed once."""
+    parsed: Dict[str, FrameInfo] = {}
+    result = []
+    for text in texts:
+        info = parsed.get(text)
+        if info is None:
+            info = parsed[text] = FrameInfo.parse(text)
+        result.append(info)
+    return result
 
 
 class FrameTable:
@@ -40,8 +171,8 @@ class FrameTable:
     )
 
     def __init__(self, with_cpu: bool = True) -> None:
-        self.frames: List[str] = []
-        self._frame_index: Dict[str, int] = {}
+        self.frames: List[FrameInfo] = []
+        self._frame_index: Dict[FrameInfo, int] = {}
         self.node_parent = array("i")
         self.node_frame = array("i")
         # (parent, frame) -> node, made on the first add_stack (a table built node by
@@ -61,12 +192,19 @@ class FrameTable:
         if cpu is not None and len(cpu) != len(records):
             raise ValueError("frame_records_cpu must be parallel to frame_records")
         table = cls(with_cpu=cpu is not None)
+        parsed: Dict[str, int] = {}  # each distinct frame string is parsed once
         for i, (stack, seconds) in enumerate(records):
-            table.add_record(table.add_stack(stack), seconds, cpu[i] if cpu is not None else 0.0)
+            node = NO_NODE
+            for text in stack:
+                frame = parsed.get(text)
+                if frame is None:
+                    frame = parsed[text] = table.frame_id(FrameInfo.parse(text))
+                node = table.child(node, frame)
+            table.add_record(node, seconds, cpu[i] if cpu is not None else 0.0)
         return table
 
-    def frame_id(self, frame: str) -> int:
-        """The index of a frame string, added when new."""
+    def frame_id(self, frame: FrameInfo) -> int:
+        """The index of a frame, added when new."""
         index = self._frame_index.get(frame)
         if index is None:
             index = self._frame_index[frame] = len(self.frames)
@@ -91,8 +229,8 @@ class FrameTable:
             found = index[(parent, frame)] = self.add_node(parent, frame)
         return found
 
-    def add_stack(self, stack: Sequence[str], parent: int = NO_NODE) -> int:
-        """The node of a stack of frame strings (root first) below ``parent``."""
+    def add_stack(self, stack: Sequence[FrameInfo], parent: int = NO_NODE) -> int:
+        """The node of a stack of frames (root first) below ``parent``."""
         node = parent
         for frame in stack:
             node = self.child(node, self.frame_id(frame))
@@ -126,15 +264,32 @@ class FrameTable:
         frames.reverse()
         return frames
 
-    def stack(self, node: int) -> List[str]:
-        """A node's stack as frame strings, root first."""
+    def root_frames(self) -> "array[int]":
+        """For each node, the frame its stack starts with."""
+        parent, frame = self.node_parent, self.node_frame
+        roots = array("i", frame)
+        for node, above in enumerate(parent):
+            if above != NO_NODE:
+                roots[node] = roots[above]
+        return roots
+
+    def stack(self, node: int) -> List[FrameInfo]:
+        """A node's stack, root first."""
         frames = self.frames
         return [frames[f] for f in self.stack_frames(node)]
 
+    def frame_texts(self) -> List[str]:
+        """Each frame as a frame string (upstream's format)."""
+        return [frame.text for frame in self.frames]
+
     def records(self) -> List[StackRecord]:
         """Every record as upstream has them: (stack of frame strings, root first;
-        seconds). The strings are the table's own: a record costs its list."""
-        return [(self.stack(node), seconds) for node, seconds in zip(self.record_node, self.record_seconds)]
+        seconds). Each frame's string is made once: a record costs its list."""
+        texts = self.frame_texts()
+        return [
+            ([texts[f] for f in self.stack_frames(node)], seconds)
+            for node, seconds in zip(self.record_node, self.record_seconds)
+        ]
 
     def node_times(self) -> Tuple["array[float]", "array[float]"]:
         """Each node's own wall and CPU seconds (the records at it)."""
@@ -150,7 +305,7 @@ class FrameTable:
 
     # -- new tables -----------------------------------------------------------------------
 
-    def rooted(self, root: str) -> "FrameTable":
+    def rooted(self, root: FrameInfo) -> "FrameTable":
         """The same records with ``root`` above every stack (an empty one becomes just it)."""
         table = FrameTable(with_cpu=self.record_cpu is not None)
         table.frames = [root] + [f for f in self.frames if f != root]
@@ -240,7 +395,7 @@ class FrameTable:
         """A compact JSON form: the frames, and the arrays as little-endian base64. The
         CPU times are not in it (a session file has them under frame_records_cpu)."""
         return {
-            "frames": self.frames,
+            "frames": self.frame_texts(),
             "node_parent": encode_array(self.node_parent),
             "node_frame": encode_array(self.node_frame),
             "record_node": encode_array(self.record_node),
@@ -256,8 +411,8 @@ class FrameTable:
         if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
             raise ValueError("the frame table's frames are not strings")
         table = cls(with_cpu=False)
-        table.frames = frames
-        table._frame_index = {f: i for i, f in enumerate(frames)}
+        table.frames = [FrameInfo.parse(text) for text in frames]
+        table._frame_index = {f: i for i, f in enumerate(table.frames)}
         if len(table._frame_index) != len(frames):
             raise ValueError("the frame table lists a frame twice")
         table.node_parent = decode_array("i", value.get("node_parent"))

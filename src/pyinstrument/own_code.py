@@ -19,7 +19,7 @@ import re
 import types
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from pyinstrument.frame import IDENTIFIER_SEP
+from pyinstrument.frame_table import FrameInfo
 
 MACHINERY = "machinery"
 WRAPPER = "wrapper"
@@ -111,21 +111,11 @@ def kind_of(
     return MACHINERY if function.startswith("Profiler.") or class_name() == "Profiler" else WRAPPER
 
 
-def may_contain(identifiers: Sequence[str], own: Optional[Mapping[Tuple[str, int], str]]) -> bool:
-    """Whether any of the identifiers may be the profiler's own code."""
+def may_contain(frames: Sequence[FrameInfo], own: Optional[Mapping[Tuple[str, int], str]]) -> bool:
+    """Whether any of the frames may be the profiler's own code."""
     if own is None:
-        return any("profiler.py" in identifier for identifier in identifiers)
-    return any(_parts(identifier)[1:] in own for identifier in identifiers)
-
-
-def _parts(identifier: str) -> Tuple[str, str, int]:
-    # from the right: a function name may itself contain NUL
-    rest, _, line = identifier.rpartition(IDENTIFIER_SEP)
-    function, _, path = rest.rpartition(IDENTIFIER_SEP)
-    try:
-        return function, path, int(line)
-    except ValueError:
-        return function, path, -1
+        return any("profiler.py" in frame.file for frame in frames)
+    return any((frame.file, frame.first_line) in own for frame in frames)
 
 
 def _is_profiler_file(path: str) -> bool:

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine, own_code
 from pyinstrument._files import write_report_file
-from pyinstrument.frame import BUILTIN_FILE, THREAD_FILE, frame_info_get_identifier, is_path_in_package
+from pyinstrument.frame import is_path_in_package
 from pyinstrument.frame_table import NO_NODE as NO_STACK
-from pyinstrument.frame_table import FrameTable
+from pyinstrument.frame_table import FrameInfo, FrameKind, FrameTable
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session, Timeline
 
@@ -58,28 +58,12 @@ def _counts_of(snapshot: Dict[str, Any]) -> Dict[str, Any]:
     return counts
 
 
-def frame_string(function: str, filename: str, line_no: int, *, hides: bool = False, line: int = 0) -> str:
-    """A frame in the session format: function NUL file NUL first line, then attributes."""
-    text = f"{function}\x00{filename}\x00{line_no}"
-    if hides:
-        text += "\x01h1"
-    if line:
-        text += f"\x01l{line}"
-    return text
-
-
-def _caller_stack(frame: Optional[types.FrameType]) -> List[str]:
+def _caller_stack(frame: Optional[types.FrameType]) -> List[FrameInfo]:
     stack = []
     while frame is not None:
         code = frame.f_code
-        stack.append(
-            frame_string(
-                getattr(code, "co_qualname", code.co_name),
-                code.co_filename,
-                code.co_firstlineno,
-                line=frame.f_lineno or 0,
-            )
-        )
+        name = getattr(code, "co_qualname", code.co_name)
+        stack.append(FrameInfo.code(name, code.co_filename, code.co_firstlineno, line=frame.f_lineno or 0))
         frame = frame.f_back
     stack.reverse()
     return stack
@@ -158,14 +142,10 @@ class _QualnameWalk:
                 self.code(const, prefix + const.co_name)
 
 
-def _with_qualname(frame: str, qualnames: Dict[CodeKey, str]) -> str:
+def _with_qualname(frame: FrameInfo, qualnames: Dict[CodeKey, str]) -> FrameInfo:
     """A start-stack frame named as the samples name it (3.9/3.10: by the qualified name)."""
-    if not qualnames:
-        return frame
-    function, filename, rest = frame.rsplit("\x00", 2)
-    first_line = rest.split("\x01", 1)[0]
-    qualname = qualnames.get((function, filename, int(first_line)))
-    return frame if qualname is None else f"{qualname}\x00{filename}\x00{rest}"
+    qualname = qualnames.get((frame.function, frame.file, frame.first_line))
+    return frame if qualname is None else frame._replace(function=qualname)
 
 
 #: a thread as the engine knows it: (threading ident, kernel thread id or 0)
@@ -263,7 +243,7 @@ def session_from_snapshot(
     duration: float,
     interval: float,
     cpu_time: float,
-    start_call_stack: List[str],
+    start_call_stack: List[FrameInfo],
     target_description: str,
 ) -> Session:
     """Converts the engine's tries into a Session: one frame record per distinct stack."""
@@ -274,14 +254,14 @@ def session_from_snapshot(
     is_profiler_code = []
     for function, filename, line_no, hides in identities:
         if line_no == _SYNTHETIC_LINE and not filename:  # the engine's [await], [out-of-context], ...
-            base.append(function)
+            base.append(FrameInfo.synthetic(function))
             is_profiler_code.append(False)
             continue
         # the Profiler's own start/stop code (the @profile wrapper stands for the user's
         # call: it stays, and reports show what it called)
         is_profiler_code.append(own.get((filename, line_no)) == own_code.MACHINERY)
         function = qualnames.get((function, filename, line_no), function)
-        base.append(frame_string(function, filename, line_no, hides=hides))
+        base.append(FrameInfo.code(function, filename, line_no, hides=bool(hides)))
 
     start_call_stack = [_with_qualname(frame, qualnames) for frame in start_call_stack]
 
@@ -289,7 +269,7 @@ def session_from_snapshot(
     thread_keys = [(ident, native) for ident, native, _, _ in threads]
     names = _thread_names(thread_keys, thread_names)
     root_keys = _thread_root_keys(thread_keys)
-    thread_roots = [frame_string(name, "<thread>", key) for name, key in zip(names, root_keys)]
+    thread_roots = [FrameInfo.thread(name, key) for name, key in zip(names, root_keys)]
 
     node_count = len(snapshot["nodes"]) // ENGINE_NODE.size
     table = FrameTable()
@@ -319,11 +299,12 @@ def session_from_snapshot(
             key = (identity, line)
             frame = frame_ids.get(key)
             if frame is None:
-                if base[identity] == _TRUNCATED:  # the marker's line is how many frames it stands for
-                    text = f"[{line} frames truncated]"
-                else:
-                    text = base[identity] + (f"\x01l{line}" if line > 0 else "")
-                frame = frame_ids[key] = table.frame_id(text)
+                info = base[identity]
+                if info.function == _TRUNCATED and info.kind == FrameKind.SYNTHETIC:
+                    info = FrameInfo.synthetic(f"[{line} frames truncated]")  # its line: how many frames
+                elif line > 0:
+                    info = info._replace(line=line)
+                frame = frame_ids[key] = table.frame_id(info)
             node = table.add_node(node_of[parent], frame)
         node_of[index] = node
         if samples:
@@ -350,6 +331,7 @@ def session_from_snapshot(
             timeline_seconds.append(wall_ns / 1e9)
 
     table, start_call_stack = _strip_command_line_frames(table, start_call_stack)
+    start_texts = [frame.text for frame in start_call_stack]
     return Session(
         frame_records=table,
         start_time=start_time,
@@ -357,7 +339,7 @@ def session_from_snapshot(
         min_interval=interval,
         max_interval=interval,
         sample_count=samples_total,
-        start_call_stack=start_call_stack,
+        start_call_stack=start_texts,
         target_description=target_description,
         cpu_time=cpu_time,
         sys_path=list(sys.path),
@@ -375,7 +357,9 @@ def session_from_snapshot(
     )
 
 
-def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -> Tuple[FrameTable, List[str]]:
+def _strip_command_line_frames(
+    table: FrameTable, start_call_stack: List[FrameInfo]
+) -> Tuple[FrameTable, List[FrameInfo]]:
     """When the ``pyinstrument`` command started the profiler, takes its own frames off
     the stacks, so that the program's ``<module>`` is at the top of the stacks in the
     session and in its files, whatever reads them; returns the table and the start
@@ -393,12 +377,12 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
     A stack's fate depends only on its frames from the root, so it is decided once per
     node of the stack trie, in order (callers first).
     """
-    stem = [frame_info_get_identifier(f) for f in start_call_stack]
+    stem = [f.identifier for f in start_call_stack]
     if _command_line_entry() not in stem:
         return table, start_call_stack
-    files = [_file_of(f) for f in table.frames]
-    identifiers = [frame_info_get_identifier(f) for f in table.frames]
-    in_package = [is_path_in_package(path, "pyinstrument") for path in files]
+    kinds = [f.kind for f in table.frames]
+    identifiers = [f.identifier for f in table.frames]
+    in_package = [is_path_in_package(os.path.normcase(f.file), "pyinstrument") for f in table.frames]
     parents, node_frames = table.node_parent, table.node_frame
     count = len(parents)
 
@@ -413,7 +397,7 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
         zeroed = bytearray(count)  # the command line's own work: no time
         for node in range(count):
             parent, frame = parents[node], node_frames[node]
-            if parent == NO_STACK and files[frame] == THREAD_FILE:
+            if parent == NO_STACK and kinds[frame] == FrameKind.THREAD:
                 state[node], thread[node], target[node] = 0, node, node
                 continue
             at = state[parent] if parent != NO_STACK else 0
@@ -430,7 +414,7 @@ def _strip_command_line_frames(table: FrameTable, start_call_stack: List[str]) -
                 state[node] = at + 1
             elif in_package[frame]:
                 state[node] = skipping
-            elif at == len(stem) and files[frame] == BUILTIN_FILE:
+            elif at == len(stem) and kinds[frame] == FrameKind.C_FUNCTION:
                 state[node] = exec_call  # the command line's exec: the program is below it, if anywhere
             else:
                 state[node] = kept
@@ -451,12 +435,7 @@ def _command_line_entry() -> str:
     from pyinstrument.cli.target import _exec_target
 
     code = _exec_target.__code__
-    return frame_info_get_identifier(frame_string(code.co_name, code.co_filename, code.co_firstlineno))
-
-
-def _file_of(frame_info: str) -> str:
-    parts = frame_info.split("\x00", 2)
-    return os.path.normcase(parts[1]) if len(parts) > 1 else ""
+    return FrameInfo.code(code.co_name, code.co_filename, code.co_firstlineno).identifier
 
 
 class Profiler:
@@ -490,7 +469,7 @@ class Profiler:
         self._start_thread = 0  # the thread that started it, while it runs
         self._start_wall = 0.0
         self._cpu_start = 0.0
-        self._start_call_stack: List[str] = []
+        self._start_call_stack: List[FrameInfo] = []
         self._target_description = ""
         self._thread_names: Dict[ThreadKey, str] = {}
         self._async_binding: Optional[_async.AsyncBinding] = None

@@ -337,7 +337,12 @@ class Session:
             if 0 < gathered[node] < interval and parent != NO_NODE:
                 gathered[parent] += gathered[node]
                 gathered[node] = 0.0
-        return [(table.stack(node), seconds) for node, seconds in enumerate(gathered) if seconds > 0]
+        texts = table.frame_texts()
+        return [
+            ([texts[f] for f in table.stack_frames(node)], seconds)
+            for node, seconds in enumerate(gathered)
+            if seconds > 0
+        ]
 
     def resample(self, interval: float) -> "Session":
         """A session with fewer frame records, for renderers that slow down on many (as
@@ -451,7 +456,7 @@ class Session:
         reader. Returns (the gap records, the anchor); none without an anchor."""
         table = self._table
         anchor = next(
-            (table.frames[table.stack_frames(node)[0]] for node in table.record_node if node != NO_NODE), None
+            (table.frames[table.stack_frames(node)[0]].text for node in table.record_node if node != NO_NODE), None
         )
         if anchor is None:
             return [], []
@@ -481,7 +486,7 @@ class Session:
         """The JSON of the frame records (as to_json writes them), in pieces of bytes:
         each frame string is encoded once, not once per stack it is in."""
         table = self._table
-        encoded = [json.dumps(frame) for frame in table.frames]
+        encoded = [json.dumps(text) for text in table.frame_texts()]
         anchor_text = "[" + ", ".join(json.dumps(frame) for frame in anchor) + "]"
         gap_set = set(gaps)
         pieces: List[str] = []

@@ -232,7 +232,7 @@ def keep_only_the_cell(session: Session, cell_filename: str) -> None:
     Samples taken outside the cell keep their time with an empty stack, as the
     profiler's own gaps do, so the session's total and timeline stay true."""
     table = session.frame_table
-    in_cell = [len(parts) > 1 and parts[1] == cell_filename for parts in (f.split("\x00", 2) for f in table.frames)]
+    in_cell = [frame.file == cell_filename for frame in table.frames]
 
     def retarget(copy: FrameTable) -> Tuple["array[int]", bytearray]:
         # a node's stack from the cell's frame on, in the copy; NO_NODE above the cell

@@ -499,7 +499,8 @@ class _ProfileWriter:
         session = self.session
         cpu_of = session.frame_records_cpu or []
         sums = [[[0.0, 0.0] for _ in range(len(table.stack_frame) + 1)] for table in tables]
-        for (_, wall), cpu, stack, thread in zip(session.frame_records, cpu_of, record_stack, self.stacks.thread_of):
+        walls = session.frame_table.record_seconds
+        for wall, cpu, stack, thread in zip(walls, cpu_of, record_stack, self.stacks.thread_of):
             pair = sums[thread][stack]
             pair[0] += max(cpu, 0.0)
             pair[1] += max(wall, 0.0)

@@ -36,7 +36,7 @@ import gzip
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE, gc_paused
+from pyinstrument.frame import gc_paused
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.renderers.stacks import SampleStacks, StackFrame
 from pyinstrument.session import Session
@@ -144,20 +144,6 @@ class _StringTable:
         return b"".join(_bytes_field(_PROFILE_STRING_TABLE, _utf8(s)) for s in self.strings)
 
 
-def thread_id_of_stack(stack: Sequence[str]) -> Optional[int]:
-    """The thread identifier in a record's thread root frame, if it has one."""
-    if not stack:
-        return None
-    root = stack[0]
-    rest, separator, ident = root.rpartition(IDENTIFIER_SEP)
-    if not separator or not rest.endswith(IDENTIFIER_SEP + THREAD_FILE):
-        return None
-    try:
-        return int(ident)
-    except ValueError:
-        return None
-
-
 class PprofRenderer(Renderer):
     """The samples as a gzipped pprof ``profile.proto`` (``go tool pprof file.pb.gz``).
 
@@ -250,7 +236,7 @@ class PprofRenderer(Renderer):
             values = [round(stacks.wall[i] * 1e9)]
             if stacks.has_cpu:
                 values.append(round(stacks.cpu[i] * 1e9))
-            thread = (stacks.thread_of[i], thread_id_of_stack(session.frame_records[i][0]))
+            thread = (stacks.thread_of[i], stacks.thread_idents[stacks.thread_of[i]])
             labels = thread_labels.get(thread)
             if labels is None:
                 labels = _bytes_field(

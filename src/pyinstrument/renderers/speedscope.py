@@ -41,7 +41,8 @@ from itertools import chain, compress
 from operator import mul, xor
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE, frame_info_get_identifier, gc_paused
+from pyinstrument.frame import gc_paused
+from pyinstrument.frame_table import NO_NODE, FrameInfo, FrameKind
 from pyinstrument.renderers.base import FrameRenderer
 from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks
 from pyinstrument.session import Session
@@ -51,7 +52,6 @@ SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 #: time in their caller), unless processor_options["filter_threshold"] says otherwise
 DEFAULT_FILTER_THRESHOLD = 1e-5
 
-_THREAD_MARKER = IDENTIFIER_SEP + THREAD_FILE + IDENTIFIER_SEP
 _encode_string = json.encoder.encode_basestring_ascii
 
 
@@ -187,16 +187,19 @@ class _Lanes:
     def __init__(self, session: Session, stacks: SampleStacks):
         self._session = session
         self._frame_count = len(stacks.frames)
-        lane_of_key: Dict[str, int] = {}
+        # a lane per thread root (the frame a stack starts with, when it is a thread's)
+        table = session.frame_table
+        root_frame = table.root_frames()
+        lane_of_key: Dict[Optional[FrameInfo], int] = {}
         self.lane_of: List[int] = []
-        keys: List[str] = []
+        keys: List[Optional[FrameInfo]] = []
         names: List[str] = []
-        for i, (stack, _) in enumerate(session.frame_records):
-            key = ""
-            if stack:
-                first = frame_info_get_identifier(stack[0])
-                if _THREAD_MARKER in first:
-                    key = first
+        for i, node in enumerate(table.record_node):
+            key = None
+            if node != NO_NODE:
+                first = table.frames[root_frame[node]]
+                if first.kind == FrameKind.THREAD:
+                    key = FrameInfo(first.function, first.file, first.first_line, first.kind)
             lane = lane_of_key.get(key)
             if lane is None:
                 lane = lane_of_key[key] = len(keys)
@@ -206,7 +209,7 @@ class _Lanes:
         # a name shared by several threads gets the thread id, to tell them apart
         shared = {name for name in names if names.count(name) > 1}
         self.names = [
-            f"{name} ({key.rsplit(IDENTIFIER_SEP, 1)[-1]})" if key and name in shared else name
+            f"{name} ({key.first_line})" if key is not None and name in shared else name
             for key, name in zip(keys, names)
         ]
 
@@ -268,8 +271,8 @@ class _Lanes:
         timeline = self._session.timeline
         if timeline is not None:
             return timeline.records, timeline.seconds
-        records = self._session.frame_records
-        return range(len(records)), [t for _, t in records]
+        walls = self._session.frame_table.record_seconds
+        return range(len(walls)), walls
 
     def _selectors(self, records: Sequence[int]) -> List[Any]:
         """Per lane, what picks its entries out of the timeline (see ``_pick``): None
@@ -310,8 +313,9 @@ class _Lanes:
         lanes = self._lane_stacks()
         session = self._session
         if cpu:
-            cpu_times = session.frame_records_cpu or [0.0] * len(session.frame_records)
-            scale = [c / wall if wall > 0 else 0.0 for (_, wall), c in zip(session.frame_records, cpu_times)]
+            walls = session.frame_table.record_seconds
+            cpu_times = session.frame_table.record_cpu or [0.0] * len(walls)
+            scale = [c / wall if wall > 0 else 0.0 for wall, c in zip(walls, cpu_times)]
             seconds = list(map(mul, timeline_seconds, map(scale.__getitem__, records)))
         else:
             seconds = list(timeline_seconds)

@@ -21,18 +21,8 @@ from array import array
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from pyinstrument import own_code
-from pyinstrument.frame import (
-    ATTRIBUTE_MARKER_CLASS_NAME,
-    ATTRIBUTE_MARKER_LINE_NUMBER,
-    ATTRIBUTES_SEP,
-    BUILTIN_FILE,
-    IDENTIFIER_SEP,
-    THREAD_FILE,
-    frame_info_get_identifier,
-    gc_paused,
-    is_path_in_package,
-)
-from pyinstrument.frame_table import NO_NODE, FrameTable
+from pyinstrument.frame import frame_info_get_identifier, gc_paused, is_path_in_package
+from pyinstrument.frame_table import NO_NODE, THREAD_FILE, FrameInfo, FrameKind, FrameTable
 from pyinstrument.session import Session
 
 #: name of the thread of samples recorded without a thread root (one thread profiled)
@@ -75,7 +65,6 @@ class SampleStacks:
         self.cpu: List[float] = []
         self._session = session
         self._context = session.frame_context()
-        self._entries: Dict[str, _Entry] = {}  # frame string -> what it stands for
         self._frame_index: Dict[Tuple[str, str], int] = {}
         self._start = [frame_info_get_identifier(f) for f in session.start_call_stack]
         table = session.frame_table
@@ -140,7 +129,7 @@ class SampleStacks:
         timeline = self._session.timeline
         if timeline is not None:
             return iter(timeline)
-        return ((i, t) for i, (_, t) in enumerate(self._session.frame_records))
+        return enumerate(self._session.frame_table.record_seconds)
 
     def total_wall(self) -> float:
         return sum(self.wall)
@@ -150,41 +139,38 @@ class SampleStacks:
 
     # -- building -------------------------------------------------------------------------
 
-    def _entry(self, frame_info: str) -> "_Entry":
-        """What a frame string stands for, worked out once per distinct string (an hour
-        of samples has thousands of them, repeated in hundreds of thousands of stack
-        positions)."""
-        entry = self._entries.get(frame_info)
-        if entry is not None:
-            return entry
-        function, path, first_line, class_name, line = _parse(frame_info)
-        own = own_code.kind_of(function, path, first_line, self._context.profiler_code, lambda: class_name)
-        identifier = function + IDENTIFIER_SEP + path + IDENTIFIER_SEP + str(first_line)
+    def _entry(self, info: FrameInfo) -> "_Entry":
+        """What a frame of the table stands for here."""
+        function, path, first_line = info.function, info.file, max(info.first_line, 0)
+        identifier = info.identifier
+        own = own_code.kind_of(function, path, first_line, self._context.profiler_code, lambda: info.class_name)
         frame = -1
-        if path == THREAD_FILE:
+        ident: Optional[int] = None
+        if info.kind == FrameKind.THREAD:
             # a thread root: the thread's name, its ident where the first line would be
             kind = _THREAD
             function = function or MAIN_THREAD_NAME
+            ident = info.first_line if info.first_line >= 0 else None
         elif own is not None:
             kind = _PROFILER_MACHINERY if own == own_code.MACHINERY else _PROFILER_WRAPPER
         else:
             kind = _ORDINARY
-            frame = self._frame(identifier, function, path, first_line, class_name)
-        entry = self._entries[frame_info] = _Entry(identifier, function, path, line, frame, kind)
-        return entry
+            frame = self._frame(info)
+        return _Entry(identifier, function, path, info.line, frame, kind, ident)
 
-    def _frame(self, identifier: str, function: str, path: str, first_line: int, class_name: str) -> int:
-        key = (identifier, class_name)
+    def _frame(self, info: FrameInfo) -> int:
+        key = (info.identifier, info.class_name)
         index = self._frame_index.get(key)
         if index is None:
+            function, path, class_name = info.function, info.file, info.class_name
             name = function
             if class_name and not function.startswith(class_name + "."):
                 name = f"{class_name}.{function}"
-            builtin = path.startswith(BUILTIN_FILE)
+            builtin = info.kind == FrameKind.C_FUNCTION
             application = bool(path) and not self._context.is_library_code(path, function)
             short = self._context.shorten_path(path) if path else path
             index = self._frame_index[key] = len(self.frames)
-            self.frames.append(StackFrame(name, path, short, first_line, application, builtin))
+            self.frames.append(StackFrame(name, path, short, max(info.first_line, 0), application, builtin))
         return index
 
 
@@ -305,44 +291,11 @@ class _Entry(NamedTuple):
     line: int  # the line being executed, 0 when unknown
     frame: int  # index into SampleStacks.frames; -1 for threads and profiler frames
     kind: int
-
-    @property
-    def ident(self) -> Optional[int]:
-        """A thread root's thread ident (None when unknown)."""
-        text = self.identifier.rpartition(IDENTIFIER_SEP)[2]
-        return int(text) if self.kind == _THREAD and text.isdigit() else None
+    ident: Optional[int] = None  # a thread root's thread ident (None when unknown)
 
 
 # the "thread" of records without a thread root (the profiler followed one thread)
 _NO_THREAD_ROOT = _Entry(MAIN_THREAD_NAME, MAIN_THREAD_NAME, THREAD_FILE, 0, -1, _THREAD)
-
-
-# (function, file, first line, class name, current line)
-_Parsed = Tuple[str, str, int, str, int]
-
-
-def _parse(frame_info: str) -> _Parsed:
-    identifier, _, attributes = frame_info.partition(ATTRIBUTES_SEP)
-    # split from the right: a function name may itself contain NUL
-    rest, _, line_text = identifier.rpartition(IDENTIFIER_SEP)
-    function, _, path = rest.rpartition(IDENTIFIER_SEP)
-    class_name = ""
-    current_line = 0
-    if attributes:
-        for attribute in attributes.split(ATTRIBUTES_SEP):
-            marker, value = attribute[:1], attribute[1:]
-            if marker == ATTRIBUTE_MARKER_CLASS_NAME:
-                class_name = value
-            elif marker == ATTRIBUTE_MARKER_LINE_NUMBER:
-                current_line = _to_int(value)
-    return function, path, _to_int(line_text), class_name, current_line
-
-
-def _to_int(text: str) -> int:
-    try:
-        return max(int(text), 0)
-    except ValueError:
-        return 0
 
 
 def _is_launcher_file(path: str) -> bool:
