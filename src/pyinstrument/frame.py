@@ -21,7 +21,7 @@ import gc
 import json
 import re
 from array import array
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from pyinstrument.frame_table import (  # the frame model; its names are also this module's, as upstream's
     ATTRIBUTE_MARKER_CLASS_NAME,
@@ -754,37 +754,33 @@ def build_frame_tree(
     Time a frame spent in its own code goes to a ``[self]`` child when the frame
     also has callees; a frame without callees keeps it as its own time.
     """
+    table = FrameTable.from_records(frame_records, frame_records_cpu)
     if merge:
         if order is not None:
             raise ValueError("order is for the timeline view (merge=False)")
-        return build_frame_tree_from_table(FrameTable.from_records(frame_records, frame_records_cpu), context)
+        return build_frame_tree_from_table(table, context)
+    return build_timeline_tree_from_table(table, context, order)
+
+
+def build_timeline_tree_from_table(
+    table: FrameTable, context: Optional[FrameContext] = None, order: Optional[Iterable[Tuple[int, float]]] = None
+) -> Frame:
+    """The chronological call tree (``build_frame_tree(..., merge=False)``) of a frame
+    table's records, in the order of ``order`` (``(record index, seconds)`` pairs, the
+    session's timeline) or else of the records."""
     with gc_paused():
-        return _build_timeline_tree(frame_records, context, frame_records_cpu, order)
+        return _build_timeline_tree(table, context, order)
 
 
 def _build_timeline_tree(
-    frame_records: Sequence[Tuple[Sequence[str], float]],
-    context: Optional[FrameContext],
-    cpu: Optional[Sequence[float]],
-    order: Optional[Sequence[Tuple[int, float]]],
+    table: FrameTable, context: Optional[FrameContext], order: Optional[Iterable[Tuple[int, float]]]
 ) -> Frame:
     root = Frame(ROOT_FRAME_IDENTIFIER, context=context)
-    # each distinct frame string parsed once: (identifier, attributes, its identity)
-    parse_cache: Dict[str, Tuple[str, Tuple[str, ...], FrameInfo]] = {}
-    seen: List[FrameInfo] = []
-
-    def parsed_frame(text: str) -> Tuple[str, Tuple[str, ...], FrameInfo]:
-        found = parse_cache.get(text)
-        if found is None:
-            info = FrameInfo.parse(text)
-            seen.append(info)
-            found = parse_cache[text] = (info.identifier, info.attributes, _identity(info))
-        return found
-
-    if order is None:
-        items: Any = ((i, rec[1]) for i, rec in enumerate(frame_records))
-    else:
-        items = order
+    identities = [_identity(info) for info in table.frames]
+    identifiers = [info.identifier for info in identities]
+    attributes_of = [info.attributes for info in table.frames]
+    record_node, record_seconds, cpu = table.record_node, table.record_seconds, table.record_cpu
+    items: Iterable[Tuple[int, float]] = enumerate(record_seconds) if order is None else order
 
     has_await = False
     # Each thread has its own timeline: samples of different threads interleave,
@@ -794,50 +790,50 @@ def _build_timeline_tree(
     # consecutive samples of the same stack are one stretch of time: add them up
     # first (a function running for a second is a thousand identical samples)
     runs: List[List[Any]] = []
-    previous_stack: Any = None
+    previous_node: Optional[int] = None
     for record_index, seconds in items:
-        stack, record_seconds = frame_records[record_index][0], frame_records[record_index][1]
-        if not record_seconds:
+        record_wall = record_seconds[record_index]
+        if not record_wall:
             continue  # a record of no time marks time that passed without a sample
         seconds = float(seconds)
+        c = 0.0
         if cpu is not None:
-            c = float(cpu[record_index])
-            if order is not None and record_seconds:
-                c = c * (seconds / float(record_seconds))
-        else:
-            c = 0.0
-        if previous_stack is not None and (stack is previous_stack or stack == previous_stack):
+            c = cpu[record_index]
+            if order is not None:
+                c = c * (seconds / record_wall)
+        node = record_node[record_index]
+        if node == previous_node:
             run = runs[-1]
             run[1] += seconds
             run[2] += c
         else:
-            runs.append([stack, seconds, c])
-            previous_stack = stack
-    for stack, seconds, c in runs:
+            runs.append([node, seconds, c])
+            previous_node = node
+    for node, seconds, c in runs:
         root.time += seconds
         root.cpu_time += c
         path = main_path
-        frames = stack
-        if stack:
-            identifier, attrs, info = parsed_frame(stack[0])
-            if info.kind == FrameKind.THREAD:
-                path = thread_paths.get(identifier)  # type: ignore[assignment]
-                if path is None:
-                    path = thread_paths[identifier] = [_make_child(root, identifier, context, info)]
-                thread = path[0]
-                thread.time += seconds
-                thread.cpu_time += c
-                if attrs:
-                    attributes = thread.attributes
-                    for a in attrs:
-                        attributes[a] = attributes.get(a, 0.0) + seconds
-                frames = stack[1:]
+        frames = table.stack_frames(node)
+        if frames and identities[frames[0]].kind == FrameKind.THREAD:
+            first = frames[0]
+            path = thread_paths.get(identifiers[first])  # type: ignore[assignment]
+            if path is None:
+                path = thread_paths[identifiers[first]] = [
+                    _make_child(root, identifiers[first], context, identities[first])
+                ]
+            thread = path[0]
+            thread.time += seconds
+            thread.cpu_time += c
+            attributes = thread.attributes
+            for a in attributes_of[first]:
+                attributes[a] = attributes.get(a, 0.0) + seconds
+            frames = frames[1:]
         base = path[0]
         depth = 0
         diverged = False
-        for frame_info in frames:
+        for frame_index in frames:
             depth += 1
-            identifier, attrs, info = parsed_frame(frame_info)
+            identifier = identifiers[frame_index]
             child = None
             if not diverged and depth < len(path):
                 candidate = path[depth]
@@ -847,14 +843,13 @@ def _build_timeline_tree(
                 if not diverged:
                     del path[depth:]
                     diverged = True
-                child = _make_child(path[depth - 1], identifier, context, info)
+                child = _make_child(path[depth - 1], identifier, context, identities[frame_index])
                 path.append(child)
             child.time += seconds
             child.cpu_time += c
-            if attrs:
-                attributes = child.attributes
-                for a in attrs:
-                    attributes[a] = attributes.get(a, 0.0) + seconds
+            attributes = child.attributes
+            for a in attributes_of[frame_index]:
+                attributes[a] = attributes.get(a, 0.0) + seconds
         if not diverged:
             del path[depth + 1 :]
         leaf = path[-1]
@@ -870,7 +865,7 @@ def _build_timeline_tree(
     if context is not None:
         # only ever from unknown to known: a context may serve several trees
         context.has_await = has_await or bool(context.has_await)
-        _scan_frames(seen, context)
+        _scan_frames(table.frames, context)
     return root
 
 

@@ -35,8 +35,8 @@ from pyinstrument.frame import (
     ROOT_FRAME_IDENTIFIER,
     Frame,
     FrameContext,
-    build_frame_tree,
     build_frame_tree_from_table,
+    build_timeline_tree_from_table,
     frame_info_get_identifier,
 )
 from pyinstrument.frame_table import NO_NODE, FrameTable, decode_array, encode_array
@@ -263,13 +263,7 @@ class Session:
             return None
         context = self.frame_context()
         if timeline:
-            root = build_frame_tree(
-                self.frame_records,
-                context,
-                frame_records_cpu=self.frame_records_cpu,
-                order=self.timeline,
-                merge=False,
-            )
+            root = build_timeline_tree_from_table(self._table, context, self.timeline)
         else:
             root = build_frame_tree_from_table(self._table, context)
         if root.time <= 0 or not root._children:
