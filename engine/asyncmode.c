@@ -84,8 +84,10 @@ void attribute_async(pi_state *s, pi_walker *w)
     long chain = async_chain(s, w, w->in_context, &leaf);
     if (chain == ASYNC_LOST)
         w->state = WALK_CROSSED;
-    else if (chain >= 0 && push_chain(s, w, chain, leaf) != 0)
+    else if (chain >= 0 && push_chain(s, w, chain, leaf) != 0) {
         w->state = WALK_FAILED;
+        w->fail_cause = PI_FAIL_MEMORY;
+    }
 }
 
 int classify_threads(pi_state *s, const pi_tstate *states, size_t thread_count)
@@ -126,6 +128,7 @@ void confirm_contexts(pi_state *s, size_t walker_count)
         pi_walker *w = &s->walkers[x->confirm_owner[r]];
         if (!x->confirm_reads[r].ok) {
             w->state = w->followed ? WALK_LEFT : WALK_FAILED;
+            w->fail_cause = PI_FAIL_MOVED;
         } else if (x->contexts[r] != w->context_before) {
             x->contexts[changed] = x->contexts[r];
             x->confirm_owner[changed++] = x->confirm_owner[r];
@@ -342,7 +345,10 @@ static void hand_out_async(pi_state *r, size_t i, bool resolved, pi_state **targ
         if (take == TAKE_LOST || take == TAKE_DROPPED) {
             g->stats.dropped++;
             g->stats.dropped_context += take == TAKE_LOST;
-            g->stats.dropped_walk += take == TAKE_DROPPED && w->state != WALK_DONE;
+            if (take == TAKE_DROPPED && w->state != WALK_DONE) {
+                g->stats.dropped_walk++;
+                g->stats.walk_failed[w->fail_cause]++;
+            }
             continue;
         }
         if (!cpu_read) {

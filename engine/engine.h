@@ -590,11 +590,26 @@ void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns)
 #define PI_MAX_DEPTH 8192
 #define PI_MAX_WALK (1 << 17)
 
+/* Why a walk of a thread's stack failed: each check of walk.c names its own. */
+enum pi_walk_fail {
+    PI_FAIL_MOVED,      /* the thread returned, ended or changed chunks between two reads */
+    PI_FAIL_TORN,       /* a frame changed while it was copied (the two copies differ) */
+    PI_FAIL_UNPARSABLE, /* a frame did not read as one (e.g. it had returned and was freed) */
+    PI_FAIL_LOOP,       /* the chain of frames looped back on itself */
+    PI_FAIL_END,        /* the chain ended somewhere else than the thread's outermost frame */
+    PI_FAIL_SETUP,      /* the current frame was still being set up */
+    PI_FAIL_DEEP,       /* deeper than PI_MAX_WALK frames */
+    PI_FAIL_MEMORY,     /* memory for the walk could not be had */
+    PI_FAIL_CAUSES
+};
+
 typedef struct {
     uint64_t ticks;
     uint64_t samples;        /* thread stacks recorded */
     uint64_t dropped;        /* thread stacks failing validation, of which: */
-    uint64_t dropped_walk;   /*   the frame chain changed while being read */
+    uint64_t dropped_walk;   /*   the frame chain changed while being read (by cause: walk_failed) */
+    uint64_t walk_failed[PI_FAIL_CAUSES];  /* walks given up, by the check that failed last */
+    uint64_t walk_retried[PI_FAIL_CAUSES]; /* walks tried again, by the check that failed */
     uint64_t dropped_code;   /*   a code object on it could not be validated */
     uint64_t dropped_context; /*  async mode: it crossed the profiled context while read */
     uint64_t truncated;      /* stacks deeper than PI_MAX_DEPTH, recorded without their middle */

@@ -184,6 +184,24 @@ static PyObject *threads_list(const pi_tree *tree)
     return list;
 }
 
+/* Counts by walk-failure cause, as {name: count} (the names Python's session uses). */
+static PyObject *causes_dict(const uint64_t *counts)
+{
+    static const char *const names[PI_FAIL_CAUSES] = {
+        [PI_FAIL_MOVED] = "moved", [PI_FAIL_TORN] = "torn",   [PI_FAIL_UNPARSABLE] = "unparsable",
+        [PI_FAIL_LOOP] = "loop",   [PI_FAIL_END] = "end",     [PI_FAIL_SETUP] = "setup",
+        [PI_FAIL_DEEP] = "deep",   [PI_FAIL_MEMORY] = "memory",
+    };
+    PyObject *dict = PyDict_New();
+    for (int c = 0; dict && c < PI_FAIL_CAUSES; c++) {
+        PyObject *count = PyLong_FromUnsignedLongLong((unsigned long long)counts[c]);
+        if (!count || PyDict_SetItemString(dict, names[c], count) != 0)
+            Py_CLEAR(dict);
+        Py_XDECREF(count);
+    }
+    return dict;
+}
+
 static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->initialised) {
@@ -198,14 +216,18 @@ static PyObject *Sampler_snapshot(SamplerObject *self, PyObject *Py_UNUSED(ignor
     PyObject *identities = identities_list(&st->codes);
     PyObject *nodes = identities ? nodes_buffer(&st->tree) : NULL;
     PyObject *threads = nodes ? threads_list(&st->tree) : NULL;
-    if (!threads) {
+    PyObject *failed = threads ? causes_dict(st->stats.walk_failed) : NULL;
+    PyObject *retried = failed ? causes_dict(st->stats.walk_retried) : NULL;
+    if (!retried) {
         Py_XDECREF(identities);
         Py_XDECREF(nodes);
+        Py_XDECREF(threads);
+        Py_XDECREF(failed);
         return NULL;
     }
     return Py_BuildValue(
-        "{s N s N s N s K s K s K s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
-        threads, "ticks", (unsigned long long)st->stats.ticks, "samples", (unsigned long long)st->stats.samples,
+        "{s N s N s N s N s N s K s K s K s K s K s K s K s K s K s K s K s K s K s O}", "identities", identities, "nodes", nodes, "threads",
+        threads, "walk_failed", failed, "walk_retried", retried, "ticks", (unsigned long long)st->stats.ticks, "samples", (unsigned long long)st->stats.samples,
         "dropped", (unsigned long long)st->stats.dropped, "dropped_walk",
         (unsigned long long)st->stats.dropped_walk, "dropped_code", (unsigned long long)st->stats.dropped_code, "dropped_context",
         (unsigned long long)st->stats.dropped_context,

@@ -193,7 +193,10 @@ void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count, int64
             continue;
         if (depth < 0) {
             count_drop(g, depth);
-            g->stats.dropped_walk += walk_failed;
+            if (walk_failed) {
+                g->stats.dropped_walk++;
+                g->stats.walk_failed[w->fail_cause]++;
+            }
             continue;
         }
         if (!cpu_read) {

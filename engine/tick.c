@@ -171,6 +171,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
         } else if (w->state != WALK_LEFT) {
             s->stats.dropped++;
             s->stats.dropped_walk++;
+            s->stats.walk_failed[w->fail_cause]++;
         }
     }
 }
@@ -179,6 +180,8 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
 {
     pi_scratch *x = r->scratch;
     uint64_t syscalls_before = r->stats.syscalls, torn_before = r->stats.torn_copies;
+    uint64_t retried_before[PI_FAIL_CAUSES];
+    memcpy(retried_before, r->stats.walk_retried, sizeof retried_before);
     if (start_targets(x, targets, count, now_ns) != 0)
         return;
     uintptr_t *addrs = NULL;
@@ -201,13 +204,17 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
         if (resolved)
             name_leaves(r, walker_count);
         for (size_t i = 0; i < walker_count; i++) {
-            if (!resolved)
+            if (!resolved) {
                 r->walkers[i].state = WALK_FAILED;
+                r->walkers[i].fail_cause = PI_FAIL_MEMORY;
+            }
             hand_out(r, &r->walkers[i], targets, count, now_ns);
         }
     }
     for (size_t t = 0; t < count; t++) {
         targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
         targets[t]->stats.torn_copies += r->stats.torn_copies - torn_before;
+        for (int c = 0; c < PI_FAIL_CAUSES; c++)
+            targets[t]->stats.walk_retried[c] += r->stats.walk_retried[c] - retried_before[c];
     }
 }

@@ -95,6 +95,8 @@ struct pi_walker {
     size_t c_stack_count;
     unsigned torn_copies; /* this tick's walks tried again by frame_confirmed */
     int attempts;
+    enum pi_walk_fail fail_cause;           /* the check that failed last */
+    unsigned retried[PI_FAIL_CAUSES];       /* this tick's attempts tried again, by cause */
     /* the outermost frame of this thread's chain, once known, and where the first
      * attempt of this tick ended */
     uintptr_t bottom, first_end;

@@ -159,9 +159,23 @@ const uint8_t *find_in_chunks(const pi_walker *w, uintptr_t addr, size_t size)
     return NULL;
 }
 
-static void walker_fail(pi_walker *w)
+/* A check failed: the walk is tried again from a fresh thread state, up to the retries. */
+static void walker_fail(pi_walker *w, enum pi_walk_fail cause)
 {
-    w->state = w->attempts++ < PI_RETRIES ? WALK_RETRY : WALK_FAILED;
+    w->fail_cause = cause;
+    if (w->attempts++ < PI_RETRIES) {
+        w->retried[cause]++;
+        w->state = WALK_RETRY;
+    } else {
+        w->state = WALK_FAILED;
+    }
+}
+
+/* A failure no retry can mend. */
+static void walker_give_up(pi_walker *w, enum pi_walk_fail cause)
+{
+    w->fail_cause = cause;
+    w->state = WALK_FAILED;
 }
 
 /* Whether the frame at addr reads as it was between the two copies of the current
@@ -230,13 +244,13 @@ static const uint8_t *c_stack_find(pi_walker *w, uintptr_t addr, size_t size)
 static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
 {
     if (pi_runtime_layout.chains_end_in_shim && f->kind == PI_FRAME_PYTHON) {
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_END);
     } else if (!w->bottom || here == w->bottom || (w->attempts > 0 && here == w->first_end)) {
         w->bottom = here;
         w->state = WALK_DONE;
     } else {
         w->first_end = here;
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_END);
     }
 }
 
@@ -244,8 +258,12 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
 static void step_frame(pi_walker *w, const uint8_t *buf)
 {
     pi_frame f;
-    if (w->depth >= PI_MAX_WALK || pi_parse_frame(buf, &f) != 0) {
-        walker_fail(w);
+    if (w->depth >= PI_MAX_WALK) {
+        walker_fail(w, PI_FAIL_DEEP);
+        return;
+    }
+    if (pi_parse_frame(buf, &f) != 0) {
+        walker_fail(w, PI_FAIL_UNPARSABLE);
         return;
     }
     if (f.kind == PI_FRAME_SKIP && !find_in_chunks(w, w->cur, pi_runtime_layout.frame_read_size))
@@ -255,12 +273,12 @@ static void step_frame(pi_walker *w, const uint8_t *buf)
         w->leaf_valuestack = f.valuestack;
     }
     if (f.kind == PI_FRAME_PYTHON && push_frame(w, w->cur, &f) != 0) {
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_MEMORY);
         return;
     }
     uintptr_t next = f.previous;
     if (next != 0 && next == w->brent_mark) {
-        walker_fail(w); /* the chain loops: torn read */
+        walker_fail(w, PI_FAIL_LOOP); /* a torn read */
         return;
     }
     if (++w->brent_steps == w->brent_power) {
@@ -287,7 +305,7 @@ static void take_cframe(pi_walker *w, const uint8_t *buf)
     if (w->cur)
         w->state = WALK_FRAMES;
     else if (w->bottom && w->attempts < PI_RETRIES)
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_SETUP);
     else
         w->state = WALK_DONE;
 }
@@ -300,7 +318,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
         size_t size = pi_runtime_layout.tstate_read_size;
         spec_refresh(w);
         if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
-            w->state = WALK_FAILED;
+            walker_give_up(w, PI_FAIL_MEMORY);
             return false;
         }
         *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
@@ -329,7 +347,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
         }
         if (copy && !frame_confirmed(w, w->cur)) {
             w->torn_copies++;
-            walker_fail(w);
+            walker_fail(w, PI_FAIL_TORN);
             break;
         }
         if (copy) {
@@ -341,7 +359,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
         if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS) {
             region *r = &w->chunks[w->chunk_count];
             if (region_fill_prepare(r, w->older_chunk, PI_CHUNK_READ) != 0) {
-                walker_fail(w);
+                walker_fail(w, PI_FAIL_MEMORY);
                 return false;
             }
             *read = (pi_read){r->addr, r->data, PI_CHUNK_READ, false};
@@ -428,7 +446,7 @@ static void start_between_copies(pi_walker *w)
     pi_tstate ts;
     if (!w->again_ok || !w->tstate_again_ok || pi_parse_tstate(w->tstate_again, w->tstate_addr, &ts) != 0 ||
         ts.thread_id != w->ts.thread_id || ts.chunk != w->ts.chunk) {
-        walker_fail(w); /* the thread ended or moved to another chunk meanwhile */
+        walker_fail(w, PI_FAIL_MOVED); /* the thread ended or moved to another chunk meanwhile */
         return;
     }
     w->confirm_chain = true;
@@ -440,7 +458,7 @@ static void start_between_copies(pi_walker *w)
         const uint8_t *cframe = c_stack_find(w, ts.cframe, pi_cframe_read_size());
         if (!cframe) {
             remember_c_stack(w, ts.cframe, pi_cframe_read_size()); /* read with the next attempt */
-            walker_fail(w);
+            walker_fail(w, PI_FAIL_SETUP);
             return;
         }
         take_cframe(w, cframe);
@@ -455,7 +473,7 @@ static void start_between_copies(pi_walker *w)
     /* a frame of the chunk pushed above what was copied cannot be confirmed */
     region *first = &w->chunks[0];
     if (!region_find(first, w->cur, pi_runtime_layout.frame_read_size)) {
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_TORN);
         return;
     }
     /* The innermost frame is taken from the second copy, made after it was current:
@@ -479,7 +497,7 @@ static void take_current_chunk(pi_walker *w, const pi_read *read)
     size_t used = 0;
     /* the current chunk's saved "top" is stale; only its link to the older one counts */
     if (!read->ok || read->len < pi_chunk_header_size() || pi_parse_chunk(r->data, &older, &used) != 0) {
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_MOVED);
         return;
     }
     w->chunk_count = 1;
@@ -540,7 +558,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
     if (w->state == WALK_RETRY) {
         pi_tstate ts;
         if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
-            w->state = WALK_FAILED;
+            walker_give_up(w, PI_FAIL_MOVED);
         else
             walker_restart(w, &ts);
     } else if (w->current_chunk_pending) {
@@ -554,10 +572,10 @@ static void walker_take(pi_walker *w, const pi_read *read)
             step_frame(w, w->leaf_whole.data);
         } else {
             w->leaf_whole.len = 0; /* a smaller frame object now: read as any other frame */
-            walker_fail(w);
+            walker_fail(w, PI_FAIL_MOVED);
         }
     } else if (!read->ok) {
-        walker_fail(w);
+        walker_fail(w, PI_FAIL_MOVED);
     } else if (w->state == WALK_CFRAME) {
         take_cframe(w, w->scratch);
     } else {
@@ -596,7 +614,7 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
         if (len > ts->chunk_limit - ts->chunk)
             len = ts->chunk_limit - ts->chunk;
         if (region_fill_prepare(&w->chunks[0], ts->chunk, len) != 0)
-            w->state = WALK_FAILED;
+            walker_give_up(w, PI_FAIL_MEMORY);
         else
             w->want_current_chunk = true;
     }
@@ -622,6 +640,8 @@ static void walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
+    w->fail_cause = PI_FAIL_MOVED;
+    memset(w->retried, 0, sizeof w->retried);
     w->async_leaf = UINT32_MAX;
     walker_reset(w, ts);
 }
@@ -692,7 +712,7 @@ void round_add_walker(round_list *round, pi_walker *w, size_t index, bool spec)
 {
     pi_read read;
     if (walker_need(w, &read) && round_add(round, &read, index) != 0)
-        w->state = WALK_FAILED;
+        walker_give_up(w, PI_FAIL_MEMORY);
     if (w->current_chunk_pending)
         round_add_again(round, w, index);
     if (spec || w->respec) {

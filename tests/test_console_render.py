@@ -682,5 +682,12 @@ def test_the_header_says_why_samples_were_dropped():
     )
     header = ConsoleRenderer(color=False, unicode=True).render(session).split("Program:")[0]
     assert "Dropped:  5 thread samples (3 changed while read, 1 code unconfirmed, 1 other)" in header
+    walk_causes = {"torn": 2, "moved": 1, "unparsable": 1, "code": 1}
+    told_apart = make_session([([fi("main", APP + "/a.py", 1)], 0.01)], dropped_samples=5, dropped_by_cause=walk_causes)
+    header = ConsoleRenderer(color=False, unicode=True).render(told_apart).split("Program:")[0]
+    assert (
+        "Dropped:  5 thread samples (2 copied while changing, 1 moved on while read, 1 frame unreadable, "
+        "1 code unconfirmed)" in header
+    )
     bare = make_session([([fi("main", APP + "/a.py", 1)], 0.01)], dropped_samples=2)  # an upstream file: no causes
     assert "Dropped:  2 thread samples\n" in ConsoleRenderer(color=False, unicode=True).render(bare)

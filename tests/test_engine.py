@@ -262,6 +262,38 @@ def test_thread_churn_does_not_crash_or_misname():
             assert frames[-1] in ("short_lived", "perf_counter", "[unknown C call]"), key
 
 
+def test_each_walk_that_fails_is_counted_under_the_check_that_failed():
+    # threads starting and ending while read, and calls returning under the read, make
+    # walks fail; each failure is counted once, under the check of the walk that caught
+    # it, and the session's dropped samples say which
+    result = run_program(
+        """
+        def short_lived(i):
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                [str(n) for n in range(20)]
+
+        with Profiler(all_threads=True, interval=0.0002) as p:
+            for round in range(15):
+                threads = [threading.Thread(target=short_lived, args=(i,)) for i in range(20)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        report(p.last_session, counts=p._engine_counts, causes=p.last_session.dropped_by_cause)
+        """
+    )
+    counts, causes = result["counts"], result["causes"]
+    walk_causes = ("moved", "torn", "unparsable", "loop", "end", "setup", "deep", "memory")
+    for kind in ("walk_failed", "walk_retried"):
+        assert {f"{kind}_{cause}" for cause in walk_causes} <= set(counts)
+    failed = sum(counts[f"walk_failed_{cause}"] for cause in walk_causes)
+    assert failed == counts["dropped_walk"]
+    assert sum(causes.get(cause, 0) for cause in walk_causes) == failed
+    assert "changed" not in causes  # the engine always says which check failed
+    assert sum(causes.values()) <= result["dropped"]
+
+
 def test_code_objects_created_and_dropped_are_not_confused():
     # each generated function lives in its own file name; a sample must never pair one
     # function's name with another's file (code addresses are reused after free)

@@ -53,9 +53,22 @@ def _notice(message: str) -> None:
 def _counts_of(snapshot: Dict[str, Any]) -> Dict[str, Any]:
     """The engine's counters and table sizes, kept after its tables are released."""
     counts = {key: value for key, value in snapshot.items() if isinstance(value, (int, float, bool))}
+    for kind in ("walk_failed", "walk_retried"):  # e.g. walk_retried_torn
+        counts.update({f"{kind}_{cause}": n for cause, n in (snapshot.get(kind) or {}).items()})
     counts["nodes"] = len(snapshot["nodes"]) // ENGINE_NODE.size
     counts["timeline_entries"] = sum(len(thread[3]) for thread in snapshot["threads"]) // 8
     return counts
+
+
+def _drop_causes(snapshot: Dict[str, Any]) -> Dict[str, int]:
+    """The dropped samples by cause: each check of the walk that failed, apart."""
+    causes = dict(snapshot.get("walk_failed") or {})
+    unexplained = snapshot.get("dropped_walk", 0) - sum(causes.values())
+    if unexplained > 0:  # the fallback sampler does not tell them apart
+        causes["changed"] = unexplained
+    causes["code"] = snapshot.get("dropped_code", 0)
+    causes["context"] = snapshot.get("dropped_context", 0)
+    return causes
 
 
 def _caller_stack(frame: Optional[types.FrameType]) -> List[FrameInfo]:
@@ -346,11 +359,7 @@ def session_from_snapshot(
         sys_prefixes=Session.current_sys_prefixes(),
         timeline=None if snapshot["timeline_truncated"] else Timeline.from_arrays(timeline_records, timeline_seconds),
         dropped_samples=snapshot["dropped"],
-        dropped_by_cause={
-            "changed": snapshot.get("dropped_walk", 0),
-            "code": snapshot.get("dropped_code", 0),
-            "context": snapshot.get("dropped_context", 0),
-        },
+        dropped_by_cause=_drop_causes(snapshot),
         truncated_samples=snapshot["truncated"],
         profiler_code=own,
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,

@@ -64,7 +64,16 @@ _PIECES_PER_CHUNK = 4096  # records written a piece of bytes at a time
 _NO_START_STACK = "[unknown start]"
 #: why a thread's sample was dropped, as the report says it
 DROP_CAUSES = {
-    "changed": "changed while read",  # its stack changed (or went away) while it was read
+    # its stack changed while it was read, by the check of the walk that failed:
+    "moved": "moved on while read",  # the thread returned, ended or moved between two reads
+    "torn": "copied while changing",  # a frame changed while it was copied
+    "unparsable": "frame unreadable",  # a frame did not read as one (it had returned, say)
+    "loop": "frame chain looped",  # the chain of frames led back into itself
+    "end": "frame chain ended early",  # not at the thread's outermost frame
+    "setup": "frame being set up",  # the current frame was not filled in yet
+    "deep": "over 131072 frames deep",  # too deep to walk
+    "memory": "out of memory",  # the engine could not get memory for the walk
+    "changed": "changed while read",  # all of the above (sessions saved before the split)
     "code": "code unconfirmed",  # a code object on it could not be confirmed
     "context": "left its async context while read",  # async mode: crossed the profiled context
 }
