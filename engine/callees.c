@@ -369,6 +369,21 @@ static void take_owner(pi_callee_table *t, pi_code_table *codes, pi_callee_query
     }
 }
 
+static bool calls_python_function(const pi_callee_query *q)
+{
+    uintptr_t type;
+    return pi_parse_object_header(q->callable, &type) == 0 && type == pi_function_type();
+}
+
+/* Whether the callable's slot, copied with the frame, holds None: the result of a call
+ * that has returned (None is called by nobody). */
+static bool holds_a_result(const pi_callee_query *q)
+{
+    int callable, self;
+    place_call(q, &callable, &self);
+    return callable >= 0 && slot_object(q->slots, callable) == pi_none_object();
+}
+
 static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_query *q, const pi_read *reads,
                           size_t count)
 {
@@ -381,6 +396,12 @@ static void take_callable(pi_callee_table *t, pi_code_table *codes, pi_callee_qu
     if (unchanged && reads[0].ok && (pi_object_dying(q->callable) || (owner_reads && owner_reads[0].ok &&
                                                                        pi_object_dying(q->owner)))) {
         /* the stack let go of them: the call returned, its cleanup runs in the caller */
+        finish(q, -1);
+    } else if (q->have_slots && ((parsed && calls_python_function(q)) || holds_a_result(q))) {
+        /* the callable copied with the frame is a Python function, which outlives its
+         * calls and is no size of C callable (whose memory it could not be): the thread
+         * stood on a call into Python code, setting it up or just back from it; or the
+         * slot holds the None a call returned */
         finish(q, -1);
     } else if (!parsed || (!unchanged && !(q->have_slots && c.kind != PI_CALLABLE_OTHER))) {
         /* unreadable, or the call ended meanwhile: the object read may be another one
