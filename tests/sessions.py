@@ -5,9 +5,6 @@ Frame strings are written the way the engine writes them (see pyinstrument.frame
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from array import array
@@ -152,18 +149,6 @@ THREADED_PROGRAM = textwrap.dedent("""
 
     main()
 """)
-
-
-def run_pyinstrument(*args, cwd, check=True):
-    """``python -m pyinstrument ARGS`` in ``cwd``, with the pyinstrument these tests
-    import (installed, or on PYTHONPATH); with ``check``, asserts it succeeded."""
-    env = dict(os.environ)
-    env.pop("NO_COLOR", None)
-    result = subprocess.run([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 #: a short program whose function is named after ``n``: runs of different programs

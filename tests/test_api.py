@@ -12,14 +12,9 @@ import threading
 import time
 
 import pytest
+from helpers import spin
 
 from pyinstrument import Profiler
-
-
-def spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 def test_start_twice_and_stop_when_idle_raise_the_documented_errors():

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
+from helpers import REPO, SRC, clean_env, run_pyinstrument, write
 
-REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
 CLI_FILE = SRC / "pyinstrument" / "__main__.py"
 
 
@@ -254,38 +253,15 @@ def test_help_lists_every_option(cli, capsys):
 
 # The subprocesses use the pyinstrument this interpreter finds (an installed build, or
 # src/ on PYTHONPATH); only when it finds none is src/ added (an in-place build).
-ADD_SRC_TO_PATH = importlib.util.find_spec("pyinstrument") is None
-
-
-def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = dict(os.environ)
-    if ADD_SRC_TO_PATH:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    for name in ("PYTHONSAFEPATH", "PYTHONSTARTUP", "PYTHONINSPECT", "NO_COLOR"):
-        env.pop(name, None)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra or {})
-    return env
-
-
 def pyinstrument(*args: str, cwd: Path, env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pyinstrument", *args],
-        cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=120, **kwargs,
-    )
+    return run_pyinstrument(*args, cwd=cwd, env=clean_env(env), check=False, **kwargs)
 
 
 def python(*args: str, cwd: Path, env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args],
-        cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=120, **kwargs,
+        cwd=cwd, env=clean_env(env), capture_output=True, text=True, timeout=120, **kwargs,
     )
-
-
-def write(path: Path, source: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 SHOW_ENVIRONMENT = """
@@ -371,7 +347,7 @@ def test_the_module_run_with_dash_m_is_shown_as_the_program_s_code(tmp_path):
             while time.thread_time() < end:
                 pass
     """)
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(packages), _env().get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(packages), clean_env().get("PYTHONPATH")]))}
 
     result = pyinstrument("-m", "spinpkg", cwd=tmp_path, env=env)
 
@@ -448,7 +424,7 @@ def test_console_script_runs_as_under_plain_python(tmp_path):
         pytest.skip("no pyinstrument console script installed beside this interpreter")
     write(tmp_path / "show.py", SHOW_ENVIRONMENT)
     plain = python("show.py", "1", cwd=tmp_path)
-    profiled = subprocess.run([str(script), "show.py", "1"], cwd=tmp_path, env=_env(),
+    profiled = subprocess.run([str(script), "show.py", "1"], cwd=tmp_path, env=clean_env(),
                               capture_output=True, text=True, timeout=120)
     assert profiled.returncode == 0, profiled.stderr
     assert seen_environment(profiled) == seen_environment(plain)
@@ -549,7 +525,7 @@ def test_uncaught_exception_prints_report_then_traceback(tmp_path):
     assert "ValueError: something broke" in profiled.stderr
     assert "pyinstrument" not in profiled.stderr
 
-    merged = subprocess.run([sys.executable, "-m", "pyinstrument", "fails.py"], cwd=tmp_path, env=_env(),
+    merged = subprocess.run([sys.executable, "-m", "pyinstrument", "fails.py"], cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     out = merged.stdout
     assert out.index("before the error") < out.index("Program: fails.py") < out.index("Traceback")
@@ -634,7 +610,7 @@ def test_ctrl_c_while_the_report_renders_keeps_the_session(tmp_path):
     """)
     write(tmp_path / "work.py", "pass\n")
     run = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-r", "waiting.Renderer", "work.py"],
-                           cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            # Ctrl-C reaches python even when these tests run with SIGINT ignored
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -792,7 +768,7 @@ def test_a_missing_script_that_names_a_module_or_a_command_gets_a_hint(tmp_path)
     write(tmp_path / "bin" / "notpython", "#!/bin/sh\necho not python\n")
     (tmp_path / "bin" / "notpython").chmod(0o755)
     (tmp_path / "work").mkdir()
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "lib"), _env().get("PYTHONPATH")])),
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "lib"), clean_env().get("PYTHONPATH")])),
            "PATH": os.pathsep.join([str(tmp_path / "bin"), os.environ.get("PATH", "")])}
     hints = {
         "mytool": " (did you mean -m mytool?)",
@@ -856,7 +832,7 @@ def run_in_terminal(*args: str, cwd: Path) -> "tuple[int, str]":
     import select
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", *args], cwd=cwd, env=clean_env(),
                             stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
     os.close(slave)
     chunks = []
@@ -1047,7 +1023,7 @@ def test_all_threads_waits_for_non_daemon_threads(tmp_path):
 
 def test_closed_output_pipe_is_not_an_error(tmp_path):
     write(tmp_path / "s.py", "import time; time.sleep(0.3)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", "s.py"], cwd=tmp_path, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", "s.py"], cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # like `| head -0`

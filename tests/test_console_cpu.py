@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import textwrap
 
-from sessions import run_pyinstrument, simple_session
+from helpers import run_pyinstrument
+from sessions import simple_session
 
 from pyinstrument.renderers import ConsoleRenderer
 

@@ -16,48 +16,9 @@ import threading
 import time
 
 import pytest
+from helpers import HARNESS, REFUSE_PROCESS_VM_READV, run_program, time_in
 
 pytestmark = pytest.mark.engine
-
-# Prints, as JSON, {"stack > joined > names": seconds} for every sampled stack, plus extras.
-HARNESS = textwrap.dedent(
-    """
-    import json, sys, os, threading, time
-    from pyinstrument import Profiler
-
-    def flatten(session):
-        out = {}
-        for stack, seconds in session.frame_records:
-            if not seconds:
-                continue  # time in the timeline without a sample, not a stack
-            names = [f.split("\\x00")[0] for f in stack]
-            key = " > ".join(names)
-            out[key] = out.get(key, 0.0) + seconds
-        return out
-
-    def spin(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
-
-    def report(session, **extra):
-        print(json.dumps({"stacks": flatten(session), "duration": session.duration,
-                          "samples": session.sample_count, "dropped": session.dropped_samples,
-                          "records": session.frame_records, **extra}))
-    """
-)
-
-
-def run_program(body: str, timeout: float = 120) -> dict:
-    code = HARNESS + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def time_in(stacks: dict, name: str) -> float:
-    """Total time of stacks passing through a frame called `name`."""
-    return sum(t for key, t in stacks.items() if name in key.split(" > "))
 
 
 def test_time_split_between_busy_code_and_sleep():
@@ -492,25 +453,6 @@ def test_engine_refuses_bad_intervals():
         Profiler(interval=0)
     with pytest.raises(ValueError):
         Profiler(interval=-1)
-
-
-REFUSE_PROCESS_VM_READV = """
-import ctypes, platform
-# a seccomp filter like a strict container's: process_vm_readv fails with EPERM
-libc = ctypes.CDLL(None, use_errno=True)
-class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-program = (SockFilter * 4)(
-    SockFilter(0x20, 0, 0, 0),            # load the syscall number
-    SockFilter(0x15, 0, 1, 310),          # process_vm_readv on x86_64?
-    SockFilter(0x06, 0, 0, 0x00050001),   # then fail with EPERM
-    SockFilter(0x06, 0, 0, 0x7FFF0000),   # else allow
-)
-assert libc.prctl(38, 1, 0, 0, 0) == 0    # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.byref(SockFprog(4, program)), 0, 0) == 0  # PR_SET_SECCOMP
-"""
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86_64")

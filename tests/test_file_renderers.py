@@ -29,6 +29,7 @@ try:
 except ImportError:  # a test dependency; the schema test says when it is missing
     jsonschema = None
 
+from helpers import run_pyinstrument
 from sessions import (
     APP,
     FAST,
@@ -44,7 +45,6 @@ from sessions import (
     frame_string,
     hostile_session,
     make_session,
-    run_pyinstrument,
     simple_session,
     thread_root,
     threaded_session,

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
+from helpers import run_pyinstrument
 from sessions import (
     APP,
     HOSTILE_NAMES,
@@ -33,7 +34,6 @@ from sessions import (
     frame_string,
     hostile_session,
     make_session,
-    run_pyinstrument,
     simple_session,
     thread_root,
     threaded_session,

@@ -118,3 +118,20 @@ def test_a_table_made_from_upstreams_records_gives_them_back():
     table = FrameTable.from_records(records)
     assert len(table.frames) == 3  # each distinct frame once
     assert table.records() == records
+
+
+def test_a_thread_named_with_the_formats_separators_keeps_its_session_whole(tmp_path):
+    def work():
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+
+    worker = threading.Thread(target=work, name="odd\x00name\x01here")
+    with Profiler(all_threads=True, interval=0.001) as profiler:
+        worker.start()
+        worker.join()
+    path = tmp_path / "odd.pyisession"
+    profiler.last_session.save(path)
+    frames = Session.load(path).frame_table.frames
+    assert any(f.kind == FrameKind.THREAD and f.function == "odd name here" for f in frames)
+    assert not any(f.kind == FrameKind.SYNTHETIC for f in frames)

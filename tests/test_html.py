@@ -29,6 +29,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from helpers import run_pyinstrument  # noqa: E402
 from sessions import (  # noqa: E402
     APP,
     HOSTILE_FUNCTION,
@@ -39,7 +40,6 @@ from sessions import (  # noqa: E402
     frame_string,
     hostile_session,
     make_session,
-    run_pyinstrument,
     simple_session,
     thread_root,
     threaded_session,

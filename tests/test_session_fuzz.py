@@ -32,7 +32,8 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 from xml.etree import ElementTree
 
 import pytest
-from sessions import hostile_session, run_pyinstrument, simple_session, threaded_session
+from helpers import run_pyinstrument
+from sessions import hostile_session, simple_session, threaded_session
 
 from pyinstrument import Profiler
 from pyinstrument.__main__ import create_renderer, parse_command_line

@@ -11,7 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from sessions import history_directory, load_prev_hint, run_pyinstrument, write_numbered_program
+from helpers import run_pyinstrument
+from sessions import history_directory, load_prev_hint, write_numbered_program
 
 from pyinstrument import session_history
 

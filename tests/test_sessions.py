@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from helpers import run_pyinstrument
 from sessions import (
     HOSTILE_NAMES,
     HOSTILE_PATHS,
@@ -19,7 +20,6 @@ from sessions import (
     history_directory,
     hostile_session,
     load_prev_hint,
-    run_pyinstrument,
     simple_session,
     threaded_session,
     write_numbered_program,

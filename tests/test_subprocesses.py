@@ -17,7 +17,7 @@ import pytest
 from pyinstrument import Profiler
 from pyinstrument.frame import IDENTIFIER_SEP, THREAD_FILE
 from pyinstrument.session import Session
-from test_engine import REFUSE_PROCESS_VM_READV
+from helpers import REFUSE_PROCESS_VM_READV, run_pyinstrument
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -67,14 +67,7 @@ def _env(tmp_path: Path) -> Dict[str, str]:
 
 def _run_cli(tmp_path: Path, *options: str) -> "subprocess.CompletedProcess[str]":
     (tmp_path / "script.py").write_text(SCRIPT)
-    return subprocess.run(
-        [sys.executable, "-m", "pyinstrument", *options, "script.py"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_pyinstrument(*options, "script.py", cwd=tmp_path, env=_env(tmp_path), check=False)
 
 
 def _task_pids(stdout: str) -> Set[str]:

@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from test_engine import HARNESS, run_program, time_in
+from helpers import HARNESS, run_program, time_in
 
 pytestmark = pytest.mark.engine
 

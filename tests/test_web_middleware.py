@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, List, Tuple
 
 import pytest
+from helpers import spin
 
 from pyinstrument.web.common import path_for_filename
 from pyinstrument.asgi import ProfilerMiddleware as ASGIProfilerMiddleware
@@ -45,13 +46,6 @@ def get(url: str) -> Tuple[int, str, str]:
     """(status, content type, body text) of a GET."""
     with _opener.open(url, timeout=30) as response:
         return response.status, response.headers.get("Content-Type", ""), response.read().decode("utf-8")
-
-
-def busy(seconds: float) -> None:
-    """Runs Python code for ``seconds``, so that samples land in the caller."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 def report_files(folder: Any) -> List[str]:
@@ -79,7 +73,7 @@ def flask_app() -> Any:
 
     @app.route("/compute")
     def flask_compute_view() -> str:
-        busy(0.2)
+        spin(0.2)
         return "computed"
 
     @app.route("/fast")
@@ -93,14 +87,14 @@ def flask_app() -> Any:
 
     @app.route("/delay/<int:milliseconds>")
     def flask_delay_view(milliseconds: int) -> str:
-        busy(milliseconds / 1000)
+        spin(milliseconds / 1000)
         return f"delayed {milliseconds}"
 
     @app.route("/stream")
     def flask_stream_view() -> Any:
         def chunks() -> Iterator[str]:
             for number in range(3):
-                busy(0.01)
+                spin(0.01)
                 yield f"chunk{number} "
 
         return flask.Response(chunks())
@@ -191,7 +185,7 @@ def plain_wsgi_app(environ: dict, start_response: Any) -> List[bytes]:
     """A WSGI application without a framework: /compute runs for 0.2 s, /sleep sleeps SLOW s."""
     path = environ["PATH_INFO"]
     if path == "/compute":
-        busy(0.2)
+        spin(0.2)
     elif path == "/sleep":
         time.sleep(SLOW)
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -314,7 +308,7 @@ async def plain_asgi_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     if scope["path"] == "/compute":
-        busy(0.2)
+        spin(0.2)
     elif scope["path"] != "/quick":
         await asyncio.sleep(0.1)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
@@ -453,7 +447,7 @@ def test_flask_keep_slowest_keeps_the_n_slowest(tmp_path: Any) -> None:
 
     @app.route("/work")
     def work_view() -> str:
-        busy(float(flask.request.args["seconds"]))
+        spin(float(flask.request.args["seconds"]))
         return "done"
 
     middleware = WSGIProfilerMiddleware(app.wsgi_app, profile_dir=tmp_path, keep_slowest=2)
@@ -705,7 +699,7 @@ def fastapi_app(events: List[str]) -> Any:
 
     @app.get("/compute")
     async def fastapi_compute_view() -> dict:
-        busy(0.2)
+        spin(0.2)
         return {"result": "computed"}
 
     @app.get("/fast")
@@ -719,7 +713,7 @@ def fastapi_app(events: List[str]) -> Any:
 
     @app.get("/threaded")
     def fastapi_threadpool_view() -> dict:
-        busy(0.2)
+        spin(0.2)
         return {"result": "threaded"}
 
     # /alpha waits for /beta to do its work: made to overlap in one event loop
@@ -750,11 +744,11 @@ def fastapi_app(events: List[str]) -> Any:
 
 
 def alpha_work(seconds: float) -> None:
-    busy(seconds)
+    spin(seconds)
 
 
 def beta_work(seconds: float) -> None:
-    busy(seconds)
+    spin(seconds)
 
 
 @contextlib.contextmanager
