@@ -40,7 +40,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument import _engine
-from pyinstrument.frame_table import ATTRIBUTES_SEP, IDENTIFIER_SEP, FrameInfo
+from pyinstrument.frame_table import FrameInfo
 from pyinstrument.session import Session
 
 ENV_DIR = "PYINSTRUMENT_CHILD_DIR"
@@ -58,10 +58,7 @@ SIGTERM_SAVE_DEADLINE = 10.0
 
 def process_root(pid: int, description: str) -> FrameInfo:
     """The frame that roots one process's subtree (a thread root, for upstream's readers)."""
-    label = f"process {pid}: {description}" if description else f"process {pid}"
-    for separator in (IDENTIFIER_SEP, ATTRIBUTES_SEP):
-        label = label.replace(separator, " ")
-    return FrameInfo.thread(label, pid)
+    return FrameInfo.thread(f"process {pid}: {description}" if description else f"process {pid}", pid)
 
 
 def _rooted(session: Session, root: FrameInfo) -> None:

@@ -23,23 +23,18 @@ import re
 from array import array
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from pyinstrument.frame_table import (  # the frame model; its names are also this module's, as upstream's
+# the frame model; the markers are also this module's names, as they are upstream's
+from pyinstrument.frame_table import (  # noqa: F401
     ATTRIBUTE_MARKER_CLASS_NAME,
     ATTRIBUTE_MARKER_LINE_NUMBER,
     ATTRIBUTE_MARKER_TRACEBACKHIDE,
     ATTRIBUTES_SEP,
+    BUILTIN_FILE,
+    IDENTIFIER_SEP,
+    THREAD_FILE,
     FrameInfo,
     FrameKind,
     FrameTable,
-)
-from pyinstrument.frame_table import (
-    BUILTIN_FILE as BUILTIN_FILE,
-)
-from pyinstrument.frame_table import (
-    IDENTIFIER_SEP as IDENTIFIER_SEP,
-)
-from pyinstrument.frame_table import (
-    THREAD_FILE as THREAD_FILE,
 )
 
 # --- synthetic identifiers -------------------------------------------------------------------

@@ -71,6 +71,9 @@ class FrameInfo(NamedTuple):
 
     @staticmethod
     def thread(name: str, key: int) -> "FrameInfo":
+        """A thread's root frame. The program names its threads, and the separators of the
+        frame string cannot be part of a name (they would break it where it is written)."""
+        name = name.replace(IDENTIFIER_SEP, " ").replace(ATTRIBUTES_SEP, " ")
         return FrameInfo(name, THREAD_FILE, key, FrameKind.THREAD)
 
     @staticmethod
@@ -142,18 +145,6 @@ def _exact_int(text: str) -> Optional[int]:
         return None
     number = int(text)
     return number if str(number) == text else None
-
-
-def parse_frames(texts: Iterable[str]) -> List[FrameInfo]:
-    """Frame strings as frames, each distinct string parsed once."""
-    parsed: Dict[str, FrameInfo] = {}
-    result = []
-    for text in texts:
-        info = parsed.get(text)
-        if info is None:
-            info = parsed[text] = FrameInfo.parse(text)
-        result.append(info)
-    return result
 
 
 class FrameTable:

@@ -66,6 +66,7 @@ from operator import mul
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument.frame import gc_paused
+from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.renderers.stacks import MAIN_THREAD_NAME, SampleStacks, StackFrame
 from pyinstrument.session import Session
@@ -165,18 +166,25 @@ class _ThreadTables:
         self.resource_name: List[int] = []
         self._resource_index: Dict[str, int] = {}
 
-    def stack_of(self, frames: Sequence[int], lines: Sequence[int]) -> int:
-        """The stack-table index for a record's stack (root first)."""
-        stack = -1
+    def stack_of(self, node: int, stacks: SampleStacks, known: Dict[int, int]) -> int:
+        """The stack-table index of a node of the samples' trie (``known``: this thread's
+        nodes done so far, so each costs one step however many records stand on it)."""
+        parent, frame_of, line_of = stacks.trie_parent, stacks.trie_frame, stacks.trie_line
+        path = []
+        while node != NO_NODE and node not in known:
+            path.append(node)
+            node = parent[node]
+        stack = known[node] if node != NO_NODE else -1
         stack_index = self._stack_index
-        for frame, line in zip(frames, lines):
+        for node in reversed(path):
+            frame, line = frame_of[node], line_of[node]
             key = (stack, frame, line)
             found = stack_index.get(key)
             if found is None:
                 found = stack_index[key] = len(self.stack_frame)
                 self.stack_frame.append(self._frame(frame, line))
                 self.stack_prefix.append(stack if stack >= 0 else None)
-            stack = found
+            known[node] = stack = found
         return stack
 
     def _frame(self, session_frame: int, line: int) -> int:
@@ -455,9 +463,10 @@ class _ProfileWriter:
     def _record_stacks(self, tables: List[_ThreadTables]) -> List[int]:
         """Each record's stack index in its thread's table; -1 for left-out records."""
         stacks = self.stacks
+        known: List[Dict[int, int]] = [{} for _ in tables]
         return [
-            tables[thread].stack_of(frames, lines) if frames else -1
-            for frames, lines, thread in zip(stacks.stacks, stacks.lines, stacks.thread_of)
+            tables[thread].stack_of(node, stacks, known[thread]) if node != NO_NODE else -1
+            for node, thread in zip(stacks.node_of, stacks.thread_of)
         ]
 
     # -- samples --------------------------------------------------------------------------
