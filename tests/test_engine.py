@@ -7,6 +7,8 @@ shares are checked against what the program itself measured, within a tolerance.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import platform
 import subprocess
@@ -43,53 +45,6 @@ def test_time_split_between_busy_code_and_sleep():
     sleep_leaf = [k for k in stacks if k.endswith("wait > sleep")]
     assert sleep_leaf, stacks
     assert stacks[sleep_leaf[0]] == pytest.approx(0.4, abs=0.05)
-
-
-def test_methods_are_named_with_their_class():
-    result = run_program(
-        """
-        class Worker:
-            def compute(self):
-                end = time.perf_counter() + 0.2
-                while time.perf_counter() < end:
-                    pass
-
-        with Profiler() as p:
-            Worker().compute()
-        report(p.last_session)
-        """
-    )
-    assert time_in(result["stacks"], "Worker.compute") > 0.15
-
-
-def test_a_wrapper_made_with_functools_wraps_keeps_its_own_name():
-    # wraps copies the wrapped function's __qualname__ onto the wrapper; 3.9/3.10 name
-    # frames after the qualified names of live functions, which must not rename it
-    result = run_program(
-        """
-        import functools
-
-        def traced(fn):
-            @functools.wraps(fn)
-            def wrapper(*args):
-                return fn(*args)
-            return wrapper
-
-        @traced
-        def work():
-            end = time.perf_counter() + 0.2
-            while time.perf_counter() < end:
-                pass
-
-        with Profiler() as p:
-            work()
-        report(p.last_session)
-        """
-    )
-    stacks = result["stacks"]
-    # its qualified name (3.11+: co_qualname; 3.9/3.10: from the decorator's code constants)
-    assert time_in(stacks, "traced.<locals>.wrapper") > 0.15, stacks
-    assert not any(" > work > work" in k for k in stacks), stacks
 
 
 def test_leaves_name_blocking_c_calls():
@@ -680,6 +635,100 @@ def test_a_tick_reads_a_parked_thread_exactly():
     # each frame's code object names it (qualified from 3.11 on), the C leaf its callable
     codes = [f.__code__ for f in (parked_here, threading.Event.wait, threading.Condition.wait)]
     assert names[-4:] == [getattr(c, "co_qualname", c.co_name) for c in codes] + ["lock.acquire"], names
+
+
+def parked_session(thread: threading.Thread):
+    """The session of two ticks of a sampler over every thread (the first tick starts the
+    clock) while ``thread`` stands where it was parked; returns ``thread``'s records as
+    lists of frames (root first, below its thread root) and their samples."""
+    from pyinstrument import _engine
+    from pyinstrument.frame_table import FrameKind
+    from pyinstrument.profiler import session_from_snapshot
+
+    sampler = _engine.Sampler(0.001, 0)
+    sampler._tick()
+    sampler._tick()
+    snapshot = sampler.snapshot()
+    session = session_from_snapshot(
+        snapshot, all_threads=True, thread_names={}, start_time=0.0, duration=0.001, interval=0.001, cpu_time=0.0,
+        start_call_stack=[], target_description="parked",
+    )
+    table = session.frame_table
+    keys = {thread.ident, getattr(thread, "native_id", None)}
+    records = []
+    for node, seconds in zip(table.record_node, table.record_seconds):
+        stack = table.stack(node)
+        if seconds and stack and stack[0].kind == FrameKind.THREAD and stack[0].first_line in keys:
+            records.append(stack[1:])
+    return records, snapshot
+
+
+class Kettle:
+    def boil(self, go):
+        go.wait()  # PARKED
+
+
+def traced(fn):
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args)
+
+    return wrapper
+
+
+@traced
+def wrapped_wait(go):
+    go.wait()
+
+
+def down(n, go):
+    if n == 0:
+        go.wait()
+        return
+    down(n - 1, go)
+
+
+def _parked_stack(target) -> list:
+    go = threading.Event()
+    thread = park(lambda: target(go))
+    try:
+        records, snapshot = parked_session(thread)
+    finally:
+        go.set()
+        thread.join()
+    assert snapshot["dropped"] == 0, snapshot
+    (stack,) = records  # one tick, one sample: its exact stack
+    return stack
+
+
+WAIT_LEAF = ["Event.wait", "Condition.wait", "lock.acquire"]
+
+
+def test_a_method_is_named_with_its_class_and_the_line_it_runs():
+    stack = _parked_stack(lambda go: Kettle().boil(go))
+    assert [f.function for f in stack[-4:]] == ["Kettle.boil"] + WAIT_LEAF
+    boil = stack[-4]
+    source, first = inspect.getsourcelines(Kettle.boil)
+    assert boil.file == __file__ and boil.first_line == first
+    assert boil.line == first + next(i for i, text in enumerate(source) if "# PARKED" in text)
+
+
+def test_a_wrapper_made_with_functools_wraps_keeps_its_own_name_exactly():
+    # wraps copies the wrapped function's __qualname__ onto the wrapper; 3.9/3.10 name
+    # frames after the qualified names of live functions, which must not rename it
+    stack = _parked_stack(wrapped_wait)
+    assert [f.function for f in stack[-5:]] == ["traced.<locals>.wrapper", "wrapped_wait"] + WAIT_LEAF
+
+
+def test_deep_recursion_is_recorded_whole_exactly():
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5000))
+    try:
+        stack = _parked_stack(lambda go: down(3000, go))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert sum(1 for f in stack if f.function == "down") == 3001
+    assert [f.function for f in stack[-3:]] == WAIT_LEAF
 
 
 def test_the_tick_hook_refuses_a_running_sampler():
