@@ -477,7 +477,10 @@ def test_a_stack_of_one_frame_is_recorded():
         report(p.last_session)
         """
     )
-    assert result["dropped"] == 0
+    # (a tick that meets the thread between start() and sleep(), or sleep() and stop(), may
+    # find its stack changing and drop it: 1 of ~200 on a loaded machine; a one-frame stack
+    # that could not be read would lose them all)
+    assert result["dropped"] <= 2, result
     assert result["stacks"].get("<module> > sleep", 0) == pytest.approx(0.2, abs=0.05), result["stacks"]
 
 
