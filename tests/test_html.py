@@ -45,7 +45,7 @@ from sessions import (  # noqa: E402
     threaded_session,
 )
 
-from pyinstrument import Profiler  # noqa: E402
+from pyinstrument import Profiler, run_metadata  # noqa: E402
 from pyinstrument.frame import Frame  # noqa: E402
 from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer  # noqa: E402
 from pyinstrument.renderers import html as html_module  # noqa: E402
@@ -939,6 +939,7 @@ def test_demo_report(open_report, tmp_path):
     report = open_report((tmp_path / "demo.html").read_text(encoding="utf-8"), "demo")
     header = report.element(".head").text
     assert "demo.py" in header and "Samples" in header and "CPU utilisation" in header
+    assert run_metadata.summary(session.run_metadata) in header  # what the run was made with
     names = report.names()
     assert {"MainThread", "hasher", "main", "Worker.compute", "parse_logs"} <= set(names)
     assert_same_tree(page_rows(expand_everything(report)), console_rows(session))

@@ -19,7 +19,7 @@ import weakref
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument import _async, _engine, own_code
+from pyinstrument import _async, _engine, own_code, run_metadata
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import is_path_in_package
 from pyinstrument.frame_table import NO_NODE as NO_STACK
@@ -258,6 +258,7 @@ def session_from_snapshot(
     cpu_time: float,
     start_call_stack: List[FrameInfo],
     target_description: str,
+    metadata: Optional[Dict[str, Any]] = None,
 ) -> Session:
     """Converts the engine's tries into a Session: one frame record per distinct stack."""
     identities = snapshot["identities"]
@@ -362,6 +363,7 @@ def session_from_snapshot(
         dropped_by_cause=_drop_causes(snapshot),
         truncated_samples=snapshot["truncated"],
         profiler_code=own,
+        run_metadata=metadata,
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
     )
 
@@ -648,6 +650,7 @@ class Profiler:
             cpu_time=cpu_time,
             start_call_stack=self._start_call_stack,
             target_description=self._target_description,
+            metadata=run_metadata.collect(),
         )
         del snapshot
         if self._children is not None:

@@ -29,7 +29,7 @@ from typing import (
     overload,
 )
 
-from pyinstrument import own_code
+from pyinstrument import own_code, run_metadata
 from pyinstrument._files import write_report_file
 from pyinstrument.frame import (
     ROOT_FRAME_IDENTIFIER,
@@ -164,6 +164,7 @@ class Session:
         thread_names: Any = None,
         dropped_by_cause: Optional[Mapping[str, int]] = None,
         profiler_code: Optional[Mapping[Tuple[str, int], str]] = None,
+        run_metadata: Optional[Mapping[str, Any]] = None,
     ):
         if isinstance(frame_records, FrameTable):
             if frame_records_cpu is not None:
@@ -200,6 +201,8 @@ class Session:
         self.profiler_code: Optional[Dict[Tuple[str, int], str]] = (
             dict(profiler_code) if profiler_code is not None else None
         )
+        # what the run was made with (pyinstrument.run_metadata); None when not recorded
+        self.run_metadata: Optional[Dict[str, Any]] = dict(run_metadata) if run_metadata is not None else None
 
     # -- the samples ----------------------------------------------------------------------
 
@@ -369,6 +372,7 @@ class Session:
             sys_prefixes=self.sys_prefixes,
             thread_names=self.thread_names,
             profiler_code=self.profiler_code,
+            run_metadata=self.run_metadata,
         )
 
     @staticmethod
@@ -411,6 +415,7 @@ class Session:
                 if session1.profiler_code is not None and session2.profiler_code is not None
                 else None
             ),
+            run_metadata=session1.run_metadata if session1.run_metadata is not None else session2.run_metadata,
         )
 
     # -- files ----------------------------------------------------------------------------
@@ -448,6 +453,7 @@ class Session:
         result["thread_names"] = self.thread_names
         if self.profiler_code is not None:
             result["profiler_code"] = own_code.to_json(self.profiler_code)
+        result[run_metadata.KEY] = self.run_metadata  # always: files of one kind have one shape
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
         return result
 
@@ -608,6 +614,7 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             truncated_samples=_read_count(get("truncated_samples") or 0, "'truncated_samples'"),
             thread_names=_read_thread_names(get("thread_names")),
             profiler_code=_read_profiler_code(get("profiler_code")),
+            run_metadata=run_metadata.read(get(run_metadata.KEY)),
         )
     except SessionFileError:
         raise

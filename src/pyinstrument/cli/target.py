@@ -373,6 +373,9 @@ def run_profiled(cli: CommandLine, target: Target) -> Tuple[Any, Optional[BaseEx
         profiler_kwargs["subprocesses"] = True
     profiler = Profiler(**profiler_kwargs)
     description = cli.target_description()
+    from pyinstrument import run_metadata
+
+    run_metadata.look_at_git()  # before the program runs: it starts a git process
 
     outcome: Optional[BaseException] = None
     try:

@@ -8,7 +8,7 @@ import time as time_module
 from operator import attrgetter
 from typing import Any, Dict, List, Optional, Tuple
 
-from pyinstrument import processors
+from pyinstrument import processors, run_metadata
 from pyinstrument.frame import Frame, dispose_tree, gc_paused, libraries_of
 from pyinstrument.renderers.base import FrameRenderer
 from pyinstrument.session import DROP_CAUSES, Session
@@ -190,6 +190,9 @@ class ConsoleRenderer(FrameRenderer):
             if n == 0 and c.bold:
                 cells[0] = c.bold + row[0] + c.reset + " " * (widths[0] - len(row[0]))
             lines.append(("  " + "   ".join(cells)).rstrip())
+        made_with = run_metadata.summary(session.run_metadata)
+        if made_with:
+            lines.append("  " + _visible(made_with))
         return lines
 
     @staticmethod

@@ -50,7 +50,7 @@ import re
 from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pyinstrument import processors
+from pyinstrument import processors, run_metadata
 from pyinstrument.frame import (
     AWAIT_FRAME_IDENTIFIER,
     OUT_OF_CONTEXT_FRAME_IDENTIFIER,
@@ -99,7 +99,8 @@ def embed_json(value: Any) -> str:
 def _python_version(session: Session) -> Optional[str]:
     """The profiled interpreter's version as its paths show it (``.../python3.12/...``);
     sessions do not record it otherwise."""
-    version = getattr(session, "python_version", None)
+    made_with = session.run_metadata or {}
+    version = made_with.get("python") or getattr(session, "python_version", None)
     if version:
         return str(version)
     for path in list(session.sys_path) + list(session.sys_prefixes):
@@ -315,6 +316,8 @@ class HTMLRenderer(FrameRenderer):
                 "has_cpu": stacks.has_cpu,
                 "interval": _finite(session.min_interval),
                 "python_version": _python_version(session),
+                # what the run was made with, in one line (pyinstrument.run_metadata)
+                "made_with": run_metadata.summary(session.run_metadata) or None,
                 "pyinstrument_version": _pyinstrument_version(),
             },
             "options": {

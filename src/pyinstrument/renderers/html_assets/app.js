@@ -601,6 +601,7 @@
       meta.python_version ? "the profiled interpreter, from its paths" : "the session does not record it"
     );
     head.appendChild(facts);
+    if (meta.made_with) head.appendChild(el("p", "made-with", visible(meta.made_with)));
 
     if (data.notes && data.notes.length) {
       const notes = el("ul", "notes");
