@@ -35,6 +35,7 @@ from pyinstrument.cli.arguments import (  # noqa: F401 (the command line's API, 
 )
 from pyinstrument.cli.output import (  # noqa: F401
     ReportNotWritten,
+    _wants_color,
     check_output,
     create_renderer,
     get_renderer_class,
@@ -115,6 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # relative to where pyinstrument was started, even if the program changes directory
         cli.options.outfile = os.path.abspath(cli.options.outfile)
     try:
+        if cli.target_kind == "diff":
+            return _diff(cli, stdout)
         if cli.target_kind in ("load", "load_prev"):
             set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
             renderer = create_renderer(cli, stdout)
@@ -178,6 +181,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _suppress_in_excepthook(outcome)
         raise outcome
     return 1
+
+
+def _diff(cli: CommandLine, stdout: Any) -> int:
+    """``--diff BEFORE AFTER``: the two sessions compared, as text or JSON."""
+    from pyinstrument.diff import DiffReport
+
+    outfile = cli.options.outfile
+    for path in cli.options.diff:
+        if outfile and os.path.isfile(outfile) and os.path.isfile(path) and os.path.samefile(outfile, path):
+            raise UsageError(
+                f"will not write the report over {path!r}, a session being compared; choose another -o file"
+            )
+    name = cli.renderer_name
+    if name not in ("text", "json"):
+        raise UsageError(f"--diff writes text or json, not {name}")
+    before, after = (load_session_file(path) for path in cli.options.diff)
+    color = cli.options.color
+    if color is None:
+        color = not outfile and _wants_color(stdout)
+    report = DiffReport(before, after, as_json=name == "json", color=bool(color))
+    check_output(cli, report, stdout)
+    try:
+        write_report(cli, report, None, stdout, from_run=False)
+    except ReportNotWritten as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _rendering_interrupted(session: Any) -> int:

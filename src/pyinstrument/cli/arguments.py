@@ -126,6 +126,14 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--diff",
+        dest="diff",
+        metavar="BEFORE AFTER",
+        help="do not run anything: compare two saved sessions (.pyisession): each function's time "
+        "and share before and after, biggest changes first (-r json: as JSON)",
+    )
+    add(
+        target,
         "--from-path",
         action="store_true",
         help="look the script up on $PATH instead of in the working directory",
@@ -333,6 +341,32 @@ def _resolve_long_option(word: str, table: _OptionTable) -> str:
     raise UsageError(f"unrecognized option {word}")
 
 
+def _take_diff(argv: Sequence[str], table: _OptionTable) -> Tuple[List[str], Optional[List[str]]]:
+    """``--diff BEFORE AFTER`` taken out of pyinstrument's own options (before any script
+    name): the other words, and the two paths (None without --diff)."""
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--diff" or word.startswith("--diff="):
+            first = word.partition("=")[2] if "=" in word else None
+            values = [first] if first is not None else []
+            taken = 1
+            while len(values) < 2 and i + taken < len(words) and not words[i + taken].startswith("-"):
+                values.append(words[i + taken])
+                taken += 1
+            if len(values) != 2 or not all(values):
+                raise UsageError("--diff compares two sessions: --diff BEFORE AFTER")
+            return words[:i] + words[i + taken :], values
+        if word == "--" or not word.startswith("-") or word in ("-m", "-c") or word.startswith(("-m", "-c")):
+            break  # the program and its arguments: their own --diff is theirs
+        name = word.partition("=")[0]
+        if "=" not in word and table.takes_value.get(name, False):
+            i += 1  # its value
+        i += 1
+    return words, None
+
+
 def _split_argv(argv: Sequence[str], table: _OptionTable) -> Tuple[List[str], Optional[str], Optional[str], List[str]]:
     """Separate pyinstrument's own options from the program to run.
 
@@ -427,8 +461,10 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     raises ``SystemExit(0)`` as argparse does.
     """
     parser, table = _build_parser()
+    argv, diff_paths = _take_diff(argv, table)
     option_words, target_kind, target, target_args = _split_argv(argv, table)
     options = parser.parse_args(option_words)
+    options.diff = diff_paths
     notes: List[str] = []
 
     if options.setprofile:
@@ -462,6 +498,8 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         sources.append("--load")
     if options.load_prev is not None:
         sources.append("--load-prev")
+    if options.diff is not None:
+        sources.append("--diff")
     if not sources:
         raise UsageError("nothing to profile: give a script, -m MODULE, -c PROGRAM, --load FILE or --load-prev ID")
     if len(sources) > 1:
@@ -470,6 +508,8 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         target_kind, target = "load", options.load
     elif options.load_prev is not None:
         target_kind, target = "load_prev", options.load_prev
+    elif options.diff is not None:
+        target_kind, target = "diff", None
     if options.from_path and target_kind != "script":
         raise UsageError("--from-path needs a script name")
 

@@ -1,0 +1,155 @@
+"""``pyinstrument --diff BEFORE AFTER``: two real runs of a program, before and after a change."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from helpers import run_pyinstrument
+from sessions import simple_session
+
+from pyinstrument.diff import DiffReport, compare, metadata_changes
+
+BEFORE = """
+import time
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def parse():
+    spin(0.15)
+
+def render():
+    spin(0.15)
+
+def legacy():
+    spin(0.1)
+
+def main():
+    parse()
+    render()
+    legacy()
+
+main()
+"""
+
+# parse() twice as slow, legacy() gone, cache() new, and everything moved down two lines
+AFTER = """
+import time
+# a comment
+# and another: the functions' first lines move
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def parse():
+    spin(0.3)
+
+def render():
+    spin(0.15)
+
+def cache():
+    spin(0.1)
+
+def main():
+    parse()
+    render()
+    cache()
+
+main()
+"""
+
+
+def profile(tmp_path: Path, source: str, name: str) -> Path:
+    (tmp_path / "app.py").write_text(source)
+    run_pyinstrument("-r", "session", "-o", name, "app.py", cwd=tmp_path)
+    return tmp_path / name
+
+
+def test_a_diff_finds_the_slower_function_the_gone_one_and_the_new_one(tmp_path: Path):
+    before = profile(tmp_path, BEFORE, "before.pyisession")
+    after = profile(tmp_path, AFTER, "after.pyisession")
+    result = run_pyinstrument("--diff", str(before), str(after), cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    rows = {name: line for line in lines for name in ("parse", "render", "legacy", "cache") if f" {name}" in line
+            and "app.py" in line}
+    assert set(rows) == {"parse", "render", "legacy", "cache"}, result.stdout
+    assert "[gone]" in rows["legacy"] and "[new]" in rows["cache"]
+    delta = {name: float(re.search(r"([+-]\d+\.\d+)s", row).group(1)) for name, row in rows.items()}
+    assert delta["parse"] >= 0.1  # 0.15 s more, less what a busy machine takes off
+    assert delta["legacy"] < -0.05 and delta["cache"] > 0.05
+    assert abs(delta["render"]) < delta["parse"]
+    # biggest change first, under main()
+    under_main = [name for line in lines for name in ("parse", "render", "legacy", "cache") if f" {name} " in line
+                  or line.rstrip().endswith(f" {name}") or f" {name}  " in line]
+    assert under_main[0] == "parse", result.stdout
+    assert "\033[" not in result.stdout  # not a terminal: no colour
+
+
+def test_the_json_diff_has_every_node_with_both_sides(tmp_path: Path):
+    before = profile(tmp_path, BEFORE, "before.pyisession")
+    after = profile(tmp_path, AFTER, "after.pyisession")
+    run_pyinstrument("--diff", str(before), str(after), "-o", "diff.json", cwd=tmp_path)
+    document = json.loads((tmp_path / "diff.json").read_text())
+    assert document["before"]["run_metadata"]["python"] == document["after"]["run_metadata"]["python"]
+    assert document["metadata_changes"] == []  # the same interpreter and packages
+    nodes = {}
+    stack = [document["root"]]
+    while stack:
+        node = stack.pop()
+        nodes[node["function"]] = node
+        stack.extend(node["children"])
+    assert nodes["parse"]["after"] > nodes["parse"]["before"] > 0
+    assert nodes["legacy"]["status"] == "gone" and nodes["legacy"]["after"] == 0
+    assert nodes["cache"]["status"] == "new" and nodes["cache"]["before"] == 0
+    root = document["root"]
+    assert root["before_share"] == root["after_share"] == 1.0
+
+
+def test_what_the_runs_were_made_with_is_compared():
+    before = {"python": "3.11.4", "cpu_count": 2, "git": {"commit": "a" * 40},
+              "distributions": {"Django": "4.2.7", "six": "1.16.0"}}
+    after = {"python": "3.12.1", "cpu_count": 2, "git": {"commit": "b" * 40},
+             "distributions": {"Django": "5.0.1", "requests": "2.31.0"}}
+    assert metadata_changes(before, after) == [
+        "Python 3.11.4 → 3.12.1",
+        f"git {'a' * 8} → {'b' * 8}",
+        "Django 4.2.7 → 5.0.1",
+        "+requests 2.31.0",
+        "-six 1.16.0",
+    ]
+    first, second = simple_session(), simple_session()
+    first.run_metadata, second.run_metadata = before, after
+    text = DiffReport(first, second).render()
+    assert "changed: Python 3.11.4 → 3.12.1; git aaaaaaaa → bbbbbbbb; Django 4.2.7 → 5.0.1" in text
+
+
+def test_a_session_compared_with_itself_has_no_change():
+    session = simple_session()
+    root = compare(session, session)
+    stack = list(root.children)
+    while stack:
+        node = stack.pop()
+        assert node.delta == 0 and node.status == "", node.name
+        stack.extend(node.children)
+
+
+def test_bad_input_gets_one_line_and_a_nonzero_status(tmp_path: Path):
+    saved = tmp_path / "one.pyisession"
+    simple_session().save(saved)
+    missing = run_pyinstrument("--diff", str(saved), "nope.pyisession", cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "nope.pyisession" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    html = run_pyinstrument("--diff", str(saved), str(saved), "-r", "html", cwd=tmp_path, check=False)
+    assert html.returncode == 2 and "--diff writes text or json" in html.stderr
+    over = run_pyinstrument("--diff", str(saved), str(saved), "-o", str(saved), cwd=tmp_path, check=False)
+    assert over.returncode == 2 and "will not write the report over" in over.stderr
+    three = run_pyinstrument("--diff", str(saved), str(saved), "app.py", cwd=tmp_path, check=False)
+    assert three.returncode == 2 and "a script and --diff cannot be used together" in three.stderr
+    one = run_pyinstrument("--diff", str(saved), cwd=tmp_path, check=False)
+    assert one.returncode == 2 and "--diff compares two sessions" in one.stderr
