@@ -117,12 +117,21 @@ def test_a_session_without_it_shows_nothing_and_loads_as_before(tmp_path: Path):
     assert Session.load(path).run_metadata is None
 
 
-def test_a_damaged_one_is_refused_clearly(tmp_path: Path):
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (["not", "a", "mapping"], "is not a mapping"),
+        ({"cpu_count": float("nan")}, "holds a number that is not finite"),  # it could not be saved again
+        ({"git": {"commit": float("inf")}}, "holds a number that is not finite"),
+        ({"a": [[[[[[[[[["deep"]]]]]]]]]]}, "nests too deeply"),
+    ],
+)
+def test_a_damaged_one_is_refused_clearly(tmp_path: Path, value, message):
     document = simple_session().to_json()
-    document["run_metadata"] = ["not", "a", "mapping"]
+    document["run_metadata"] = value
     path = tmp_path / "damaged.pyisession"
-    path.write_text(json.dumps(document))
-    with pytest.raises(SessionFileError, match="damaged pyinstrument session: 'run_metadata' is not a mapping"):
+    path.write_text(json.dumps(document))  # NaN and Infinity as Python's json writes them
+    with pytest.raises(SessionFileError, match=f"damaged pyinstrument session: 'run_metadata' {message}"):
         Session.load(path)
 
 

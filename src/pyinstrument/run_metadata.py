@@ -15,6 +15,7 @@ from code reads the commit from the repository's files, and leaves ``dirty`` unk
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any, Dict, Optional
 #: a session file's key for it (upstream's reader ignores keys it does not know)
 KEY = "run_metadata"
 
+_MAX_DEPTH = 8  # what collect() writes is 3 deep
 _GIT_TIMEOUT = 2.0  # seconds; a hung or huge repository must not hold up stop()
 
 _process_part: Optional[Dict[str, Any]] = None
@@ -222,10 +224,26 @@ def summary(metadata: Optional[Dict[str, Any]]) -> str:
 
 
 def read(value: Any) -> Optional[Dict[str, Any]]:
-    """A session file's metadata, checked: a mapping of names to JSON values. Raises
-    ValueError when it is something else."""
+    """A session file's metadata, checked: a mapping of names to JSON values that can be
+    written back (finite numbers, a few levels deep). Raises ValueError when it is not."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+    if not isinstance(value, dict):
         raise ValueError(f"'{KEY}' is not a mapping of names")
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= _MAX_DEPTH:
+                raise ValueError(f"'{KEY}' nests too deeply")
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    raise ValueError(f"'{KEY}' is not a mapping of names")
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"'{KEY}' holds a number that is not finite")
+        elif item is not None and not isinstance(item, (str, int, float)):
+            raise ValueError(f"'{KEY}' holds something other than JSON values")
     return value
