@@ -146,7 +146,10 @@ def test_json_output_has_the_root_and_its_two_calls():
         long_function_b()
     root = json.loads(profiler.output(JSONRenderer()))["root_frame"]
     assert root["function"] == "test_json_output_has_the_root_and_its_two_calls"
-    assert {child["function"] for child in root["children"]} == {"long_function_a", "long_function_b"}
+    # (and, on a loaded machine, the time the sampler was held up before the tick that met
+    # the test function itself, between the calls or at stop(): its [self], over 1% once in CI)
+    calls = {child["function"] for child in root["children"]} - {"[self]"}
+    assert calls == {"long_function_a", "long_function_b"}
 
 
 def test_speedscope_output_opens_and_closes_each_call_in_order():
