@@ -185,9 +185,11 @@ bool validate_walks(pi_state *s, size_t walker_count)
         pi_walker *w = &s->walkers[i];
         s->stats.torn_copies += w->torn_copies;
         w->torn_copies = 0;
-        for (int c = 0; c < PI_FAIL_CAUSES; c++)
-            s->stats.walk_retried[c] += w->retried[c];
-        memset(w->retried, 0, sizeof w->retried);
+        if (w->attempts) { /* only a walk tried again has retries to count */
+            for (int c = 0; c < PI_FAIL_CAUSES; c++)
+                s->stats.walk_retried[c] += w->retried[c];
+            memset(w->retried, 0, sizeof w->retried);
+        }
         /* only where popped frames are cleared is a leaf named from them (name_cleared_frame) */
         bool wanted = pi_runtime_layout.clears_popped_frames && w->state == WALK_DONE && w->depth && !w->reused;
         pi_code_entry *e = wanted ? code_entry(codes, w->codes[0]) : NULL;
