@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Tuple
 
 import accuracy
 import common
+import experiments
 import many_profilers
 import memory
 import overhead
@@ -34,15 +35,16 @@ import sampler_cost
 import scale
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
-SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale")
+SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale", "experiments")
 PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost, "pinned": pinned}   # measured on every interpreter
 ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed,
-            "scale": scale}  # on the first one only
+            "scale": scale, "experiments": experiments}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
           "pinned": "No spare core: pinned to one core",
           "many": "Many profilers at once",
           "memory": "Memory", "accuracy": "Accuracy", "render": "Render speed",
-          "scale": "Scale: a long 0.1 ms run, end to end"}
+          "scale": "Scale: a long 0.1 ms run, end to end",
+          "experiments": "Experiments: false verdicts and the smallest slowdown found"}
 
 
 def default_pythons(quick: bool) -> List[str]:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from helpers import run_pyinstrument
+from helpers import run_pyinstrument, write
 from sessions import simple_session
 
 from pyinstrument.diff import DiffReport, compare, metadata_changes
@@ -153,3 +153,61 @@ def test_bad_input_gets_one_line_and_a_nonzero_status(tmp_path: Path):
     assert three.returncode == 2 and "a script and --diff cannot be used together" in three.stderr
     one = run_pyinstrument("--diff", str(saved), cwd=tmp_path, check=False)
     assert one.returncode == 2 and "--diff compares two sessions" in one.stderr
+
+
+def parse_set(parse_seconds, render_seconds=0.1):
+    """A repeat set whose runs spent these seconds in parse() and render()."""
+    from sessions import APP, frame_string, make_session
+
+    from pyinstrument.repeat import repeat_set
+
+    main = frame_string("main", f"{APP}/demo.py", 30)
+    parse = frame_string("parse", f"{APP}/demo.py", 10)
+    render = frame_string("render", f"{APP}/demo.py", 20)
+    return repeat_set(
+        [make_session([([main, parse], t), ([main, render], render_seconds)]) for t in parse_seconds]
+    )
+
+
+def verdicts(root):
+    out = {}
+    stack = list(root.children)
+    while stack:
+        node = stack.pop()
+        out[node.name] = node.verdict
+        stack.extend(node.children)
+    return out
+
+
+def test_repeat_sets_call_a_change_only_beyond_their_noise():
+    before = parse_set([0.10, 0.09, 0.11, 0.10, 0.12, 0.08, 0.10, 0.11, 0.09, 0.10])
+    noise = parse_set([0.11, 0.09, 0.10, 0.10, 0.11, 0.09, 0.12, 0.10, 0.08, 0.10])
+    slower = parse_set([0.20, 0.19, 0.21, 0.20, 0.22, 0.18, 0.20, 0.21, 0.19, 0.20])
+    assert verdicts(compare(before, noise)) == {"main": "", "parse": "", "render": ""}
+    # parse() slower; main() with it (it is the whole run); render()'s share fell, its time did not
+    assert verdicts(compare(before, slower)) == {"main": "slower", "parse": "slower", "render": ""}
+    assert verdicts(compare(slower, before))["parse"] == "faster"
+    # the whole machine 30% slower: every time up, no share moved: only the whole run is slower
+    loaded = parse_set([t * 1.3 for t in [0.10, 0.09, 0.11, 0.10, 0.12, 0.08, 0.10, 0.11, 0.09, 0.10]], 0.13)
+    assert verdicts(compare(before, loaded)) == {"main": "slower", "parse": "", "render": ""}
+    # single runs: no verdict at all
+    assert set(verdicts(compare(before.runs[0], slower.runs[0])).values()) == {None}
+
+
+def test_a_diff_of_repeat_runs_finds_a_function_made_twice_as_slow(tmp_path: Path):
+    write(tmp_path / "app.py", AFTER.replace("spin(0.3)", "spin(0.03 * SCALE)").replace("0.15", "0.015").replace(
+        "spin(0.1)", "spin(0.01)").replace("import time", "import sys, time\nSCALE = float(sys.argv[1])"))
+    for name, scale in (("before", "1"), ("after", "2")):
+        run_pyinstrument("--repeat", "8", "-o", f"{name}.pyisession", "app.py", scale, cwd=tmp_path)
+    result = run_pyinstrument("--diff", "before.pyisession", "after.pyisession", "-r", "json", cwd=tmp_path)
+    document = json.loads(result.stdout)
+    assert document["before"]["runs"] == document["after"]["runs"] == 8
+    assert "Mann-Whitney" in document["verdict_test"]
+    found = {}
+    stack = [document["root"]]
+    while stack:
+        node = stack.pop()
+        found.setdefault(node["function"], node)
+        stack.extend(node["children"])
+    assert found["parse"]["verdict"] == "slower" and found["parse"]["p_value"] < 0.05
+    assert found["render"]["verdict"] != "slower" and found["cache"]["verdict"] != "slower"

@@ -118,6 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if cli.target_kind == "diff":
             return _diff(cli, stdout)
+        budget = _Budget(cli) if cli.options.budget else None
+        if cli.options.repeat is not None:
+            return _repeat(cli, stdout, budget)
         if cli.target_kind in ("load", "load_prev"):
             set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
             renderer = create_renderer(cli, stdout)
@@ -128,10 +131,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 session = load_previous_session(cli.target or "")
             _flush_notes(cli)
             try:
-                write_report(cli, renderer, session, stdout, from_run=False)
+                write_report(cli, _for_repeat_set(cli, renderer, session), session, stdout, from_run=False)
             except KeyboardInterrupt:
                 return _rendering_interrupted(None)
-            return 0
+            return budget.check(session) if budget else 0
 
         target = make_target(cli)
         try:
@@ -166,8 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return _rendering_interrupted(session)
 
+    budget_status = budget.check(session) if budget else 0
     if outcome is None:
-        return 0
+        return budget_status
     if isinstance(outcome, SystemExit):
         raise SystemExit(outcome.code)
     try:
@@ -208,6 +212,88 @@ def _diff(cli: CommandLine, stdout: Any) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+class _Budget:
+    """``--budget FILE`` (with ``--baseline``, ``--budget-report``): its rules, read before
+    anything runs, and checked on the session afterwards."""
+
+    def __init__(self, cli: CommandLine) -> None:
+        from pyinstrument import budget
+
+        self.cli = cli
+        self.path = cli.options.budget
+        try:
+            self.rules = budget.load(self.path)
+        except budget.BudgetError as exc:
+            raise UsageError(str(exc)) from None
+        self.baseline = load_session_file(cli.options.baseline) if cli.options.baseline else None
+        if budget.needs_baseline(self.rules) and self.baseline is None:
+            raise UsageError(f"{self.path} has max_growth rules, which compare with a baseline: give --baseline FILE")
+        report = cli.options.budget_report
+        if report is not None:
+            report = cli.options.budget_report = os.path.abspath(report)
+            if not report.endswith((".xml", ".md")):
+                raise UsageError("--budget-report writes JUnit XML (FILE.xml) or Markdown (FILE.md)")
+            if not os.path.isdir(os.path.dirname(report)):
+                raise UsageError(f"cannot write {report!r}: its directory does not exist")
+
+    def check(self, session: Any) -> int:
+        """Print the verdicts (and write the budget report): exit status 3 when one failed."""
+        from pyinstrument import budget
+        from pyinstrument._files import write_report_file
+
+        verdicts = budget.check(self.rules, session, self.baseline)
+        print(f"{PROG}: " + budget.table(verdicts, self.path), end="", file=sys.stderr)
+        report = self.cli.options.budget_report
+        if report:
+            text = (
+                budget.junit(verdicts, self.path) if report.endswith(".xml") else budget.markdown(verdicts, self.path)
+            )
+            try:
+                write_report_file(report, text.encode("utf-8"))
+            except OSError as exc:
+                print(f"{PROG}: error: can't write {report!r}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+        return 3 if budget.failed(verdicts) else 0
+
+
+def _for_repeat_set(cli: CommandLine, renderer: Any, session: Any) -> Any:
+    """A repeat set's text and JSON reports are the repeat report; the other formats show
+    its runs added up."""
+    if getattr(session, "runs", None) and cli.renderer_name in ("text", "json"):
+        from pyinstrument.repeat import RepeatReport
+
+        return RepeatReport(as_json=cli.renderer_name == "json")
+    return renderer
+
+
+def _repeat(cli: CommandLine, stdout: Any, budget: Optional[_Budget]) -> int:
+    """``--repeat N``: the program run N times, reported as one repeat set."""
+    from pyinstrument.cli.repeat import run_repeated
+
+    target = make_target(cli)
+    try:
+        target.prepare()  # a missing script or module is one error here, not N
+    except SyntaxError as exc:
+        exc.__traceback__ = None
+        sys.excepthook(type(exc), exc, None)
+        return 1
+    renderer = create_renderer(cli, stdout, target.own_code_regex())
+    check_output(cli, renderer, stdout)
+    _flush_notes(cli)
+    session, status = run_repeated(cli, cli.options.repeat)
+    if session is None:
+        return status
+    try:
+        write_report(cli, _for_repeat_set(cli, renderer, session), session, stdout, from_run=True)
+    except ReportNotWritten as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return status or 1
+    except KeyboardInterrupt:
+        return _rendering_interrupted(session)
+    budget_status = budget.check(session) if budget else 0
+    return status or budget_status
 
 
 def _rendering_interrupted(session: Any) -> int:

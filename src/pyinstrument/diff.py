@@ -1,44 +1,59 @@
 """Two sessions compared: ``pyinstrument --diff BEFORE AFTER``.
 
-Each session's call tree (as the reports build it, without the time threshold) is matched
-node by node: a function by its qualified name and file (not its first line, which an edit
-above it moves), a thread by its name. Each node of the merged tree has its time and share
-(of its run's total) before and after; a branch only one side has is new or gone. What
-the runs were made with is compared too (``run_metadata``): a new Python or a library's new
-version is often the change.
+Each side is a session of one run or a repeat set (``--repeat N``). Their runs' call trees
+are merged (:mod:`pyinstrument.merge`); each node of the merged tree has its time and share
+(of its run's total) before and after: a run's own, or the median of a set's runs. A branch
+only one side has is new or gone. When both sides are repeat sets, each node shown gets a
+verdict (:func:`_judge`): slower or faster only when the change is beyond the runs' noise.
+What the runs were made with is compared too (``run_metadata``): a new Python or a
+library's new version is often the change.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pyinstrument import processors, run_metadata
-from pyinstrument.frame import Frame, dispose_tree
+from pyinstrument import run_metadata, stats
+from pyinstrument.merge import MergedNode, merge
+from pyinstrument.renderers.console import visible
 from pyinstrument.session import Session
 
 #: nodes whose share is under this in both runs, and whose share changed by less, are not shown
 DEFAULT_THRESHOLD = 0.01
+#: the chance of calling any unchanged node of a comparison slower or faster
+ALPHA = 0.05
+#: a node with at least this share in every run is the whole run: judged on its time alone
+WHOLE_RUN = 0.99
+VERDICT_TEST = (
+    f"two-sided Mann-Whitney U on per-run time and on per-run share (time alone for a node that is the whole run),"
+    f" both below alpha = {ALPHA} after Holm's correction over the nodes shown, and the time's interquartile"
+    " ranges apart"
+)
 
-_PROCESSORS = [
-    processors.remove_importlib,
-    processors.remove_tracebackhide,
-    processors.merge_consecutive_self_time,
-    processors.aggregate_repeated_calls,
-    processors.remove_unnecessary_self_time_nodes,
-    processors.remove_first_pyinstrument_frames_processor,
-]
+
+def runs_of(session: Session) -> List[Session]:
+    """The runs a session stands for: a repeat set's, or itself."""
+    return list(session.runs) if session.runs else [session]
 
 
 class DiffNode:
     """A node of the merged tree: a function (or thread) with its time in both runs."""
 
-    __slots__ = ("name", "file", "line", "before", "after", "before_share", "after_share", "children")
+    __slots__ = (
+        "name", "file", "line", "before", "after", "before_share", "after_share",
+        "before_iqr", "after_iqr", "p_value", "verdict", "children",
+    )  # fmt: skip
 
     def __init__(self, name: str, file: Optional[str], line: Optional[int]) -> None:
         self.name, self.file, self.line = name, file, line
-        self.before = self.after = 0.0  # seconds
-        self.before_share = self.after_share = 0.0  # of the run's total
+        self.before = self.after = 0.0  # seconds: the run's, or the median of the set's runs
+        self.before_share = self.after_share = 0.0  # of the run's total (median over runs)
+        self.before_iqr = self.after_iqr = (0.0, 0.0)  # the time's interquartile range
+        # with repeat sets on both sides: the adjusted p-value, and "slower", "faster" or
+        # "" (within the noise); None for a comparison of single runs (or a node not tested)
+        self.p_value: Optional[float] = None
+        self.verdict: Optional[str] = None
         self.children: List[DiffNode] = []
 
     @property
@@ -76,73 +91,81 @@ class DiffNode:
                 "after": node.after,
                 "before_share": node.before_share,
                 "after_share": node.after_share,
+                "before_iqr": list(node.before_iqr),
+                "after_iqr": list(node.after_iqr),
                 "delta": node.delta,
                 "delta_share": node.delta_share,
                 "status": node.status,
+                "verdict": node.verdict,
+                "p_value": node.p_value,
                 "children": [out.pop(id(child)) for child in node.children],
             }
         return out[id(self)]
 
 
-def compare(before: Session, after: Session) -> DiffNode:
-    """The merged tree of two sessions (below a ``[root]`` of both runs' totals), children
-    sorted by the size of their change."""
-    trees = [_tree(before), _tree(after)]
-    root = DiffNode("[root]", None, None)
-    try:
-        totals = [tree.time if tree is not None and tree.time > 0 else 0.0 for tree in trees]
-        root.before, root.after = totals
-        root.before_share = root.after_share = 1.0
-        # (diff node, each side's frames that are its children)
-        pending: List[Tuple[DiffNode, List[List[Frame]]]] = [
-            (root, [[tree] if tree is not None else [] for tree in trees])
-        ]
-        while pending:
-            node, sides = pending.pop()
-            children: Dict[Tuple[str, Optional[str]], Tuple[DiffNode, List[List[Frame]]]] = {}
-            for side, frames in enumerate(sides):
-                for frame in frames:
-                    key = _key(frame)
-                    if key not in children:
-                        children[key] = (DiffNode(*_label(frame)), [[], []])
-                    child, below = children[key]
-                    if side == 0:
-                        child.before += frame.time
-                    else:
-                        child.after += frame.time
-                    below[side].extend(frame.children)
-            for child, below in children.values():
-                child.before_share = child.before / totals[0] if totals[0] else 0.0
-                child.after_share = child.after / totals[1] if totals[1] else 0.0
-                node.children.append(child)
-                pending.append((child, below))
-        _sort(root)
-    finally:
-        for tree in trees:
-            dispose_tree(tree)
+def compare(before: Session, after: Session, threshold: float = DEFAULT_THRESHOLD) -> DiffNode:
+    """The merged tree of two sessions (below a ``[root]`` of both sides' totals), children
+    sorted by the size of their change; with repeat sets on both sides, the nodes at or
+    above *threshold* carry a verdict."""
+    runs = [runs_of(before), runs_of(after)]
+    merged = merge(runs[0] + runs[1])
+    split = len(runs[0])
+    totals = merged.times
+    root = _diff_node(merged, split, totals)
+    pending = [(merged, root)]
+    tested: List[Tuple[DiffNode, float]] = []
+    while pending:
+        merged_node, node = pending.pop()
+        for merged_child in merged_node.children:
+            child = _diff_node(merged_child, split, totals)
+            node.children.append(child)
+            pending.append((merged_child, child))
+            if min(split, len(totals) - split) >= 2 and _shown(child, threshold):
+                tested.append((child, _p_value(merged_child, split, totals)))
+    for (node, _), adjusted in zip(tested, stats.holm([p for _, p in tested])):
+        node.p_value = adjusted
+        node.verdict = _judge(node, adjusted)
+    _sort(root)
     return root
 
 
-def _tree(session: Session) -> Optional[Frame]:
-    root = session.root_frame()
-    options: Dict[str, Any] = {}
-    for processor in _PROCESSORS:
-        root = processor(root, options)
-    return root
+def _diff_node(merged: MergedNode, split: int, totals: Sequence[float]) -> DiffNode:
+    node = DiffNode(merged.name, merged.file_short, merged.line)
+    before, after = merged.times[:split], merged.times[split:]
+    before_q, after_q = stats.quartiles(before), stats.quartiles(after)
+    node.before, node.after = before_q.median, after_q.median
+    node.before_iqr, node.after_iqr = (before_q.low, before_q.high), (after_q.low, after_q.high)
+    shares = merged.shares(totals)
+    node.before_share = stats.quantile(shares[:split], 0.5)
+    node.after_share = stats.quantile(shares[split:], 0.5)
+    return node
 
 
-def _key(frame: Frame) -> Tuple[str, Optional[str]]:
-    if frame.is_thread:
-        return ("thread", frame.function)  # a thread's number differs from run to run
-    if frame.is_synthetic:
-        return (frame.identifier, None)
-    return (frame.qualname, frame.file_path)
+def _p_value(merged: MergedNode, split: int, totals: Sequence[float]) -> float:
+    """The time must differ, and so must the share: a uniformly slower machine moves every
+    time but no share, a sibling's slowdown moves a share but not the time. A node that is
+    the whole run on both sides (its share cannot move) is judged on its time."""
+    times = merged.times
+    shares = merged.shares(totals)
+    _, p_time = stats.mann_whitney_u(times[:split], times[split:])
+    if min(shares) >= WHOLE_RUN:
+        return p_time
+    _, p_share = stats.mann_whitney_u(shares[:split], shares[split:])
+    return max(p_time, p_share)
 
 
-def _label(frame: Frame) -> Tuple[str, Optional[str], Optional[int]]:
-    if frame.is_thread or frame.is_synthetic:
-        return frame.display_name, None, None
-    return frame.display_name, frame.file_path_short, frame.line_no
+def _judge(node: DiffNode, adjusted_p: float) -> str:
+    if adjusted_p >= ALPHA:
+        return ""
+    if node.before_iqr[1] < node.after_iqr[0] and node.delta_share >= 0:
+        return "slower"
+    if node.after_iqr[1] < node.before_iqr[0] and node.delta_share <= 0:
+        return "faster"
+    return ""
+
+
+def _shown(node: DiffNode, threshold: float) -> bool:
+    return max(node.before_share, node.after_share) >= threshold or abs(node.delta_share) >= threshold
 
 
 def _sort(root: DiffNode) -> None:
@@ -211,8 +234,13 @@ class DiffReport:
         self.as_json, self.color, self.threshold = as_json, color, threshold
         self.output_file_extension = "json" if as_json else "txt"
 
+    @property
+    def judged(self) -> bool:
+        """Whether the nodes carry verdicts: both sides are sets of at least two runs."""
+        return min(len(runs_of(self.before)), len(runs_of(self.after))) >= 2
+
     def render(self, _session: Any = None) -> str:
-        root = compare(self.before, self.after)
+        root = compare(self.before, self.after, self.threshold)
         changes = metadata_changes(self.before.run_metadata, self.after.run_metadata)
         if self.as_json:
             return json.dumps(
@@ -220,6 +248,7 @@ class DiffReport:
                     "before": _summary(self.before),
                     "after": _summary(self.after),
                     "metadata_changes": changes,
+                    "verdict_test": VERDICT_TEST if self.judged else None,
                     "root": root.to_json(),
                 },
                 indent=None,
@@ -232,53 +261,68 @@ class DiffReport:
             lines.append(f"  {label}: {_one_line(session)}")
         if changes:
             lines.append("  changed: " + "; ".join(changes))
+        if self.judged:
+            verdicts = [node.verdict for node, _ in _walk(root)]
+            lines.append(
+                f"  verdict: {verdicts.count('slower')} slower, {verdicts.count('faster')} faster"
+                f" (times are medians over the runs; {VERDICT_TEST})"
+            )
+        else:
+            lines.append("  no verdict: each side is one run, so the noise is unknown (use --repeat N on both)")
         lines.append("")
         lines.append("  Δ time    Δ share  before → after")
-        stack: List[Tuple[DiffNode, int]] = [(child, 0) for child in reversed(root.children)]
-        while stack:
-            node, depth = stack.pop()
-            if not self._shown(node):
-                continue
-            lines.append(self._line(node, depth))
-            stack.extend((child, depth + 1) for child in reversed(node.children))
+        for node, depth in _walk(root):
+            if _shown(node, self.threshold):
+                lines.append(self._line(node, depth))
         lines.append("")
         return "\n".join(lines) + "\n"
-
-    def _shown(self, node: DiffNode) -> bool:
-        threshold = self.threshold
-        return max(node.before_share, node.after_share) >= threshold or abs(node.delta_share) >= threshold
 
     def _line(self, node: DiffNode, depth: int) -> str:
         delta = f"{node.delta:+.3f}s {node.delta_share * 100:+6.1f}%"
         sides = f"{node.before:.3f}s {node.before_share * 100:.1f}% → {node.after:.3f}s {node.after_share * 100:.1f}%"
         where = f"  {node.file}:{node.line}" if node.file else ""
-        mark = f" [{node.status}]" if node.status else ""
-        text = f"  {delta}  {sides}  {'  ' * depth}{_visible(node.name)}{mark}{_visible(where)}"
-        if self.color and node.delta:
-            return ("\033[31m" if node.delta > 0 else "\033[32m") + text + "\033[0m"
+        marks = [mark for mark in (node.status, node.verdict) if mark]
+        mark = "".join(f" [{mark}]" for mark in marks)
+        text = f"  {delta}  {sides}  {'  ' * depth}{visible(node.name)}{mark}{visible(where)}"
+        slower = node.verdict == "slower" if self.judged else node.delta > 0
+        faster = node.verdict == "faster" if self.judged else node.delta < 0
+        if self.color and (slower or faster):
+            return ("\033[31m" if slower else "\033[32m") + text + "\033[0m"
         return text
 
 
+def _walk(root: DiffNode) -> List[Tuple[DiffNode, int]]:
+    """The nodes below the root, depth first in order, with their depth (0 for its children)."""
+    out = []
+    stack = [(child, 0) for child in reversed(root.children)]
+    while stack:
+        node, depth = stack.pop()
+        out.append((node, depth))
+        stack.extend((child, depth + 1) for child in reversed(node.children))
+    return out
+
+
 def _summary(session: Session) -> Dict[str, Any]:
+    runs = runs_of(session)
     return {
         "target": session.target_description,
         "start_time": session.start_time,
         "duration": session.duration,
         "sample_count": session.sample_count,
+        "runs": len(runs),
+        "median_duration": stats.quantile([run.duration for run in runs], 0.5),
         "run_metadata": session.run_metadata,
     }
 
 
 def _one_line(session: Session) -> str:
-    parts = [_visible(session.target_description or "?"), f"{session.duration:.3f}s", f"{session.sample_count} samples"]
+    runs = runs_of(session)
+    parts = [visible(session.target_description or "?")]
+    if len(runs) > 1:
+        parts.append(f"{len(runs)} runs, median {stats.quantile([run.duration for run in runs], 0.5):.3f}s")
+    else:
+        parts += [f"{session.duration:.3f}s", f"{session.sample_count} samples"]
     made_with = run_metadata.summary(session.run_metadata)
     if made_with:
-        parts.append(_visible(made_with))
+        parts.append(visible(made_with))
     return " · ".join(parts)
-
-
-def _visible(text: str) -> str:
-    """Control characters from the profiled program shown as escapes, never sent to the terminal."""
-    return "".join(
-        ch if ch >= " " and ch != "\x7f" and not ("\x80" <= ch <= "\x9f") else f"\\x{ord(ch):02x}" for ch in text
-    )

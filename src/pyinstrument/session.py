@@ -77,6 +77,14 @@ DROP_CAUSES = {
     "code": "code unconfirmed",  # a code object on it could not be confirmed
     "context": "left its async context while read",  # async mode: crossed the profiled context
 }
+#: what a repeated run's process used, as its parent measured it (Session.process_usage)
+PROCESS_USAGE = {
+    "wall_time": "seconds from start to exit, the interpreter's start included",
+    "cpu_time": "user and system CPU seconds",
+    "max_rss": "peak resident memory, bytes",
+}
+#: the most runs a repeat set may hold
+MAX_RUNS = 10_000
 
 
 class SessionFileError(ValueError):
@@ -165,6 +173,8 @@ class Session:
         dropped_by_cause: Optional[Mapping[str, int]] = None,
         profiler_code: Optional[Mapping[Tuple[str, int], str]] = None,
         run_metadata: Optional[Mapping[str, Any]] = None,
+        runs: Optional[Sequence["Session"]] = None,
+        process_usage: Optional[Mapping[str, float]] = None,
     ):
         if isinstance(frame_records, FrameTable):
             if frame_records_cpu is not None:
@@ -203,6 +213,14 @@ class Session:
         )
         # what the run was made with (pyinstrument.run_metadata); None when not recorded
         self.run_metadata: Optional[Dict[str, Any]] = dict(run_metadata) if run_metadata is not None else None
+        # a repeat set (pyinstrument --repeat N): the runs whose samples this session holds
+        self.runs: Optional[List[Session]] = list(runs) if runs is not None else None
+        # what the process of a repeated run used: PROCESS_USAGE keys; None when not measured
+        self.process_usage: Optional[Dict[str, float]] = (
+            {key: float(process_usage[key]) for key in PROCESS_USAGE if key in process_usage}
+            if process_usage is not None
+            else None
+        )
 
     # -- the samples ----------------------------------------------------------------------
 
@@ -454,8 +472,20 @@ class Session:
         if self.profiler_code is not None:
             result["profiler_code"] = own_code.to_json(self.profiler_code)
         result[run_metadata.KEY] = self.run_metadata  # always: files of one kind have one shape
+        if self.process_usage is not None:
+            result["process_usage"] = self.process_usage
+        if self.runs is not None:
+            result["repeat_runs"] = [run._head_document() for run in self.runs]
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
         return result
+
+    def _head_document(self) -> Dict[str, Any]:
+        """The document of :meth:`to_json` with the frame table in place of the records."""
+        document = self.to_json(include_frame_records=False)
+        gaps, _ = self._gap_records()
+        self._add_record_extras(document, gaps)
+        document["frame_table"] = self._table.to_json()
+        return document
 
     def _gap_records(self) -> Tuple[List[int], List[str]]:
         """A record of no time with an empty stack holds a main-thread timeline's gaps
@@ -515,10 +545,8 @@ class Session:
         """The ``.pyisession`` file's bytes, in pieces: the document of :meth:`to_json`
         with its ``frame_records`` last, after a head our reader takes alone (see
         _HEAD_START)."""
-        document = self.to_json(include_frame_records=False)
+        document = self._head_document()
         gaps, anchor = self._gap_records()
-        self._add_record_extras(document, gaps)
-        document["frame_table"] = self._table.to_json()
         rest = list(self._records_chunks(gaps, anchor)) + [b"}"]
         crc = 0
         for chunk in rest:
@@ -615,11 +643,49 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             thread_names=_read_thread_names(get("thread_names")),
             profiler_code=_read_profiler_code(get("profiler_code")),
             run_metadata=run_metadata.read(get(run_metadata.KEY)),
+            runs=_read_runs(get("repeat_runs")),
+            process_usage=_read_process_usage(get("process_usage")),
         )
     except SessionFileError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
+
+
+def _read_runs(value: Any) -> Optional[List[Session]]:
+    """The runs of a repeat set: each a session document with its frame table."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_RUNS:
+        raise SessionFileError(f"damaged pyinstrument session: 'repeat_runs' is not a list of 1 to {MAX_RUNS} runs")
+    runs = []
+    for i, document in enumerate(value):
+        if not isinstance(document, dict) or "repeat_runs" in document:
+            raise SessionFileError(f"damaged pyinstrument session: repeat run {i} is not a session of one run")
+        try:
+            if "frame_table" in document:
+                runs.append(_session_from_document(document, _read_frame_table))
+            else:
+                runs.append(Session.from_json(document))
+        except SessionFileError as exc:
+            raise SessionFileError(f"{exc} (in repeat run {i})") from None
+    return runs
+
+
+def _read_process_usage(value: Any) -> Optional[Dict[str, float]]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SessionFileError("damaged pyinstrument session: 'process_usage' is not an object")
+    usage = {}
+    for key in PROCESS_USAGE:
+        if key in value:
+            if not (_is_number(value[key]) and 0 <= value[key] <= 1e18):
+                raise SessionFileError(
+                    f"damaged pyinstrument session: process_usage {key!r} is not a number from 0 to 1e18"
+                )
+            usage[key] = float(value[key])
+    return usage
 
 
 def _read_profiler_code(value: Any) -> Optional[Dict[Tuple[str, int], str]]:

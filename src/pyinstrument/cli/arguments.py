@@ -13,6 +13,7 @@ from pyinstrument.renderers.registry import RendererError
 PROG = "pyinstrument"
 USAGE = "pyinstrument [options] scriptfile [arg] ..."
 DEFAULT_TARGET_DESCRIPTION = "Program: {args}"
+MAX_REPEAT = 10_000  # the most runs a repeat set holds (pyinstrument.session.MAX_RUNS)
 
 
 class UsageError(Exception):
@@ -67,6 +68,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _run_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of runs, got {text!r}") from None
+    if not 1 <= value <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_REPEAT}, got {text!r}")
     return value
 
 
@@ -264,6 +275,35 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
         "report, one subtree per process",
     )
 
+    experiments = parser.add_argument_group("experiments (docs/experiments.md)")
+    add(
+        experiments,
+        "--repeat",
+        type=_run_count,
+        metavar="N",
+        help="run the program N times, each in a new process, and report each function's median time "
+        "and share with their interquartile range; -o FILE.pyisession keeps all the runs",
+    )
+    add(
+        experiments,
+        "--budget",
+        metavar="FILE",
+        help="check the profile against the rules of a budget file (TOML) and exit with status 3 "
+        "when one fails; with a run, --repeat, or --load",
+    )
+    add(
+        experiments,
+        "--baseline",
+        metavar="FILE",
+        help="the session (.pyisession) that the budget's max_growth rules compare with",
+    )
+    add(
+        experiments,
+        "--budget-report",
+        metavar="FILE",
+        help="also write the budget's verdicts to FILE: JUnit XML (.xml) or Markdown (.md)",
+    )
+
     # spellings from older documentation, still accepted
     add(parser, "--setprofile", action="store_true", help=argparse.SUPPRESS)
     add(parser, "--html", action="store_true", help=argparse.SUPPRESS)
@@ -305,8 +345,10 @@ class CommandLine:
         target_args: List[str],
         notes: List[str],
         render_options: Dict[str, Any],
+        option_words: Sequence[str] = (),
     ):
         self.options = options
+        self.option_words = list(option_words)  # pyinstrument's own options, as --long=VALUE
         self.target_kind = target_kind
         self.target = target
         self.target_args = target_args
@@ -517,5 +559,22 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise UsageError("-r needs a renderer name")
     if options.outfile == "":
         raise UsageError("-o needs a file name")
+    _check_experiment_options(options, target_kind)
 
-    return CommandLine(options, target_kind, target, target_args, notes, render_options)
+    return CommandLine(options, target_kind, target, target_args, notes, render_options, option_words)
+
+
+def _check_experiment_options(options: argparse.Namespace, target_kind: Optional[str]) -> None:
+    if options.repeat is not None and target_kind not in ("script", "module", "program"):
+        raise UsageError("--repeat runs a program: give a script, -m MODULE or -c PROGRAM")
+    if target_kind == "diff" and (options.budget or options.baseline):
+        raise UsageError(
+            "--diff compares two sessions; to check a budget, use --budget with --load AFTER --baseline BEFORE"
+        )
+    if options.baseline is not None and options.budget is None:
+        raise UsageError("--baseline is what a budget's max_growth rules compare with: give --budget FILE too")
+    if options.budget_report is not None and options.budget is None:
+        raise UsageError("--budget-report writes a budget's verdicts: give --budget FILE too")
+    for name in ("budget", "baseline", "budget_report"):
+        if getattr(options, name) == "":
+            raise UsageError(f"--{name.replace('_', '-')} needs a file name")

@@ -23,7 +23,7 @@ _PROCESS_ROOT_RE = re.compile(r"process \d+(: |$)")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
     """Text from the session as harmless characters: controls as ``\\xNN``."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
@@ -157,7 +157,7 @@ class ConsoleRenderer(FrameRenderer):
         lines += self._header(session)
         lines.append("")
         if session.target_description:
-            lines.append(_visible(session.target_description))
+            lines.append(visible(session.target_description))
             lines.append("")
         lines += body
         lines.append("")
@@ -192,7 +192,7 @@ class ConsoleRenderer(FrameRenderer):
             lines.append(("  " + "   ".join(cells)).rstrip())
         made_with = run_metadata.summary(session.run_metadata)
         if made_with:
-            lines.append("  " + _visible(made_with))
+            lines.append("  " + visible(made_with))
         return lines
 
     @staticmethod
@@ -219,7 +219,7 @@ class ConsoleRenderer(FrameRenderer):
         )
         title = "pyinstrument"
         if session.target_description:
-            title += ": " + _visible(session.target_description)
+            title += ": " + visible(session.target_description)
         content = body + ["", summary]
         width = max([72, len(title) + 8] + [len(_ANSI_RE.sub("", line)) + 5 for line in content])
         out = [""]
@@ -289,12 +289,12 @@ class ConsoleRenderer(FrameRenderer):
             if cached is not None:
                 return cached
         c = self.colors
-        name = _visible(frame.display_name)
+        name = visible(frame.display_name)
         if owner is not None:
-            name = f"{name} (in {_visible(owner.display_name)})"
+            name = f"{name} (in {visible(owner.display_name)})"
         if c.reset and frame.is_application_code:
             name = c.app + name + c.reset
-        position = _visible(frame.code_position_short or "")
+        position = visible(frame.code_position_short or "")
         if position:
             if c.reset:
                 position = c.dim + position + c.reset
@@ -323,7 +323,7 @@ class ConsoleRenderer(FrameRenderer):
         c = self.colors
         if len(libraries) > 6:
             libraries = libraries[:6] + ["..."]
-        libs = _visible(", ".join(libraries))
+        libs = visible(", ".join(libraries))
         if libs and c.reset:
             libs = c.dim + libs + c.reset
         text = f"[{count} frames hidden]"
