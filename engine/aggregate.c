@@ -6,6 +6,8 @@
  * Memory grows with the number of distinct stacks, not with the run's length. The
  * timeline keeps, per thread, the leaf node of each sample in order, merging runs
  * of the same leaf, within a fixed budget of entries for all threads together.
+ * A sample taken in a phase of the run (Profiler.phase) goes below a marker node for
+ * that phase under its thread's root, so each phase has a trie of its own.
  */
 #include "engine.h"
 
@@ -217,14 +219,21 @@ static void remember_last(pi_thread_record *t, const uint32_t *identities, const
     t->last_leaf = leaf;
 }
 
-int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
-                const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns)
+int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities, const int32_t *lines,
+                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase)
 {
     uint32_t node = thread->root;
     uint32_t thread_index = tree->nodes[node].thread;
-    if (same_as_last(thread, identities, lines, depth)) {
+    if (thread->last_phase == phase && same_as_last(thread, identities, lines, depth)) {
         node = thread->last_leaf;
     } else {
+        if (phase > 0) {
+            int64_t marker = child_of(tree, node, phase_identity, phase, thread_index);
+            if (marker < 0)
+                return -1;
+            node = (uint32_t)marker;
+        }
+        thread->last_phase = phase;
         for (size_t i = 0; i < depth; i++) {
             int64_t child = child_of(tree, node, identities[i], lines[i], thread_index);
             if (child < 0)

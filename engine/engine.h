@@ -559,6 +559,7 @@ typedef struct {
     int32_t *last_lines;
     size_t last_depth, last_cap;
     uint32_t last_leaf; /* PI_NO_NODE: none */
+    int32_t last_phase;
 } pi_thread_record;
 
 typedef struct {
@@ -576,9 +577,11 @@ int pi_tree_init(pi_tree *tree, size_t timeline_budget);
 void pi_tree_free(pi_tree *tree);
 /* The record of a thread, made on first sight; NULL when out of memory. */
 pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigned long native_id);
-/* Adds one sample; `identities` and `lines` are root-first. Returns 0, or -1 when out of memory. */
-int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities,
-                const int32_t *lines, size_t depth, int64_t wall_ns, int64_t cpu_ns);
+/* Adds one sample; `identities` and `lines` are root-first. A `phase` above 0 puts it
+ * under a node (phase_identity, phase) below the thread's root. Returns 0, or -1 when
+ * out of memory. */
+int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities, const int32_t *lines,
+                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase);
 /* Brings the thread's timeline up to `clock_ns` (time since the first tick) with a gap. */
 void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns);
 
@@ -629,6 +632,10 @@ typedef struct {
     pi_tree tree;
     pi_stats stats;
     int64_t truncated_identity; /* the "[frames truncated]" marker's identity, -1 until needed */
+    /* the run's current phase (0: none; Profiler.phase): written by Sampler.set_phase from
+     * any thread, read by the tick, both with __atomic builtins */
+    int32_t phase;
+    int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
     int64_t interval_ns;
     pi_walker *walkers;

@@ -116,6 +116,24 @@ static PyObject *Sampler_tick(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The run's current phase for the samples to come (0: none), from any thread. */
+static PyObject *Sampler_set_phase(SamplerObject *self, PyObject *arg)
+{
+    long phase = PyLong_AsLong(arg);
+    if (phase == -1 && PyErr_Occurred())
+        return NULL;
+    if (phase < 0 || phase > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a phase is a number from 0 to 2**31 - 1");
+        return NULL;
+    }
+    if (!self->initialised) {
+        PyErr_SetString(PyExc_RuntimeError, "the Sampler is not initialised");
+        return NULL;
+    }
+    __atomic_store_n(&self->sampler.state.phase, (int32_t)phase, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Sampler_stop(SamplerObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->initialised) {
@@ -667,6 +685,9 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef Sampler_methods[] = {
     {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
+    {"set_phase", (PyCFunction)Sampler_set_phase, METH_O,
+     "set_phase(n): the samples to come are of phase n (0: none), each phase a trie of its own below a "
+     "[phase] marker node whose line is n."},
     {"_tick", (PyCFunction)Sampler_tick, METH_NOARGS,
      "A test hook: one tick now, from the calling thread, of a Sampler that is not running."},
     {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,

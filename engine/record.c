@@ -96,7 +96,14 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
     r->last_cpu_ns = cpu_now;
     if (w->async_leaf != UINT32_MAX)
         cpu_ns = 0; /* the thread ran other contexts' code while the task waited */
-    if (pi_tree_add(&t->tree, r, identities, lines, depth, wall_ns, cpu_ns) != 0) {
+    int32_t phase = __atomic_load_n(&t->phase, __ATOMIC_RELAXED);
+    if (phase > 0 && t->phase_identity < 0)
+        t->phase_identity = pi_codes_synthetic(&t->codes, "[phase]");
+    if (phase > 0 && t->phase_identity < 0) {
+        t->stats.dropped++;
+        return;
+    }
+    if (pi_tree_add(&t->tree, r, identities, lines, depth, wall_ns, cpu_ns, (uint32_t)t->phase_identity, phase) != 0) {
         t->stats.dropped++;
         return;
     }

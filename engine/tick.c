@@ -17,6 +17,7 @@ int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, s
     memset(s, 0, sizeof *s);
     s->only_thread = only_thread;
     s->truncated_identity = -1;
+    s->phase_identity = -1;
     s->interval_ns = interval_ns;
     s->scratch = calloc(1, sizeof *s->scratch);
     if (!s->scratch)

@@ -668,3 +668,14 @@ def test_devtools_trace_engine_reads_the_trace(tmp_path, make):
         count = sum(1 for c in ours.all_calls() if c.event["tid"] == thread["tid"])
         assert thread["entries"] == count
         assert [outline(root) for root in thread["roots"]] == ours.outline(thread["name"])
+
+
+def test_pprof_samples_of_a_phase_carry_it_as_a_label():
+    from pyinstrument.session import Phases
+
+    main, load, parse = (frame_string(name, f"{APP}/a.py", line) for name, line in (("main", 1), ("load", 5), ("parse", 9)))
+    session = make_session([([main, load], 0.1), ([main, parse], 0.2), ([main], 0.05)])
+    session.phases = Phases(["load", "parse"], [0.1, 0.2], [1, 2, 0])
+    pprof = Pprof(PprofRenderer().render(session))
+    phases = {pprof.frames(sample)[0][0]: pprof.labels(sample).get("phase") for sample in pprof.profile.sample}
+    assert phases == {"load": "load", "parse": "parse", "main": None}

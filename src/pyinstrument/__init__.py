@@ -3,7 +3,7 @@
 # the package version (pyproject.toml reads it from here); see CHANGELOG.md
 __version__ = "5.2.0"
 
-from pyinstrument.profiler import Profiler, profile  # noqa: E402
+from pyinstrument.profiler import Profiler, phase, profile  # noqa: E402
 
 
 def load_ipython_extension(ipython):
@@ -18,4 +18,4 @@ def load_ipython_extension(ipython):
     load(ipython)
 
 
-__all__ = ["Profiler", "profile", "__version__", "load_ipython_extension"]
+__all__ = ["Profiler", "phase", "profile", "__version__", "load_ipython_extension"]

@@ -131,6 +131,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 session = load_previous_session(cli.target or "")
             _flush_notes(cli)
             try:
+                session = session.phase(cli.phase) if cli.phase else session
+            except LookupError as exc:
+                raise UsageError(str(exc.args[0])) from None
+            try:
                 write_report(cli, _for_repeat_set(cli, renderer, session), session, stdout, from_run=False)
             except KeyboardInterrupt:
                 return _rendering_interrupted(None)
@@ -161,6 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError):
         pass
     try:
+        session = _phase_of_run(cli, session)
         write_report(cli, renderer, session, stdout, from_run=True)
     except ReportNotWritten as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -201,6 +206,11 @@ def _diff(cli: CommandLine, stdout: Any) -> int:
     if name not in ("text", "json"):
         raise UsageError(f"--diff writes text or json, not {name}")
     before, after = (load_session_file(path) for path in cli.options.diff)
+    if cli.phase:
+        try:
+            before, after = before.phase(cli.phase), after.phase(cli.phase)
+        except LookupError as exc:
+            raise UsageError(str(exc.args[0])) from None
     color = cli.options.color
     if color is None:
         color = not outfile and _wants_color(stdout)
@@ -258,6 +268,18 @@ class _Budget:
         return 3 if budget.failed(verdicts) else 0
 
 
+def _phase_of_run(cli: CommandLine, session: Any) -> Any:
+    """-p phase=NAME: that phase of the run; a run without it is kept for --load-prev."""
+    if not cli.phase:
+        return session
+    try:
+        return session.phase(cli.phase)
+    except LookupError as exc:
+        identifier = remember_session_for_load_prev(session)
+        kept = f"; the profile is kept: pyinstrument --load-prev {identifier}" if identifier else ""
+        raise ReportNotWritten(f"{exc.args[0]}{kept}") from None
+
+
 def _for_repeat_set(cli: CommandLine, renderer: Any, session: Any) -> Any:
     """A repeat set's text and JSON reports are the repeat report; the other formats show
     its runs added up."""
@@ -286,6 +308,7 @@ def _repeat(cli: CommandLine, stdout: Any, budget: Optional[_Budget]) -> int:
     if session is None:
         return status
     try:
+        session = _phase_of_run(cli, session)
         write_report(cli, _for_repeat_set(cli, renderer, session), session, stdout, from_run=True)
     except ReportNotWritten as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from pyinstrument import _engine
 
 _BUILTIN = "<built-in>"
+_PHASE_MARKER = ("[phase]", "", -1)  # as the engine names its phase marker (a synthetic frame: no file, first line -1)
 _CALL_NAMES = ("CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CALL_METHOD", "PRECALL")
 _CALLS = {dis.opmap[name] for name in _CALL_NAMES if name in dis.opmap}
 
@@ -182,6 +183,7 @@ class PythonSampler:
             ticks=0, samples=0, dropped=0, truncated=0, calls_ended=0, missed_ticks=0, tick_ns_total=0, syscalls=0
         )
         self._timeline_truncated = False
+        self._phase = 0  # as the engine's: samples go below a [phase] marker node, line = phase
 
     @property
     def running(self) -> bool:
@@ -194,6 +196,9 @@ class PythonSampler:
         self._deadline = self._origin + self.interval
         self._running = True
         _sampling_thread.add(self)
+
+    def set_phase(self, phase: int) -> None:
+        self._phase = phase
 
     def stop(self) -> None:
         if not self._running:
@@ -258,6 +263,9 @@ class PythonSampler:
             stack.append((self._identity(name, code.co_filename, code.co_firstlineno, hides), frame.f_lineno or 0))
             frame = frame.f_back
         stack.reverse()
+        phase = self._phase
+        if phase:
+            stack.insert(0, (self._identity(*_PHASE_MARKER, False), phase))
         callee = _c_function_name(leaf, _sampling_thread.known)
         if callee:
             stack.append((self._identity(callee, _BUILTIN, 0, False), 0))

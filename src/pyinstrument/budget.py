@@ -9,6 +9,7 @@ A budget file (TOML) lists rules. Each names a branch with ``match`` and limits 
     match = "*/myapp/render.py:*"
     max_growth = 0.10             # against the --baseline session
     max_seconds = 1.5             # a rule may have several limits
+    phase = "render"              # optional: measured in that phase of the run (Profiler.phase)
 
 A branch's time in a run is the time of the nodes it matches in the report's call tree,
 a node inside another matched node counted once. On a repeat set a rule is measured on
@@ -47,10 +48,12 @@ class Rule(NamedTuple):
     match: str
     limit: str  # a key of LIMITS
     value: float
+    phase: Optional[str] = None  # measured in this phase of the run only
 
     @property
     def description(self) -> str:
-        return f"{self.match} {self.limit} {self.value:g}"
+        where = f" in phase {self.phase}" if self.phase is not None else ""
+        return f"{self.match}{where} {self.limit} {self.value:g}"
 
 
 class Verdict(NamedTuple):
@@ -89,9 +92,12 @@ def parse(document: Dict[str, Any], path: str = "budget") -> List[Rule]:
         where = f"{path}: rule {number}"
         if not isinstance(table, dict):
             raise BudgetError(f"{where}: not a table")
-        unknown = sorted(set(table) - {"match", *LIMITS})
+        unknown = sorted(set(table) - {"match", "phase", *LIMITS})
         if unknown:
-            raise BudgetError(f"{where}: unknown key {unknown[0]!r} (known: match, {', '.join(LIMITS)})")
+            raise BudgetError(f"{where}: unknown key {unknown[0]!r} (known: match, phase, {', '.join(LIMITS)})")
+        phase = table.get("phase")
+        if phase is not None and (not isinstance(phase, str) or not phase):
+            raise BudgetError(f"{where}: phase must be the name of a phase of the run, got {phase!r}")
         match = table.get("match")
         if not isinstance(match, str) or not match:
             raise BudgetError(f'{where}: needs match = "a function, a qualified name or a glob over file:qualname"')
@@ -105,7 +111,7 @@ def parse(document: Dict[str, Any], path: str = "budget") -> List[Rule]:
             low, high = {"max_share": (0, 1), "max_seconds": (0, math.inf), "max_growth": (-1, math.inf)}[key]
             if not low <= value <= high:
                 raise BudgetError(f"{where}: {key} = {value!r} is out of range ({LIMITS[key]})")
-            rules.append(Rule(number, match, key, float(value)))
+            rules.append(Rule(number, match, key, float(value), phase))
     return rules
 
 
@@ -140,16 +146,36 @@ def branch_times(root: MergedNode, pattern: str) -> Optional[List[float]]:
     return total if found else None
 
 
+class _Trees:
+    """The merged trees of a session's runs, of the whole run or of one phase, made once."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.made: Dict[Optional[str], MergedNode] = {}
+
+    def of(self, phase: Optional[str]) -> MergedNode:
+        """LookupError when the run had no such phase."""
+        if phase not in self.made:
+            session = self.session.phase(phase) if phase is not None else self.session
+            self.made[phase] = merge(session.runs or [session])
+        return self.made[phase]
+
+
 def check(rules: Sequence[Rule], session: Session, baseline: Optional[Session] = None) -> List[Verdict]:
     """Every rule's verdict on *session* (a run or a repeat set)."""
-    runs = session.runs or [session]
-    root = merge(runs)
-    base_root = merge(baseline.runs or [baseline]) if baseline is not None else None
+    trees = _Trees(session)
+    base_trees = _Trees(baseline) if baseline is not None else None
     verdicts: List[Verdict] = []
     growth_tests = []  # (index in verdicts, p-value) of the growths over their limits
     for rule in rules:
+        try:
+            root = trees.of(rule.phase)
+            base_root = base_trees.of(rule.phase) if base_trees is not None else None
+        except LookupError as exc:
+            verdicts.append(Verdict(rule, "fail", str(exc.args[0])))
+            continue
         times = branch_times(root, rule.match)
-        values = times or [0.0] * len(runs)
+        values = times or [0.0] * len(root.times)
         nothing = "" if times is not None else " (matched nothing)"
         if rule.limit == "max_growth":
             if base_root is None:

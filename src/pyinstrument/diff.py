@@ -23,12 +23,15 @@ from pyinstrument.session import Session
 DEFAULT_THRESHOLD = 0.01
 #: the chance of calling any unchanged node of a comparison slower or faster
 ALPHA = 0.05
+#: the engine's name for a C call it could not name: no verdict, since how the time of a C
+#: call splits between its name and this depends on where the ticks land, not on the program
+UNKNOWN_C_CALL = "[unknown C call]"
 #: a node with at least this share in every run is the whole run: judged on its time alone
 WHOLE_RUN = 0.99
 VERDICT_TEST = (
     f"two-sided Mann-Whitney U on per-run time and on per-run share (time alone for a node that is the whole run),"
     f" both below alpha = {ALPHA} after Holm's correction over the nodes shown, and the time's interquartile"
-    " ranges apart"
+    f" ranges apart; none for {UNKNOWN_C_CALL}"
 )
 
 
@@ -120,7 +123,7 @@ def compare(before: Session, after: Session, threshold: float = DEFAULT_THRESHOL
             child = _diff_node(merged_child, split, totals)
             node.children.append(child)
             pending.append((merged_child, child))
-            if min(split, len(totals) - split) >= 2 and _shown(child, threshold):
+            if min(split, len(totals) - split) >= 2 and _shown(child, threshold) and child.name != UNKNOWN_C_CALL:
                 tested.append((child, _p_value(merged_child, split, totals)))
     for (node, _), adjusted in zip(tested, stats.holm([p for _, p in tested])):
         node.p_value = adjusted

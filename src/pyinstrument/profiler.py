@@ -7,6 +7,7 @@ session's frame records, the format pyinstrument's sessions have always used.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import os
@@ -17,7 +18,7 @@ import time
 import types
 import weakref
 from array import array
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine, own_code, run_metadata
 from pyinstrument._files import write_report_file
@@ -25,7 +26,7 @@ from pyinstrument.frame import is_path_in_package
 from pyinstrument.frame_table import NO_NODE as NO_STACK
 from pyinstrument.frame_table import FrameInfo, FrameKind, FrameTable
 from pyinstrument.renderers import ConsoleRenderer
-from pyinstrument.session import Session, Timeline
+from pyinstrument.session import Phases, Session, Timeline
 
 # The process forks with the threads it would have unprofiled: the sampling threads are
 # joined around os.fork() (CPython 3.12+ warns when a process with threads forks; 3.13
@@ -37,6 +38,7 @@ os.register_at_fork(
 
 _ASYNC_MODES = ("enabled", "disabled", "strict")
 _SYNTHETIC_LINE = -1  # the first line of the engine's frames that are no code
+_PHASE_MARKER = "[phase]"  # the engine's node above a phase's samples (its line: the phase)
 _TRUNCATED = "[frames truncated]"  # the engine's marker for the middle of a too-deep stack
 
 
@@ -259,15 +261,19 @@ def session_from_snapshot(
     start_call_stack: List[FrameInfo],
     target_description: str,
     metadata: Optional[Dict[str, Any]] = None,
+    phases: Optional[Tuple[List[str], List[float]]] = None,
 ) -> Session:
-    """Converts the engine's tries into a Session: one frame record per distinct stack."""
+    """Converts the engine's tries into a Session: one frame record per distinct stack
+    (per phase: *phases* are the names and times of the run's phases, n for names[n - 1])."""
     identities = snapshot["identities"]
     qualnames = _qualnames_before_311(identities)
     own = own_code.profiler_code()
-    base = []
+    base: List[FrameInfo] = []
     is_profiler_code = []
+    is_phase_marker = bytearray(len(identities))
     for function, filename, line_no, hides in identities:
         if line_no == _SYNTHETIC_LINE and not filename:  # the engine's [await], [out-of-context], ...
+            is_phase_marker[len(base)] = function == _PHASE_MARKER
             base.append(FrameInfo.synthetic(function))
             is_profiler_code.append(False)
             continue
@@ -293,6 +299,8 @@ def session_from_snapshot(
     node_of = array("i", [NO_STACK]) * node_count
     record_of_node = array("i", [-1]) * node_count  # -1: not a record
     inside_profiler = bytearray(node_count)
+    phase_of = array("I", [0]) * node_count  # the phase each node's samples are of
+    record_phase = array("I")  # each record's
     threads_sampled = set()  # threads with at least one sample of the program
     samples_total = 0
     # the table's frame of each (identity, line)
@@ -303,6 +311,11 @@ def session_from_snapshot(
         if parent == NO_NODE:
             node_of[index] = thread_root_nodes[thread] if all_threads else NO_STACK
             continue
+        if is_phase_marker[identity]:  # not a frame: its line is the phase of what is below it
+            node_of[index] = node_of[parent]
+            phase_of[index] = line
+            continue
+        phase_of[index] = phase_of[parent]
         samples_total += samples
         if is_profiler_code[identity] or inside_profiler[parent]:
             # its time stays with the caller (a tick inside the profiler's own start/stop,
@@ -323,6 +336,7 @@ def session_from_snapshot(
         node_of[index] = node
         if samples:
             record_of_node[index] = table.add_record(node, wall_ns / 1e9, cpu_ns / 1e9)
+            record_phase.append(phase_of[index])
             threads_sampled.add(thread)
 
     timeline_records, timeline_seconds = array("I"), array("f")
@@ -340,6 +354,7 @@ def session_from_snapshot(
             if record < 0:
                 if gap_record < 0:
                     gap_record = table.add_record(thread_root_nodes[thread_index] if all_threads else NO_STACK, 0.0)
+                    record_phase.append(0)
                 record = gap_record
             timeline_records.append(record)
             timeline_seconds.append(wall_ns / 1e9)
@@ -365,6 +380,7 @@ def session_from_snapshot(
         profiler_code=own,
         run_metadata=metadata,
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
+        phases=Phases(phases[0], phases[1], record_phase) if phases and phases[0] else None,
     )
 
 
@@ -489,10 +505,50 @@ class Profiler:
         # profile Python child processes too, merged into the session (see _subprocesses)
         self.subprocesses = bool(subprocesses)
         self._children: Optional[Any] = None
+        # phases (phase()): their names (phase n: names[n - 1]), the time each was current
+        # since start(), the ones entered and not left (innermost last), since when
+        self._phase_names: List[str] = []
+        self._phase_seconds: List[float] = []
+        self._phases_entered: List[int] = []
+        self._phase_current = 0
+        self._phase_since = 0.0
 
     @property
     def interval(self) -> float:
         return self._interval
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Labels a part of the run: ``with profiler.phase("parse"): ...``. Its samples are
+        kept apart (``Session.phase(name)``, ``-p phase=parse``) and its time counted; an
+        inner phase takes over until it ends. Outside a running profile it does nothing."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a phase's name is a non-empty string, not {name!r}")
+        if name not in self._phase_names:
+            self._phase_names.append(name)
+            self._phase_seconds.append(0.0)
+        number = self._phase_names.index(name) + 1
+        self._phases_entered.append(number)
+        self._switch_phase()
+        try:
+            yield
+        finally:
+            # left in any order (another thread's phase may have begun since)
+            entered = self._phases_entered
+            del entered[len(entered) - 1 - entered[::-1].index(number)]
+            self._switch_phase()
+
+    def _switch_phase(self) -> None:
+        """The time until now goes to the phase that was current; the engine is told the
+        one that is current now."""
+        now = time.perf_counter()
+        if self._phase_current and self.is_running:
+            self._phase_seconds[self._phase_current - 1] += now - self._phase_since
+        self._phase_since = now
+        self._phase_current = self._phases_entered[-1] if self._phases_entered else 0
+        sampler = self._sampler
+        if sampler is not None:
+            sampler.set_phase(self._phase_current)
 
     @property
     def async_mode(self) -> str:
@@ -545,6 +601,9 @@ class Profiler:
         try:
             self._start_sampler()
             _RUNNING.add(self)
+            self._phase_seconds = [0.0] * len(self._phase_names)
+            self._phase_current = 0
+            self._switch_phase()
         except RuntimeError as error:
             self._active_since = None
             self._sampler = None
@@ -627,6 +686,7 @@ class Profiler:
             raise RuntimeError("This profiler is not currently running.")
         assert self._sampler is not None and self._active_since is not None
         _RUNNING.discard(self)
+        self._switch_phase()  # the current phase's time, up to now
         self._sampler.stop()
         self._unbind_async_context()
         duration = time.perf_counter() - self._active_since
@@ -651,6 +711,7 @@ class Profiler:
             start_call_stack=self._start_call_stack,
             target_description=self._target_description,
             metadata=run_metadata.collect(),
+            phases=(list(self._phase_names), list(self._phase_seconds)),
         )
         del snapshot
         if self._children is not None:
@@ -816,6 +877,18 @@ def _file_supports_color(file: Any) -> bool:
 
 
 _RUNNING: "weakref.WeakSet[Profiler]" = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """``with pyinstrument.phase("parse"): ...``: :meth:`Profiler.phase` for every profiler
+    running now (the ``pyinstrument`` command's among them); nothing when none is."""
+    with contextlib.ExitStack() as stack:
+        for profiler in running_profilers():
+            stack.enter_context(profiler.phase(name))
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a phase's name is a non-empty string, not {name!r}")
+        yield
 
 
 def running_profilers(thread: Optional[int] = None) -> List[Profiler]:

@@ -148,6 +148,53 @@ class Timeline(Sequence[Tuple[int, float]]):
         return f"<Timeline of {len(self)} entries>"
 
 
+class Phases:
+    """The phases of a run (``Profiler.phase``): their names (phase n is ``names[n - 1]``),
+    the wall time each was the current phase, and each frame record's phase (0: none)."""
+
+    def __init__(self, names: Sequence[str], seconds: Sequence[float], records: Iterable[int]) -> None:
+        self.names = list(names)
+        self.seconds = [float(s) for s in seconds]
+        self.records = array("I", records)
+        if len(self.seconds) != len(self.names) or len(set(self.names)) != len(self.names):
+            raise ValueError("phases: one time per phase, each name once")
+        if self.records and max(self.records) > len(self.names):
+            raise ValueError("phases: a record is of a phase that does not exist")
+
+    def number(self, name: str) -> int:
+        """The phase's number (from 1); LookupError naming the phases there are."""
+        if name not in self.names:
+            raise LookupError(f"no phase {name!r} in this profile (its phases: {', '.join(self.names) or 'none'})")
+        return self.names.index(name) + 1
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"names": self.names, "seconds": self.seconds, "records": encode_array(self.records)}
+
+    @staticmethod
+    def combined(
+        first: Optional["Phases"], first_count: int, second: Optional["Phases"], second_count: int
+    ) -> Optional["Phases"]:
+        """The phases of two sessions' records one after the other (phases matched by name)."""
+        if first is None and second is None:
+            return None
+        names: List[str] = []
+        seconds: List[float] = []
+        records = array("I")
+        for phases, count in ((first, first_count), (second, second_count)):
+            if phases is None:
+                records.extend([0] * count)
+                continue
+            renumber = [0]
+            for name, spent in zip(phases.names, phases.seconds):
+                if name not in names:
+                    names.append(name)
+                    seconds.append(0.0)
+                seconds[names.index(name)] += spent
+                renumber.append(names.index(name) + 1)
+            records.extend(renumber[n] for n in phases.records)
+        return Phases(names, seconds, records)
+
+
 class Session:
     """Everything recorded by one profiling run."""
 
@@ -175,6 +222,7 @@ class Session:
         run_metadata: Optional[Mapping[str, Any]] = None,
         runs: Optional[Sequence["Session"]] = None,
         process_usage: Optional[Mapping[str, float]] = None,
+        phases: Optional[Phases] = None,
     ):
         if isinstance(frame_records, FrameTable):
             if frame_records_cpu is not None:
@@ -213,6 +261,10 @@ class Session:
         )
         # what the run was made with (pyinstrument.run_metadata); None when not recorded
         self.run_metadata: Optional[Dict[str, Any]] = dict(run_metadata) if run_metadata is not None else None
+        # the run's phases (Profiler.phase): each record's; None when it had none
+        if phases is not None and len(phases.records) != len(self._table):
+            raise ValueError("phases: one phase per frame record")
+        self.phases: Optional[Phases] = phases
         # a repeat set (pyinstrument --repeat N): the runs whose samples this session holds
         self.runs: Optional[List[Session]] = list(runs) if runs is not None else None
         # what the process of a repeated run used: PROCESS_USAGE keys; None when not measured
@@ -434,7 +486,58 @@ class Session:
                 else None
             ),
             run_metadata=session1.run_metadata if session1.run_metadata is not None else session2.run_metadata,
+            phases=Phases.combined(
+                session1.phases, len(session1.frame_table), session2.phases, len(session2.frame_table)
+            ),
         )
+
+    def phase(self, name: str) -> "Session":
+        """The session of one phase of the run: its samples only, its time as the duration.
+        LookupError when the run had no such phase. A repeat set's runs are each cut too."""
+        if self.runs:
+            runs = [run.phase(name) for run in self.runs]
+            from pyinstrument.repeat import repeat_set
+
+            return repeat_set(runs)
+        if self.phases is None:
+            raise LookupError(f"no phase {name!r} in this profile (it has no phases)")
+        number = self.phases.number(name)
+        source = self._table
+        kept = [i for i, phase in enumerate(self.phases.records) if phase == number]
+        table = FrameTable(with_cpu=source.record_cpu is not None)
+        table.frames, table._frame_index = list(source.frames), dict(source._frame_index)
+        table.node_parent, table.node_frame = array("i", source.node_parent), array("i", source.node_frame)
+        cpu = source.record_cpu
+        for i in kept:
+            table.add_record(source.record_node[i], source.record_seconds[i], cpu[i] if cpu is not None else 0.0)
+        table = table.compacted()
+        seconds = self.phases.seconds[number - 1]
+        timeline = None
+        if self.timeline is not None:
+            new_index = {old: new for new, old in enumerate(kept)}
+            timeline = Timeline((new_index[r], s) for r, s in self.timeline if r in new_index)
+        session = Session(
+            frame_records=table,
+            start_time=self.start_time,
+            duration=seconds,
+            min_interval=self.min_interval,
+            max_interval=self.max_interval,
+            sample_count=round(
+                self.sample_count * sum(table.record_seconds) / max(sum(self._table.record_seconds), 1e-12)
+            ),
+            start_call_stack=self.start_call_stack,
+            target_description=f"{self.target_description} · phase {name}",
+            cpu_time=sum(table.record_cpu) if table.record_cpu is not None else 0.0,
+            sys_path=self.sys_path,
+            sys_prefixes=self.sys_prefixes,
+            timeline=timeline,
+            thread_names=self.thread_names,
+            profiler_code=self.profiler_code,
+            run_metadata=self.run_metadata,
+            process_usage=self.process_usage,
+            phases=Phases([name], [seconds], [1] * len(table)),
+        )
+        return session
 
     # -- files ----------------------------------------------------------------------------
 
@@ -474,6 +577,8 @@ class Session:
         result[run_metadata.KEY] = self.run_metadata  # always: files of one kind have one shape
         if self.process_usage is not None:
             result["process_usage"] = self.process_usage
+        if self.phases is not None:
+            result["phases"] = self.phases.to_json()
         if self.runs is not None:
             result["repeat_runs"] = [run._head_document() for run in self.runs]
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
@@ -645,6 +750,7 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             run_metadata=run_metadata.read(get(run_metadata.KEY)),
             runs=_read_runs(get("repeat_runs")),
             process_usage=_read_process_usage(get("process_usage")),
+            phases=_read_phases(get("phases")),
         )
     except SessionFileError:
         raise
@@ -670,6 +776,22 @@ def _read_runs(value: Any) -> Optional[List[Session]]:
         except SessionFileError as exc:
             raise SessionFileError(f"{exc} (in repeat run {i})") from None
     return runs
+
+
+def _read_phases(value: Any) -> Optional[Phases]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SessionFileError("damaged pyinstrument session: 'phases' is not an object")
+    names, seconds = value.get("names"), value.get("seconds")
+    if not (isinstance(names, list) and all(isinstance(name, str) and name for name in names)):
+        raise SessionFileError("damaged pyinstrument session: the phases' names are not strings")
+    times = _read_times(seconds, "the phases' times")
+    records = decode_array("I", value.get("records"), "the phases' records")
+    try:
+        return Phases(names, times or [], records)
+    except ValueError as exc:
+        raise SessionFileError(f"damaged pyinstrument session: {exc}") from None
 
 
 def _read_process_usage(value: Any) -> Optional[Dict[str, float]]:

@@ -346,9 +346,11 @@ class CommandLine:
         notes: List[str],
         render_options: Dict[str, Any],
         option_words: Sequence[str] = (),
+        phase: Optional[str] = None,
     ):
         self.options = options
         self.option_words = list(option_words)  # pyinstrument's own options, as --long=VALUE
+        self.phase = phase  # -p phase=NAME: the report shows that phase of the run alone
         self.target_kind = target_kind
         self.target = target
         self.target_args = target_args
@@ -525,6 +527,11 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     except RendererError as exc:
         raise UsageError(str(exc)) from None
     check_target_description(options.target_description)
+    phase = render_options.pop("phase", None)
+    if isinstance(phase, int) and not isinstance(phase, bool):
+        phase = str(phase)  # a name that reads as a number
+    if phase is not None and (not isinstance(phase, str) or not phase):
+        raise UsageError("-p phase=NAME takes the name of a phase of the run (Profiler.phase)")
 
     if options.version:
         return CommandLine(options, None, None, [], notes, render_options)
@@ -561,7 +568,7 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise UsageError("-o needs a file name")
     _check_experiment_options(options, target_kind)
 
-    return CommandLine(options, target_kind, target, target_args, notes, render_options, option_words)
+    return CommandLine(options, target_kind, target, target_args, notes, render_options, option_words, phase)
 
 
 def _check_experiment_options(options: argparse.Namespace, target_kind: Optional[str]) -> None:

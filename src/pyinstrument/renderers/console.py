@@ -193,6 +193,13 @@ class ConsoleRenderer(FrameRenderer):
         made_with = run_metadata.summary(session.run_metadata)
         if made_with:
             lines.append("  " + visible(made_with))
+        if session.phases is not None:
+            phases = " · ".join(
+                f"{visible(name)} {seconds:.3f}s" for name, seconds in zip(session.phases.names, session.phases.seconds)
+            )
+            lines.append(
+                f"  Phases: {phases}" + ("  (-p phase=NAME: one alone)" if len(session.phases.names) > 1 else "")
+            )
         return lines
 
     @staticmethod

@@ -8,7 +8,8 @@ Pyroscope, Parca, Google Cloud Profiler, Datadog) accept it as an upload.
 What is written: one ``Sample`` per distinct call stack (a frame record of the
 session), with two values, ``wall``/``nanoseconds`` (the default) and
 ``cpu``/``nanoseconds`` (left out when the session recorded no CPU time), and the
-labels ``thread`` (its name) and ``thread_id`` (when the session knows it). Its
+labels ``thread`` (its name), ``thread_id`` (when the session knows it) and ``phase`` (a
+sample taken in a phase of the run, ``Profiler.phase``). Its
 locations are leaf first, as pprof wants. There is one ``Location`` per function and
 line being executed, so pprof's ``-lines`` views and ``list`` show the lines that took
 the time (``include_lines=False``: one per function). ``Function`` carries the name
@@ -224,8 +225,13 @@ class PprofRenderer(Renderer):
             encoded = location_varints[(frame_index, recorded_line)] = _varint(location)
             return encoded
 
-        thread_key, thread_id_key = string("thread"), string("thread_id")
+        thread_key, thread_id_key, phase_key = string("thread"), string("thread_id"), string("phase")
         thread_labels: Dict[Tuple[int, Optional[int]], bytes] = {}
+        phases = session.phases
+        phase_labels = [b""] + [
+            _bytes_field(_SAMPLE_LABEL, _int_field(_LABEL_KEY, phase_key) + _int_field(_LABEL_STR, string(name)))
+            for name in (phases.names if phases is not None else ())
+        ]
         for i, frames in enumerate(stacks.stacks):
             if not frames:
                 continue
@@ -251,7 +257,10 @@ class PprofRenderer(Renderer):
             out.append(
                 _bytes_field(
                     _PROFILE_SAMPLE,
-                    _bytes_field(_SAMPLE_LOCATION_ID, leaf_first) + _packed_field(_SAMPLE_VALUE, values) + labels,
+                    _bytes_field(_SAMPLE_LOCATION_ID, leaf_first)
+                    + _packed_field(_SAMPLE_VALUE, values)
+                    + labels
+                    + (phase_labels[phases.records[i]] if phases is not None else b""),
                 )
             )
 

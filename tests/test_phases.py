@@ -1,0 +1,163 @@
+"""Phases of a run: ``Profiler.phase`` / ``pyinstrument.phase``, one tree per phase
+(``Session.phase``, ``-p phase=NAME``), and phases in files, diffs and budgets."""
+
+from __future__ import annotations
+
+import platform
+import threading
+
+import pytest
+from helpers import REFUSE_PROCESS_VM_READV, run_program, run_pyinstrument, spin, write
+
+import pyinstrument
+from pyinstrument import Profiler
+from pyinstrument.session import Session
+
+
+def functions_in(session: Session) -> set:
+    return {frame.split("\x00")[0] for stack, seconds in session.frame_records if seconds for frame in stack}
+
+
+def load():
+    spin(0.05)
+
+
+def parse():
+    spin(0.08)
+
+
+def save():
+    spin(0.03)
+
+
+def test_each_phase_has_its_samples_and_its_time():
+    profiler = Profiler()
+    with profiler:
+        with profiler.phase("load"):
+            load()
+        with pyinstrument.phase("parse"):  # every running profiler
+            parse()
+            with profiler.phase("save"):  # inner: takes over until it ends
+                save()
+        spin(0.02)
+    session = profiler.last_session
+    assert session.phases.names == ["load", "parse", "save"]
+    load_s, parse_s, save_s = session.phases.seconds
+    assert load_s >= 0.05 and parse_s >= 0.08 and save_s >= 0.03
+    assert parse_s < 0.08 + save_s  # the inner phase's time is not the outer's
+    cut = {name: session.phase(name) for name in session.phases.names}
+    assert "load" in functions_in(cut["load"]) and not {"parse", "save"} & functions_in(cut["load"])
+    assert "parse" in functions_in(cut["parse"]) and not {"load", "save"} & functions_in(cut["parse"])
+    assert "save" in functions_in(cut["save"]) and "parse" not in functions_in(cut["save"])
+    assert cut["parse"].duration == parse_s
+    # together the phases and the rest are the whole run: nothing is lost or counted twice
+    whole = sum(seconds for _, seconds in session.frame_records)
+    parts = sum(seconds for part in cut.values() for _, seconds in part.frame_records)
+    assert parts < whole and parts >= whole - 0.02 - 0.01  # the 0.02 s outside any phase
+    with pytest.raises(LookupError, match="no phase 'render' in this profile \\(its phases: load, parse, save\\)"):
+        session.phase("render")
+
+
+def test_a_phase_covers_every_thread_the_profiler_samples():
+    profiler = Profiler(all_threads=True, async_mode="disabled")
+    started = threading.Event()
+
+    def worker():
+        started.set()
+        spin(0.15)
+
+    with profiler:
+        thread = threading.Thread(target=worker, name="worker")
+        with profiler.phase("busy"):
+            thread.start()
+            started.wait()
+            parse()
+        thread.join()
+    busy = profiler.last_session.phase("busy")
+    assert {"worker", "parse"} <= functions_in(busy)
+
+
+def test_phases_survive_a_file_and_a_second_start(tmp_path):
+    profiler = Profiler()
+    for name in ("a", "b"):
+        with profiler:
+            with profiler.phase(name):
+                load()
+    session = profiler.last_session  # the two runs combined
+    assert session.phases.names == ["a", "b"]
+    session.save(tmp_path / "s.pyisession")
+    loaded = Session.load(tmp_path / "s.pyisession")
+    assert loaded.phases.names == ["a", "b"] and loaded.phases.seconds == session.phases.seconds
+    assert functions_in(loaded.phase("b")) == functions_in(session.phase("b"))
+
+
+def test_a_phase_needs_a_name_and_does_nothing_without_a_profiler():
+    with pytest.raises(ValueError, match="non-empty string"):
+        with pyinstrument.phase(""):
+            pass
+    with pyinstrument.phase("alone"):  # no profiler running: nothing to label
+        pass
+    profiler = Profiler()
+    with profiler.phase("before start"):
+        pass
+    with profiler:
+        load()
+    assert profiler.last_session.phases.seconds == [0.0]
+
+
+PROGRAM = """
+import time, pyinstrument
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def load():
+    spin(0.04)
+
+def parse():
+    spin(0.08)
+
+with pyinstrument.phase("load"):
+    load()
+with pyinstrument.phase("parse"):
+    parse()
+"""
+
+
+def test_the_command_line_shows_the_phases_and_one_alone(tmp_path):
+    write(tmp_path / "app.py", PROGRAM)
+    whole = run_pyinstrument("app.py", cwd=tmp_path).stdout
+    assert "Phases: load 0.0" in whole and "-p phase=NAME" in whole
+    one = run_pyinstrument("-p", "phase=parse", "app.py", cwd=tmp_path).stdout
+    assert "parse" in one and "load  app.py" not in one and "· phase parse" in one
+    missing = run_pyinstrument("-p", "phase=render", "app.py", cwd=tmp_path, check=False)
+    assert missing.returncode == 1
+    assert "no phase 'render' in this profile (its phases: load, parse); the profile is kept" in missing.stderr
+    # diff and budgets per phase
+    run_pyinstrument("-r", "session", "-o", "a.pyisession", "app.py", cwd=tmp_path)
+    diff = run_pyinstrument("--diff", "a.pyisession", "a.pyisession", "-p", "phase=load", cwd=tmp_path).stdout
+    assert "load" in diff and "parse" not in diff
+    write(tmp_path / "b.toml", '[[rule]]\nmatch = "load"\nphase = "load"\nmax_share = 0.5\n')
+    result = run_pyinstrument("--budget", "b.toml", "--load", "a.pyisession", cwd=tmp_path, check=False)
+    assert result.returncode == 3 and "load in phase load max_share 0.5" in result.stderr  # all of that phase
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86_64")
+def test_phases_work_where_the_python_sampler_stands_in():
+    result = run_program(
+        REFUSE_PROCESS_VM_READV
+        + """
+import pyinstrument
+with Profiler() as p:
+    with p.phase("one"):
+        spin(0.1)
+    spin(0.05)
+one = p.last_session.phase("one")
+report(one, names=p.last_session.phases.names)
+"""
+    )
+    assert result["names"] == ["one"]
+    assert result["stacks"] and all("spin" in stack for stack in result["stacks"])
+    assert sum(result["stacks"].values()) >= 0.08
