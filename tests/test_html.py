@@ -927,6 +927,73 @@ def test_profiled_names_are_shown_as_text_and_never_run(open_report):
     assert report.errors() == []
 
 
+def test_a_run_with_phases_has_a_selector_showing_each_alone(open_report):
+    from pyinstrument.session import Phases
+
+    main = frame_string("main", f"{APP}/demo.py", 30, current=33)
+    load, parse = (frame_string(name, f"{APP}/demo.py", line, current=line + 1) for name, line in (("load", 5), ("parse", 9)))
+    hostile = '<img src=x onerror="alert(3)">'
+    session = make_session([([main, load], 0.1), ([main, parse], 0.3), ([main], 0.05)])
+    session.phases = Phases(["load", hostile], [0.1, 0.3], [1, 2, 0])
+    report = open_report(HTMLRenderer().render(session), "phases")
+    select = report.element("#phase")
+    options = [o.text for o in select.find_elements("css selector", "option")]
+    assert options == ["the whole run", "load (100 ms)", f"{hostile} (300 ms)"], options
+    report.click("#expand-all")
+    assert {"load", "parse"} <= set(report.names())
+
+    def choose(text: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(report.element("#phase")).select_by_visible_text(text)
+        report.wait(lambda: report.driver.execute_script("return document.body.dataset.ready") == "1"
+                    and report.element("#phase").get_attribute("value") != "", "the phase to show")
+        report.settle()
+
+    choose(f"{hostile} (300 ms)")
+    report.wait(lambda: "#phase=2" in report.driver.current_url, "the address to name the phase")
+    report.click("#expand-all")
+    names = report.names()
+    assert "parse" in names and "load" not in names
+    assert report.element(".target").text.endswith(f"· phase {hostile}")
+    assert report.element("#phase").get_attribute("value") == "2"
+    choose("the whole run")
+    report.wait(lambda: "phase=" not in report.driver.current_url, "the address to drop the phase")
+    report.click("#expand-all")
+    assert {"load", "parse"} <= set(report.names())
+    report.assert_no_alert()
+    assert report.errors() == []
+
+
+def test_the_diff_page_draws_the_change_and_keeps_names_inert(open_report):
+    from pyinstrument.diff import DiffReport
+
+    hostile = '<img src=x onerror="document.title=\'ran\';alert(4)">'
+    main = frame_string("main", f"{APP}/demo.py", 30, current=33)
+    parse, render, old = (frame_string(name, f"{APP}/demo.py", line) for name, line in
+                          (("parse", 5), ("render", 9), (hostile, 12)))
+    before = make_session([([main, parse], 0.2), ([main, render], 0.2), ([main, old], 0.1)])
+    after = make_session([([main, parse], 0.5), ([main, render], 0.2)])
+    report = open_report(DiffReport(before, after, output="html").render(), "diff")
+    boxes = report.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#flame .box')).map(b => "
+        "({name: b.textContent, cls: b.className, width: parseFloat(b.style.width)}))")
+    by_name = {box["name"]: box for box in boxes}
+    assert set(by_name) == {"main", "parse", "render", hostile}
+    assert "slower" in by_name["parse"]["cls"] and "faster" in by_name["render"]["cls"]  # its share fell
+    assert "gone" in by_name[hostile]["cls"]
+    assert by_name["main"]["width"] == pytest.approx(100.0)
+    rows = report.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#nodes tr')).slice(1).map(r => r.cells[0].textContent)")
+    assert rows[0].startswith("main") and any(row.strip().startswith("parse") for row in rows)
+    assert any(hostile in row and "[gone]" in row for row in rows)
+    assert report.driver.execute_script("return document.querySelectorAll('#app img, #app script').length") == 0
+    assert "no verdict" in report.element(".verdict").text
+    report.assert_no_alert()
+    assert "ran" not in report.driver.title
+    assert report.errors() == []
+
+
 # -- real programs and an hour of samples --------------------------------------------------
 
 

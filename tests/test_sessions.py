@@ -424,6 +424,22 @@ def test_sessions_we_save_load_in_upstream(tmp_path, upstream, launcher, options
     assert "_run_profiled" not in text and "_exec_target" not in text
 
 
+def test_repeat_sets_and_phases_load_in_upstream(tmp_path, upstream):
+    (tmp_path / "work.py").write_text(WORKLOAD.replace("Shape().area()", "import pyinstrument\nwith pyinstrument.phase('area'):\n    Shape().area()"))
+    result = pyinstrument("--repeat", "2", "-r", "session", "-o", "set.pyisession", "work.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ours = Session.load(tmp_path / "set.pyisession")
+    assert len(ours.runs) == 2 and ours.phases.names == ["area"]
+    total = upstream("-c", textwrap.dedent("""
+        from pyinstrument.session import Session
+        session = Session.load("set.pyisession")
+        print(session.root_frame().time, session.sample_count)
+    """))
+    seconds, samples = total.split()
+    assert float(seconds) == pytest.approx(ours.root_frame().time, rel=0.01)  # both runs, added up
+    assert int(samples) == ours.sample_count
+
+
 def test_hostile_session_loads_in_upstream(tmp_path, upstream):
     hostile_session().save(tmp_path / "h.pyisession")
     names = upstream("-c", textwrap.dedent("""

@@ -203,8 +203,8 @@ def _diff(cli: CommandLine, stdout: Any) -> int:
                 f"will not write the report over {path!r}, a session being compared; choose another -o file"
             )
     name = cli.renderer_name
-    if name not in ("text", "json"):
-        raise UsageError(f"--diff writes text or json, not {name}")
+    if name not in DiffReport.FORMATS:
+        raise UsageError(f"--diff writes text, json or html, not {name}")
     before, after = (load_session_file(path) for path in cli.options.diff)
     if cli.phase:
         try:
@@ -214,7 +214,7 @@ def _diff(cli: CommandLine, stdout: Any) -> int:
     color = cli.options.color
     if color is None:
         color = not outfile and _wants_color(stdout)
-    report = DiffReport(before, after, as_json=name == "json", color=bool(color))
+    report = DiffReport(before, after, output=name, color=bool(color))
     check_output(cli, report, stdout)
     try:
         write_report(cli, report, None, stdout, from_run=False)

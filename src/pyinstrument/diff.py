@@ -219,23 +219,27 @@ def _distributions_of(metadata: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class DiffReport:
-    """The comparison as the command line writes it: ``render()`` gives the text (or, with
-    ``as_json``, the JSON) report. Looks like a renderer to the command line's output."""
+    """The comparison as the command line writes it: ``render()`` gives the report in the
+    *output* format, ``text``, ``json`` or ``html`` (a page with a differential flame graph
+    and both sides node by node). Looks like a renderer to the command line's output."""
 
     output_is_binary = False
+    FORMATS = {"text": "txt", "json": "json", "html": "html"}
 
     def __init__(
         self,
         before: Session,
         after: Session,
         *,
-        as_json: bool = False,
+        output: str = "text",
         color: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
+        if output not in self.FORMATS:
+            raise ValueError(f"a diff is written as {', '.join(self.FORMATS)}, not {output}")
         self.before, self.after = before, after
-        self.as_json, self.color, self.threshold = as_json, color, threshold
-        self.output_file_extension = "json" if as_json else "txt"
+        self.output, self.color, self.threshold = output, color, threshold
+        self.output_file_extension = self.FORMATS[output]
 
     @property
     def judged(self) -> bool:
@@ -245,18 +249,18 @@ class DiffReport:
     def render(self, _session: Any = None) -> str:
         root = compare(self.before, self.after, self.threshold)
         changes = metadata_changes(self.before.run_metadata, self.after.run_metadata)
-        if self.as_json:
-            return json.dumps(
-                {
-                    "before": _summary(self.before),
-                    "after": _summary(self.after),
-                    "metadata_changes": changes,
-                    "verdict_test": VERDICT_TEST if self.judged else None,
-                    "root": root.to_json(),
-                },
-                indent=None,
-            )
-        return self._text(root, changes)
+        if self.output == "text":
+            return self._text(root, changes)
+        document = {
+            "before": _summary(self.before),
+            "after": _summary(self.after),
+            "metadata_changes": changes,
+            "verdict_test": VERDICT_TEST if self.judged else None,
+            "root": root.to_json(),
+        }
+        if self.output == "json":
+            return json.dumps(document)
+        return _page({"format": "pyinstrument-diff", "version": 1, "threshold": self.threshold, **document})
 
     def _text(self, root: DiffNode, changes: List[str]) -> str:
         lines = ["pyinstrument diff"]
@@ -314,8 +318,34 @@ def _summary(session: Session) -> Dict[str, Any]:
         "sample_count": session.sample_count,
         "runs": len(runs),
         "median_duration": stats.quantile([run.duration for run in runs], 0.5),
+        "made_with": run_metadata.summary(session.run_metadata) or None,
         "run_metadata": session.run_metadata,
     }
+
+
+def _page(data: Dict[str, Any]) -> str:
+    """The self-contained diff page: its data as inert JSON, its script and style allowed
+    by hash and nothing else (as the HTML report)."""
+    from pyinstrument.renderers.html import asset, csp_hash, embed_json
+
+    script, style = asset("diff.js"), asset("diff.css")
+    policy = (
+        f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return "".join(
+        [
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+            f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+            '<meta name="generator" content="pyinstrument">\n<title>pyinstrument diff</title>\n',
+            f"<style>{style}</style>\n</head>\n<body>\n",
+            '<noscript><p class="noscript">This page needs JavaScript to show the comparison.</p></noscript>\n',
+            '<div id="app"></div>\n',
+            f'<script type="application/json" id="pyinstrument-diff">{embed_json(data)}</script>\n',
+            f"<script>{script}</script>\n</body>\n</html>\n",
+        ]
+    )
 
 
 def _one_line(session: Session) -> str:

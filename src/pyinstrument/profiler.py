@@ -7,7 +7,6 @@ session's frame records, the format pyinstrument's sessions have always used.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import inspect
 import os
@@ -18,7 +17,7 @@ import time
 import types
 import weakref
 from array import array
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import _async, _engine, own_code, run_metadata
 from pyinstrument._files import write_report_file
@@ -517,26 +516,26 @@ class Profiler:
     def interval(self) -> float:
         return self._interval
 
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> "_Phase":
         """Labels a part of the run: ``with profiler.phase("parse"): ...``. Its samples are
         kept apart (``Session.phase(name)``, ``-p phase=parse``) and its time counted; an
         inner phase takes over until it ends. Outside a running profile it does nothing."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a phase's name is a non-empty string, not {name!r}")
+        return _Phase([self], name)
+
+    def _enter_phase(self, name: str) -> int:
         if name not in self._phase_names:
             self._phase_names.append(name)
             self._phase_seconds.append(0.0)
         number = self._phase_names.index(name) + 1
         self._phases_entered.append(number)
         self._switch_phase()
-        try:
-            yield
-        finally:
-            # left in any order (another thread's phase may have begun since)
-            entered = self._phases_entered
-            del entered[len(entered) - 1 - entered[::-1].index(number)]
-            self._switch_phase()
+        return number
+
+    def _leave_phase(self, number: int) -> None:
+        # left in any order (another thread's phase may have begun since)
+        entered = self._phases_entered
+        del entered[len(entered) - 1 - entered[::-1].index(number)]
+        self._switch_phase()
 
     def _switch_phase(self) -> None:
         """The time until now goes to the phase that was current; the engine is told the
@@ -879,16 +878,29 @@ def _file_supports_color(file: Any) -> bool:
 _RUNNING: "weakref.WeakSet[Profiler]" = weakref.WeakSet()
 
 
-@contextlib.contextmanager
-def phase(name: str) -> Iterator[None]:
-    """``with pyinstrument.phase("parse"): ...``: :meth:`Profiler.phase` for every profiler
-    running now (the ``pyinstrument`` command's among them); nothing when none is."""
-    with contextlib.ExitStack() as stack:
-        for profiler in running_profilers():
-            stack.enter_context(profiler.phase(name))
+class _Phase:
+    """A phase of a run for some profilers: ``with`` it to label what runs inside (a class,
+    not a generator: its frames are the profiler's own code, which reports leave out)."""
+
+    def __init__(self, profilers: List[Profiler], name: str) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a phase's name is a non-empty string, not {name!r}")
-        yield
+        self.profilers, self.name = profilers, name
+        self.entered: List[Tuple[Profiler, int]] = []
+
+    def __enter__(self) -> None:
+        self.entered = [(profiler, profiler._enter_phase(self.name)) for profiler in self.profilers]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for profiler, number in reversed(self.entered):
+            profiler._leave_phase(number)
+        self.entered = []
+
+
+def phase(name: str) -> _Phase:
+    """``with pyinstrument.phase("parse"): ...``: :meth:`Profiler.phase` for every profiler
+    running when it begins (the ``pyinstrument`` command's among them); nothing when none is."""
+    return _Phase(running_profilers(), name)
 
 
 def running_profilers(thread: Optional[int] = None) -> List[Profiler]:

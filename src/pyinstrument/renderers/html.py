@@ -80,12 +80,17 @@ _ASSETS = os.path.join(os.path.dirname(__file__), "html_assets")
 _MICRO = 1e6
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
+    """A file of html_assets, to inline into a page."""
     with open(os.path.join(_ASSETS, name), encoding="utf-8") as f:
-        return f.read()
+        text = f.read()
+    for end in ("</script", "</style"):
+        if end in text.lower():  # our own assets: a mistake to catch here, not in a browser
+            raise ValueError(f"the HTML asset {name} contains {end}")
+    return text
 
 
-def _csp_hash(text: str) -> str:
+def csp_hash(text: str) -> str:
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
@@ -219,7 +224,19 @@ class HTMLRenderer(FrameRenderer):
     def render(self, session: Session) -> str:
         with gc_paused():
             data = self.session_data(session)
-        return self.page(data)
+            phases = self._phases_data(session)
+        return self.page(data, phases)
+
+    def _phases_data(self, session: Session) -> List[Dict[str, Any]]:
+        """A run's phases (Profiler.phase), each with the page's data of that phase alone,
+        for the page's phase selector; none when the run had none, or is all one phase."""
+        phases = session.phases
+        if phases is None or not phases.names or len(set(phases.records)) == 1 and phases.records[0] != 0:
+            return []
+        return [
+            {"name": name, "seconds": _finite(seconds), "data": self.session_data(session.phase(name))}
+            for name, seconds in zip(phases.names, phases.seconds)
+        ]
 
     def open_in_browser(self, session: Session, output_filename: Optional[str] = None) -> str:
         """Write the report to ``output_filename`` (a new temporary file by default), open
@@ -241,16 +258,14 @@ class HTMLRenderer(FrameRenderer):
         webbrowser.open(Path(output_filename).resolve().as_uri())
         return output_filename
 
-    def page(self, data: Dict[str, Any]) -> str:
-        """The HTML page around ``data`` (what :meth:`session_data` returns)."""
-        script = _asset("app.js")
-        style = _asset("app.css")
-        for text, end in ((script, "</script"), (style, "</style")):
-            if end in text.lower():  # our own assets: a mistake to catch here, not in a browser
-                raise ValueError(f"an HTML asset contains {end}")
+    def page(self, data: Dict[str, Any], phases: Sequence[Dict[str, Any]] = ()) -> str:
+        """The HTML page around ``data`` (what :meth:`session_data` returns), and each of
+        the run's *phases* (``{"name", "seconds", "data"}``), which the page can show instead."""
+        script = asset("app.js")
+        style = asset("app.css")
         policy = (
             "default-src 'none'; "
-            f"script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
+            f"script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
             "img-src data:; base-uri 'none'; form-action 'none'"
         )
         return "".join(
@@ -267,7 +282,22 @@ class HTMLRenderer(FrameRenderer):
                 '<div id="app" class="app"></div>\n',
                 '<script type="application/json" id="pyinstrument-data">',
                 embed_json(data),
-                "</script>\n<script>",
+                "</script>\n",
+                *(
+                    [
+                        '<script type="application/json" id="pyinstrument-phases">',
+                        embed_json([{"name": phase["name"], "seconds": phase["seconds"]} for phase in phases]),
+                        "</script>\n",
+                    ]
+                    if phases
+                    else []
+                ),
+                *(
+                    f'<script type="application/json" id="pyinstrument-data-phase-{number}">{embed_json(phase["data"])}'
+                    "</script>\n"
+                    for number, phase in enumerate(phases, 1)
+                ),
+                "<script>",
                 script,
                 "</script>\n</body>\n</html>\n",
             ]

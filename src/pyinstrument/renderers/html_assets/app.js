@@ -89,7 +89,15 @@
 
   // -- the data -----------------------------------------------------------------------
 
-  const dataElement = document.getElementById("pyinstrument-data");
+  // the run's phases (Profiler.phase): the page shows the whole run, or the phase that
+  // its address names (#phase=N, set by the header's selector)
+  const phasesElement = document.getElementById("pyinstrument-phases");
+  const phases = phasesElement ? JSON.parse(phasesElement.textContent) : [];
+  const phaseMatch = /^#phase=(\d+)$/.exec(window.location.hash);
+  const phaseShown = phaseMatch && Number(phaseMatch[1]) <= phases.length ? Number(phaseMatch[1]) : 0;
+  const dataElement = document.getElementById(
+    phaseShown ? "pyinstrument-data-phase-" + phaseShown : "pyinstrument-data"
+  );
   const data = JSON.parse(dataElement.textContent);
   if (data.format !== "pyinstrument-html" || data.version !== 1)
     throw new Error("its data is of another version (" + data.version + ") than this page reads");
@@ -602,6 +610,7 @@
     );
     head.appendChild(facts);
     if (meta.made_with) head.appendChild(el("p", "made-with", visible(meta.made_with)));
+    if (phases.length) head.appendChild(phaseSelector());
 
     if (data.notes && data.notes.length) {
       const notes = el("ul", "notes");
@@ -609,6 +618,27 @@
       head.appendChild(notes);
     }
     return head;
+  }
+
+  function phaseSelector() {
+    const wrap = el("label", "phases", "Phase ");
+    const select = el("select");
+    select.id = "phase";
+    const whole = el("option", null, "the whole run");
+    whole.value = "0";
+    select.appendChild(whole);
+    phases.forEach((phase, i) => {
+      const option = el("option", null, visible(phase.name) + " (" + formatDuration(phase.seconds) + ")");
+      option.value = String(i + 1);
+      select.appendChild(option);
+    });
+    select.value = String(phaseShown);
+    select.addEventListener("change", () => {
+      window.location.hash = select.value === "0" ? "" : "phase=" + select.value;
+      window.location.reload();
+    });
+    wrap.appendChild(select);
+    return wrap;
   }
 
   const views = {};
