@@ -30,6 +30,7 @@ def save():
     spin(0.03)
 
 
+@pytest.mark.engine  # the engine keeps each phase's samples: also under sanitizers
 def test_each_phase_has_its_samples_and_its_time():
     profiler = Profiler()
     with profiler:
@@ -58,6 +59,7 @@ def test_each_phase_has_its_samples_and_its_time():
         session.phase("render")
 
 
+@pytest.mark.engine
 def test_a_phase_covers_every_thread_the_profiler_samples():
     profiler = Profiler(all_threads=True, async_mode="disabled")
     started = threading.Event()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 from pyinstrument.cli.arguments import (  # noqa: F401 (the command line's API, as before the split)
     DEFAULT_TARGET_DESCRIPTION,
@@ -140,19 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return _rendering_interrupted(None)
             return budget.check(session) if budget else 0
 
-        target = make_target(cli)
-        try:
-            target.prepare()
-        except SyntaxError as exc:
-            # python reports a script that does not compile without running anything
-            exc.__traceback__ = None
-            sys.excepthook(type(exc), exc, None)
+        prepared = _prepare(cli, stdout)
+        if prepared is None:
             return 1
-        # the renderer is imported with the program's sys.path, so -r can name a
-        # renderer that lives beside the script
-        renderer = create_renderer(cli, stdout, target.own_code_regex())
-        check_output(cli, renderer, stdout)
-        _flush_notes(cli)
+        target, renderer = prepared
         session, outcome = run_profiled(cli, target)
     except UsageError as exc:
         return _error(str(exc), exc.exit_status)
@@ -222,6 +213,24 @@ def _diff(cli: CommandLine, stdout: Any) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _prepare(cli: CommandLine, stdout: Any) -> Optional[Tuple[Target, Any]]:
+    """The program to run, found and compiled, and the renderer of its report; None when
+    it does not compile (reported as python reports it, without running anything)."""
+    target = make_target(cli)
+    try:
+        target.prepare()
+    except SyntaxError as exc:
+        exc.__traceback__ = None
+        sys.excepthook(type(exc), exc, None)
+        return None
+    # the renderer is imported with the program's sys.path, so -r can name a renderer
+    # that lives beside the script
+    renderer = create_renderer(cli, stdout, target.own_code_regex())
+    check_output(cli, renderer, stdout)
+    _flush_notes(cli)
+    return target, renderer
 
 
 class _Budget:
@@ -294,16 +303,10 @@ def _repeat(cli: CommandLine, stdout: Any, budget: Optional[_Budget]) -> int:
     """``--repeat N``: the program run N times, reported as one repeat set."""
     from pyinstrument.cli.repeat import run_repeated
 
-    target = make_target(cli)
-    try:
-        target.prepare()  # a missing script or module is one error here, not N
-    except SyntaxError as exc:
-        exc.__traceback__ = None
-        sys.excepthook(type(exc), exc, None)
+    prepared = _prepare(cli, stdout)  # a missing script or module is one error here, not N
+    if prepared is None:
         return 1
-    renderer = create_renderer(cli, stdout, target.own_code_regex())
-    check_output(cli, renderer, stdout)
-    _flush_notes(cli)
+    _, renderer = prepared
     session, status = run_repeated(cli, cli.options.repeat)
     if session is None:
         return status
