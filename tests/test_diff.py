@@ -145,8 +145,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_status(tmp_path: Path):
     missing = run_pyinstrument("--diff", str(saved), "nope.pyisession", cwd=tmp_path, check=False)
     assert missing.returncode != 0 and "nope.pyisession" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
-    html = run_pyinstrument("--diff", str(saved), str(saved), "-r", "html", cwd=tmp_path, check=False)
-    assert html.returncode == 2 and "--diff writes text or json" in html.stderr
+    flame = run_pyinstrument("--diff", str(saved), str(saved), "-r", "speedscope", cwd=tmp_path, check=False)
+    assert flame.returncode == 2 and "--diff writes text, json or html, not speedscope" in flame.stderr
     over = run_pyinstrument("--diff", str(saved), str(saved), "-o", str(saved), cwd=tmp_path, check=False)
     assert over.returncode == 2 and "will not write the report over" in over.stderr
     three = run_pyinstrument("--diff", str(saved), str(saved), "app.py", cwd=tmp_path, check=False)
@@ -203,11 +203,13 @@ def test_a_diff_of_repeat_runs_finds_a_function_made_twice_as_slow(tmp_path: Pat
     document = json.loads(result.stdout)
     assert document["before"]["runs"] == document["after"]["runs"] == 8
     assert "Mann-Whitney" in document["verdict_test"]
-    found = {}
+    found = {}  # each function's largest node (a sample read mid-call can put a sliver elsewhere)
     stack = [document["root"]]
     while stack:
         node = stack.pop()
-        found.setdefault(node["function"], node)
+        if node["after"] > found.get(node["function"], {"after": -1.0})["after"]:
+            found[node["function"]] = node
         stack.extend(node["children"])
-    assert found["parse"]["verdict"] == "slower" and found["parse"]["p_value"] < 0.05
+    parse = {key: value for key, value in found["parse"].items() if key != "children"}
+    assert parse["verdict"] == "slower" and parse["p_value"] < 0.05, json.dumps(parse)
     assert found["render"]["verdict"] != "slower" and found["cache"]["verdict"] != "slower"

@@ -561,3 +561,20 @@ def test_what_the_command_lines_own_code_calls_is_its_own_work():
     ]
     table, _ = profiler._strip_command_line_frames(_table_of(records), stem)
     assert table.records() == [([module.text], 0.05), ([], 0.0), ([], 0.0)]
+
+
+def test_a_start_stack_frame_calling_c_is_the_command_lines_own_work():
+    # a tick between _exec_target's return and stop() (3.9: run_profiled in an [unknown C
+    # call]) once put runpy's frames beside the program under a [root] (1 run in ~30)
+    from pyinstrument import profiler
+    from pyinstrument.cli import target
+
+    run, exec_ = target.run_profiled.__code__, target._exec_target.__code__
+    stem = [FrameInfo.code(code.co_name, code.co_filename, code.co_firstlineno) for code in (run, exec_)]
+    module = FrameInfo.code("<module>", "script.py", 1)
+    unknown = FrameInfo.code("[unknown C call]", "<built-in>", 0)
+    elsewhere = FrameInfo.code("callback", "app.py", 7)
+    records = [(stem + [module], 0.05), (stem[:1] + [unknown], 0.001), (stem[:1] + [elsewhere], 0.001)]
+    table, _ = profiler._strip_command_line_frames(_table_of(records), stem)
+    # the program's code, even called from there, stays
+    assert table.records() == [([module.text], 0.05), ([], 0.0), ([stem[0].text, elsewhere.text], 0.001)]

@@ -393,7 +393,10 @@ def _strip_command_line_frames(
 
     What goes: the start stack (the console script or runpy, ``main`` ...
     ``_exec_target``), then the command line's frames below it (loading the target,
-    waiting for threads) and whatever they call (``threading.enumerate``). A record
+    waiting for threads) and whatever they call (``threading.enumerate``), and what a
+    frame of the start stack itself calls in C or in this package (a tick between
+    ``_exec_target``'s return and ``stop()``, which 3.9 shows as ``run_profiled`` in an
+    ``[unknown C call]``). A record
     with nothing else is the command line's own work: it keeps its thread and no
     time, like the time between samples. So is one in the command line's ``exec`` (or
     ``[unknown C call]``, a call the engine could not name) with no ``<module>`` under
@@ -435,9 +438,14 @@ def _strip_command_line_frames(
             elif at == skipping:
                 state[node] = skipping  # what the command line's own code calls is its work too
             elif 0 <= at < len(stem):
-                if identifiers[frame] != stem[at]:
+                if identifiers[frame] == stem[at]:
+                    state[node] = at + 1
+                elif at > 0 and (kinds[frame] == FrameKind.C_FUNCTION or in_package[frame]):
+                    # the command line's code before it reaches the program calls something
+                    # of its own or in C (or, on 3.9/3.10, has just returned from a call)
+                    state[node] = skipping
+                else:
                     continue  # it leaves the stem: not the command line's stack
-                state[node] = at + 1
             elif in_package[frame]:
                 state[node] = skipping
             elif at == len(stem) and kinds[frame] == FrameKind.C_FUNCTION:
