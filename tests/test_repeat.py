@@ -102,6 +102,15 @@ def test_a_failed_run_stops_the_repeat_and_the_report_covers_the_runs_before_it(
     assert "Traceback" not in result.stderr
 
 
+def test_one_run_is_a_repeat_set_too(tmp_path: Path):
+    write(tmp_path / "app.py", PROGRAM)
+    result = run_pyinstrument("--repeat", "1", "-o", "one.pyisession", "app.py", cwd=tmp_path)
+    assert result.stdout.count("ran\n") == 1
+    session = Session.load(tmp_path / "one.pyisession")
+    assert len(session.runs) == 1 and session.runs[0] is not session
+    assert "pyinstrument repeat: 1 run of" in run_pyinstrument("--load", "one.pyisession", cwd=tmp_path).stdout
+
+
 def test_repeat_refuses_what_it_cannot_repeat(tmp_path: Path):
     write(tmp_path / "app.py", PROGRAM)
     for args, message in [
@@ -126,3 +135,33 @@ def test_a_module_and_a_program_string_repeat_too(tmp_path: Path):
     assert found["parse"][1] > 0.7  # its argument made it 3x as slow: 6/7 of the run
     result = run_pyinstrument("--repeat", "2", "-c", "print('c ran')", cwd=tmp_path)
     assert result.stdout.count("c ran\n") == 2 and "2 runs of Program: -c" in result.stdout
+
+
+def test_ctrl_c_stops_the_repeat_and_reports_the_runs_before_it(tmp_path: Path):
+    import os
+    import signal
+    import sys
+
+    from helpers import clean_env
+
+    write(tmp_path / "app.py", "import time\ntime.sleep(0.5)\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyinstrument", "--repeat", "5", "app.py"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # Ctrl-C once the first run is done, as a terminal sends it: to the group
+        lines.append(line)
+        if "run 1/5:" in line:
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    stdout, rest = process.communicate(timeout=60)
+    stderr = "".join(lines) + rest
+    assert process.returncode == 130, stderr
+    # the signal may come before the second run has started, or while it runs
+    assert re.search(r"pyinstrument: (run 2/5 was interrupted|interrupted before run 2/5); "
+                     r"the report covers the run before it", stderr), stderr
+    assert "pyinstrument repeat: 1 run of Program: app.py" in stdout
+    assert "Traceback" not in stderr

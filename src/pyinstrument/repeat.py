@@ -9,6 +9,7 @@ across runs, and the distribution of each run's wall time, CPU time and peak mem
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from typing import Any, Dict, List, Optional, Sequence
@@ -30,8 +31,10 @@ def repeat_set(runs: Sequence[Session]) -> Session:
     """The session of a repeat set: every run's samples together, the runs kept."""
     if not runs:
         raise ValueError("a repeat set needs at least one run")
-    combined = functools.reduce(Session.combine, runs)
+    # a new session even for one run: the set must not be among its own runs
+    combined = functools.reduce(Session.combine, runs) if len(runs) > 1 else copy.copy(runs[0])
     combined.run_metadata = runs[0].run_metadata
+    combined.process_usage = None
     combined.runs = list(runs)
     return combined
 
@@ -93,7 +96,8 @@ class RepeatReport:
         return self._text(session, runs, root, measures)
 
     def _text(self, session: Session, runs: List[Session], root: MergedNode, measures: Dict[str, Any]) -> str:
-        lines = [f"pyinstrument repeat: {len(runs)} runs of {visible(session.target_description or '?')}"]
+        count = f"{len(runs)} run" + ("s" if len(runs) != 1 else "")
+        lines = [f"pyinstrument repeat: {count} of {visible(session.target_description or '?')}"]
         made_with = run_metadata.summary(session.run_metadata)
         if made_with:
             lines.append("  " + visible(made_with))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,14 +59,26 @@ def run_repeated(cli: CommandLine, count: int) -> Tuple[Optional[Any], int]:
     runs: List[Session] = []
     status = 0
     directory = tempfile.mkdtemp(prefix="pyinstrument-repeat-")
+    # Ctrl-C reaches the run too (one process group): it ends and writes its profile; this
+    # process only notes it, stops after that run, and reports the runs before it
+    interrupted: List[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     _progress(f"running the program {count} times, each in a new process")
     try:
         for number in range(1, count + 1):
             path = os.path.join(directory, f"run{number}.pyisession")
             try:
-                run = _one_run(cli, path, number, count)
+                if interrupted:
+                    raise RepeatStopped(f"interrupted before run {number}/{count}", 130)
+                run = _one_run(cli, path, f"run {number}/{count}", interrupted)
             except RepeatStopped as exc:
-                kept = f"; the report covers the {len(runs)} runs before it" if runs else ""
+                kept = ""
+                if runs:
+                    kept = (
+                        "; the report covers "
+                        + ("the run" if len(runs) == 1 else f"the {len(runs)} runs")
+                        + " before it"
+                    )
                 print(f"{PROG}: {exc}{kept}", file=sys.stderr)
                 status = exc.status
                 break
@@ -73,31 +86,29 @@ def run_repeated(cli: CommandLine, count: int) -> Tuple[Optional[Any], int]:
             wall = sorted(r.duration for r in runs)[(len(runs) - 1) // 2]
             _progress(f"run {number}/{count}: {run.duration:.3f}s (median so far {wall:.3f}s)")
     finally:
+        signal.signal(signal.SIGINT, previous)
         shutil.rmtree(directory, ignore_errors=True)
     return (repeat_set(runs) if runs else None), status
 
 
-def _one_run(cli: CommandLine, path: str, number: int, count: int) -> Any:
+def _one_run(cli: CommandLine, path: str, name: str, interrupted: List[int]) -> Any:
     from pyinstrument.session import Session
 
     started = time.perf_counter()
     process = subprocess.Popen(run_command(cli, path))
-    try:
-        _, wait_status, usage = _wait(process)
-    except KeyboardInterrupt:
-        # the run got the Ctrl-C too (one process group): let it write its profile and end
-        _, wait_status, usage = _wait(process)
-        raise RepeatStopped(f"run {number}/{count} was interrupted", 130) from None
+    _, wait_status, usage = _wait(process)
     wall = time.perf_counter() - started
+    if interrupted:
+        raise RepeatStopped(f"{name} was interrupted", 130)
     exit_status = os.waitstatus_to_exitcode(wait_status)
     if exit_status < 0:
-        raise RepeatStopped(f"run {number}/{count} was killed by signal {-exit_status}", 128 - exit_status)
+        raise RepeatStopped(f"{name} was killed by signal {-exit_status}", 128 - exit_status)
     if exit_status:
-        raise RepeatStopped(f"run {number}/{count} exited with status {exit_status}", exit_status)
+        raise RepeatStopped(f"{name} exited with status {exit_status}", exit_status)
     try:
         run = Session.load(path)
     except (OSError, ValueError) as exc:
-        raise RepeatStopped(f"run {number}/{count} left no usable profile ({exc})", 1) from None
+        raise RepeatStopped(f"{name} left no usable profile ({exc})", 1) from None
     run.process_usage = {
         "wall_time": wall,
         "cpu_time": usage.ru_utime + usage.ru_stime,
