@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from helpers import run_pyinstrument, write
 from sessions import simple_session
 
@@ -213,3 +215,21 @@ def test_a_diff_of_repeat_runs_finds_a_function_made_twice_as_slow(tmp_path: Pat
     parse = {key: value for key, value in found["parse"].items() if key != "children"}
     assert parse["verdict"] == "slower" and parse["p_value"] < 0.05, json.dumps(parse)
     assert found["render"]["verdict"] != "slower" and found["cache"]["verdict"] != "slower"
+
+
+def test_a_run_whose_stacks_start_in_two_places_still_lines_up():
+    # one run with a stray second root (its tree a [root] over both) must not move the
+    # program under another node than in the other runs
+    from sessions import APP, frame_string, make_session
+
+    from pyinstrument.merge import merge
+
+    module = frame_string("<module>", f"{APP}/demo.py", 1)
+    work = frame_string("work", f"{APP}/demo.py", 5)
+    stray = frame_string("_run_code", "/usr/lib/python3.9/runpy.py", 64)
+    plain = make_session([([module, work], 0.1)])
+    split = make_session([([module, work], 0.1), ([stray], 0.001)])
+    root = merge([plain, split])
+    names = {child.name: child.times for child in root.children}
+    assert names["<module>"] == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert names["_run_code"] == [0.0, pytest.approx(0.001)]

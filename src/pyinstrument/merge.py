@@ -70,9 +70,7 @@ def merge(sessions: Sequence[Session]) -> MergedNode:
     try:
         root.times = [tree.time if tree is not None and tree.time > 0 else 0.0 for tree in trees]
         # (merged node, each run's frames that are its children)
-        pending: List[Tuple[MergedNode, List[List[Frame]]]] = [
-            (root, [[tree] if tree is not None else [] for tree in trees])
-        ]
+        pending: List[Tuple[MergedNode, List[List[Frame]]]] = [(root, [_tops(tree) for tree in trees])]
         while pending:
             node, per_run = pending.pop()
             children: Dict[Tuple[str, Optional[str]], Tuple[MergedNode, List[List[Frame]]]] = {}
@@ -91,6 +89,14 @@ def merge(sessions: Sequence[Session]) -> MergedNode:
         for tree in trees:
             dispose_tree(tree)
     return root
+
+
+def _tops(tree: Optional[Frame]) -> List[Frame]:
+    """A tree's top frames: its root, or the roots that a ``[root]`` joins (a run whose
+    stacks start in several places), so that one such run still lines up with the others."""
+    if tree is None:
+        return []
+    return list(tree.children) if tree.is_root_placeholder else [tree]
 
 
 def _key(frame: Frame) -> Tuple[str, Optional[str]]:
