@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import threading
+import time
 
 import pytest
 from helpers import REFUSE_PROCESS_VM_READV, run_program, run_pyinstrument, spin, write
@@ -33,6 +34,7 @@ def save():
 @pytest.mark.engine  # the engine keeps each phase's samples: also under sanitizers
 def test_each_phase_has_its_samples_and_its_time():
     profiler = Profiler()
+    started = time.perf_counter()
     with profiler:
         with profiler.phase("load"):
             load()
@@ -41,11 +43,12 @@ def test_each_phase_has_its_samples_and_its_time():
             with profiler.phase("save"):  # inner: takes over until it ends
                 save()
         spin(0.02)
+    elapsed = time.perf_counter() - started
     session = profiler.last_session
     assert session.phases.names == ["load", "parse", "save"]
     load_s, parse_s, save_s = session.phases.seconds
     assert load_s >= 0.05 and parse_s >= 0.08 and save_s >= 0.03
-    assert parse_s < 0.08 + save_s  # the inner phase's time is not the outer's
+    assert load_s + parse_s + save_s <= elapsed - 0.02  # the inner phase's time is not the outer's too
     cut = {name: session.phase(name) for name in session.phases.names}
     assert "load" in functions_in(cut["load"]) and not {"parse", "save"} & functions_in(cut["load"])
     assert "parse" in functions_in(cut["parse"]) and not {"load", "save"} & functions_in(cut["parse"])
@@ -54,7 +57,7 @@ def test_each_phase_has_its_samples_and_its_time():
     # together the phases and the rest are the whole run: nothing is lost or counted twice
     whole = sum(seconds for _, seconds in session.frame_records)
     parts = sum(seconds for part in cut.values() for _, seconds in part.frame_records)
-    assert parts < whole and parts >= whole - 0.02 - 0.01  # the 0.02 s outside any phase
+    assert 0.05 + 0.08 + 0.03 - 0.02 <= parts <= whole - 0.015  # the 0.02 s outside any phase is not in one
     with pytest.raises(LookupError, match="no phase 'render' in this profile \\(its phases: load, parse, save\\)"):
         session.phase("render")
 
