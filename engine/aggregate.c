@@ -233,13 +233,13 @@ int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identit
                 return -1;
             node = (uint32_t)marker;
         }
-        thread->last_phase = phase;
         for (size_t i = 0; i < depth; i++) {
             int64_t child = child_of(tree, node, identities[i], lines[i], thread_index);
             if (child < 0)
                 return -1;
             node = (uint32_t)child;
         }
+        thread->last_phase = phase;
         remember_last(thread, identities, lines, depth, node);
     }
     pi_node *leaf = &tree->nodes[node];
