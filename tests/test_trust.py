@@ -239,6 +239,13 @@ report(p.last_session)
     "'Short Python calls')",
     strict=False,
 )
+@pytest.mark.xfail(
+    sys.version_info[:2] >= (3, 14),
+    reason="known bias, not fixed on 3.14/3.15: a call into Python is often named [unknown C call] (here 2-4% "
+    "of the loop on 3.14, 4.5-8% on 3.15, against ~1% on 3.13), taken from do_nothing: 2.8-4.9% measured, "
+    "1.1% once on a loaded CI preview",
+    strict=False,
+)
 def test_short_python_calls_get_their_share():
     # Upstream's busy-wait loop: do_nothing runs ~4-6% of it (py-spy, which stops the
     # process to read it: 4.3-5.9% on 3.9-3.13).
