@@ -15,7 +15,7 @@ import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import run_metadata, stats
-from pyinstrument.merge import MergedNode, merge
+from pyinstrument.merge import MergedNode, merge, walk
 from pyinstrument.renderers.console import visible
 from pyinstrument.session import Session
 
@@ -269,7 +269,7 @@ class DiffReport:
         if changes:
             lines.append("  changed: " + "; ".join(changes))
         if self.judged:
-            verdicts = [node.verdict for node, _ in _walk(root)]
+            verdicts = [node.verdict for node, _ in walk(root)]
             lines.append(
                 f"  verdict: {verdicts.count('slower')} slower, {verdicts.count('faster')} faster"
                 f" (times are medians over the runs; {VERDICT_TEST})"
@@ -278,7 +278,7 @@ class DiffReport:
             lines.append("  no verdict: each side is one run, so the noise is unknown (use --repeat N on both)")
         lines.append("")
         lines.append("  Δ time    Δ share  before → after")
-        for node, depth in _walk(root):
+        for node, depth in walk(root):
             if _shown(node, self.threshold):
                 lines.append(self._line(node, depth))
         lines.append("")
@@ -296,17 +296,6 @@ class DiffReport:
         if self.color and (slower or faster):
             return ("\033[31m" if slower else "\033[32m") + text + "\033[0m"
         return text
-
-
-def _walk(root: DiffNode) -> List[Tuple[DiffNode, int]]:
-    """The nodes below the root, depth first in order, with their depth (0 for its children)."""
-    out = []
-    stack = [(child, 0) for child in reversed(root.children)]
-    while stack:
-        node, depth = stack.pop()
-        out.append((node, depth))
-        stack.extend((child, depth + 1) for child in reversed(node.children))
-    return out
 
 
 def _summary(session: Session) -> Dict[str, Any]:

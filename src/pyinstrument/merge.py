@@ -52,14 +52,15 @@ class MergedNode:
         """The node's share of each run's total (*totals*: the root's times)."""
         return [time / total if total else 0.0 for time, total in zip(self.times, totals)]
 
-    def walk(self) -> Iterator[Tuple["MergedNode", int]]:
-        """The nodes below this one, depth first in child order, with their depth (0 for
-        its children); without recursion, since trees can be deep."""
-        stack = [(child, 0) for child in reversed(self.children)]
-        while stack:
-            node, depth = stack.pop()
-            yield node, depth
-            stack.extend((child, depth + 1) for child in reversed(node.children))
+
+def walk(root: Any) -> Iterator[Tuple[Any, int]]:
+    """The nodes below *root* (anything with ``children``), depth first in child order, with
+    their depth (0 for its children); without recursion, since trees can be deep."""
+    stack = [(child, 0) for child in reversed(root.children)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((child, depth + 1) for child in reversed(node.children))
 
 
 def merge(sessions: Sequence[Session]) -> MergedNode:

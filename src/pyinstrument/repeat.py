@@ -15,7 +15,7 @@ import json
 from typing import Any, Dict, List, Optional, Sequence
 
 from pyinstrument import run_metadata, stats
-from pyinstrument.merge import MergedNode, merge
+from pyinstrument.merge import MergedNode, merge, walk
 from pyinstrument.renderers.console import visible
 from pyinstrument.session import Session
 
@@ -115,7 +115,7 @@ class RepeatReport:
         lines.append("  median time (IQR)         median share (IQR)")
         _sort(root)
         totals = root.times
-        for node, depth in root.walk():
+        for node, depth in walk(root):
             shares = node.shares(totals)
             share = stats.quartiles(shares)
             if share.median < self.threshold:
@@ -138,7 +138,7 @@ class RepeatReport:
     def _node_json(self, root: MergedNode, totals: Sequence[float]) -> Dict[str, Any]:
         """The merged tree as JSON (built without recursion: trees can be deep)."""
         out: Dict[int, Dict[str, Any]] = {}
-        order = [root] + [node for node, _ in root.walk()]
+        order = [root] + [node for node, _ in walk(root)]
         for node in reversed(order):
             shares = node.shares(totals)
             time, share = stats.quartiles(node.times), stats.quartiles(shares)
