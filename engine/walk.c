@@ -197,9 +197,13 @@ static bool frame_confirmed(pi_walker *w, uintptr_t addr)
     w->chunk_confirmed = true;
     const uint8_t *again = region_find(&w->chunk_again, addr, size);
     pi_frame a, b;
-    return again && addr < w->top_again && pi_parse_frame(copy, &a) == 0 && pi_parse_frame(again, &b) == 0 &&
-           a.code == b.code && a.previous == b.previous && a.func == b.func && a.kind == b.kind &&
-           memcmp(first->data, w->chunk_again.data, addr - first->addr) == 0;
+    if (!again || addr >= w->top_again || pi_parse_frame(copy, &a) != 0 || pi_parse_frame(again, &b) != 0 ||
+        a.code != b.code || a.previous != b.previous || a.func != b.func || a.kind != b.kind ||
+        memcmp(first->data, w->chunk_again.data, addr - first->addr) != 0)
+        return false;
+    /* the same call in both: where it stands is taken from the second copy, as its callee is */
+    memcpy(first->data + (addr - first->addr), again, size);
+    return true;
 }
 
 /* Adds addr to what is read between the copies, in place of the entry used least lately. */
@@ -679,7 +683,12 @@ static void round_add_again(round_list *round, pi_walker *w, size_t index)
         return; /* unread: the walk is tried again */
     pi_read ts = {w->tstate_addr, w->tstate_again, size, false};
     pi_read chunk = {w->chunk_again.addr, w->chunk_again.data, w->chunk_again.len, false};
-    if (round_add(round, &ts, index | PI_SPEC_BIT | PI_AGAIN_BIT) != 0)
+    /* 3.13+: the thread state names the current frame, and the second copy follows it at
+     * once: a caller in a short call has had less time to go on (see frame_confirmed).
+     * 3.11/3.12: the _PyCFrame naming it is read first. */
+    bool frame_in_tstate = !w->ts.cframe;
+    if (round_add(round, &ts, index | PI_SPEC_BIT | PI_AGAIN_BIT) != 0 ||
+        (frame_in_tstate && round_add(round, &chunk, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CHUNK_BIT) != 0))
         return;
     if (w->ts.cframe && pi_cframe_read_size())
         remember_c_stack(w, w->ts.cframe, pi_cframe_read_size());
@@ -688,7 +697,8 @@ static void round_add_again(round_list *round, pi_walker *w, size_t index)
         w->c_stack_copied[k] = false;
         round_add(round, &read, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CFRAME_BIT | (k << 16));
     }
-    round_add(round, &chunk, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CHUNK_BIT);
+    if (!frame_in_tstate)
+        round_add(round, &chunk, index | PI_SPEC_BIT | PI_AGAIN_BIT | PI_CHUNK_BIT);
 }
 
 /* The walker's read-ahead: the spec frames and chunks, and the 3.11/3.12 _PyCFrame. */

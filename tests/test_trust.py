@@ -248,10 +248,14 @@ report(p.last_session)
 )
 def test_short_python_calls_get_their_share():
     # Upstream's busy-wait loop: do_nothing runs ~4-6% of it (py-spy, which stops the
-    # process to read it: 4.3-5.9% on 3.9-3.13).
+    # process to read it: 4.3-5.9% on 3.9-3.13). A call this short (a few ns) is seen less
+    # often by any reader that does not stop the thread: plain loads of the thread state's
+    # current frame from another thread see it 2.5-2.9% of the time on 3.13, where a
+    # SIGPROF handler sees 5.0% (docs/architecture.md, 'Short Python calls'). The bound is
+    # under that limit; an engine that loses short calls shows 0.1-0.9%.
     result = run_program(BUSY_WAIT)
     total = sum(result["stacks"].values())
-    assert time_in(result["stacks"], "do_nothing") / total > 0.02, result["stacks"]
+    assert time_in(result["stacks"], "do_nothing") / total > 0.01, result["stacks"]
 
 
 @pytest.mark.skipif(
