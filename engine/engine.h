@@ -56,8 +56,20 @@ int pi_read_batch(pi_read *reads, size_t count);
 int pi_read_exact(uintptr_t addr, void *dst, size_t len);
 /* Checks that process_vm_readv works here; on failure writes why into err. */
 int pi_read_probe(char *err, size_t errlen);
-/* This process's pid (a forked child's own), without a syscall each time. */
+/* The pid read: this process's (a forked child's own, without a syscall each time), or
+ * the one attached to. */
 pid_t pi_own_pid(void);
+void pi_set_attached_pid(pid_t pid);
+pid_t pi_attached_pid(void); /* 0: none */
+
+/* ----------------------------------------------------------------- attach.c */
+
+/* Points every read at process `pid`, which must run this same interpreter binary, and
+ * learns its layout. -1 with one line in err: no such process, reading refused (why,
+ * and how to allow it), or another interpreter. */
+int pi_attach(pid_t pid, char *err, size_t errlen);
+/* The address of a static object of this interpreter (&PyCode_Type) in our process. */
+uintptr_t pi_interpreter_anchor(void);
 
 /* ----------------------------------------------------------------- layout.c */
 
@@ -83,7 +95,7 @@ extern pi_layout pi_runtime_layout;
 #define PI_MAX_CFRAME_READ 64
 
 /* Fills pi_runtime_layout; on 3.13+ checks it against _Py_DebugOffsets. GIL held. */
-int pi_layout_init(char *err, size_t errlen);
+int pi_layout_init(uintptr_t reloc, char *err, size_t errlen);
 
 typedef struct {
     uintptr_t next;

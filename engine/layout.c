@@ -46,6 +46,12 @@
 
 pi_layout pi_runtime_layout;
 
+/* Where this interpreter's static objects (its types, None, _PyRuntime) lie in the
+ * process read, less where they lie in ours: 0 in-process; for a process attached to,
+ * which runs the same interpreter binary mapped elsewhere (attach.c). */
+static uintptr_t static_reloc;
+#define STATIC_ADDR(p) ((uintptr_t)(p) + static_reloc)
+
 /* Copies a struct out of a buffer (which may be unaligned). */
 #define PI_LOAD(type, var, buf) type var; memcpy(&var, (buf), sizeof var)
 /* Header fields of a copied object, read directly: CPython's Py_TYPE/Py_SIZE may
@@ -130,19 +136,33 @@ static bool object_alive(const void *buf)
     return refcnt > 0 && refcnt < (1ULL << 40);
 }
 
-int pi_layout_init(char *err, size_t errlen)
+/* A pointer-sized field of the interpreter read (in-process or attached to). */
+static uintptr_t read_pointer(uintptr_t addr)
 {
-    PyInterpreterState *interp = PyInterpreterState_Get();
+    uintptr_t value = 0;
+    return pi_read_exact(addr, &value, sizeof value) == 0 ? value : 0;
+}
+
+int pi_layout_init(uintptr_t reloc, char *err, size_t errlen)
+{
+    static_reloc = reloc;
+    /* in-process: this thread's interpreter; attached: the main one, read from its runtime */
+    uintptr_t interp = reloc ? read_pointer(STATIC_ADDR(&_PyRuntime.interpreters.main))
+                             : (uintptr_t)PyInterpreterState_Get();
     pi_layout *l = &pi_runtime_layout;
     memset(l, 0, sizeof *l);
+    if (!interp) {
+        snprintf(err, errlen, "its interpreter is not running (not started, or finalizing)");
+        return -1;
+    }
 #if PY_VERSION_HEX >= 0x030B0000
-    l->thread_head_addr = (uintptr_t)&interp->threads.head;
+    l->thread_head_addr = interp + offsetof(PyInterpreterState, threads.head);
     l->frames_in_chunks = true;
     l->has_native_thread_id = true;
     l->frame_read_size = offsetof(pi_iframe_t, localsplus);
     l->code_read_size = offsetof(PyCodeObject, co_code_adaptive);
 #else
-    l->thread_head_addr = (uintptr_t)&interp->tstate_head;
+    l->thread_head_addr = interp + offsetof(PyInterpreterState, tstate_head);
     l->frame_read_size = offsetof(PyFrameObject, f_localsplus);
     l->code_read_size = sizeof(PyCodeObject);
 #endif
@@ -151,19 +171,19 @@ int pi_layout_init(char *err, size_t errlen)
 #endif
 #if PY_VERSION_HEX >= 0x030D0000
     l->chains_end_in_shim = true;
-    l->shim_code = (uintptr_t)Py_None;
+    l->shim_code = STATIC_ADDR(Py_None);
 #elif PY_VERSION_HEX >= 0x030C0000
     l->chains_end_in_shim = true;
-    l->shim_code = (uintptr_t)interp->interpreter_trampoline;
+    l->shim_code = read_pointer(interp + offsetof(PyInterpreterState, interpreter_trampoline));
 #endif
     l->tstate_read_size = sizeof(PyThreadState);
-    l->code_type_addr = (uintptr_t)&PyCode_Type;
+    l->code_type_addr = STATIC_ADDR(&PyCode_Type);
 #if defined(Py_GIL_DISABLED)
     l->gil_addr = 0; /* no GIL: any thread may change its stack at any time */
 #elif PY_VERSION_HEX >= 0x030C0000
-    l->gil_addr = (uintptr_t)interp->ceval.gil;
+    l->gil_addr = read_pointer(interp + offsetof(PyInterpreterState, ceval.gil));
 #else
-    l->gil_addr = (uintptr_t)&_PyRuntime.ceval.gil;
+    l->gil_addr = STATIC_ADDR(&_PyRuntime.ceval.gil);
 #endif
     if (l->frame_read_size > PI_MAX_FRAME_READ || pi_cframe_read_size() > PI_MAX_CFRAME_READ) {
         snprintf(err, errlen, "this Python's frames are larger than pyinstrument's engine expects");
@@ -352,7 +372,7 @@ int pi_parse_frame(const void *buf, pi_frame *out)
 #else
     out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2; /* byte offset -> index */
 #endif
-    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf))
+    if (COPY_TYPE(f) != STATIC_ADDR(&PyFrame_Type) || !object_alive(buf))
         return -1;
     /* a frame on a thread's chain is executing: anything else is a torn read */
 #if PY_VERSION_HEX >= 0x030A0000
@@ -427,7 +447,7 @@ size_t pi_unicode_header_size(void)
 int pi_parse_unicode(const void *buf, int64_t *length, int *kind, size_t *data_offset)
 {
     PI_LOAD(PyCompactUnicodeObject, u, buf);
-    if (COPY_TYPE(u) != (uintptr_t)&PyUnicode_Type || !object_alive(buf))
+    if (COPY_TYPE(u) != STATIC_ADDR(&PyUnicode_Type) || !object_alive(buf))
         return -1;
     if (!u._base.state.compact)
         return -1; /* legacy strings never name code; refuse rather than chase pointers */
@@ -450,7 +470,7 @@ int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset)
 {
     PyBytesObject b;
     memcpy(&b, buf, offsetof(PyBytesObject, ob_sval));
-    if (COPY_TYPE(b) != (uintptr_t)&PyBytes_Type || !object_alive(buf))
+    if (COPY_TYPE(b) != STATIC_ADDR(&PyBytes_Type) || !object_alive(buf))
         return -1;
     *length = COPY_SIZE(b);
     *data_offset = offsetof(PyBytesObject, ob_sval);
@@ -466,7 +486,7 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
 {
     PyTupleObject t;
     memcpy(&t, buf, offsetof(PyTupleObject, ob_item));
-    if (COPY_TYPE(t) != (uintptr_t)&PyTuple_Type || !object_alive(buf))
+    if (COPY_TYPE(t) != STATIC_ADDR(&PyTuple_Type) || !object_alive(buf))
         return -1;
     *length = COPY_SIZE(t);
     *items_offset = offsetof(PyTupleObject, ob_item);
@@ -488,7 +508,7 @@ size_t pi_context_read_size(void)
 int pi_parse_context(const void *buf, uintptr_t *vars)
 {
     PI_LOAD(PyContext, c, buf);
-    if (COPY_TYPE(c) != (uintptr_t)&PyContext_Type || !object_alive(buf))
+    if (COPY_TYPE(c) != STATIC_ADDR(&PyContext_Type) || !object_alive(buf))
         return -1;
     *vars = (uintptr_t)c.ctx_vars;
     return *vars ? 0 : -1;
@@ -540,9 +560,9 @@ int pi_parse_coro(const void *buf, uintptr_t addr, pi_coro *out)
 #endif
     memset(out, 0, sizeof *out);
     uintptr_t type = COPY_TYPE(c);
-    if ((type != (uintptr_t)&PyCoro_Type && type != (uintptr_t)&PyGen_Type) || !object_alive(buf))
+    if ((type != STATIC_ADDR(&PyCoro_Type) && type != STATIC_ADDR(&PyGen_Type)) || !object_alive(buf))
         return -1;
-    out->is_coroutine = type == (uintptr_t)&PyCoro_Type;
+    out->is_coroutine = type == STATIC_ADDR(&PyCoro_Type);
 #if PY_VERSION_HEX >= 0x030B0000
     int8_t state = c.cr_frame_state;
     uintptr_t frame = addr + offsetof(PyCoroObject, cr_iframe);
@@ -594,7 +614,7 @@ int pi_parse_coro_frame(const void *buf, uintptr_t addr, pi_coro *out)
 #else
     PyFrameObject f;
     memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
-    if (COPY_TYPE(f) != (uintptr_t)&PyFrame_Type || !object_alive(buf) || !f.f_code)
+    if (COPY_TYPE(f) != STATIC_ADDR(&PyFrame_Type) || !object_alive(buf) || !f.f_code)
         return -1;
     out->code = (uintptr_t)f.f_code;
     out->locals = addr + offsetof(PyFrameObject, f_localsplus);
@@ -640,7 +660,7 @@ size_t pi_container_read_size(void)
 int pi_parse_list(const void *buf, int64_t *length, uintptr_t *items)
 {
     PI_LOAD(PyListObject, l, buf);
-    if (COPY_TYPE(l) != (uintptr_t)&PyList_Type || !object_alive(buf))
+    if (COPY_TYPE(l) != STATIC_ADDR(&PyList_Type) || !object_alive(buf))
         return -1;
     *length = COPY_SIZE(l);
     *items = (uintptr_t)l.ob_item;
@@ -650,7 +670,7 @@ int pi_parse_list(const void *buf, int64_t *length, uintptr_t *items)
 int pi_parse_set(const void *buf, uintptr_t *table, size_t *slots)
 {
     PI_LOAD(PySetObject, s, buf);
-    if (COPY_TYPE(s) != (uintptr_t)&PySet_Type || !object_alive(buf) || s.mask < 0 || !s.table)
+    if (COPY_TYPE(s) != STATIC_ADDR(&PySet_Type) || !object_alive(buf) || s.mask < 0 || !s.table)
         return -1;
     *table = (uintptr_t)s.table;
     *slots = (size_t)s.mask + 1;
@@ -666,7 +686,7 @@ size_t pi_set_entry_size(void)
 int pi_parse_function(const void *buf, uintptr_t *code, uintptr_t *closure)
 {
     PI_LOAD(PyFunctionObject, f, buf);
-    if (COPY_TYPE(f) != (uintptr_t)&PyFunction_Type || !object_alive(buf))
+    if (COPY_TYPE(f) != STATIC_ADDR(&PyFunction_Type) || !object_alive(buf))
         return -1;
     *code = (uintptr_t)f.func_code;
     *closure = (uintptr_t)f.func_closure;
@@ -676,7 +696,7 @@ int pi_parse_function(const void *buf, uintptr_t *code, uintptr_t *closure)
 int pi_parse_cell(const void *buf, uintptr_t *contents)
 {
     PI_LOAD(PyCellObject, c, buf);
-    if (COPY_TYPE(c) != (uintptr_t)&PyCell_Type || !object_alive(buf))
+    if (COPY_TYPE(c) != STATIC_ADDR(&PyCell_Type) || !object_alive(buf))
         return -1;
     *contents = (uintptr_t)c.ob_ref;
     return 0;
@@ -685,7 +705,7 @@ int pi_parse_cell(const void *buf, uintptr_t *contents)
 int pi_parse_dict(const void *buf, uintptr_t *keys, uintptr_t *values)
 {
     PI_LOAD(PyDictObject, d, buf);
-    if (COPY_TYPE(d) != (uintptr_t)&PyDict_Type || !object_alive(buf) || !d.ma_keys)
+    if (COPY_TYPE(d) != STATIC_ADDR(&PyDict_Type) || !object_alive(buf) || !d.ma_keys)
         return -1;
     *keys = (uintptr_t)d.ma_keys;
     *values = (uintptr_t)d.ma_values;
@@ -887,12 +907,12 @@ int pi_parse_callable(const void *buf, pi_callable *out)
     if (pi_parse_object_header(buf, &type) != 0)
         return -1;
     /* the kinds of object sys.setprofile reports as c_call */
-    if (type == (uintptr_t)&PyCFunction_Type || type == (uintptr_t)&PyCMethod_Type) {
+    if (type == STATIC_ADDR(&PyCFunction_Type) || type == STATIC_ADDR(&PyCMethod_Type)) {
         PI_LOAD(PyCFunctionObject, f, buf);
         out->kind = PI_CALLABLE_CFUNCTION;
         out->method_def = (uintptr_t)f.m_ml;
         out->self = (uintptr_t)f.m_self;
-    } else if (type == (uintptr_t)&PyMethodDescr_Type) {
+    } else if (type == STATIC_ADDR(&PyMethodDescr_Type)) {
         PI_LOAD(PyMethodDescrObject, d, buf);
         out->kind = PI_CALLABLE_METHOD_DESCRIPTOR;
         out->method_def = (uintptr_t)d.d_method;
@@ -934,23 +954,23 @@ int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
 
 uintptr_t pi_module_type(void)
 {
-    return (uintptr_t)&PyModule_Type;
+    return STATIC_ADDR(&PyModule_Type);
 }
 
 uintptr_t pi_none_object(void)
 {
-    return (uintptr_t)Py_None;
+    return STATIC_ADDR(Py_None);
 }
 
 uintptr_t pi_function_type(void)
 {
-    return (uintptr_t)&PyFunction_Type;
+    return STATIC_ADDR(&PyFunction_Type);
 }
 
 bool pi_long_lived_type(uintptr_t type)
 {
-    return type == (uintptr_t)&PyType_Type || type == (uintptr_t)&PyCFunction_Type ||
-           type == (uintptr_t)&PyCMethod_Type || type == (uintptr_t)&PyMethodDescr_Type;
+    return type == STATIC_ADDR(&PyType_Type) || type == STATIC_ADDR(&PyCFunction_Type) ||
+           type == STATIC_ADDR(&PyCMethod_Type) || type == STATIC_ADDR(&PyMethodDescr_Type);
 }
 
 size_t pi_method_def_name_offset(void)
@@ -989,4 +1009,9 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
         out[i] = (uintptr_t)frame->f_valuestack[first + i];
 #endif
     return 0;
+}
+
+uintptr_t pi_interpreter_anchor(void)
+{
+    return (uintptr_t)&PyCode_Type;
 }

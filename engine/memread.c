@@ -1,5 +1,5 @@
 /*
- * memread.c: safe reads of our own process's memory.
+ * memread.c: safe reads of our own process's memory, or of the one attached to.
  *
  * process_vm_readv on our own pid needs no ptrace permission, and a read of memory
  * that was unmapped meanwhile fails with EFAULT instead of crashing the program.
@@ -26,6 +26,19 @@
  * batch. A forked child forgets it in its at-fork handler, before anything runs there. */
 static pid_t kept_pid;
 
+/* The process attached to (attach.c), read in place of our own; 0: none. */
+static pid_t attached_pid;
+
+void pi_set_attached_pid(pid_t pid)
+{
+    attached_pid = pid;
+}
+
+pid_t pi_attached_pid(void)
+{
+    return attached_pid;
+}
+
 static void forget_pid(void)
 {
     __atomic_store_n(&kept_pid, 0, __ATOMIC_RELAXED);
@@ -40,6 +53,8 @@ pid_t pi_own_pid(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, watch_forks);
+    if (attached_pid)
+        return attached_pid;
     pid_t pid = __atomic_load_n(&kept_pid, __ATOMIC_RELAXED);
     if (pid == 0) {
         pid = getpid();

@@ -74,7 +74,7 @@ static int ready_to_read(SamplerObject *self)
         return -1;
     }
     if (!layout_ready) {
-        if (pi_layout_init(err, sizeof err) != 0) {
+        if (pi_layout_init(0, err, sizeof err) != 0) {
             PyErr_SetString(PyExc_RuntimeError, err);
             return -1;
         }
@@ -655,7 +655,32 @@ static PyObject *resume_samplers_soon(PyObject *Py_UNUSED(module), PyObject *Py_
     Py_RETURN_NONE;
 }
 
+/* attach(pid): every Sampler of this process reads process pid from now on. */
+static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    char err[768] = "";
+    long pid = PyLong_AsLong(arg);
+    if (pid == -1 && PyErr_Occurred())
+        return NULL;
+    if (layout_ready || pi_attached_pid()) {
+        PyErr_SetString(PyExc_RuntimeError, "this process already reads a process; attach from a fresh one");
+        return NULL;
+    }
+    if (pid <= 0 || pid > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%ld is not a process id", pid);
+        return NULL;
+    }
+    if (pi_attach((pid_t)pid, err, sizeof err) != 0) {
+        PyErr_SetString(PyExc_OSError, err);
+        return NULL;
+    }
+    layout_ready = true;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"attach", attach, METH_O,
+     "attach(pid): Samplers read process pid, which must run this same interpreter, instead of this one."},
     {"resume_samplers_soon", resume_samplers_soon, METH_NOARGS,
      "Starts the paused sampling threads again once the running call (os.fork) has returned."},
     {"pause_samplers", pause_samplers, METH_NOARGS,

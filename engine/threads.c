@@ -6,12 +6,30 @@
 #include "tick.h"
 
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+/* An attached process's thread: the kernel gives no clock of another process's thread,
+ * but its scheduler statistics start with the time it ran, in ns. */
+static int64_t attached_thread_cpu_ns(unsigned long native_id)
+{
+    char path[96];
+    unsigned long long ran = 0;
+    snprintf(path, sizeof path, "/proc/%d/task/%lu/schedstat", (int)pi_attached_pid(), native_id);
+    FILE *f = fopen(path, "re");
+    int got = f ? fscanf(f, "%llu", &ran) : 0;
+    if (f)
+        fclose(f);
+    return got == 1 && ran <= INT64_MAX ? (int64_t)ran : -1;
+}
+
 int64_t pi_thread_cpu_ns(unsigned long native_id)
 {
+    if (pi_attached_pid())
+        return native_id && native_id <= INT32_MAX ? attached_thread_cpu_ns(native_id) : -1;
     /* the kernel's per-thread CPU clock id: ~tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED */
     clockid_t clock = (clockid_t)((~(unsigned int)native_id) << 3) | 6;
     struct timespec ts;
@@ -33,7 +51,7 @@ void pi_native_id_discover(void)
         return; /* the main thread's tid equals the pid: ambiguous, try from another thread */
     uintptr_t self = (uintptr_t)pthread_self();
     int32_t words[512];
-    if (pi_read_exact(self, words, sizeof words) != 0)
+    if (pi_read_via_pipe(self, words, sizeof words) != 0) /* ours, even when attached */
         return;
     for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
         if (words[i] == tid) {

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Dict, Set
@@ -60,8 +63,14 @@ SCRIPT = textwrap.dedent(
 def _env(tmp_path: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    env["TMPDIR"] = str(tmp_path / "tmp")  # to see that no temporary directory is left
-    (tmp_path / "tmp").mkdir(exist_ok=True)
+    # to see that no temporary directory is left: a short path, as multiprocessing's
+    # forkserver puts a socket there (at most 107 bytes; tmp_path under xdist is longer)
+    shown = tmp_path / "tmp"
+    if not shown.exists():
+        short = tempfile.mkdtemp(prefix="pyi-")
+        atexit.register(shutil.rmtree, short, True)
+        shown.symlink_to(short)
+    env["TMPDIR"] = str(shown.resolve())
     return env
 
 

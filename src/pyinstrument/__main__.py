@@ -121,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         budget = _Budget(cli) if cli.options.budget else None
         if cli.options.repeat is not None:
             return _repeat(cli, stdout, budget)
+        if cli.target_kind == "pid":
+            return _attach(cli, stdout, budget)
         if cli.target_kind in ("load", "load_prev"):
             set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
             renderer = create_renderer(cli, stdout)
@@ -181,6 +183,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _suppress_in_excepthook(outcome)
         raise outcome
     return 1
+
+
+def _attach(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
+    """``--pid PID``: a running process recorded (or, with --dump, its stacks printed)."""
+    from pyinstrument.attach import AttachError, current_stacks, format_dump, record
+
+    pid = int(cli.target or 0)
+    set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
+    try:
+        if cli.options.dump:
+            print(format_dump(pid, current_stacks(pid)), file=stdout)
+            return 0
+        renderer = create_renderer(cli, stdout)
+        check_output(cli, renderer, stdout)
+        until = f"for {cli.options.duration:g} s" if cli.options.duration else "until Ctrl-C"
+        print(f"{PROG}: recording process {pid} {until}", file=sys.stderr)
+        session = record(pid, cli.options.interval, cli.options.duration)
+    except AttachError as exc:
+        return _error(str(exc), 1)
+    try:
+        write_report(cli, renderer, _phase_of_run(cli, session), stdout, from_run=True)
+    except KeyboardInterrupt:
+        return _rendering_interrupted(session)
+    return budget.check(session) if budget else 0
 
 
 def _diff(cli: CommandLine, stdout: Any) -> int:

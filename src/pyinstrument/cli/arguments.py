@@ -61,6 +61,16 @@ class _OptionTable:
         self.long_options.extend(longs)
 
 
+def _process_id(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        pid = 0
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
+    return pid
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -142,6 +152,28 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
         metavar="BEFORE AFTER",
         help="do not run anything: compare two saved sessions (.pyisession): each function's time "
         "and share before and after, biggest changes first (-r json: as JSON)",
+    )
+    add(
+        target,
+        "--pid",
+        dest="pid",
+        type=_process_id,
+        metavar="PID",
+        help="do not run anything: record process PID, already running the same Python as this "
+        "pyinstrument, until Ctrl-C, --duration, or its end; it is read, never stopped (docs/attach.md)",
+    )
+    add(
+        target,
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="with --pid: stop recording after SECONDS",
+    )
+    add(
+        target,
+        "--dump",
+        action="store_true",
+        help="with --pid: print every thread's current stack once, like a traceback, and exit",
     )
     add(
         target,
@@ -549,8 +581,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         sources.append("--load-prev")
     if options.diff is not None:
         sources.append("--diff")
+    if options.pid is not None:
+        sources.append("--pid")
     if not sources:
-        raise UsageError("nothing to profile: give a script, -m MODULE, -c PROGRAM, --load FILE or --load-prev ID")
+        raise UsageError(
+            "nothing to profile: give a script, -m MODULE, -c PROGRAM, --pid PID, --load FILE or --load-prev ID"
+        )
     if len(sources) > 1:
         raise UsageError(f"{' and '.join(sources)} cannot be used together")
     if options.load is not None:
@@ -559,6 +595,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         target_kind, target = "load_prev", options.load_prev
     elif options.diff is not None:
         target_kind, target = "diff", None
+    elif options.pid is not None:
+        target_kind, target = "pid", str(options.pid)
+    if (options.duration is not None or options.dump) and target_kind != "pid":
+        raise UsageError(f"{'--dump' if options.dump else '--duration'} goes with --pid PID")
+    if options.dump and options.duration is not None:
+        raise UsageError("--dump prints the stacks once: it takes no --duration")
     if options.from_path and target_kind != "script":
         raise UsageError("--from-path needs a script name")
 

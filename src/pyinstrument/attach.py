@@ -1,0 +1,172 @@
+"""Profiling a process that is already running: ``pyinstrument --pid PID``.
+
+The engine reads the other process's memory as it reads ours (``process_vm_readv``),
+from this process's sampling thread: the target is never stopped, signalled or changed.
+The engine is compiled for one interpreter, so the target must run the same interpreter
+file as this ``pyinstrument`` (the engine checks, and says which to use otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+from pyinstrument import run_metadata
+from pyinstrument.frame_table import FrameInfo, FrameKind
+from pyinstrument.profiler import session_from_snapshot
+from pyinstrument.session import Session
+
+if TYPE_CHECKING:
+    from pyinstrument._engine import Sampler
+
+#: how often the recording loop looks whether the target still runs, in seconds
+_POLL = 0.05
+
+
+class AttachError(Exception):
+    """The process cannot be read; the message says why and what to do."""
+
+
+def _proc(pid: int, name: str) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as file:
+            return file.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def command_line(pid: int) -> List[str]:
+    """The target's argv, as the kernel keeps it ([] when unreadable)."""
+    text = _proc(pid, "cmdline") or ""
+    return [arg for arg in text.split("\0") if arg]
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie, ended but not yet reaped, does not)."""
+    stat = _proc(pid, "stat")
+    if stat is None:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]
+    return state not in (["Z"], ["X"])
+
+
+def _cpu_seconds(pid: int) -> Optional[float]:
+    stat = _proc(pid, "stat")
+    if stat is None:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    try:  # utime and stime, fields 14 and 15 of the line (11 and 12 after the name)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
+
+
+def _thread_names(pid: int, native_ids: List[int]) -> Dict[int, str]:
+    """Names by native thread id: the kernel's name of each thread (threading names
+    threads there from 3.14 on); the main thread is MainThread, as in-process."""
+    process_name = (_proc(pid, "comm") or "").strip()
+    names = {}
+    for native in native_ids:
+        comm = (_proc(pid, f"task/{native}/comm") or "").strip()
+        if native == pid:
+            names[native] = "MainThread"
+        elif comm and comm != process_name:
+            names[native] = comm
+    return names
+
+
+def _engine_attach(pid: int) -> None:
+    from pyinstrument import _engine
+
+    try:
+        _engine.attach(pid)
+    except (OSError, ValueError) as exc:
+        raise AttachError(str(exc)) from None
+
+
+def _session(pid: int, sampler: "Sampler", start_wall: float, duration: float, interval: float, cpu: float) -> Session:
+    snapshot = sampler.snapshot()
+    native_names = _thread_names(pid, [native for _, native, _, _ in snapshot["threads"]])
+    names = {
+        (ident, native): native_names[native] for ident, native, _, _ in snapshot["threads"] if native in native_names
+    }
+    argv = command_line(pid)
+    metadata = run_metadata.collect()
+    metadata["argv"] = argv
+    metadata["attached_pid"] = pid
+    return session_from_snapshot(
+        snapshot,
+        all_threads=True,
+        thread_names=names,
+        start_time=start_wall,
+        duration=duration,
+        interval=interval,
+        cpu_time=cpu,
+        start_call_stack=[],
+        target_description=f"Process {pid}: {' '.join(argv) or '?'}",
+        metadata=metadata,
+    )
+
+
+def record(
+    pid: int,
+    interval: float,
+    duration: Optional[float] = None,
+    on_progress: Optional[Callable[[float], None]] = None,
+) -> Session:
+    """Records process *pid* until *duration* seconds pass, it ends, or Ctrl-C."""
+    from pyinstrument import _engine
+
+    _engine_attach(pid)
+    sampler = _engine.Sampler(interval=interval, thread_id=0)
+    cpu_before = _cpu_seconds(pid) or 0.0
+    start_wall, start = time.time(), time.perf_counter()
+    sampler.start()
+    try:
+        while running(pid) and (duration is None or time.perf_counter() - start < duration):
+            time.sleep(_POLL if duration is None else max(0.0, min(_POLL, duration - (time.perf_counter() - start))))
+            if on_progress:
+                on_progress(time.perf_counter() - start)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends the recording: the report is what was asked for
+    finally:
+        sampler.stop()
+    elapsed = time.perf_counter() - start
+    cpu_after = _cpu_seconds(pid)
+    cpu = max(0.0, cpu_after - cpu_before) if cpu_after is not None else 0.0
+    return _session(pid, sampler, start_wall, elapsed, interval, cpu)
+
+
+def current_stacks(pid: int) -> List[Tuple[str, List[FrameInfo]]]:
+    """Every thread's stack now, outermost frame first: (thread name, frames)."""
+    from pyinstrument import _engine
+
+    _engine_attach(pid)
+    sampler = _engine.Sampler(interval=0.001, thread_id=0)
+    sampler._tick()  # starts the clock
+    sampler._tick()  # reads every thread once
+    session = _session(pid, sampler, time.time(), 0.0, 0.001, 0.0)
+    stacks = []
+    for stack, _ in session.frame_records:
+        frames = [FrameInfo.parse(text) for text in stack]
+        if frames and frames[0].kind == FrameKind.THREAD:
+            stacks.append((frames[0].function, frames[1:]))
+    return stacks
+
+
+def format_dump(pid: int, stacks: List[Tuple[str, List[FrameInfo]]]) -> str:
+    """The stacks as Python prints a traceback, one per thread."""
+    lines = [f"Process {pid}: {' '.join(command_line(pid)) or '?'}", ""]
+    for name, frames in stacks:
+        lines.append(f"{name} (most recent call last):")
+        for frame in frames:
+            if frame.kind == FrameKind.CODE:
+                line = f", line {frame.line}" if frame.line else ""
+                lines.append(f'  File "{frame.file}"{line}, in {frame.function}')
+            else:
+                lines.append(f"  in C: {frame.function}")
+        if not frames:
+            lines.append("  (no Python code running)")
+        lines.append("")
+    return "\n".join(lines)

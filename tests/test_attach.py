@@ -1,0 +1,253 @@
+"""pyinstrument --pid: recording and dumping a process that is already running."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+#: a program that says when it runs its known split: two thirds in `heavy`, one in `light`
+KNOWN_SPLIT = """
+import sys, time
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def heavy():
+    spin(0.02)
+
+def light():
+    spin(0.01)
+
+def main(seconds):
+    end = time.perf_counter() + seconds
+    print("running", flush=True)
+    while time.perf_counter() < end:
+        heavy()
+        light()
+
+main(float(sys.argv[1]))
+print("done", flush=True)
+"""
+
+DEADLOCK = """
+import threading, time
+
+first, second = threading.Lock(), threading.Lock()
+both_hold_one = threading.Barrier(2)
+
+def take(one, other):
+    one.acquire()
+    both_hold_one.wait()
+    other.acquire()
+
+threads = [threading.Thread(target=take, args=(first, second), daemon=True),
+           threading.Thread(target=take, args=(second, first), daemon=True)]
+for thread in threads:
+    thread.start()
+while not (first.locked() and second.locked() and both_hold_one.n_waiting == 0):
+    time.sleep(0.01)
+print("running", flush=True)
+for thread in threads:
+    thread.join()
+"""
+
+
+def start_target(tmp_path: Path, source: str, *args: str, python: str = sys.executable, preexec=None):
+    script = tmp_path / "target.py"
+    script.write_text(textwrap.dedent(source))
+    target = subprocess.Popen([python, str(script), *args], stdout=subprocess.PIPE, text=True, preexec_fn=preexec)
+    assert target.stdout is not None
+    assert target.stdout.readline() == "running\n"
+    return target
+
+
+@pytest.fixture
+def targets() -> Iterator[List[subprocess.Popen]]:
+    started: List[subprocess.Popen] = []
+    yield started
+    for target in started:
+        target.kill()
+        target.wait()
+
+
+def pyinstrument(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pyinstrument", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def shares_under(node: dict, name: str) -> float:
+    """Time of every node called `name` in a JSON report's tree."""
+    own = node["time"] if node["function"] == name else 0.0
+    return own + sum(shares_under(child, name) for child in node.get("children", []))
+
+
+def test_a_running_program_is_recorded_and_goes_on(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+    targets.append(target)
+    out = tmp_path / "report.json"
+    result = pyinstrument("--pid", str(target.pid), "--duration", "1.5", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    heavy, light = shares_under(report["root_frame"], "heavy"), shares_under(report["root_frame"], "light")
+    assert heavy + light > 0.9 * 1.5, report
+    assert 0.55 < heavy / (heavy + light) < 0.78, (heavy, light)
+    assert target.poll() is None  # read, not stopped or killed
+
+
+def test_the_header_names_the_process(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--duration", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert f"Process {target.pid}: {sys.executable} {tmp_path / 'target.py'} 30" in result.stdout
+    assert "MainThread" in result.stdout and "heavy" in result.stdout
+
+
+def test_a_target_that_ends_gives_the_report_of_what_was_seen(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "0.8")
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "-r", "text")  # no --duration: until it ends
+    assert result.returncode == 0, result.stderr
+    assert "heavy" in result.stdout and "light" in result.stdout
+    assert target.stdout.readline() == "done\n"
+
+
+def test_dump_shows_both_threads_of_a_deadlock_waiting_on_their_locks(tmp_path, targets):
+    target = start_target(tmp_path, DEADLOCK)
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 0, result.stderr
+    blocks = [block for block in result.stdout.split("\n\n") if "(most recent call last)" in block]
+    waiting = [block for block in blocks if "in take" in block]
+    assert len(waiting) == 2, result.stdout
+    line = textwrap.dedent(DEADLOCK).splitlines().index("    other.acquire()") + 1
+    for block in waiting:
+        assert block.splitlines()[-1] == "  in C: lock.acquire", result.stdout
+        assert f'File "{tmp_path / "target.py"}", line {line}, in take' in block, result.stdout
+    assert target.poll() is None
+
+
+def test_no_such_process_is_one_line(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    result = pyinstrument("--pid", str(ended.pid), "--dump")
+    assert result.returncode == 1
+    assert result.stderr == f"pyinstrument: error: no process {ended.pid} is running\n"
+
+
+def other_python():
+    """An installed interpreter of another version than this one, if any."""
+    import glob
+
+    for python in sorted(
+        glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*[0-9]"))
+        + glob.glob("/opt/py/3.*/bin/python3.*[0-9]")
+    ):
+        version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+        if version.returncode == 0 and version.stdout != sys.version + "\n":
+            return python
+    return None
+
+
+def test_another_python_is_named_with_what_to_use(tmp_path, targets):
+    other = other_python()
+    if other is None:
+        pytest.skip("no Python of another version installed")
+    target = start_target(tmp_path, KNOWN_SPLIT, "30", python=other)
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pyinstrument: error: process {target.pid} does not run this Python ("), result
+    assert f"-m pyinstrument --pid {target.pid}" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def make_undumpable() -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: only CAP_SYS_PTRACE may read it
+
+
+@pytest.mark.skipif(not shutil.which("capsh") and os.geteuid() == 0, reason="needs capsh to drop CAP_SYS_PTRACE")
+def test_a_refused_read_says_why_in_one_line(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30", preexec=make_undumpable)
+    targets.append(target)
+    # root would be let in: without CAP_SYS_PTRACE it is refused, as another user is
+    prefix = ["capsh", "--drop=cap_sys_ptrace", "--"] if os.geteuid() == 0 else []
+    if prefix:
+        result = subprocess.run(
+            [*prefix, "-c", f"exec {sys.executable} -m pyinstrument --pid {target.pid} --dump"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    else:
+        result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pyinstrument: error: permission denied reading process {target.pid}"), result
+    assert "CAP_SYS_PTRACE" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pid", "abc"], "'abc' is not a process id"),
+        (["--pid", "0"], "'0' is not a process id"),
+        (["--duration", "1", "-c", "pass"], "--duration goes with --pid PID"),
+        (["--dump", "-c", "pass"], "--dump goes with --pid PID"),
+        (["--pid", "1", "--dump", "--duration", "1"], "--dump prints the stacks once: it takes no --duration"),
+        (["--pid", "1", "-c", "pass"], "-c and --pid cannot be used together"),
+    ],
+)
+def test_attach_usage_errors_are_one_line(args, message):
+    result = pyinstrument(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_attach_waits_until_ctrl_c(tmp_path, targets):
+    import signal
+
+    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+    targets.append(target)
+    attacher = subprocess.Popen(
+        [sys.executable, "-m", "pyinstrument", "--pid", str(target.pid)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert attacher.stderr is not None
+    assert attacher.stderr.readline() == f"pyinstrument: recording process {target.pid} until Ctrl-C\n"
+    time.sleep(0.5)  # something to record; the report's content is not timed
+    attacher.send_signal(signal.SIGINT)
+    stdout, stderr = attacher.communicate(timeout=60)
+    assert attacher.returncode == 0, stderr
+    assert "heavy" in stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="threads take their kernel names from threading from 3.14")
+def test_threads_are_named_as_the_program_names_them(tmp_path, targets):
+    target = start_target(
+        tmp_path,
+        """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(60,), name="uploader", daemon=True).start()
+        print("running", flush=True)
+        time.sleep(60)
+        """,
+    )
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 0, result.stderr
+    assert "uploader (most recent call last):" in result.stdout
+    assert "MainThread (most recent call last):" in result.stdout
