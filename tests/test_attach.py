@@ -251,3 +251,73 @@ def test_threads_are_named_as_the_program_names_them(tmp_path, targets):
     assert result.returncode == 0, result.stderr
     assert "uploader (most recent call last):" in result.stdout
     assert "MainThread (most recent call last):" in result.stdout
+
+
+def test_top_prints_the_table_after_each_refresh_when_not_in_a_terminal(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--top", "--duration", "2.5")
+    assert result.returncode == 0, result.stderr
+    tables = [block for block in result.stdout.split("\n\n") if "pyinstrument top" in block]
+    assert len(tables) >= 2, result.stdout
+    total_share = {}
+    for row in tables[-1].splitlines()[4:]:
+        columns = row.split()
+        total_share[columns[-2]] = float(columns[1])
+    assert total_share["spin"] > 90, tables[-1]
+    assert 55 < total_share["heavy"] < 78 and 22 < total_share["light"] < 45, tables[-1]
+
+
+class Screen:
+    """A program run in a real terminal (tmux), its screen read back."""
+
+    def __init__(self, command: str) -> None:
+        self.server = f"pyinstrument-test-{os.getpid()}"
+        subprocess.run(
+            ["tmux", "-L", self.server, "new-session", "-d", "-x", "150", "-y", "40", "-s", "top",
+             f"{command}; echo EXITED $?; sleep 60"],
+            check=True,
+        )
+
+    def text(self) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.server, "capture-pane", "-p", "-t", "top"], capture_output=True, text=True
+        ).stdout
+
+    def wait_for(self, words: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.text()
+            if words in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{words!r} never appeared on the screen:\n{self.text()}")
+
+    def press(self, key: str) -> None:
+        subprocess.run(["tmux", "-L", self.server, "send-keys", "-t", "top", key], check=True)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True)
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux for a real terminal")
+def test_top_in_a_terminal_answers_keys(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "60")
+    targets.append(target)
+    screen = Screen(f"{sys.executable} -m pyinstrument --pid {target.pid} --top")
+    try:
+        screen.wait_for("target.py:9")  # heavy, named after a refresh
+        assert "sort: own · last refresh · thread: all" in screen.text()
+        screen.press("t")
+        by_total = screen.wait_for("sort: total")
+        functions = [line.split()[-2] for line in by_total.splitlines()[4:] if ".py:" in line]
+        assert functions[:3] == ["<module>", "main", "spin"] or functions[:3] == ["main", "<module>", "spin"], by_total
+        screen.press("w")
+        screen.wait_for("sort: total · since start")
+        screen.press("h")
+        screen.wait_for("thread: MainThread")
+        screen.press("q")
+        screen.wait_for("EXITED 0")
+    finally:
+        screen.close()
+    assert target.poll() is None

@@ -187,13 +187,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _attach(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
     """``--pid PID``: a running process recorded (or, with --dump, its stacks printed)."""
-    from pyinstrument.attach import AttachError, current_stacks, format_dump, record
+    from pyinstrument import top
+    from pyinstrument.attach import AttachError, Recorder, command_line, current_stacks, format_dump, record, running
 
     pid = int(cli.target or 0)
     set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
     try:
         if cli.options.dump:
             print(format_dump(pid, current_stacks(pid)), file=stdout)
+            return 0
+        if cli.options.top:
+            title = f"pyinstrument top · process {pid}: {' '.join(command_line(pid))}"
+            recorder = Recorder(pid, cli.options.interval)
+            top.run(recorder, lambda: running(pid), title, 1.0, cli.options.duration, out=stdout)
             return 0
         renderer = create_renderer(cli, stdout)
         check_output(cli, renderer, stdout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from pyinstrument import run_metadata
 from pyinstrument.frame_table import FrameInfo, FrameKind
@@ -109,33 +109,56 @@ def _session(pid: int, sampler: "Sampler", start_wall: float, duration: float, i
     )
 
 
+class Recorder:
+    """Recordings of process *pid*, one after another (the engine reads it from now on)."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        _engine_attach(pid)
+        self.pid, self.interval = pid, interval
+        self._sampler: Optional["Sampler"] = None
+        self._started = (0.0, 0.0, 0.0)  # wall clock, perf counter, target's CPU seconds
+
+    def start(self) -> None:
+        from pyinstrument import _engine
+
+        self._sampler = _engine.Sampler(interval=self.interval, thread_id=0)
+        self._started = (time.time(), time.perf_counter(), _cpu_seconds(self.pid) or 0.0)
+        self._sampler.start()
+
+    def stop(self) -> Session:
+        assert self._sampler is not None
+        self._sampler.stop()
+        wall, start, cpu_before = self._started
+        elapsed = time.perf_counter() - start
+        cpu_after = _cpu_seconds(self.pid)
+        cpu = max(0.0, cpu_after - cpu_before) if cpu_after is not None else 0.0
+        session = _session(self.pid, self._sampler, wall, elapsed, self.interval, cpu)
+        self._sampler = None
+        return session
+
+    def cancel(self) -> None:
+        """Stops a recording, keeping nothing."""
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+
+
 def record(
     pid: int,
     interval: float,
     duration: Optional[float] = None,
-    on_progress: Optional[Callable[[float], None]] = None,
 ) -> Session:
     """Records process *pid* until *duration* seconds pass, it ends, or Ctrl-C."""
-    from pyinstrument import _engine
-
-    _engine_attach(pid)
-    sampler = _engine.Sampler(interval=interval, thread_id=0)
-    cpu_before = _cpu_seconds(pid) or 0.0
-    start_wall, start = time.time(), time.perf_counter()
-    sampler.start()
+    recorder = Recorder(pid, interval)
+    recorder.start()
+    start = time.perf_counter()
     try:
         while running(pid) and (duration is None or time.perf_counter() - start < duration):
-            time.sleep(_POLL if duration is None else max(0.0, min(_POLL, duration - (time.perf_counter() - start))))
-            if on_progress:
-                on_progress(time.perf_counter() - start)
+            left = _POLL if duration is None else duration - (time.perf_counter() - start)
+            time.sleep(max(0.0, min(_POLL, left)))
     except KeyboardInterrupt:
         pass  # Ctrl-C ends the recording: the report is what was asked for
-    finally:
-        sampler.stop()
-    elapsed = time.perf_counter() - start
-    cpu_after = _cpu_seconds(pid)
-    cpu = max(0.0, cpu_after - cpu_before) if cpu_after is not None else 0.0
-    return _session(pid, sampler, start_wall, elapsed, interval, cpu)
+    return recorder.stop()
 
 
 def current_stacks(pid: int) -> List[Tuple[str, List[FrameInfo]]]:

@@ -177,6 +177,13 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--top",
+        action="store_true",
+        help="with --pid: a live view of its functions' own and total time, refreshed each second "
+        "(keys: q quits, o/t/n sort, w last refresh/since start, h next thread); plain text when not a terminal",
+    )
+    add(
+        target,
         "--from-path",
         action="store_true",
         help="look the script up on $PATH instead of in the working directory",
@@ -597,10 +604,13 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         target_kind, target = "diff", None
     elif options.pid is not None:
         target_kind, target = "pid", str(options.pid)
-    if (options.duration is not None or options.dump) and target_kind != "pid":
-        raise UsageError(f"{'--dump' if options.dump else '--duration'} goes with --pid PID")
+    for flag, given in (("--dump", options.dump), ("--top", options.top), ("--duration", options.duration)):
+        if given not in (None, False) and target_kind != "pid":
+            raise UsageError(f"{flag} goes with --pid PID")
     if options.dump and options.duration is not None:
         raise UsageError("--dump prints the stacks once: it takes no --duration")
+    if options.dump and options.top:
+        raise UsageError("--dump and --top cannot be used together")
     if options.from_path and target_kind != "script":
         raise UsageError("--from-path needs a script name")
 
