@@ -1,10 +1,12 @@
 """Builds the C engine as pyinstrument._engine (all metadata lives in pyproject.toml)."""
+
 import glob
 import os
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 
 class always_build_ext(build_ext):
@@ -13,6 +15,18 @@ class always_build_ext(build_ext):
     def finalize_options(self):
         super().finalize_options()
         self.force = True
+
+
+class build_py_with_pth(build_py):
+    """Installs src/pyinstrument-agent.pth at the top of site-packages: Python runs it at
+    start-up, and it arms the agent only when PYINSTRUMENT_AGENT is set (docs/attach.md)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(
+            os.path.join("src", "pyinstrument-agent.pth"), os.path.join(self.build_lib, "pyinstrument-agent.pth")
+        )
+
 
 if not sys.platform.startswith("linux"):
     sys.exit("pyinstrument (C engine) currently supports Linux only.")
@@ -30,7 +44,7 @@ if os.environ.get("PYINSTRUMENT_SANITIZE"):
     extra_link_args += flags
 
 setup(
-    cmdclass={"build_ext": always_build_ext},
+    cmdclass={"build_ext": always_build_ext, "build_py": build_py_with_pth},
     ext_modules=[
         Extension(
             "pyinstrument._engine",

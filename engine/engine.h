@@ -649,6 +649,7 @@ typedef struct {
     int32_t phase;
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
+    unsigned long skip_thread; /* with every thread: one not to sample (0: none), e.g. the agent's */
     int64_t interval_ns;
     pi_walker *walkers;
     size_t walker_cap;

@@ -28,11 +28,12 @@ static PyObject *ReadRefused;
 
 static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", NULL};
+    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", "skip_thread", NULL};
     double interval = 0.001;
-    unsigned long thread_id = 0;
+    unsigned long thread_id = 0, skip_thread = 0;
     Py_ssize_t timeline_budget = 4 * 1000 * 1000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dkn", kwlist, &interval, &thread_id, &timeline_budget))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dknk", kwlist, &interval, &thread_id, &timeline_budget,
+                                     &skip_thread))
         return -1;
     if (!(interval > 0) || interval > 3600) {
         PyErr_SetString(PyExc_ValueError, "interval must be a positive number of seconds");
@@ -50,6 +51,7 @@ static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
+    self->sampler.state.skip_thread = skip_thread;
     self->initialised = true;
     return 0;
 }

@@ -123,6 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _repeat(cli, stdout, budget)
         if cli.target_kind == "pid":
             return _attach(cli, stdout, budget)
+        if cli.target_kind == "agent":
+            return _ask_agent(cli, stdout, budget)
         if cli.target_kind in ("load", "load_prev"):
             set_path0(os.getcwd())  # so that -r can name a renderer in the working directory
             renderer = create_renderer(cli, stdout)
@@ -208,6 +210,28 @@ def _attach(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
         session = record(pid, cli.options.interval, cli.options.duration)
     except AttachError as exc:
         return _error(str(exc), 1)
+    try:
+        write_report(cli, renderer, _phase_of_run(cli, session), stdout, from_run=True)
+    except KeyboardInterrupt:
+        return _rendering_interrupted(session)
+    return budget.check(session) if budget else 0
+
+
+def _ask_agent(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
+    """``--agent PID``: the process's agent records itself; its session is rendered here."""
+    from pyinstrument.agent import AgentError, request
+
+    set_path0(os.getcwd())
+    renderer = create_renderer(cli, stdout)
+    check_output(cli, renderer, stdout)
+    duration = cli.options.duration or 10.0
+    print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
+    try:
+        session = request(cli.target or "", duration, cli.options.interval)
+    except AgentError as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted before the agent answered", 130)
     try:
         write_report(cli, renderer, _phase_of_run(cli, session), stdout, from_run=True)
     except KeyboardInterrupt:

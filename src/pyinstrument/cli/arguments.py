@@ -164,6 +164,14 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--agent",
+        dest="agent",
+        metavar="PID_OR_SOCKET",
+        help="do not run anything: ask the agent of a running process (armed by PYINSTRUMENT_AGENT=1 or "
+        "pyinstrument.agent.start()) to record itself for --duration seconds (default 10); needs no ptrace rights",
+    )
+    add(
+        target,
         "--duration",
         type=_positive_float,
         metavar="SECONDS",
@@ -590,9 +598,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         sources.append("--diff")
     if options.pid is not None:
         sources.append("--pid")
+    if options.agent is not None:
+        sources.append("--agent")
     if not sources:
         raise UsageError(
-            "nothing to profile: give a script, -m MODULE, -c PROGRAM, --pid PID, --load FILE or --load-prev ID"
+            "nothing to profile: give a script, -m MODULE, -c PROGRAM, --pid PID, --agent PID, "
+            "--load FILE or --load-prev ID"
         )
     if len(sources) > 1:
         raise UsageError(f"{' and '.join(sources)} cannot be used together")
@@ -604,8 +615,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         target_kind, target = "diff", None
     elif options.pid is not None:
         target_kind, target = "pid", str(options.pid)
-    for flag, given in (("--dump", options.dump), ("--top", options.top), ("--duration", options.duration)):
-        if given not in (None, False) and target_kind != "pid":
+    elif options.agent is not None:
+        target_kind, target = "agent", options.agent
+    if options.duration is not None and target_kind not in ("pid", "agent"):
+        raise UsageError("--duration goes with --pid PID or --agent PID")
+    for flag, given in (("--dump", options.dump), ("--top", options.top)):
+        if given and target_kind != "pid":
             raise UsageError(f"{flag} goes with --pid PID")
     if options.dump and options.duration is not None:
         raise UsageError("--dump prints the stacks once: it takes no --duration")

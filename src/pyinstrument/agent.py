@@ -1,0 +1,285 @@
+"""An in-process agent: a program armed at start-up records itself when asked.
+
+Reading another process's memory needs ptrace rights; asking a process to profile itself
+does not. The agent owns a Unix socket (mode 0600, in a directory only its user may use)
+and a thread that waits on it, blocked in ``accept``: it costs nothing until a request
+comes. ``pyinstrument --agent PID --duration 10`` sends one; the agent records every
+thread of its process but its own for that long and answers with the session.
+
+Armed by ``pyinstrument.agent.start()`` in the program, or by ``PYINSTRUMENT_AGENT=1`` (or
+a socket path) in its environment: the ``pyinstrument-agent.pth`` file installed with the
+package starts it when Python starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, Optional
+
+ENVIRONMENT_VARIABLE = "PYINSTRUMENT_AGENT"
+_MAX_REQUEST = 4096
+_MAX_DURATION = 24 * 3600.0
+
+
+class AgentError(Exception):
+    """The agent cannot be reached or refused the request; the message says why."""
+
+
+def socket_directory(uid: int) -> str:
+    """The directory holding the agents' sockets of user *uid*."""
+    return os.path.join(tempfile.gettempdir(), f"pyinstrument-{uid}")
+
+
+def socket_path(pid: int, uid: Optional[int] = None) -> str:
+    """Where process *pid*'s agent listens by default."""
+    return os.path.join(socket_directory(os.getuid() if uid is None else uid), f"agent-{pid}.sock")
+
+
+def _private_directory(path: str) -> None:
+    """Makes *path* a directory only we may use, or refuses one that is not ours."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise AgentError(f"{path} is not a directory of this user's alone: remove it or choose another socket path")
+
+
+class Agent:
+    """Listens on *path* and answers recording requests, one at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._listener: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        directory = os.path.dirname(self.path)
+        if directory == socket_directory(os.getuid()):
+            _private_directory(directory)
+        if os.path.exists(self.path):
+            os.unlink(self.path)  # a socket left by a process of ours that had this pid
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is made 0600, with no moment open to others
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(4)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, name="pyinstrument-agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            listener.close()
+
+    def _serve(self) -> None:
+        while self._listener is not None:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with connection:
+                try:
+                    self._answer(connection)
+                except (OSError, ValueError) as exc:
+                    _reply_error(connection, str(exc))
+
+    def _answer(self, connection: socket.socket) -> None:
+        uid = _peer_uid(connection)
+        if uid not in (os.getuid(), 0):
+            _reply_error(connection, f"user {uid} may not profile this process")
+            return
+        connection.settimeout(10)
+        request = _read_request(connection)
+        duration = float(request.get("duration", 10.0))
+        interval = float(request.get("interval", 0.001))
+        if not (0 < duration <= _MAX_DURATION) or not (0 < interval <= 1):
+            raise ValueError("duration must be in (0, 86400] seconds and interval in (0, 1]")
+        session = record_here(duration, interval)
+        connection.settimeout(None)
+        connection.sendall(b"ok\n")
+        for chunk in session.to_file_chunks():
+            connection.sendall(chunk)
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", credentials)[1])
+
+
+def _read_request(connection: socket.socket) -> Dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        piece = connection.recv(_MAX_REQUEST)
+        if not piece or len(data) + len(piece) > _MAX_REQUEST:
+            raise ValueError("the request is not one line of JSON")
+        data += piece
+    request = json.loads(data)
+    if not isinstance(request, dict):
+        raise ValueError("the request is not a JSON object")
+    return request
+
+
+def _reply_error(connection: socket.socket, message: str) -> None:
+    try:
+        connection.sendall(f"error: {message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def record_here(duration: float, interval: float) -> Any:
+    """Records every thread of this process but the calling one, for *duration* seconds."""
+    from pyinstrument import _engine, run_metadata
+    from pyinstrument.profiler import session_from_snapshot
+
+    sampler = _engine.Sampler(interval=interval, thread_id=0, skip_thread=threading.get_ident())
+    start_wall, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
+    sampler.start()
+    try:
+        time.sleep(duration)
+    finally:
+        sampler.stop()
+    names = {(thread.ident, thread.native_id): thread.name for thread in threading.enumerate()}
+    return session_from_snapshot(
+        sampler.snapshot(),
+        all_threads=True,
+        thread_names=names,  # type: ignore[arg-type]
+        start_time=start_wall,
+        duration=time.perf_counter() - start,
+        interval=interval,
+        cpu_time=time.process_time() - cpu_start,
+        start_call_stack=[],
+        target_description=f"Process {os.getpid()}: {' '.join(sys.argv)}",
+        metadata=run_metadata.collect(),
+    )
+
+
+_agent: Optional[Agent] = None
+_lock = threading.Lock()
+_watching_forks = False
+
+
+def start(path: Optional[str] = None) -> Agent:
+    """Arms this process's agent (once; a second call returns the first agent) on
+    *path*, by default :func:`socket_path` of this process."""
+    global _agent, _watching_forks
+    with _lock:
+        if _agent is None:
+            agent = Agent(path or socket_path(os.getpid()))
+            agent.start()
+            _agent = agent
+            atexit.register(stop)
+            if path is None and not _watching_forks:  # a forked child answers on its own pid's socket
+                os.register_at_fork(after_in_child=_rearm_in_child)
+                _watching_forks = True
+        return _agent
+
+
+def stop() -> None:
+    """Disarms the agent and removes its socket."""
+    global _agent
+    with _lock:
+        if _agent is not None:
+            _agent.stop()
+            _agent = None
+
+
+def _rearm_in_child() -> None:
+    global _agent, _lock
+    if _agent is None or _agent.path != socket_path(os.getppid()):
+        return  # disarmed, or armed on a path of the program's choosing: that one stays the parent's
+    _agent, _lock = None, threading.Lock()  # the parent's thread, socket and lock are the parent's
+    _start_quietly(None)
+
+
+def _start_quietly(path: Optional[str]) -> None:
+    try:
+        start(path)
+    except (OSError, AgentError) as exc:
+        print(f"pyinstrument: the agent could not start: {exc}", file=sys.stderr)
+
+
+def start_from_environment() -> None:
+    """``PYINSTRUMENT_AGENT=1`` (the default socket) or ``=PATH``: arms the agent. A
+    failure is one line on stderr; the program runs on."""
+    value = os.environ.get(ENVIRONMENT_VARIABLE, "")
+    if value in ("", "0"):
+        return
+    _start_quietly(None if value == "1" else value)
+
+
+def request(target: str, duration: float, interval: float) -> Any:
+    """Asks the agent of *target* (a pid, or a socket path) for a recording; returns the
+    session. Raises AgentError with one line."""
+    from pyinstrument.session import Session
+
+    if target.isdigit():
+        pid = int(target)
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            raise AgentError(f"no process {pid} is running") from None
+        path = socket_path(pid, uid)
+    else:
+        path = target
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            client.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise AgentError(
+                f"no agent listens at {path}: start the program with {ENVIRONMENT_VARIABLE}=1 "
+                "in its environment, or call pyinstrument.agent.start() in it"
+            ) from None
+        except PermissionError:
+            raise AgentError(
+                f"permission denied connecting to {path}: the agent answers its own user and root"
+            ) from None
+        client.settimeout(duration + 60)
+        client.sendall(json.dumps({"duration": duration, "interval": interval}).encode() + b"\n")
+        with tempfile.TemporaryDirectory(prefix="pyinstrument-") as directory:
+            received = os.path.join(directory, "received.pyisession")
+            with open(received, "wb") as file:
+                status = _read_line(client)
+                if status != b"ok":
+                    raise AgentError(f"the agent refused: {status.decode('utf-8', 'replace').partition(': ')[2]}")
+                while True:
+                    piece = client.recv(1 << 16)
+                    if not piece:
+                        break
+                    file.write(piece)
+            try:
+                return Session.load(received)
+            except ValueError as exc:
+                raise AgentError(f"the agent's answer is not a session: {exc}") from None
+    except socket.timeout:
+        raise AgentError(f"the agent at {path} did not answer in time") from None
+    finally:
+        client.close()
+
+
+def _read_line(connection: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        piece = connection.recv(1)
+        if not piece:
+            break
+        line += piece
+    return line.rstrip(b"\n")

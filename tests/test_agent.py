@@ -1,0 +1,159 @@
+"""The in-process agent: armed by PYINSTRUMENT_AGENT, asked by pyinstrument --agent."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pyinstrument.agent import socket_path
+
+TARGET = """
+import os, sys, time
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def serve():
+    print("running", flush=True)
+    while True:
+        spin(0.05)
+
+serve()
+"""
+
+
+@pytest.fixture
+def armed(tmp_path):
+    """A program started with the agent armed from its environment, as a user would."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(TARGET))
+    env = dict(os.environ, PYINSTRUMENT_AGENT="1")
+    target = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    assert target.stdout is not None and target.stdout.readline() == "running\n"
+    yield target
+    target.kill()
+    target.wait()
+
+
+def pyinstrument(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "pyinstrument", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def names_in(node):
+    return [node["function"]] + [name for child in node.get("children", []) for name in names_in(child)]
+
+
+def test_the_agent_records_its_program_and_not_itself(tmp_path, armed):
+    out = tmp_path / "report.json"
+    result = pyinstrument("--agent", str(armed.pid), "--duration", "1", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    names = names_in(report["root_frame"])
+    assert "serve" in names and "spin" in names
+    assert not [name for name in names if "agent" in name], names  # its own thread is left out
+    assert report["duration"] >= 1.0
+    assert armed.poll() is None
+
+
+def test_the_socket_is_the_users_alone(armed):
+    path = socket_path(armed.pid)
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert os.stat(path).st_uid == os.getuid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_another_user_is_refused_in_one_line(armed):
+    # everything the client needs is imported before it becomes nobody (who cannot read
+    # this interpreter's files)
+    program = (
+        "import os, sys, json, socket, tempfile, locale, gettext, argparse, pyinstrument.__main__, pyinstrument.agent\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        f"sys.exit(pyinstrument.__main__.main(['--agent', '{armed.pid}', '--duration', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"pyinstrument: error: permission denied connecting to {socket_path(armed.pid)}: "
+        "the agent answers its own user and root"
+    )
+
+
+def test_a_process_without_an_agent_says_how_to_arm_one(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result = pyinstrument("--agent", str(sleeper.pid), "--duration", "1")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"pyinstrument: error: no agent listens at {socket_path(sleeper.pid)}: start the program with "
+        "PYINSTRUMENT_AGENT=1 in its environment, or call pyinstrument.agent.start() in it"
+    )
+
+
+def test_a_program_arms_its_agent_on_a_path_of_its_choosing(tmp_path):
+    path = tmp_path / "agent.sock"
+    program = textwrap.dedent(
+        f"""
+        import time, pyinstrument.agent
+        pyinstrument.agent.start({str(path)!r})
+        def work():
+            end = time.perf_counter() + 60
+            while time.perf_counter() < end:
+                pass
+        print("running", flush=True)
+        work()
+        """
+    )
+    target = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == "running\n"
+        result = pyinstrument("--agent", str(path), "--duration", "0.5", "-r", "text")
+        assert result.returncode == 0, result.stderr
+        assert "work" in result.stdout
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_a_forked_worker_answers_on_its_own_socket(tmp_path):
+    program = textwrap.dedent(
+        """
+        import os, sys, time, pyinstrument.agent
+        pyinstrument.agent.start()
+        def worker_loop():
+            end = time.perf_counter() + 60
+            while time.perf_counter() < end:
+                pass
+        if os.fork() == 0:  # its agent is armed by the time fork() returns here
+            print(os.getpid(), flush=True)
+            worker_loop()
+            os._exit(0)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        result = pyinstrument("--agent", str(child), "--duration", "0.5", "-r", "text")
+        assert result.returncode == 0, result.stderr
+        assert "worker_loop" in result.stdout
+    finally:
+        parent.kill()
+        parent.wait()
+        try:
+            os.kill(child, 9)
+        except (OSError, UnboundLocalError):
+            pass
