@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,13 @@ static void explain_refusal(pid_t pid, int error, char *err, size_t errlen)
                  (int)pid, strerror(error));
 }
 
+static void *discover_native_ids(void *unused)
+{
+    (void)unused;
+    pi_native_id_discover(); /* from a thread that is not the main one (threads.c) */
+    return NULL;
+}
+
 int pi_attach(pid_t pid, char *err, size_t errlen)
 {
     mapping own, theirs;
@@ -125,6 +133,11 @@ int pi_attach(pid_t pid, char *err, size_t errlen)
             explain_refusal(pid, error, err, errlen);
         return -1;
     }
+    /* 3.9/3.10 keep no kernel tid in a thread state: it is read from glibc's thread
+     * descriptor, at an offset learned in ours, before any tick (a dump ticks at once) */
+    pthread_t discoverer;
+    if (pthread_create(&discoverer, NULL, discover_native_ids, NULL) == 0)
+        pthread_join(discoverer, NULL);
     char why[400] = "";
     if (pi_layout_init(reloc, why, sizeof why) != 0) {
         pi_set_attached_pid(0);

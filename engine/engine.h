@@ -115,6 +115,8 @@ int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out);
  * last holder already. */
 size_t pi_gil_read_size(void);
 void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches);
+/* Whether the GIL read into buf is held now (its last holder holds it). */
+bool pi_gil_locked(const void *buf);
 /* 3.11+: a data-stack chunk's header: the older chunk, and how many bytes are used
  * (header included) as saved when a newer chunk was pushed. */
 int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used);

@@ -239,6 +239,13 @@ void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches)
     *switches = count;
 }
 
+bool pi_gil_locked(const void *buf)
+{
+    int locked; /* 3.9-3.12: an _Py_atomic_int holding it; 3.13+: the int */
+    memcpy(&locked, (const uint8_t *)buf + offsetof(struct _gil_runtime_state, locked), sizeof locked);
+    return locked == 1;
+}
+
 int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used)
 {
 #if PY_VERSION_HEX >= 0x030B0000

@@ -11,6 +11,7 @@
 #include <frameobject.h>
 
 #include "sampler.h"
+#include "tick.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,30 @@ static PyObject *Sampler_tick(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     pi_tick(&self->sampler.state, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+    Py_RETURN_NONE;
+}
+
+/* (ident, kernel tid) of the thread holding the GIL now, or None: released, or no GIL. */
+static PyObject *Sampler_gil_holder(SamplerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (ready_to_read(self) != 0)
+        return NULL;
+    if (self->sampler.running) {
+        PyErr_SetString(PyExc_RuntimeError, "_gil_holder() needs a Sampler that is not running");
+        return NULL;
+    }
+    pi_state *s = &self->sampler.state;
+    uintptr_t *addrs = NULL;
+    pi_tstate *states = NULL;
+    size_t count = read_threads(s, &addrs, &states);
+    if (!s->scratch->gil_read || !pi_gil_locked(s->scratch->gil_buf))
+        Py_RETURN_NONE;
+    for (size_t i = 0; i < count; i++) {
+        if (addrs[i] != s->scratch->gil_holder)
+            continue;
+        unsigned long native = states[i].native_id ? states[i].native_id : pi_native_id_of(states[i].thread_id);
+        return Py_BuildValue("(kk)", states[i].thread_id, native);
+    }
     Py_RETURN_NONE;
 }
 
@@ -720,6 +745,8 @@ static PyMethodDef Sampler_methods[] = {
     {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
      "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks=None): "
      "async mode."},
+    {"_gil_holder", (PyCFunction)Sampler_gil_holder, METH_NOARGS,
+     "(ident, kernel tid) of the thread that holds the GIL now, or None (released, or no GIL)."},
     {"snapshot", (PyCFunction)Sampler_snapshot, METH_NOARGS,
      "The aggregated samples as plain data (only while stopped)."},
     {NULL, NULL, 0, NULL},

@@ -250,7 +250,7 @@ def test_threads_are_named_as_the_program_names_them(tmp_path, targets):
     result = pyinstrument("--pid", str(target.pid), "--dump")
     assert result.returncode == 0, result.stderr
     assert "uploader (most recent call last):" in result.stdout
-    assert "MainThread (most recent call last):" in result.stdout
+    assert "MainThread (most recent call last):" in result.stdout  # asleep: the GIL is released
 
 
 def test_top_prints_the_table_after_each_refresh_when_not_in_a_terminal(tmp_path, targets):
@@ -321,3 +321,22 @@ def test_top_in_a_terminal_answers_keys(tmp_path, targets):
     finally:
         screen.close()
     assert target.poll() is None
+
+
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="a free-threaded build has no GIL")
+def test_dump_names_the_thread_holding_the_gil(tmp_path, targets):
+    target = start_target(
+        tmp_path,
+        """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        print("running", flush=True)
+        while True:  # holds the GIL but when the interpreter hands it over (every 5 ms)
+            pass
+        """,
+    )
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 0, result.stderr
+    assert "MainThread (holds the GIL; most recent call last):" in result.stdout, result.stdout
+    assert result.stdout.count("holds the GIL") == 1

@@ -161,28 +161,32 @@ def record(
     return recorder.stop()
 
 
-def current_stacks(pid: int) -> List[Tuple[str, List[FrameInfo]]]:
-    """Every thread's stack now, outermost frame first: (thread name, frames)."""
+def current_stacks(pid: int) -> List[Tuple[str, bool, List[FrameInfo]]]:
+    """Every thread's stack now, outermost frame first: (thread name, whether it holds the
+    GIL, frames)."""
     from pyinstrument import _engine
 
     _engine_attach(pid)
     sampler = _engine.Sampler(interval=0.001, thread_id=0)
     sampler._tick()  # starts the clock
     sampler._tick()  # reads every thread once
+    holder = sampler._gil_holder()
     session = _session(pid, sampler, time.time(), 0.0, 0.001, 0.0)
     stacks = []
     for stack, _ in session.frame_records:
         frames = [FrameInfo.parse(text) for text in stack]
         if frames and frames[0].kind == FrameKind.THREAD:
-            stacks.append((frames[0].function, frames[1:]))
+            # a thread's root frame is keyed by its kernel tid (or its ident when unknown)
+            holds = holder is not None and frames[0].first_line in (holder[1] or holder[0],)
+            stacks.append((frames[0].function, holds, frames[1:]))
     return stacks
 
 
-def format_dump(pid: int, stacks: List[Tuple[str, List[FrameInfo]]]) -> str:
+def format_dump(pid: int, stacks: List[Tuple[str, bool, List[FrameInfo]]]) -> str:
     """The stacks as Python prints a traceback, one per thread."""
     lines = [f"Process {pid}: {' '.join(command_line(pid)) or '?'}", ""]
-    for name, frames in stacks:
-        lines.append(f"{name} (most recent call last):")
+    for name, holds_gil, frames in stacks:
+        lines.append(f"{name} ({'holds the GIL; ' if holds_gil else ''}most recent call last):")
         for frame in frames:
             if frame.kind == FrameKind.CODE:
                 line = f", line {frame.line}" if frame.line else ""
