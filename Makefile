@@ -18,7 +18,8 @@ demo:
 test:
 	@test -n "$(PYTHONS)" || { echo "no CPython 3.9-3.15 found (see tools/pythons.sh)"; exit 1; }
 	@tools/test-tools.sh
-	@failed=""; for py in $(PYTHONS); do \
+	@export PYINSTRUMENT_PYROSCOPE_BIN=$$(tools/pyroscope.sh); \
+	failed=""; for py in $(PYTHONS); do \
 	    echo "=== $$($$py -c 'import sys; print(sys.version.split()[0])') ($$py)"; \
 	    if [ "$$py" = "$(BROWSER_PYTHON)" ]; then only=(); else only=(-m "not browser"); fi; \
 	    venv=$$(PYINSTRUMENT_WERROR=1 tools/venv.sh $$py) || { failed="$$failed $$py"; continue; }; \

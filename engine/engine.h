@@ -640,6 +640,8 @@ typedef struct {
 typedef struct pi_walker pi_walker;
 typedef struct pi_scratch pi_scratch;
 
+#define PI_MAX_SKIPPED 4 /* threads a profiler of every thread may leave out */
+
 typedef struct {
     pi_code_table codes;
     pi_callee_table callees;
@@ -651,7 +653,7 @@ typedef struct {
     int32_t phase;
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
-    unsigned long skip_thread; /* with every thread: one not to sample (0: none), e.g. the agent's */
+    unsigned long skip_threads[PI_MAX_SKIPPED]; /* with every thread: ones not to sample (the agent's); 0 ends */
     int64_t interval_ns;
     pi_walker *walkers;
     size_t walker_cap;
@@ -668,6 +670,15 @@ typedef struct {
     uint64_t identity_map_generation;
     uint64_t generation; /* as a reader: changes when it is reset */
 } pi_state;
+
+/* Whether a thread is one the profiler leaves out. */
+static inline bool pi_thread_skipped(const pi_state *s, unsigned long thread_id)
+{
+    for (size_t i = 0; i < PI_MAX_SKIPPED && s->skip_threads[i]; i++)
+        if (s->skip_threads[i] == thread_id)
+            return true;
+    return false;
+}
 
 int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, size_t timeline_budget);
 void pi_state_free(pi_state *s);

@@ -29,13 +29,30 @@ static PyObject *ReadRefused;
 
 static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", "skip_thread", NULL};
+    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", "skip_threads", NULL};
     double interval = 0.001;
-    unsigned long thread_id = 0, skip_thread = 0;
+    unsigned long thread_id = 0, skip[PI_MAX_SKIPPED] = {0};
     Py_ssize_t timeline_budget = 4 * 1000 * 1000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dknk", kwlist, &interval, &thread_id, &timeline_budget,
-                                     &skip_thread))
+    PyObject *skip_threads = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dknO", kwlist, &interval, &thread_id, &timeline_budget,
+                                     &skip_threads))
         return -1;
+    if (skip_threads && skip_threads != Py_None) {
+        PyObject *items = PySequence_Fast(skip_threads, "skip_threads must be a sequence of thread idents");
+        if (!items)
+            return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+        for (Py_ssize_t i = 0; i < n && !PyErr_Occurred(); i++) {
+            unsigned long ident = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(items, i));
+            if (!PyErr_Occurred() && (i >= PI_MAX_SKIPPED || ident == 0))
+                PyErr_Format(PyExc_ValueError, "skip_threads takes at most %d non-zero idents", PI_MAX_SKIPPED);
+            else if (!PyErr_Occurred())
+                skip[i] = ident;
+        }
+        Py_DECREF(items);
+        if (PyErr_Occurred())
+            return -1;
+    }
     if (!(interval > 0) || interval > 3600) {
         PyErr_SetString(PyExc_ValueError, "interval must be a positive number of seconds");
         return -1;
@@ -52,7 +69,7 @@ static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
-    self->sampler.state.skip_thread = skip_thread;
+    memcpy(self->sampler.state.skip_threads, skip, sizeof skip);
     self->initialised = true;
     return 0;
 }

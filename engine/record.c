@@ -153,7 +153,7 @@ void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
 bool target_wants(const pi_state *g, int64_t wall_ns, unsigned long thread_id)
 {
     return wall_ns > 0 && (g->only_thread == 0 || g->only_thread == thread_id) &&
-           (g->skip_thread == 0 || g->skip_thread != thread_id);
+           !pi_thread_skipped(g, thread_id);
 }
 
 int translate_identities(pi_state *g, const pi_state *r, const uint32_t *from, uint32_t *to, size_t depth)

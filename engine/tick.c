@@ -137,7 +137,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
     bool follow = classified && s->only_thread && s->async.follow_threads;
     for (size_t i = 0; i < thread_count; i++) {
         bool followed = false;
-        if (s->skip_thread && states[i].thread_id == s->skip_thread)
+        if (pi_thread_skipped(s, states[i].thread_id))
             continue;
         if (s->only_thread && states[i].thread_id != s->only_thread) {
             followed = follow && x->context_states[i] == PI_IN_CONTEXT;

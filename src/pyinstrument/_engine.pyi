@@ -1,6 +1,6 @@
 # The C engine's interface (engine/module.c), for type checkers.
 from types import CodeType, FrameType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 class ReadRefused(RuntimeError): ...
 
@@ -8,7 +8,7 @@ class Sampler:
     """Samples the Python stacks of this process's threads from a native thread."""
 
     def __init__(
-        self, interval: float, thread_id: int = ..., timeline_budget: int = ..., skip_thread: int = ...
+        self, interval: float, thread_id: int = ..., timeline_budget: int = ..., skip_threads: Sequence[int] = ...
     ) -> None: ...
     @property
     def running(self) -> bool: ...

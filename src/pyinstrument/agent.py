@@ -23,9 +23,10 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 ENVIRONMENT_VARIABLE = "PYINSTRUMENT_AGENT"
+_THREAD_NAME = "pyinstrument-agent"
 _MAX_REQUEST = 4096
 _MAX_DURATION = 24 * 3600.0
 
@@ -77,7 +78,7 @@ class Agent:
             os.umask(old_umask)
         listener.listen(4)
         self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="pyinstrument-agent", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=_THREAD_NAME, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -144,31 +145,133 @@ def _reply_error(connection: socket.socket, message: str) -> None:
         pass
 
 
-def record_here(duration: float, interval: float) -> Any:
-    """Records every thread of this process but the calling one, for *duration* seconds."""
-    from pyinstrument import _engine, run_metadata
+def _agent_threads() -> List[int]:
+    """The idents of the agent's own threads, which its recordings leave out."""
+    return [thread.ident for thread in threading.enumerate() if thread.name.startswith(_THREAD_NAME) and thread.ident]
+
+
+def _new_sampler(interval: float) -> Any:
+    from pyinstrument import _engine
+
+    return _engine.Sampler(interval=interval, thread_id=0, skip_threads=_agent_threads())
+
+
+def _session_of(sampler: Any, start_wall: float, duration: float, interval: float, cpu_time: float) -> Any:
+    from pyinstrument import run_metadata
     from pyinstrument.profiler import session_from_snapshot
 
-    sampler = _engine.Sampler(interval=interval, thread_id=0, skip_thread=threading.get_ident())
-    start_wall, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
-    sampler.start()
-    try:
-        time.sleep(duration)
-    finally:
-        sampler.stop()
     names = {(thread.ident, thread.native_id): thread.name for thread in threading.enumerate()}
     return session_from_snapshot(
         sampler.snapshot(),
         all_threads=True,
         thread_names=names,  # type: ignore[arg-type]
         start_time=start_wall,
-        duration=time.perf_counter() - start,
+        duration=duration,
         interval=interval,
-        cpu_time=time.process_time() - cpu_start,
+        cpu_time=cpu_time,
         start_call_stack=[],
         target_description=f"Process {os.getpid()}: {' '.join(sys.argv)}",
         metadata=run_metadata.collect(),
     )
+
+
+def record_here(duration: float, interval: float) -> Any:
+    """Records every thread of this process but the agent's, for *duration* seconds."""
+    sampler = _new_sampler(interval)
+    start_wall, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
+    sampler.start()
+    try:
+        time.sleep(duration)
+    finally:
+        sampler.stop()
+    return _session_of(sampler, start_wall, time.perf_counter() - start, interval, time.process_time() - cpu_start)
+
+
+class Pusher:
+    """Records the process continuously, at a low rate, and pushes each *period*'s profile
+    (pprof) to a Pyroscope server. Sending never holds up the program: it happens in the
+    agent's thread, with a timeout, and a profile that cannot be sent is dropped and
+    counted (``dropped``), so memory stays bounded whatever the server does."""
+
+    def __init__(
+        self,
+        url: str,
+        service_name: str,
+        period: float = 10.0,
+        interval: float = 0.01,
+        timeout: float = 5.0,
+        on_push: Optional[Callable[[Any], None]] = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise AgentError(f"the Pyroscope address must be an http:// or https:// URL, not {url!r}")
+        if not 0 < interval < period:
+            raise AgentError("the sampling interval must be positive and shorter than the push period")
+        self.url, self.service_name = url.rstrip("/"), service_name
+        self.period, self.interval, self.timeout, self.on_push = period, interval, timeout, on_push
+        self.pushed = self.dropped = 0
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{_THREAD_NAME}-push", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        sampler = _new_sampler(self.interval)
+        started = (time.time(), time.perf_counter(), time.process_time())
+        sampler.start()
+        while not self._stopping.wait(max(0.0, self.period - (time.perf_counter() - started[1]))):
+            sampler.stop()
+            ended = (time.time(), time.perf_counter(), time.process_time())
+            previous, previous_started = sampler, started
+            sampler, started = _new_sampler(self.interval), ended
+            sampler.start()  # the next period records while this one is sent
+            session = _session_of(
+                previous,
+                previous_started[0],
+                ended[1] - previous_started[1],
+                self.interval,
+                ended[2] - previous_started[2],
+            )
+            self._send(session, previous_started[0], ended[0])
+        sampler.stop()
+
+    def _send(self, session: Any, start: float, end: float) -> None:
+        import socket as _socket
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        from pyinstrument.renderers.pprof import PprofRenderer
+
+        labels = {"service_name": self.service_name, "host": _socket.gethostname(), "pid": str(os.getpid())}
+        name = self.service_name + "{" + ",".join(f"{key}={value}" for key, value in labels.items()) + "}"
+        query = urllib.parse.urlencode(
+            {"name": name, "format": "pprof", "from": int(start), "until": int(end) + 1, "spyName": "pyinstrument"}
+        )
+        request = urllib.request.Request(
+            f"{self.url}/ingest?{query}",
+            data=PprofRenderer().render(session),
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                answer.read()
+            self.pushed += 1
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+            self.dropped += 1
+            if self.dropped == 1:
+                print(
+                    f"pyinstrument: a profile could not be pushed to {self.url} ({exc}); "
+                    "the next ones are dropped quietly when they cannot be either",
+                    file=sys.stderr,
+                )
+        if self.on_push is not None:
+            self.on_push(session)
 
 
 _agent: Optional[Agent] = None
@@ -202,11 +305,15 @@ def stop() -> None:
 
 
 def _rearm_in_child() -> None:
-    global _agent, _lock
-    if _agent is None or _agent.path != socket_path(os.getppid()):
-        return  # disarmed, or armed on a path of the program's choosing: that one stays the parent's
-    _agent, _lock = None, threading.Lock()  # the parent's thread, socket and lock are the parent's
-    _start_quietly(None)
+    """In a forked child: the parent's threads, socket and lock are the parent's."""
+    global _agent, _lock, _pusher
+    _lock = threading.Lock()
+    if _pusher is not None and _pusher_settings is not None:
+        _pusher = Pusher(**_pusher_settings)
+        _pusher.start()
+    if _agent is not None and _agent.path == socket_path(os.getppid()):
+        _agent = None
+        _start_quietly(None)  # (an agent on a path of the program's choosing stays the parent's)
 
 
 def _start_quietly(path: Optional[str]) -> None:
@@ -216,13 +323,51 @@ def _start_quietly(path: Optional[str]) -> None:
         print(f"pyinstrument: the agent could not start: {exc}", file=sys.stderr)
 
 
+_pusher: Optional[Pusher] = None
+_pusher_settings: Optional[Dict[str, Any]] = None
+
+
+def push_to_pyroscope(
+    url: str,
+    service_name: Optional[str] = None,
+    period: float = 10.0,
+    interval: float = 0.01,
+    on_push: Optional[Callable[[Any], None]] = None,
+) -> Pusher:
+    """Starts continuous profiling into the Pyroscope server at *url* (once; a second call
+    returns the first pusher). A forked child pushes its own profiles."""
+    global _pusher, _pusher_settings, _watching_forks
+    with _lock:
+        if _pusher is None:
+            name = service_name or os.path.basename(sys.argv[0] or "python") or "python"
+            _pusher_settings = dict(url=url, service_name=name, period=period, interval=interval, on_push=on_push)
+            _pusher = Pusher(**_pusher_settings)
+            _pusher.start()
+            if not _watching_forks:
+                os.register_at_fork(after_in_child=_rearm_in_child)
+                _watching_forks = True
+        return _pusher
+
+
 def start_from_environment() -> None:
-    """``PYINSTRUMENT_AGENT=1`` (the default socket) or ``=PATH``: arms the agent. A
-    failure is one line on stderr; the program runs on."""
+    """``PYINSTRUMENT_AGENT=1`` (the default socket) or ``=PATH`` arms the agent;
+    ``PYINSTRUMENT_PYROSCOPE_URL`` (with ``PYINSTRUMENT_SERVICE_NAME``,
+    ``PYINSTRUMENT_PUSH_SECONDS``, ``PYINSTRUMENT_PUSH_INTERVAL``) starts pushing to
+    Pyroscope. A failure is one line on stderr; the program runs on."""
     value = os.environ.get(ENVIRONMENT_VARIABLE, "")
-    if value in ("", "0"):
-        return
-    _start_quietly(None if value == "1" else value)
+    if value not in ("", "0"):
+        _start_quietly(None if value == "1" else value)
+    url = os.environ.get("PYINSTRUMENT_PYROSCOPE_URL")
+    if url:
+        try:
+            push_to_pyroscope(
+                url,
+                os.environ.get("PYINSTRUMENT_SERVICE_NAME") or None,
+                float(os.environ.get("PYINSTRUMENT_PUSH_SECONDS") or 10.0),
+                float(os.environ.get("PYINSTRUMENT_PUSH_INTERVAL") or 0.01),
+            )
+        except (AgentError, ValueError) as exc:
+            print(f"pyinstrument: not pushing to Pyroscope: {exc}", file=sys.stderr)
 
 
 def request(target: str, duration: float, interval: float) -> Any:
