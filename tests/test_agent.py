@@ -157,3 +157,29 @@ def test_a_forked_worker_answers_on_its_own_socket(tmp_path):
             os.kill(child, 9)
         except (OSError, UnboundLocalError):
             pass
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="sys.remote_exec is new in 3.14")
+def test_inject_starts_the_agent_inside_a_process_that_did_not_arm_one(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(TARGET))
+    target = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == "running\n"
+        result = pyinstrument("--pid", str(target.pid), "--inject", "--duration", "1", "-r", "text")
+        assert result.returncode == 0, result.stderr
+        assert "serve" in result.stdout and "spin" in result.stdout
+        assert "pyinstrument-agent" not in result.stdout and "_serve" not in result.stdout  # its threads
+        assert target.poll() is None
+    finally:
+        target.kill()
+        target.wait()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="before 3.14 there is no sys.remote_exec")
+def test_inject_before_314_says_what_it_needs():
+    result = pyinstrument("--pid", str(os.getpid()), "--inject", "--duration", "1")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "pyinstrument: error: --inject needs Python 3.14 or later (sys.remote_exec), on both sides"
+    )

@@ -121,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         budget = _Budget(cli) if cli.options.budget else None
         if cli.options.repeat is not None:
             return _repeat(cli, stdout, budget)
+        if cli.target_kind == "pid" and cli.options.inject:
+            return _ask_agent(cli, stdout, budget, inject=True)
         if cli.target_kind == "pid":
             return _attach(cli, stdout, budget)
         if cli.target_kind == "agent":
@@ -217,18 +219,20 @@ def _attach(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
     return budget.check(session) if budget else 0
 
 
-def _ask_agent(cli: CommandLine, stdout: Any, budget: Optional["_Budget"]) -> int:
-    """``--agent PID``: the process's agent records itself; its session is rendered here."""
-    from pyinstrument.agent import AgentError, request
+def _ask_agent(cli: CommandLine, stdout: Any, budget: Optional["_Budget"], inject: bool = False) -> int:
+    """``--agent PID``: the process's agent records itself; its session is rendered here.
+    With ``--pid PID --inject``, the agent is first started in the process."""
+    from pyinstrument import agent
 
     set_path0(os.getcwd())
     renderer = create_renderer(cli, stdout)
     check_output(cli, renderer, stdout)
     duration = cli.options.duration or 10.0
-    print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
     try:
-        session = request(cli.target or "", duration, cli.options.interval)
-    except AgentError as exc:
+        target = agent.inject(int(cli.target or 0)) if inject else cli.target or ""
+        print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
+        session = agent.request(target, duration, cli.options.interval)
+    except agent.AgentError as exc:
         return _error(str(exc), 1)
     except KeyboardInterrupt:
         return _error("interrupted before the agent answered", 130)

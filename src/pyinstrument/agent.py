@@ -420,6 +420,47 @@ def request(target: str, duration: float, interval: float) -> Any:
         client.close()
 
 
+def inject(pid: int, timeout: float = 10.0) -> str:
+    """Starts the agent inside process *pid* with ``sys.remote_exec`` (3.14+, the same
+    Python version on both sides); returns its socket's path once it listens."""
+    remote_exec = getattr(sys, "remote_exec", None)
+    if remote_exec is None:
+        raise AgentError("--inject needs Python 3.14 or later (sys.remote_exec), on both sides")
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        raise AgentError(f"no process {pid} is running") from None
+    path = socket_path(pid, uid)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys\n"
+        f"sys.path.append({package_root!r}) if {package_root!r} not in sys.path else None\n"
+        "import pyinstrument.agent\n"
+        f"pyinstrument.agent.start({path!r})\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="pyinstrument-inject-") as directory:
+        script = os.path.join(directory, "start_agent.py")
+        with open(script, "w") as file:
+            file.write(code)
+        os.chmod(directory, 0o755)  # the process may run as another user (we are root then)
+        os.chmod(script, 0o644)
+        try:
+            remote_exec(pid, script)
+        except PermissionError as exc:
+            raise AgentError(f"permission denied injecting into process {pid} ({exc.strerror or exc})") from None
+        except (OSError, RuntimeError) as exc:
+            raise AgentError(f"cannot inject into process {pid}: {exc}") from None
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise AgentError(
+                    f"the agent did not start in process {pid} within {timeout:g} s: its main thread must run "
+                    f"Python code to start it, and import pyinstrument (from {package_root})"
+                )
+            time.sleep(0.02)
+    return path
+
+
 def _read_line(connection: socket.socket) -> bytes:
     line = b""
     while not line.endswith(b"\n"):

@@ -185,6 +185,13 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--inject",
+        action="store_true",
+        help="with --pid (Python 3.14+ on both sides): start pyinstrument's in-process sampler inside the "
+        "process (sys.remote_exec) and record there, instead of reading it from outside",
+    )
+    add(
+        target,
         "--top",
         action="store_true",
         help="with --pid: a live view of its functions' own and total time, refreshed each second "
@@ -619,13 +626,15 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         target_kind, target = "agent", options.agent
     if options.duration is not None and target_kind not in ("pid", "agent"):
         raise UsageError("--duration goes with --pid PID or --agent PID")
-    for flag, given in (("--dump", options.dump), ("--top", options.top)):
+    for flag, given in (("--dump", options.dump), ("--top", options.top), ("--inject", options.inject)):
         if given and target_kind != "pid":
             raise UsageError(f"{flag} goes with --pid PID")
     if options.dump and options.duration is not None:
         raise UsageError("--dump prints the stacks once: it takes no --duration")
     if options.dump and options.top:
         raise UsageError("--dump and --top cannot be used together")
+    if options.inject and (options.dump or options.top):
+        raise UsageError("--inject records for --duration seconds; it takes no --dump or --top")
     if options.from_path and target_kind != "script":
         raise UsageError("--from-path needs a script name")
 
