@@ -183,3 +183,103 @@ def test_inject_before_314_says_what_it_needs():
     assert result.stderr.splitlines()[-1] == (
         "pyinstrument: error: --inject needs Python 3.14 or later (sys.remote_exec), on both sides"
     )
+
+
+FLIGHT = """
+import time
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+def before_anyone_asked():
+    spin(1.5)
+
+def afterwards():
+    while True:
+        spin(0.05)
+
+before_anyone_asked()
+print("running", flush=True)
+afterwards()
+"""
+
+
+def test_the_flight_recorder_shows_what_ran_before_the_request(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(FLIGHT))
+    env = dict(os.environ, PYINSTRUMENT_AGENT="1", PYINSTRUMENT_FLIGHT_SECONDS="30")
+    target = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    out = tmp_path / "flight.json"
+    try:
+        assert target.stdout is not None and target.stdout.readline() == "running\n"
+        result = pyinstrument("--agent", str(target.pid), "--flight", "-o", str(out))
+        assert result.returncode == 0, result.stderr
+    finally:
+        target.kill()
+        target.wait()
+    report = json.loads(out.read_text())
+    names = names_in(report["root_frame"])
+    assert "before_anyone_asked" in names and "afterwards" in names
+    assert not [name for name in names if "FlightRecorder" in name or "_serve" in name], names
+
+    def time_in(node, name):
+        return (node["time"] if node["function"] == name else 0.0) + sum(
+            time_in(child, name) for child in node.get("children", [])
+        )
+
+    assert time_in(report["root_frame"], "before_anyone_asked") > 1.0  # of its 1.5 s
+
+
+def test_a_flight_recorder_keeps_within_its_memory():
+    # two threads of varied stacks for 3 s, 20 ms segments: the ring outgrows 60 kB at once
+    program = textwrap.dedent(
+        """
+        import json, random, threading, time
+        from pyinstrument.agent import FlightRecorder
+
+        def make(name):
+            namespace = {}
+            exec(f"def {name}(n, then):\\n    return then(n - 1) if n else sum(range(500))\\n", namespace)
+            return namespace[name]
+
+        functions = [make(f"f{i}") for i in range(200)]
+
+        def call(n):
+            return random.choice(functions)(n, call) if n else 0
+
+        def churn():
+            end = time.perf_counter() + 3
+            while time.perf_counter() < end:
+                call(random.randint(1, 10))
+
+        recorder = FlightRecorder(seconds=30, megabytes=0.06, interval=0.001)
+        recorder.segment = 0.02
+        recorder.start()
+        threads = [threading.Thread(target=churn) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        most = 0
+        while any(thread.is_alive() for thread in threads):
+            most = max(most, recorder.kept_bytes)
+            time.sleep(0.005)
+        session = recorder.recording()
+        print(json.dumps({"most": most, "budget": recorder.budget, "kept": len(recorder._ring),
+                          "duration": session.duration}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert 0 < report["most"] <= report["budget"], report
+    assert report["duration"] < 3, report  # the oldest segments were dropped for the budget
+
+
+def test_flight_without_a_recorder_says_how_to_arm_it(armed):
+    result = pyinstrument("--agent", str(armed.pid), "--flight")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "pyinstrument: error: the agent refused: this process keeps no flight recorder "
+        "(PYINSTRUMENT_FLIGHT_SECONDS=N arms it)"
+    )

@@ -230,8 +230,11 @@ def _ask_agent(cli: CommandLine, stdout: Any, budget: Optional["_Budget"], injec
     duration = cli.options.duration or 10.0
     try:
         target = agent.inject(int(cli.target or 0)) if inject else cli.target or ""
-        print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
-        session = agent.request(target, duration, cli.options.interval)
+        if cli.options.flight:
+            print(f"{PROG}: asking the agent of {cli.target} for its flight recorder", file=sys.stderr)
+        else:
+            print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
+        session = agent.request(target, duration, cli.options.interval, flight=cli.options.flight)
     except agent.AgentError as exc:
         return _error(str(exc), 1)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ package starts it when Python starts.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 ENVIRONMENT_VARIABLE = "PYINSTRUMENT_AGENT"
 _THREAD_NAME = "pyinstrument-agent"
@@ -109,11 +110,19 @@ class Agent:
             return
         connection.settimeout(10)
         request = _read_request(connection)
-        duration = float(request.get("duration", 10.0))
-        interval = float(request.get("interval", 0.001))
-        if not (0 < duration <= _MAX_DURATION) or not (0 < interval <= 1):
-            raise ValueError("duration must be in (0, 86400] seconds and interval in (0, 1]")
-        session = record_here(duration, interval)
+        if request.get("flight"):
+            if _flight is None:
+                _reply_error(
+                    connection, "this process keeps no flight recorder (PYINSTRUMENT_FLIGHT_SECONDS=N arms it)"
+                )
+                return
+            session = _flight.recording()
+        else:
+            duration = float(request.get("duration", 10.0))
+            interval = float(request.get("interval", 0.001))
+            if not (0 < duration <= _MAX_DURATION) or not (0 < interval <= 1):
+                raise ValueError("duration must be in (0, 86400] seconds and interval in (0, 1]")
+            session = record_here(duration, interval)
         connection.settimeout(None)
         connection.sendall(b"ok\n")
         for chunk in session.to_file_chunks():
@@ -274,22 +283,108 @@ class Pusher:
             self.on_push(session)
 
 
+class FlightRecorder:
+    """Records the process all the time and keeps the last *seconds* of it, within about
+    *megabytes* of memory: one session per segment, the oldest dropped first."""
+
+    def __init__(self, seconds: float = 60.0, megabytes: float = 4.0, interval: float = 0.01) -> None:
+        if not seconds > 0 or not megabytes > 0 or not 0 < interval < 1:
+            raise AgentError("a flight recorder needs positive seconds and megabytes, and an interval under 1 s")
+        self.seconds, self.budget, self.interval = seconds, int(megabytes * 1024 * 1024), interval
+        self.segment = min(max(1.0, seconds / 30), seconds)
+        self._ring: Deque[Tuple[float, Any, int]] = collections.deque()  # (ended at, session, bytes)
+        self._kept_bytes = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._sampler: Any = None
+        self._started = (0.0, 0.0, 0.0)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"{_THREAD_NAME}-flight", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def kept_bytes(self) -> int:
+        return self._kept_bytes
+
+    def _begin(self) -> None:
+        self._sampler = _new_sampler(self.interval)
+        self._started = (time.time(), time.perf_counter(), time.process_time())
+        self._sampler.start()
+
+    def _cut(self) -> Any:
+        """Ends the current segment (a new one starts at once); returns its session."""
+        sampler, (wall, start, cpu) = self._sampler, self._started
+        sampler.stop()
+        self._begin()
+        return _session_of(sampler, wall, time.perf_counter() - start, self.interval, time.process_time() - cpu)
+
+    def _run(self) -> None:
+        with self._lock:
+            self._begin()  # here, so that its recordings leave this thread out
+        while not self._stopping.wait(max(0.0, self.segment - (time.perf_counter() - self._started[1]))):
+            with self._lock:
+                self._keep(self._cut())
+        with self._lock:
+            self._sampler.stop()
+
+    def _keep(self, session: Any) -> None:
+        size = _approximate_bytes(session)
+        self._ring.append((time.time(), session, size))
+        self._kept_bytes += size
+        while self._ring and (
+            self._kept_bytes > self.budget or self._ring[0][0] < time.time() - self.seconds + self.segment
+        ):
+            self._kept_bytes -= self._ring.popleft()[2]
+
+    def recording(self) -> Any:
+        """The last seconds, up to now, as one session."""
+        from pyinstrument.session import Session
+
+        with self._lock:
+            if self._sampler is None:
+                raise AgentError("the flight recorder is starting: ask again in a moment")
+            kept = [session for _, session, _ in self._ring] + [self._cut()]
+        combined = kept[0]
+        for session in kept[1:]:
+            combined = Session.combine(combined, session)
+        return combined
+
+
+def _approximate_bytes(session: Any) -> int:
+    """What a kept session holds in memory, roughly: its frames, call tree, records and
+    timeline (measured with tracemalloc at ~150 bytes a frame and 40 a record)."""
+    table = session.frame_table
+    timeline = len(session.timeline) if session.timeline is not None else 0
+    return 1000 + 150 * len(table.frames) + 16 * len(table.node_parent) + 40 * len(table) + 12 * timeline
+
+
 _agent: Optional[Agent] = None
+_flight: Optional[FlightRecorder] = None
+_flight_settings: Optional[Dict[str, float]] = None
 _lock = threading.Lock()
 _watching_forks = False
 
 
-def start(path: Optional[str] = None) -> Agent:
+def start(path: Optional[str] = None, flight_seconds: Optional[float] = None, flight_megabytes: float = 4.0) -> Agent:
     """Arms this process's agent (once; a second call returns the first agent) on
-    *path*, by default :func:`socket_path` of this process."""
-    global _agent, _watching_forks
+    *path*, by default :func:`socket_path` of this process. With *flight_seconds*, it
+    also keeps a flight recorder of the last that many seconds (within about
+    *flight_megabytes*), which ``pyinstrument --agent PID --flight`` asks for."""
+    global _agent, _watching_forks, _flight, _flight_settings
     with _lock:
         if _agent is None:
             agent = Agent(path or socket_path(os.getpid()))
             agent.start()
             _agent = agent
             atexit.register(stop)
-            if path is None and not _watching_forks:  # a forked child answers on its own pid's socket
+            if flight_seconds and _flight is None:
+                _flight_settings = dict(seconds=flight_seconds, megabytes=flight_megabytes)
+                _flight = FlightRecorder(**_flight_settings)
+                _flight.start()
+            if not _watching_forks:  # a forked child has threads of its own (_rearm_in_child)
                 os.register_at_fork(after_in_child=_rearm_in_child)
                 _watching_forks = True
         return _agent
@@ -306,19 +401,22 @@ def stop() -> None:
 
 def _rearm_in_child() -> None:
     """In a forked child: the parent's threads, socket and lock are the parent's."""
-    global _agent, _lock, _pusher
+    global _agent, _lock, _pusher, _flight
     _lock = threading.Lock()
     if _pusher is not None and _pusher_settings is not None:
         _pusher = Pusher(**_pusher_settings)
         _pusher.start()
+    if _flight is not None and _flight_settings is not None:
+        _flight = FlightRecorder(**_flight_settings)
+        _flight.start()
     if _agent is not None and _agent.path == socket_path(os.getppid()):
         _agent = None
         _start_quietly(None)  # (an agent on a path of the program's choosing stays the parent's)
 
 
-def _start_quietly(path: Optional[str]) -> None:
+def _start_quietly(path: Optional[str], flight_seconds: float = 0.0, flight_megabytes: float = 4.0) -> None:
     try:
-        start(path)
+        start(path, flight_seconds or None, flight_megabytes)
     except (OSError, AgentError) as exc:
         print(f"pyinstrument: the agent could not start: {exc}", file=sys.stderr)
 
@@ -356,7 +454,13 @@ def start_from_environment() -> None:
     Pyroscope. A failure is one line on stderr; the program runs on."""
     value = os.environ.get(ENVIRONMENT_VARIABLE, "")
     if value not in ("", "0"):
-        _start_quietly(None if value == "1" else value)
+        try:
+            flight = float(os.environ.get("PYINSTRUMENT_FLIGHT_SECONDS") or 0)
+            megabytes = float(os.environ.get("PYINSTRUMENT_FLIGHT_MB") or 4.0)
+        except ValueError:
+            print("pyinstrument: PYINSTRUMENT_FLIGHT_SECONDS and _MB are numbers: no flight recorder", file=sys.stderr)
+            flight, megabytes = 0.0, 4.0
+        _start_quietly(None if value == "1" else value, flight, megabytes)
     url = os.environ.get("PYINSTRUMENT_PYROSCOPE_URL")
     if url:
         try:
@@ -370,9 +474,10 @@ def start_from_environment() -> None:
             print(f"pyinstrument: not pushing to Pyroscope: {exc}", file=sys.stderr)
 
 
-def request(target: str, duration: float, interval: float) -> Any:
-    """Asks the agent of *target* (a pid, or a socket path) for a recording; returns the
-    session. Raises AgentError with one line."""
+def request(target: str, duration: float, interval: float, flight: bool = False) -> Any:
+    """Asks the agent of *target* (a pid, or a socket path) for a recording (or, with
+    *flight*, its flight recorder's last seconds); returns the session. Raises
+    AgentError with one line."""
     from pyinstrument.session import Session
 
     if target.isdigit():
@@ -398,7 +503,7 @@ def request(target: str, duration: float, interval: float) -> Any:
                 f"permission denied connecting to {path}: the agent answers its own user and root"
             ) from None
         client.settimeout(duration + 60)
-        client.sendall(json.dumps({"duration": duration, "interval": interval}).encode() + b"\n")
+        client.sendall(json.dumps({"duration": duration, "interval": interval, "flight": flight}).encode() + b"\n")
         with tempfile.TemporaryDirectory(prefix="pyinstrument-") as directory:
             received = os.path.join(directory, "received.pyisession")
             with open(received, "wb") as file:

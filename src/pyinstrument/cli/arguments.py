@@ -192,6 +192,13 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--flight",
+        action="store_true",
+        help="with --agent: the agent's flight recorder (PYINSTRUMENT_FLIGHT_SECONDS=N): the last N seconds, "
+        "recorded before you asked",
+    )
+    add(
+        target,
         "--top",
         action="store_true",
         help="with --pid: a live view of its functions' own and total time, refreshed each second "
@@ -633,6 +640,10 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise UsageError("--dump prints the stacks once: it takes no --duration")
     if options.dump and options.top:
         raise UsageError("--dump and --top cannot be used together")
+    if options.flight and target_kind != "agent":
+        raise UsageError("--flight goes with --agent PID")
+    if options.flight and options.duration is not None:
+        raise UsageError("--flight gives what the flight recorder kept: it takes no --duration")
     if options.inject and (options.dump or options.top):
         raise UsageError("--inject records for --duration seconds; it takes no --dump or --top")
     if options.from_path and target_kind != "script":
