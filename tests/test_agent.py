@@ -283,3 +283,53 @@ def test_flight_without_a_recorder_says_how_to_arm_it(armed):
         "pyinstrument: error: the agent refused: this process keeps no flight recorder "
         "(PYINSTRUMENT_FLIGHT_SECONDS=N arms it)"
     )
+
+
+def test_a_slow_requests_report_keeps_the_flight_recording_beside_it(tmp_path):
+    program = textwrap.dedent(
+        f"""
+        import io, os, threading, time
+        import pyinstrument.agent
+        from pyinstrument.wsgi import ProfilerMiddleware
+
+        pyinstrument.agent.start({str(tmp_path / "agent.sock")!r}, flight_seconds=20)
+
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def housekeeping():  # another thread, busy before and during the request
+            while True:
+                spin(0.01)
+                time.sleep(0.01)
+
+        threading.Thread(target=housekeeping, daemon=True).start()
+        time.sleep(1.5)
+
+        def app(environ, start_response):
+            spin(0.3)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"done"]
+
+        middleware = ProfilerMiddleware(app, profile_dir={str(tmp_path / "profiles")!r}, slow_threshold=0.2)
+        environ = {{"REQUEST_METHOD": "GET", "PATH_INFO": "/slow", "QUERY_STRING": "", "SERVER_NAME": "x",
+                    "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http"}}
+        response = middleware(environ, lambda status, headers, exc_info=None: None)
+        b"".join(response)
+        response.close()  # the report is written once the response is done
+        assert middleware.wait_for_reports(30)
+        print(sorted(os.listdir({str(tmp_path / "profiles")!r})))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from pyinstrument.session import Session
+
+    files = sorted((tmp_path / "profiles").iterdir())
+    flights = [path for path in files if path.name.endswith(".flight.pyisession")]
+    assert len(files) == 2 and len(flights) == 1, files
+    flight = Session.load(flights[0])
+    functions = {frame.split("\x00")[0] for stack, _ in flight.frame_records for frame in stack}
+    assert {"housekeeping", "app"} <= functions, functions
+    assert flight.duration > 1.5  # from before the request

@@ -390,6 +390,11 @@ def start(path: Optional[str] = None, flight_seconds: Optional[float] = None, fl
         return _agent
 
 
+def flight_recorder() -> Optional[FlightRecorder]:
+    """This process's flight recorder, if the agent keeps one."""
+    return _flight
+
+
 def stop() -> None:
     """Disarms the agent and removes its socket."""
     global _agent

@@ -489,6 +489,7 @@ class WebProfiling:
         if self._slowest is not None and not self._slowest.admits(endpoint, duration):
             return None
         path = self._write(request, session)
+        self._keep_flight_recording(path)
         if self._slowest is not None:
             for pushed_out in self._slowest.add(endpoint, duration, path):
                 try:
@@ -498,6 +499,21 @@ class WebProfiling:
                 except OSError as error:
                     self._log_failure("remove", f"cannot remove {pushed_out}", error)
         return path
+
+    def _keep_flight_recording(self, report: str) -> None:
+        """With the agent's flight recorder armed, what the whole process did in its last
+        seconds (before the request too, and in its other threads) is kept beside a kept
+        report, as REPORT.flight.pyisession."""
+        from pyinstrument import agent
+
+        recorder = agent.flight_recorder()
+        if recorder is None:
+            return
+        try:
+            session = recorder.recording()
+        except agent.AgentError:
+            return  # still starting: nothing recorded yet
+        write_new_file(os.path.splitext(report)[0] + ".flight.pyisession", b"".join(session.to_file_chunks()))
 
     def _write(self, request: Any, session: Session) -> str:
         assert self.profile_dir is not None
