@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -333,3 +334,42 @@ def test_a_slow_requests_report_keeps_the_flight_recording_beside_it(tmp_path):
     functions = {frame.split("\x00")[0] for stack, _ in flight.frame_records for frame in stack}
     assert {"housekeeping", "app"} <= functions, functions
     assert flight.duration > 1.5  # from before the request
+
+
+def test_a_signal_asks_for_a_recording_where_the_socket_is_not_used(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(TARGET))
+    env = dict(os.environ, PYINSTRUMENT_AGENT_SIGNAL="USR2", PYINSTRUMENT_SIGNAL_SECONDS="1")
+    target = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == "running\n"
+        result = pyinstrument("--agent", str(target.pid), "--signal", "USR2", "-r", "text")
+        assert result.returncode == 0, result.stderr
+        assert "serve" in result.stdout and "spin" in result.stdout
+        assert "pyinstrument-agent" not in result.stdout
+        assert target.poll() is None  # the signal was handled, not fatal
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_a_signal_that_would_end_the_process_is_not_sent():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result = pyinstrument("--agent", str(sleeper.pid), "--signal", "USR2")
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == (
+            f"pyinstrument: error: process {sleeper.pid} does not catch signal 12, which would end it: "
+            "arm it with PYINSTRUMENT_AGENT_SIGNAL (or agent.listen_for_signal) first"
+        )
+        time.sleep(0.2)  # a signal sent would have ended it by now
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_signal_needs_a_process_id():
+    result = pyinstrument("--agent", "abc", "--signal", "USR2")
+    assert result.returncode == 2
+    assert "--signal goes with --agent PID (a process id)" in result.stderr

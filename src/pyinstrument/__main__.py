@@ -230,11 +230,16 @@ def _ask_agent(cli: CommandLine, stdout: Any, budget: Optional["_Budget"], injec
     duration = cli.options.duration or 10.0
     try:
         target = agent.inject(int(cli.target or 0)) if inject else cli.target or ""
-        if cli.options.flight:
+        if cli.options.signal is not None:
+            print(f"{PROG}: signalling process {cli.target} to record itself", file=sys.stderr)
+            number = agent.signal_number(cli.options.signal)
+            session = agent.request_by_signal(int(target), number, duration + 30)
+        elif cli.options.flight:
             print(f"{PROG}: asking the agent of {cli.target} for its flight recorder", file=sys.stderr)
+            session = agent.request(target, duration, cli.options.interval, flight=True)
         else:
             print(f"{PROG}: asking the agent of {cli.target} to record itself for {duration:g} s", file=sys.stderr)
-        session = agent.request(target, duration, cli.options.interval, flight=cli.options.flight)
+            session = agent.request(target, duration, cli.options.interval)
     except agent.AgentError as exc:
         return _error(str(exc), 1)
     except KeyboardInterrupt:

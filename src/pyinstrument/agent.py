@@ -452,11 +452,123 @@ def push_to_pyroscope(
         return _pusher
 
 
+def signal_number(name: str) -> int:
+    """A signal's number from its name (``USR2``, ``SIGUSR2``) or number."""
+    import signal
+
+    if name.isdigit():
+        return int(name)
+    upper = name.upper()
+    try:
+        return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
+    except KeyError:
+        raise AgentError(f"{name!r} is not a signal") from None
+
+
+def signalled_path(pid: int, uid: Optional[int] = None) -> str:
+    """Where process *pid* writes the recording a signal asked for."""
+    return os.path.join(socket_directory(os.getuid() if uid is None else uid), f"signalled-{pid}.pyisession")
+
+
+_recording_on_signal = threading.Event()
+
+
+def listen_for_signal(number: int, seconds: float = 10.0) -> None:
+    """On signal *number*, the process records itself for *seconds* and writes the session
+    to :func:`signalled_path` (one recording at a time; from the main thread only, as
+    Python runs signal handlers there, between two bytecodes)."""
+    import signal
+
+    def handler(received: int, frame: Any) -> None:
+        if not _recording_on_signal.is_set():
+            _recording_on_signal.set()
+            threading.Thread(
+                target=_record_on_signal, args=(seconds,), name=f"{_THREAD_NAME}-signal", daemon=True
+            ).start()
+
+    signal.signal(number, handler)
+
+
+def _record_on_signal(seconds: float) -> None:
+    try:
+        session = record_here(seconds, 0.001)
+        path = signalled_path(os.getpid())
+        _private_directory(os.path.dirname(path))
+        partial = f"{path}.{os.getpid()}.part"
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            for chunk in session.to_file_chunks():
+                file.write(chunk)
+        os.replace(partial, path)  # whole, or not there
+    except (OSError, AgentError) as exc:
+        print(f"pyinstrument: the recording asked for by a signal could not be written: {exc}", file=sys.stderr)
+    finally:
+        _recording_on_signal.clear()
+
+
+def _catches(pid: int, number: int) -> bool:
+    """Whether process *pid* has a handler for signal *number* (the kernel's SigCgt mask)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (number - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def request_by_signal(pid: int, number: int, timeout: float) -> Any:
+    """Signals process *pid* (armed with ``PYINSTRUMENT_AGENT_SIGNAL``) and waits up to
+    *timeout* seconds for its recording; returns the session."""
+    from pyinstrument.session import Session
+
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        raise AgentError(f"no process {pid} is running") from None
+    if not _catches(pid, number):
+        raise AgentError(
+            f"process {pid} does not catch signal {number}, which would end it: arm it with "
+            "PYINSTRUMENT_AGENT_SIGNAL (or agent.listen_for_signal) first"
+        )
+    path = signalled_path(pid, uid)
+    try:
+        os.remove(path)  # one left from an earlier request
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise AgentError(f"cannot remove the earlier recording {path}: {exc.strerror}") from None
+    try:
+        os.kill(pid, number)
+    except PermissionError:
+        raise AgentError(f"permission denied signalling process {pid}: signal it as its user or as root") from None
+    except ProcessLookupError:
+        raise AgentError(f"no process {pid} is running") from None
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline or not os.path.exists(f"/proc/{pid}"):
+            raise AgentError(
+                f"process {pid} wrote no recording to {path} within {timeout:g} s: is it armed with "
+                "PYINSTRUMENT_AGENT_SIGNAL for this signal, and is its main thread running Python code?"
+            )
+        time.sleep(0.05)
+    try:
+        return Session.load(path)
+    except (OSError, ValueError) as exc:
+        raise AgentError(f"cannot read the recording {path}: {exc}") from None
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 def start_from_environment() -> None:
     """``PYINSTRUMENT_AGENT=1`` (the default socket) or ``=PATH`` arms the agent;
     ``PYINSTRUMENT_PYROSCOPE_URL`` (with ``PYINSTRUMENT_SERVICE_NAME``,
     ``PYINSTRUMENT_PUSH_SECONDS``, ``PYINSTRUMENT_PUSH_INTERVAL``) starts pushing to
-    Pyroscope. A failure is one line on stderr; the program runs on."""
+    Pyroscope; ``PYINSTRUMENT_AGENT_SIGNAL=USR2`` (with ``PYINSTRUMENT_SIGNAL_SECONDS``)
+    records on that signal. A failure is one line on stderr; the program runs on."""
     value = os.environ.get(ENVIRONMENT_VARIABLE, "")
     if value not in ("", "0"):
         try:
@@ -466,6 +578,12 @@ def start_from_environment() -> None:
             print("pyinstrument: PYINSTRUMENT_FLIGHT_SECONDS and _MB are numbers: no flight recorder", file=sys.stderr)
             flight, megabytes = 0.0, 4.0
         _start_quietly(None if value == "1" else value, flight, megabytes)
+    signal_name = os.environ.get("PYINSTRUMENT_AGENT_SIGNAL")
+    if signal_name:
+        try:
+            listen_for_signal(signal_number(signal_name), float(os.environ.get("PYINSTRUMENT_SIGNAL_SECONDS") or 10.0))
+        except (AgentError, ValueError, OSError) as exc:
+            print(f"pyinstrument: not listening for a signal: {exc}", file=sys.stderr)
     url = os.environ.get("PYINSTRUMENT_PYROSCOPE_URL")
     if url:
         try:

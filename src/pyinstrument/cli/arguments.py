@@ -192,6 +192,13 @@ def _build_parser() -> Tuple[_Parser, _OptionTable]:
     )
     add(
         target,
+        "--signal",
+        metavar="SIGNAL",
+        help="with --agent PID: ask by a signal (USR2...) instead of the socket, for a process armed with "
+        "PYINSTRUMENT_AGENT_SIGNAL; it records for its PYINSTRUMENT_SIGNAL_SECONDS",
+    )
+    add(
+        target,
         "--flight",
         action="store_true",
         help="with --agent: the agent's flight recorder (PYINSTRUMENT_FLIGHT_SECONDS=N): the last N seconds, "
@@ -642,6 +649,10 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise UsageError("--dump and --top cannot be used together")
     if options.flight and target_kind != "agent":
         raise UsageError("--flight goes with --agent PID")
+    if options.signal is not None and (target_kind != "agent" or not (options.agent or "").isdigit()):
+        raise UsageError("--signal goes with --agent PID (a process id)")
+    if options.signal is not None and options.flight:
+        raise UsageError("--signal and --flight cannot be used together")
     if options.flight and options.duration is not None:
         raise UsageError("--flight gives what the flight recorder kept: it takes no --duration")
     if options.inject and (options.dump or options.top):
