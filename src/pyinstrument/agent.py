@@ -100,8 +100,8 @@ class Agent:
             with connection:
                 try:
                     self._answer(connection)
-                except (OSError, ValueError) as exc:
-                    _reply_error(connection, str(exc))
+                except Exception as exc:  # the agent answers the next request whatever befell this one
+                    _reply_error(connection, str(exc) or type(exc).__name__)
 
     def _answer(self, connection: socket.socket) -> None:
         uid = _peer_uid(connection)
