@@ -105,20 +105,26 @@ int pi_attach(pid_t pid, char *err, size_t errlen)
             explain_refusal(pid, errno, err, errlen);
         return -1;
     }
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f))
+    bool found = false, some_python = false;
+    while (!found && fgets(line, sizeof line, f)) {
         found = parse_mapping(line, &theirs) && theirs.inode == own.inode && theirs.dev_major == own.dev_major &&
                 theirs.dev_minor == own.dev_minor && theirs.offset == own.offset;
+        const char *name = strrchr(theirs.path, '/');
+        some_python = some_python || (name && (strncmp(name, "/python", 7) == 0 || strncmp(name, "/libpython", 10) == 0));
+    }
     fclose(f);
     if (!found) {
         char exe[512] = "";
         snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
         ssize_t n = readlink(path, exe, sizeof exe - 1);
         exe[n > 0 ? n : 0] = '\0';
-        snprintf(err, errlen,
-                 "process %d does not run this Python (%s) but %s; attach with the pyinstrument installed "
-                 "for its interpreter: that interpreter's `-m pyinstrument --pid %d`",
-                 (int)pid, own.path, n > 0 ? exe : "another program", (int)pid);
+        if (some_python)
+            snprintf(err, errlen,
+                     "process %d does not run this Python (%s) but %s; attach with the pyinstrument installed "
+                     "for its interpreter: that interpreter's `-m pyinstrument --pid %d`",
+                     (int)pid, own.path, n > 0 ? exe : "another one", (int)pid);
+        else
+            snprintf(err, errlen, "process %d does not run Python (it runs %s)", (int)pid, n > 0 ? exe : "?");
         return -1;
     }
     pi_set_attached_pid(pid);

@@ -340,3 +340,16 @@ def test_dump_names_the_thread_holding_the_gil(tmp_path, targets):
     assert result.returncode == 0, result.stderr
     assert "MainThread (holds the GIL; most recent call last):" in result.stdout, result.stdout
     assert result.stdout.count("holds the GIL") == 1
+
+
+def test_a_process_that_runs_no_python_is_named_as_such():
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        result = pyinstrument("--pid", str(sleeper.pid), "--dump")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result.returncode == 1
+    # (the kernel names the file it runs: coreutils' sleep, wherever the distribution put it)
+    assert result.stderr.startswith(f"pyinstrument: error: process {sleeper.pid} does not run Python (it runs /")
+    assert result.stderr.rstrip().endswith("sleep)") and result.stderr.count("\n") == 1, result.stderr
