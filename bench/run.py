@@ -1,9 +1,9 @@
-"""`make bench`: overhead, sampler cost, pinned to one core, many profilers at once, memory, accuracy and render
-speed, against the goals.
+"""`make bench`: overhead, sampler cost, pinned to one core, many profilers at once, memory, accuracy, render
+speed, scale, experiments and the slowdown of a process attached from outside, against the goals.
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
-Full run (about 70 minutes): overhead, sampler cost and pinned on each CPython 3.11-3.14 present (or
+Full run (about 75 minutes): overhead, sampler cost and pinned on each CPython 3.11-3.14 present (or
 each --python), many profilers at once, memory, accuracy and render speed on the first of them; writes
 docs/benchmarks.md, its charts under docs/benchmarks/ and the raw numbers as
 docs/benchmarks/results.json. --quick (under 3 minutes): everything shorter, on this
@@ -24,6 +24,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import accuracy
+import attached
 import common
 import experiments
 import many_profilers
@@ -35,16 +36,18 @@ import sampler_cost
 import scale
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
-SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale", "experiments")
+SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale", "experiments",
+            "attach")
 PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost, "pinned": pinned}   # measured on every interpreter
 ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed,
-            "scale": scale, "experiments": experiments}  # on the first one only
+            "scale": scale, "experiments": experiments, "attach": attached}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
           "pinned": "No spare core: pinned to one core",
           "many": "Many profilers at once",
           "memory": "Memory", "accuracy": "Accuracy", "render": "Render speed",
           "scale": "Scale: a long 0.1 ms run, end to end",
-          "experiments": "Experiments: false verdicts and the smallest slowdown found"}
+          "experiments": "Experiments: false verdicts and the smallest slowdown found",
+          "attach": "Attached from outside: the target's slowdown under --pid and py-spy"}
 
 
 def default_pythons(quick: bool) -> List[str]:
@@ -217,7 +220,8 @@ def main() -> int:
     raw_file = os.path.join(chart_folder, "results.json")
     started = time.perf_counter()
 
-    pythons = args.python or default_pythons(args.quick)
+    # a relative path made absolute: the interpreters are probed from another directory
+    pythons = [os.path.abspath(p) if os.sep in p else p for p in args.python or default_pythons(args.quick)]
     if not pythons:
         common.log(f"no CPython {', '.join(FULL_VERSIONS)} found (tools/pythons.sh); give --python PATH")
         return 1
