@@ -258,6 +258,8 @@ def test_a_flight_recorder_keeps_within_its_memory():
         recorder = FlightRecorder(seconds=30, megabytes=0.06, interval=0.001)
         recorder.segment = 0.02
         recorder.start()
+        while not recorder._ring:  # armed at start-up, before the load: its first segments are cut
+            time.sleep(0.01)
         threads = [threading.Thread(target=churn) for _ in range(2)]
         for thread in threads:
             thread.start()

@@ -129,6 +129,22 @@ class Agent:
             connection.sendall(chunk)
 
 
+def _import_what_answers_need() -> None:
+    """Imports now, in the thread arming the agent, what a recording and its answer use.
+    Left to a request, in a program whose main thread is busy, each of an import's many
+    file reads gives the GIL away and waits up to a switch interval to get it back
+    (measured: ~0.9 s a request); and done in the agent's thread, an import under way
+    when the program forks leaves its module locked in the child for good."""
+    import email.message  # noqa: F401  (importlib.metadata reads distributions with it)
+    import importlib.metadata  # noqa: F401
+    import urllib.request  # noqa: F401  (Pyroscope pushes)
+
+    import pyinstrument.profiler  # noqa: F401
+    import pyinstrument.renderers.pprof  # noqa: F401
+    import pyinstrument.run_metadata  # noqa: F401
+    import pyinstrument.session  # noqa: F401
+
+
 def _peer_uid(connection: socket.socket) -> int:
     credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", credentials)[1])
@@ -374,6 +390,7 @@ def start(path: Optional[str] = None, flight_seconds: Optional[float] = None, fl
     also keeps a flight recorder of the last that many seconds (within about
     *flight_megabytes*), which ``pyinstrument --agent PID --flight`` asks for."""
     global _agent, _watching_forks, _flight, _flight_settings
+    _import_what_answers_need()
     with _lock:
         if _agent is None:
             agent = Agent(path or socket_path(os.getpid()))
@@ -440,6 +457,7 @@ def push_to_pyroscope(
     """Starts continuous profiling into the Pyroscope server at *url* (once; a second call
     returns the first pusher). A forked child pushes its own profiles."""
     global _pusher, _pusher_settings, _watching_forks
+    _import_what_answers_need()
     with _lock:
         if _pusher is None:
             name = service_name or os.path.basename(sys.argv[0] or "python") or "python"
