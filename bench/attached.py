@@ -233,9 +233,15 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 
 def chart(result: Dict[str, Any], path: str) -> None:
+    conditions = [c for c in CONDITIONS[1:] if c in result["runs"]["spare core"]]
+    bar_chart(result, conditions, f"Attached at 1 ms, Python {result['version']}", path)
+
+
+def bar_chart(result: Dict[str, Any], conditions: Sequence[str], title: str, path: str) -> None:
+    """Per condition and group, the median slowdown as a bar and each round as a dot
+    (shared with agent_cost.py, whose results have the same shape)."""
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 2.8))
-    conditions = [c for c in CONDITIONS[1:] if c in result["runs"]["spare core"]]
     width = 0.8 / len(GROUPS)
     for offset, group in enumerate(GROUPS):
         for x, condition in enumerate(conditions):
@@ -247,7 +253,7 @@ def chart(result: Dict[str, Any], path: str) -> None:
     ax.set_xticks(range(len(conditions)))
     ax.set_xticklabels(conditions)
     ax.set_ylabel("target slower by (%)")
-    ax.set_title(f"Attached at 1 ms, Python {result['version']}")
+    ax.set_title(title)
     ax.legend()
     common.save_chart(fig, path)
 

@@ -1,5 +1,6 @@
 """`make bench`: overhead, sampler cost, pinned to one core, many profilers at once, memory, accuracy, render
-speed, scale, experiments and the slowdown of a process attached from outside, against the goals.
+speed, scale, experiments, the slowdown of a process attached from outside and the cost of the in-process
+agent, against the goals.
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
@@ -24,6 +25,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import accuracy
+import agent_cost
 import attached
 import common
 import experiments
@@ -37,17 +39,19 @@ import scale
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
 SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale", "experiments",
-            "attach")
+            "attach", "agent")
 PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost, "pinned": pinned}   # measured on every interpreter
 ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed,
-            "scale": scale, "experiments": experiments, "attach": attached}  # on the first one only
+            "scale": scale, "experiments": experiments, "attach": attached,
+            "agent": agent_cost}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
           "pinned": "No spare core: pinned to one core",
           "many": "Many profilers at once",
           "memory": "Memory", "accuracy": "Accuracy", "render": "Render speed",
           "scale": "Scale: a long 0.1 ms run, end to end",
           "experiments": "Experiments: false verdicts and the smallest slowdown found",
-          "attach": "Attached from outside: the target's slowdown under --pid and py-spy"}
+          "attach": "Attached from outside: the target's slowdown under --pid and py-spy",
+          "agent": "The in-process agent: its cost to the program, and trigger latency"}
 
 
 def default_pythons(quick: bool) -> List[str]:
