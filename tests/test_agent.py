@@ -375,3 +375,29 @@ def test_signal_needs_a_process_id():
     result = pyinstrument("--agent", "abc", "--signal", "USR2")
     assert result.returncode == 2
     assert "--signal goes with --agent PID (a process id)" in result.stderr
+
+
+def test_an_agent_that_hangs_up_gives_one_line(tmp_path):
+    import socket
+    import threading
+
+    path = str(tmp_path / "rude.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def hang_up():  # closes with the request unread: the client sees a reset or an end
+        connection, _ = listener.accept()
+        connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        result = pyinstrument("--agent", path, "--duration", "0.1")
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(f"pyinstrument: error: the connection to the agent at {path} broke: ") or line == (
+        f"pyinstrument: error: the agent at {path} closed the connection without an answer (did it end?)"
+    ), result.stderr
+    assert "Traceback" not in result.stderr

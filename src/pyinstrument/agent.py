@@ -649,8 +649,11 @@ def request(target: str, duration: float, interval: float, flight: bool = False)
             received = os.path.join(directory, "received.pyisession")
             with open(received, "wb") as file:
                 status = _read_line(client)
+                if not status:
+                    raise AgentError(f"the agent at {path} closed the connection without an answer (did it end?)")
                 if status != b"ok":
-                    raise AgentError(f"the agent refused: {status.decode('utf-8', 'replace').partition(': ')[2]}")
+                    reason = status.decode("utf-8", "replace").partition(": ")[2] or "for no reason given"
+                    raise AgentError(f"the agent refused: {reason}")
                 while True:
                     piece = client.recv(1 << 16)
                     if not piece:
@@ -662,6 +665,8 @@ def request(target: str, duration: float, interval: float, flight: bool = False)
                 raise AgentError(f"the agent's answer is not a session: {exc}") from None
     except socket.timeout:
         raise AgentError(f"the agent at {path} did not answer in time") from None
+    except OSError as exc:  # reset, broken pipe: the process ended, or its agent with it
+        raise AgentError(f"the connection to the agent at {path} broke: {exc.strerror or exc}") from None
     finally:
         client.close()
 
