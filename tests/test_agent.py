@@ -401,3 +401,28 @@ def test_an_agent_that_hangs_up_gives_one_line(tmp_path):
         f"pyinstrument: error: the agent at {path} closed the connection without an answer (did it end?)"
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_agent_never_replaces_a_file_at_its_path(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    program = f"import pyinstrument.agent; pyinstrument.agent.start({str(precious)!r})"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith(
+        f"AgentError: {precious} exists and is not a socket of this user's: choose another path"
+    )
+    assert precious.read_text() == "keep me"
+
+
+def test_the_environment_never_replaces_a_file_and_the_program_runs_on(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    env = dict(os.environ, PYINSTRUMENT_AGENT=str(precious))
+    result = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout == "ran\n"
+    assert result.stderr == (
+        f"pyinstrument: the agent could not start: {precious} exists and is not a socket of this user's: "
+        "choose another path\n"
+    )
+    assert precious.read_text() == "keep me"

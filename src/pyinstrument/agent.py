@@ -69,8 +69,15 @@ class Agent:
         directory = os.path.dirname(self.path)
         if directory == socket_directory(os.getuid()):
             _private_directory(directory)
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # a socket left by a process of ours that had this pid
+        try:
+            left = os.lstat(self.path)
+        except FileNotFoundError:
+            left = None
+        if left is not None:
+            # only a socket of ours is taken to be left by an earlier agent; anything else stays
+            if not stat.S_ISSOCK(left.st_mode) or left.st_uid != os.getuid():
+                raise AgentError(f"{self.path} exists and is not a socket of this user's: choose another path")
+            os.unlink(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is made 0600, with no moment open to others
         try:
@@ -445,6 +452,7 @@ def _start_quietly(path: Optional[str], flight_seconds: float = 0.0, flight_mega
 
 _pusher: Optional[Pusher] = None
 _pusher_settings: Optional[Dict[str, Any]] = None
+_environment_read = False
 
 
 def push_to_pyroscope(
@@ -587,6 +595,10 @@ def start_from_environment() -> None:
     ``PYINSTRUMENT_PUSH_SECONDS``, ``PYINSTRUMENT_PUSH_INTERVAL``) starts pushing to
     Pyroscope; ``PYINSTRUMENT_AGENT_SIGNAL=USR2`` (with ``PYINSTRUMENT_SIGNAL_SECONDS``)
     records on that signal. A failure is one line on stderr; the program runs on."""
+    global _environment_read
+    if _environment_read:
+        return  # a venv whose lib64 links to lib has Python run the .pth file twice
+    _environment_read = True
     value = os.environ.get(ENVIRONMENT_VARIABLE, "")
     if value not in ("", "0"):
         try:
