@@ -231,15 +231,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
               "| waiting (main thread blocked in a read) | "
               + " | ".join(spread(latency[g, "waiting"]) for g in groups) + " |",
               "| at work (CPU-bound main thread) | " + " | ".join(spread(latency[g, "working"]) for g in groups) + " |"]
-    noise = [abs(v - 1) for g in groups for v in attached.baseline_spread(result, g)]
-    others = result["others"]
-    lines += ["", f"Measured on {result['date']}, {result['cores']} cores, with `python bench/run.py --only agent "
-              "--python PYTHON`. Other processes on the machine kept "
-              f"{statistics.median(others):.2f} cores busy meanwhile (median of the rounds, up to {max(others):.2f}; "
-              "the spare core is spare only when that is near 0). One alone run moved up to "
-              f"{max(noise) * 100:.1f}% from the median: a median ratio much closer to 1 than that is within the "
-              "noise of this run.", ""]
-    return lines, []
+    return lines + attached.measured_on(result, "agent"), []
 
 
 def chart(result: Dict[str, Any], path: str) -> None:

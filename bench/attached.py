@@ -221,15 +221,19 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
                      + f" | {rate(result, groups[0], condition)}, {rate(result, groups[1], condition)} |")
     if not result["pyspy"]:
         lines += ["", "py-spy was not found (neither in the venv nor on $PATH): its rows are not measured."]
-    noise = [abs(v - 1) for g in groups for v in baseline_spread(result, g)]
+    return lines + measured_on(result, "attach"), []
+
+
+def measured_on(result: Dict[str, Any], section: str) -> List[str]:
+    """The closing paragraph of a section measured this way: when, how, and the run's noise."""
+    noise = [abs(v - 1) for g in GROUPS for v in baseline_spread(result, g)]
     others = result["others"]
-    lines += ["", f"Measured on {result['date']}, {result['cores']} cores, with `python bench/run.py --only attach "
-              "--python PYTHON`. Other processes on the machine kept "
-              f"{statistics.median(others):.2f} cores busy meanwhile (median of the rounds, up to {max(others):.2f}; "
-              "the spare core is spare only when that is near 0). One alone run moved up to "
-              f"{max(noise) * 100:.1f}% from the median: a median ratio much closer to 1 than that is within the "
-              "noise of this run.", ""]
-    return lines, []
+    return ["", f"Measured on {result['date']}, {result['cores']} cores, with `python bench/run.py --only {section} "
+            "--python PYTHON`. Other processes on the machine kept "
+            f"{statistics.median(others):.2f} cores busy meanwhile (median of the rounds, up to {max(others):.2f}; "
+            "the spare core is spare only when that is near 0). One alone run moved up to "
+            f"{max(noise) * 100:.1f}% from the median: a median ratio much closer to 1 than that is within the "
+            "noise of this run.", ""]
 
 
 def chart(result: Dict[str, Any], path: str) -> None:
