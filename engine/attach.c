@@ -84,10 +84,104 @@ static void *discover_native_ids(void *unused)
     return NULL;
 }
 
-int pi_attach(pid_t pid, char *err, size_t errlen)
+/* Whether the kernel lets us read process pid (at addr, in its interpreter). */
+static int check_readable(pid_t pid, uintptr_t addr, char *err, size_t errlen)
+{
+    uint64_t probe;
+    if (pi_read_exact(addr, &probe, sizeof probe) == 0)
+        return 0;
+    if (errno == ESRCH)
+        snprintf(err, errlen, "process %d ended", (int)pid);
+    else
+        explain_refusal(pid, errno, err, errlen);
+    return -1;
+}
+
+/* 3.9/3.10 keep no kernel tid in a thread state: it is read from glibc's thread
+ * descriptor, at an offset learned in ours, before any tick (a dump ticks at once) */
+static void discover_native_ids_now(void)
+{
+    pthread_t discoverer;
+    if (pthread_create(&discoverer, NULL, discover_native_ids, NULL) == 0)
+        pthread_join(discoverer, NULL);
+}
+
+/* A process running our own interpreter file: its static objects lie at one distance
+ * from ours, and our compiled layout is its layout. */
+static int learn_same_interpreter(pid_t pid, const mapping *own, const mapping *theirs, pi_attached *out, char *err,
+                                  size_t errlen)
+{
+    uintptr_t reloc = theirs->start - own->start;
+    out->version = pi_compiled_version();
+    out->same_build = true;
+    snprintf(out->interpreter, sizeof out->interpreter, "%s", own->path);
+    pi_set_attached_pid(pid);
+    if (check_readable(pid, pi_interpreter_anchor() + reloc, err, errlen) != 0)
+        return -1;
+    discover_native_ids_now();
+    char why[400] = "";
+    if (pi_layout_init(reloc, why, sizeof why) != 0) {
+        snprintf(err, errlen, "process %d: %s", (int)pid, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* The version of the interpreter defining these symbols: Py_Version (3.11+), read from
+ * the process, else the newest function it has of those 3.9 and 3.10 added. */
+static uint32_t interpreter_version(const pi_symbol *version, const pi_symbol *added_in_310,
+                                    const pi_symbol *added_in_39)
+{
+    uint32_t hex = 0;
+    if (version->addr)
+        return pi_read_exact(version->addr, &hex, sizeof hex) == 0 ? hex : 0;
+    if (added_in_310->addr)
+        return 0x030A0000;
+    return added_in_39->addr ? 0x03090000 : 0x03080000;
+}
+
+/* A process running another interpreter file: its version's layout from the table, its
+ * static objects from the file's symbols. */
+static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_t errlen)
+{
+    enum { RUNTIME, CODE, FRAME, UNICODE, BYTES, TUPLE, NONE, VERSION, IS_NONE, FRAME_GET_CODE, COUNT };
+    pi_symbol syms[COUNT] = {
+        [RUNTIME] = {"_PyRuntime", 0},   [CODE] = {"PyCode_Type", 0},       [FRAME] = {"PyFrame_Type", 0},
+        [UNICODE] = {"PyUnicode_Type", 0}, [BYTES] = {"PyBytes_Type", 0},   [TUPLE] = {"PyTuple_Type", 0},
+        [NONE] = {"_Py_NoneStruct", 0},  [VERSION] = {"Py_Version", 0},     [IS_NONE] = {"Py_IsNone", 0},
+        [FRAME_GET_CODE] = {"PyFrame_GetCode", 0},
+    };
+    int found = pi_find_interpreter_symbols(pid, syms, COUNT, out->interpreter, sizeof out->interpreter, err, errlen);
+    if (found == -2)
+        explain_refusal(pid, errno, err, errlen);
+    if (found != 0)
+        return -1;
+    for (int i = 0; i < VERSION; i++)
+        if (!syms[i].addr) {
+            snprintf(err, errlen, "process %d: its interpreter %s defines no %s", (int)pid, out->interpreter,
+                     syms[i].name);
+            return -1;
+        }
+    pi_set_attached_pid(pid);
+    if (check_readable(pid, syms[RUNTIME].addr, err, errlen) != 0)
+        return -1;
+    out->version = interpreter_version(&syms[VERSION], &syms[IS_NONE], &syms[FRAME_GET_CODE]);
+    pi_statics statics = {syms[RUNTIME].addr, syms[CODE].addr,  syms[FRAME].addr, syms[UNICODE].addr,
+                          syms[BYTES].addr,   syms[TUPLE].addr, syms[NONE].addr};
+    char why[400] = "";
+    discover_native_ids_now();
+    if (pi_layout_init_other(out->version, &statics, why, sizeof why) != 0) {
+        snprintf(err, errlen, "process %d: %s", (int)pid, why);
+        return -1;
+    }
+    return 0;
+}
+
+int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen)
 {
     mapping own, theirs;
     char path[64], line[1024];
+    memset(out, 0, sizeof *out);
     if (pid <= 0) {
         snprintf(err, errlen, "%d is not a process id", (int)pid);
         return -1;
@@ -105,50 +199,14 @@ int pi_attach(pid_t pid, char *err, size_t errlen)
             explain_refusal(pid, errno, err, errlen);
         return -1;
     }
-    bool found = false, some_python = false;
-    while (!found && fgets(line, sizeof line, f)) {
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
         found = parse_mapping(line, &theirs) && theirs.inode == own.inode && theirs.dev_major == own.dev_major &&
                 theirs.dev_minor == own.dev_minor && theirs.offset == own.offset;
-        const char *name = strrchr(theirs.path, '/');
-        some_python = some_python || (name && (strncmp(name, "/python", 7) == 0 || strncmp(name, "/libpython", 10) == 0));
-    }
     fclose(f);
-    if (!found) {
-        char exe[512] = "";
-        snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
-        ssize_t n = readlink(path, exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = '\0';
-        if (some_python)
-            snprintf(err, errlen,
-                     "process %d does not run this Python (%s) but %s; attach with the pyinstrument installed "
-                     "for its interpreter: that interpreter's `-m pyinstrument --pid %d`",
-                     (int)pid, own.path, n > 0 ? exe : "another one", (int)pid);
-        else
-            snprintf(err, errlen, "process %d does not run Python (it runs %s)", (int)pid, n > 0 ? exe : "?");
-        return -1;
-    }
-    pi_set_attached_pid(pid);
-    uintptr_t reloc = theirs.start - own.start;
-    uint64_t probe;
-    if (pi_read_exact(pi_interpreter_anchor() + reloc, &probe, sizeof probe) != 0) {
-        int error = errno;
+    int result = found ? learn_same_interpreter(pid, &own, &theirs, out, err, errlen)
+                       : learn_other_interpreter(pid, out, err, errlen);
+    if (result != 0)
         pi_set_attached_pid(0);
-        if (error == ESRCH)
-            snprintf(err, errlen, "process %d ended", (int)pid);
-        else
-            explain_refusal(pid, error, err, errlen);
-        return -1;
-    }
-    /* 3.9/3.10 keep no kernel tid in a thread state: it is read from glibc's thread
-     * descriptor, at an offset learned in ours, before any tick (a dump ticks at once) */
-    pthread_t discoverer;
-    if (pthread_create(&discoverer, NULL, discover_native_ids, NULL) == 0)
-        pthread_join(discoverer, NULL);
-    char why[400] = "";
-    if (pi_layout_init(reloc, why, sizeof why) != 0) {
-        pi_set_attached_pid(0);
-        snprintf(err, errlen, "process %d: %s", (int)pid, why);
-        return -1;
-    }
-    return 0;
+    return result;
 }

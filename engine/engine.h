@@ -7,8 +7,10 @@
  * that died meanwhile yields an error, not a crash. The files, by concern:
  *
  *   memread.c    safe reads of our own memory, batched into vectored reads
- *   layout.c     the interpreter's struct layouts (the only file built against
- *                CPython's internal headers): parses copied structs
+ *   attach.c     reading another process: its interpreter, and the kernel's consent
+ *   symbols.c    where another process's interpreter file keeps its exported symbols
+ *   layout.c     the interpreter's struct layouts (compiled in, or another version's
+ *                from layouts_table.h): parses copied structs
  *   linetable.c  line numbers from copied line tables (every format 3.9-3.15)
  *   codes.c      code identity: which function a code address means, validated
  *   tick.c       one tick, for one profiler or several (tick.h: what its files share):
@@ -64,17 +66,45 @@ pid_t pi_attached_pid(void); /* 0: none */
 
 /* ----------------------------------------------------------------- attach.c */
 
-/* Points every read at process `pid`, which must run this same interpreter binary, and
- * learns its layout. -1 with one line in err: no such process, reading refused (why,
- * and how to allow it), or another interpreter. */
-int pi_attach(pid_t pid, char *err, size_t errlen);
-/* The address of a static object of this interpreter (&PyCode_Type) in our process. */
+/* What a process attached to runs. */
+typedef struct {
+    uint32_t version;      /* its CPython version, as 0x030C01F0 for 3.12.1 (3.9/3.10: minor only) */
+    bool same_build;       /* this same interpreter file: read as this process is (else stacks only) */
+    char interpreter[512]; /* the interpreter's file */
+} pi_attached;
+
+/* Points every read at process `pid`, which must run CPython 3.9-3.15, and learns its
+ * layout. -1 with one line in err: no such process, reading refused (why, and how to
+ * allow it), not Python, or a version or build the engine cannot read. */
+int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen);
+/* The address of a static object of this interpreter (&PyCode_Type) in our process,
+ * and the version compiled for (PY_VERSION_HEX). */
 uintptr_t pi_interpreter_anchor(void);
+uint32_t pi_compiled_version(void);
+
+/* ---------------------------------------------------------------- symbols.c */
+
+typedef struct {
+    const char *name; /* an exported symbol of the interpreter: "_PyRuntime", "Py_Version" */
+    uintptr_t addr;   /* set: where it lies in the process, 0 when the file has none */
+} pi_symbol;
+
+/* Finds the file holding process pid's interpreter (a libpython or python executable whose
+ * dynamic symbols define _PyRuntime) and resolves each of syms in that process; copies
+ * the file's path (as in /proc/PID/maps) into path. 0; or -1 with one line in err (no
+ * such process, not Python, a file that cannot be read); or -2 when reading
+ * /proc/PID/maps is refused, errno kept and err empty (the caller explains). */
+int pi_find_interpreter_symbols(pid_t pid, pi_symbol *syms, size_t count, char *path, size_t pathlen, char *err,
+                                size_t errlen);
 
 /* ----------------------------------------------------------------- layout.c */
 
 /* Facts about the running interpreter, found once at start with the GIL held. */
 typedef struct {
+    bool compiled;              /* the layout compiled in: this process, or one running this
+                                   same interpreter binary; else another version's, from the
+                                   table, and only stacks are read (no async mode, no C calls) */
+    uint32_t version;           /* its minor version, as 0x030C0000 for 3.12 */
     uintptr_t thread_head_addr; /* address of the interpreter's first-thread-state pointer */
     uintptr_t code_type_addr;   /* &PyCode_Type */
     size_t tstate_read_size;    /* bytes of a thread state we copy */
@@ -93,9 +123,22 @@ extern pi_layout pi_runtime_layout;
 /* Upper bounds of the copies the walker keeps in fixed buffers. */
 #define PI_MAX_FRAME_READ 1024
 #define PI_MAX_CFRAME_READ 64
+#define PI_MAX_GIL_READ 256
 
-/* Fills pi_runtime_layout; on 3.13+ checks it against _Py_DebugOffsets. GIL held. */
+/* Parses with the layout compiled in until pi_layout_init: at module import. */
+void pi_layout_prepare(void);
+/* Fills pi_runtime_layout with the layout compiled in, for this process or (reloc != 0)
+ * one attached to that runs this same interpreter binary; on 3.13+ checks it against
+ * _Py_DebugOffsets. GIL held. */
 int pi_layout_init(uintptr_t reloc, char *err, size_t errlen);
+/* The addresses of a process's static objects that its stacks are read with. */
+typedef struct {
+    uintptr_t runtime; /* _PyRuntime */
+    uintptr_t code_type, frame_type, unicode_type, bytes_type, tuple_type, none;
+} pi_statics;
+/* The same for a process attached to that runs CPython `version` (0x030C01F0 for
+ * 3.12.1) from another binary: its layout comes from the table (layouts_table.h). */
+int pi_layout_init_other(uint32_t version, const pi_statics *statics, char *err, size_t errlen);
 
 typedef struct {
     uintptr_t next;

@@ -1,54 +1,34 @@
 /*
- * layout.c: the interpreter's struct layouts, from its own internal headers.
+ * layout.c: the interpreter's struct layouts, and parsing copies of its structs.
  *
- * The extension is compiled once per Python minor version, so the real C types of
- * CPython's thread states, frames and code objects are used directly: no offset
- * tables. Remote structs are copied (memread.c) into buffers and parsed here; the
- * sampler thread never dereferences an interpreter pointer. On 3.13+ the compiled
- * layout is checked against the runtime's own _Py_DebugOffsets at start.
+ * The structs a stack walk reads (thread states, frames, code objects, strings) are
+ * parsed through a pi_offsets (layout_offsets.h): the layout compiled in from this
+ * interpreter's own headers, or, for a process attached to that runs another CPython
+ * version, that version's entry of layouts_table.h. What only the walk of this same
+ * build needs (async mode's coroutines and containers, the C functions being called)
+ * is parsed with the compiled structs directly. Remote structs are copied (memread.c)
+ * into buffers and parsed here; the sampler thread never dereferences an interpreter
+ * pointer. On 3.13+ the layout is checked against the runtime's own _Py_DebugOffsets.
  */
-#ifndef Py_BUILD_CORE_MODULE
-#define Py_BUILD_CORE_MODULE 1
-#endif
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "cpython_internal.h"
 
 #include "engine.h"
+#include "layout_compiled.h"
+#include "layouts_table.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#if PY_VERSION_HEX < 0x03090000
-#error "pyinstrument's engine supports CPython 3.9 and newer"
-#endif
-
-/* CPython's internal headers are not written for -Wextra */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#if PY_VERSION_HEX >= 0x030E0000
-#include "internal/pycore_interpframe_structs.h"
-#include "internal/pycore_stackref.h"
-#endif
-#if PY_VERSION_HEX >= 0x030B0000
-#include "internal/pycore_frame.h"
-#else
-#include "frameobject.h"
-#endif
-#include "internal/pycore_interp.h"
-#include "internal/pycore_context.h"
-#include "internal/pycore_hamt.h"
-#if PY_VERSION_HEX >= 0x030B0000
-#include "internal/pycore_dict.h"
-#endif
-#include "internal/pycore_runtime.h"
-#include "internal/pycore_gil.h"
-#pragma GCC diagnostic pop
-
 pi_layout pi_runtime_layout;
 
-/* Where this interpreter's static objects (its types, None, _PyRuntime) lie in the
- * process read, less where they lie in ours: 0 in-process; for a process attached to,
- * which runs the same interpreter binary mapped elsewhere (attach.c). */
+/* The layout of the process read, and where its static objects lie. */
+static pi_offsets compiled_layout;
+static const pi_offsets *L = &compiled_layout;
+static pi_statics statics;
+
+/* Where this interpreter's static objects lie in the process read, less where they lie
+ * in ours: 0 in-process; for a process running this same interpreter binary mapped
+ * elsewhere, the distance between the two (attach.c). */
 static uintptr_t static_reloc;
 #define STATIC_ADDR(p) ((uintptr_t)(p) + static_reloc)
 
@@ -58,11 +38,33 @@ static uintptr_t static_reloc;
  * assert on the contents, and a copy is untrusted until checked. */
 #define COPY_TYPE(obj) ((uintptr_t)((PyObject *)&(obj))->ob_type)
 #define COPY_SIZE(obj) (((PyVarObject *)&(obj))->ob_size)
+#define TYPE_AT offsetof(PyObject, ob_type)
+#define SIZE_AT offsetof(PyVarObject, ob_size)
+
+#define AT_LEAST(minor) (L->version >= (0x03000000 | ((minor) << 16)))
+
+/* Fields of a copied struct, at an offset of the layout. */
+static uintptr_t word_at(const void *buf, int64_t offset)
+{
+    uintptr_t v;
+    memcpy(&v, (const uint8_t *)buf + offset, sizeof v);
+    return v;
+}
+
+static int32_t int_at(const void *buf, int64_t offset)
+{
+    int32_t v;
+    memcpy(&v, (const uint8_t *)buf + offset, sizeof v);
+    return v;
+}
+
+static int8_t char_at(const void *buf, int64_t offset)
+{
+    return (int8_t)((const uint8_t *)buf)[offset];
+}
 
 #if PY_VERSION_HEX >= 0x030B0000
-typedef _PyInterpreterFrame pi_iframe_t;
-
-/* A copied frame's code object and current instruction. */
+/* A frame of this build, copied: its code object and current instruction. */
 static void frame_position(const pi_iframe_t *f, uintptr_t *code, uintptr_t *instr)
 {
 #if PY_VERSION_HEX >= 0x030E0000
@@ -80,283 +82,279 @@ static void frame_position(const pi_iframe_t *f, uintptr_t *code, uintptr_t *ins
 }
 #endif
 
-#if PY_VERSION_HEX >= 0x030D0000
-static int check_offset(char *err, size_t errlen, const char *what, uint64_t runtime, size_t compiled)
+/* The same, from a copy of a frame of the process read (3.11+). */
+static void copied_frame_position(const void *buf, uintptr_t *code, uintptr_t *instr)
 {
-    if (runtime == (uint64_t)compiled)
-        return 0;
-    snprintf(err, errlen,
-             "this Python's %s layout differs from the one pyinstrument was built for "
-             "(offset %llu, expected %zu); reinstall pyinstrument for this interpreter",
-             what, (unsigned long long)runtime, compiled);
-    return -1;
+    *code = word_at(buf, L->iframe_code);
+    if (AT_LEAST(14))
+        *code &= ~(uintptr_t)7; /* a tagged reference */
+    *instr = word_at(buf, L->iframe_instr);
 }
 
-static int check_debug_offsets(char *err, size_t errlen)
+/* The references counted in an object's first word (3.14+ keep flags in its top bits). */
+static uint64_t reference_count(const void *buf)
 {
-    const _Py_DebugOffsets *d = &_PyRuntime.debug_offsets;
-    if (memcmp(d->cookie, "xdebugpy", 8) != 0) {
-        snprintf(err, errlen, "this Python has no debug offsets (cookie missing); unsupported build");
-        return -1;
-    }
-    if (d->free_threaded) {
-        snprintf(err, errlen, "free-threaded Python builds are not supported yet");
-        return -1;
-    }
-    if (check_offset(err, errlen, "thread state", d->thread_state.next, offsetof(PyThreadState, next)) ||
-        check_offset(err, errlen, "thread state", d->thread_state.current_frame, offsetof(PyThreadState, current_frame)) ||
-        check_offset(err, errlen, "thread state", d->thread_state.native_thread_id, offsetof(PyThreadState, native_thread_id)) ||
-        check_offset(err, errlen, "interpreter", d->interpreter_state.threads_head, offsetof(PyInterpreterState, threads.head)) ||
-        check_offset(err, errlen, "frame", d->interpreter_frame.previous, offsetof(pi_iframe_t, previous)) ||
-        check_offset(err, errlen, "frame", d->interpreter_frame.executable, offsetof(pi_iframe_t, f_executable)) ||
-        check_offset(err, errlen, "frame", d->interpreter_frame.instr_ptr, offsetof(pi_iframe_t, instr_ptr)) ||
-        check_offset(err, errlen, "frame", d->interpreter_frame.owner, offsetof(pi_iframe_t, owner)) ||
-        check_offset(err, errlen, "code object", d->code_object.filename, offsetof(PyCodeObject, co_filename)) ||
-        check_offset(err, errlen, "code object", d->code_object.qualname, offsetof(PyCodeObject, co_qualname)) ||
-        check_offset(err, errlen, "code object", d->code_object.linetable, offsetof(PyCodeObject, co_linetable)) ||
-        check_offset(err, errlen, "code object", d->code_object.firstlineno, offsetof(PyCodeObject, co_firstlineno)) ||
-        check_offset(err, errlen, "code object", d->code_object.co_code_adaptive, offsetof(PyCodeObject, co_code_adaptive)) ||
-        check_offset(err, errlen, "unicode", d->unicode_object.asciiobject_size, sizeof(PyASCIIObject)))
-        return -1;
-    return 0;
+    uint64_t word;
+    memcpy(&word, buf, sizeof word);
+    return L->refcnt_bits >= 64 ? word : word & ((UINT64_C(1) << L->refcnt_bits) - 1);
 }
-#endif
 
 /* Whether a copied object header belongs to a live object. Freed memory keeps its old
  * contents except the first word, where both pymalloc and glibc's malloc store a
  * (large, or mangled) free-list pointer: a live object has a small reference count
- * there. 3.14+ keep flag bits in the top 16 bits of that word. */
+ * there. */
 static bool object_alive(const void *buf)
 {
-    uint64_t refcnt;
-    memcpy(&refcnt, buf, sizeof refcnt);
-#if PY_VERSION_HEX >= 0x030E0000
-    refcnt &= 0x0000FFFFFFFFFFFFULL;
-#endif
-    return refcnt > 0 && refcnt < (1ULL << 40);
+    uint64_t refcnt = reference_count(buf);
+    return refcnt > 0 && refcnt < (UINT64_C(1) << 40);
 }
 
-/* A pointer-sized field of the interpreter read (in-process or attached to). */
+/* Reads the interpreter's runtime or interpreter state at start, with the GIL held: our
+ * own directly (they live as long as the interpreter, and a sandbox may refuse
+ * process_vm_readv), another process's through the kernel. */
+static int read_at_start(uintptr_t addr, void *dst, size_t len)
+{
+    if (pi_attached_pid())
+        return pi_read_exact(addr, dst, len);
+    memcpy(dst, (const void *)addr, len);
+    return 0;
+}
+
 static uintptr_t read_pointer(uintptr_t addr)
 {
     uintptr_t value = 0;
-    return pi_read_exact(addr, &value, sizeof value) == 0 ? value : 0;
+    return read_at_start(addr, &value, sizeof value) == 0 ? value : 0;
 }
 
-int pi_layout_init(uintptr_t reloc, char *err, size_t errlen)
+/* 3.13+: the process's own _Py_DebugOffsets must agree with the layout used. */
+static int check_debug_offsets(char *err, size_t errlen)
 {
-    static_reloc = reloc;
-    /* in-process: this thread's interpreter; attached: the main one, read from its runtime */
-    uintptr_t interp = reloc ? read_pointer(STATIC_ADDR(&_PyRuntime.interpreters.main))
-                             : (uintptr_t)PyInterpreterState_Get();
+    uintptr_t at = statics.runtime + (uintptr_t)L->runtime_debug_offsets;
+    struct {
+        char cookie[8];
+        uint64_t version, free_threaded;
+    } head;
+    if (read_at_start(at, &head, sizeof head) != 0 || memcmp(head.cookie, "xdebugpy", 8) != 0) {
+        snprintf(err, errlen, "this Python has no debug offsets (cookie missing); unsupported build");
+        return -1;
+    }
+    if (head.free_threaded) {
+        snprintf(err, errlen, "free-threaded Python builds are not supported yet");
+        return -1;
+    }
+    for (int i = 0; i < PI_DEBUG_CHECKS && L->debug_checks[i][0]; i++) {
+        uint64_t offset = 0;
+        if (read_at_start(at + (uintptr_t)L->debug_checks[i][0], &offset, sizeof offset) != 0 ||
+            offset != (uint64_t)L->debug_checks[i][1]) {
+            snprintf(err, errlen,
+                     "this Python's layout differs from the one pyinstrument %s for %d.%d (debug offset %lld is "
+                     "%llu, expected %lld); %s",
+                     pi_runtime_layout.compiled ? "was built for" : "knows", (int)(L->version >> 24),
+                     (int)((L->version >> 16) & 0xFF), (long long)L->debug_checks[i][0], (unsigned long long)offset,
+                     (long long)L->debug_checks[i][1],
+                     pi_runtime_layout.compiled ? "reinstall pyinstrument for this interpreter"
+                                                : "attach with the pyinstrument installed for its interpreter");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills pi_runtime_layout from L and statics, for the interpreter at interp. */
+static int finish_layout(uintptr_t interp, bool compiled, char *err, size_t errlen)
+{
     pi_layout *l = &pi_runtime_layout;
     memset(l, 0, sizeof *l);
+    l->compiled = compiled;
+    l->version = (uint32_t)L->version;
     if (!interp) {
         snprintf(err, errlen, "its interpreter is not running (not started, or finalizing)");
         return -1;
     }
-#if PY_VERSION_HEX >= 0x030B0000
-    l->thread_head_addr = interp + offsetof(PyInterpreterState, threads.head);
-    l->frames_in_chunks = true;
-    l->has_native_thread_id = true;
-    l->frame_read_size = offsetof(pi_iframe_t, localsplus);
-    l->code_read_size = offsetof(PyCodeObject, co_code_adaptive);
-#else
-    l->thread_head_addr = interp + offsetof(PyInterpreterState, tstate_head);
-    l->frame_read_size = offsetof(PyFrameObject, f_localsplus);
-    l->code_read_size = sizeof(PyCodeObject);
-#endif
-#if PY_VERSION_HEX >= 0x030E0000
-    l->clears_popped_frames = true;
-#endif
-#if PY_VERSION_HEX >= 0x030D0000
-    l->chains_end_in_shim = true;
-    l->shim_code = STATIC_ADDR(Py_None);
-#elif PY_VERSION_HEX >= 0x030C0000
-    l->chains_end_in_shim = true;
-    l->shim_code = read_pointer(interp + offsetof(PyInterpreterState, interpreter_trampoline));
-#endif
-    l->tstate_read_size = sizeof(PyThreadState);
-    l->code_type_addr = STATIC_ADDR(&PyCode_Type);
+    l->thread_head_addr = interp + (uintptr_t)L->interp_threads_head;
+    l->frames_in_chunks = AT_LEAST(11);
+    l->has_native_thread_id = AT_LEAST(11);
+    l->frame_read_size = (size_t)(AT_LEAST(11) ? L->iframe_localsplus : L->frame_localsplus);
+    l->code_read_size = (size_t)L->code_read_size;
+    l->tstate_read_size = (size_t)L->tstate_size;
+    l->clears_popped_frames = AT_LEAST(14);
+    l->chains_end_in_shim = AT_LEAST(12);
+    if (AT_LEAST(13))
+        l->shim_code = statics.none;
+    else if (AT_LEAST(12))
+        l->shim_code = read_pointer(interp + (uintptr_t)L->interp_trampoline);
+    l->code_type_addr = statics.code_type;
+    if (AT_LEAST(12))
+        l->gil_addr = read_pointer(interp + (uintptr_t)L->interp_gil);
+    else
+        l->gil_addr = statics.runtime + (uintptr_t)L->runtime_gil;
 #if defined(Py_GIL_DISABLED)
-    l->gil_addr = 0; /* no GIL: any thread may change its stack at any time */
-#elif PY_VERSION_HEX >= 0x030C0000
-    l->gil_addr = read_pointer(interp + offsetof(PyInterpreterState, ceval.gil));
-#else
-    l->gil_addr = STATIC_ADDR(&_PyRuntime.ceval.gil);
+    if (compiled)
+        l->gil_addr = 0; /* no GIL: any thread may change its stack at any time */
 #endif
-    if (l->frame_read_size > PI_MAX_FRAME_READ || pi_cframe_read_size() > PI_MAX_CFRAME_READ) {
+    if (l->frame_read_size > PI_MAX_FRAME_READ || pi_cframe_read_size() > PI_MAX_CFRAME_READ ||
+        pi_gil_read_size() > PI_MAX_GIL_READ) {
         snprintf(err, errlen, "this Python's frames are larger than pyinstrument's engine expects");
         return -1;
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    if (check_debug_offsets(err, errlen) != 0)
+    return AT_LEAST(13) ? check_debug_offsets(err, errlen) : 0;
+}
+
+/* The layout compiled in, for this process or one running this same binary. */
+static void use_compiled_layout(uintptr_t reloc)
+{
+    static_reloc = reloc;
+    pi_compiled_offsets(&compiled_layout);
+    L = &compiled_layout;
+    statics = (pi_statics){
+        .runtime = STATIC_ADDR(&_PyRuntime),
+        .code_type = STATIC_ADDR(&PyCode_Type),
+        .frame_type = STATIC_ADDR(&PyFrame_Type),
+        .unicode_type = STATIC_ADDR(&PyUnicode_Type),
+        .bytes_type = STATIC_ADDR(&PyBytes_Type),
+        .tuple_type = STATIC_ADDR(&PyTuple_Type),
+        .none = STATIC_ADDR(Py_None),
+    };
+}
+
+void pi_layout_prepare(void)
+{
+    use_compiled_layout(0);
+}
+
+int pi_layout_init(uintptr_t reloc, char *err, size_t errlen)
+{
+    use_compiled_layout(reloc);
+    /* in-process: this thread's interpreter; attached: the main one, read from its runtime */
+    uintptr_t interp = reloc ? read_pointer(statics.runtime + (uintptr_t)L->runtime_main_interp)
+                             : (uintptr_t)PyInterpreterState_Get();
+    return finish_layout(interp, true, err, errlen);
+}
+
+int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, size_t errlen)
+{
+    const pi_offsets *layout = NULL;
+    for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
+        if (pi_known_layouts[i].version == (version & 0xFFFF0000))
+            layout = &pi_known_layouts[i];
+    if (!layout) {
+        snprintf(err, errlen, "it runs Python %u.%u, which pyinstrument cannot read (it reads 3.9 to 3.15)",
+                 version >> 24, (version >> 16) & 0xFF);
         return -1;
-#endif
-    return 0;
+    }
+    L = layout;
+    statics = *found;
+    static_reloc = 0;
+    uintptr_t interp = read_pointer(statics.runtime + (uintptr_t)L->runtime_main_interp);
+    return finish_layout(interp, false, err, errlen);
 }
 
 int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
 {
-    PI_LOAD(PyThreadState, ts, buf);
     memset(out, 0, sizeof *out);
-    (void)addr;
-    out->next = (uintptr_t)ts.next;
-    out->thread_id = ts.thread_id;
-#if PY_VERSION_HEX >= 0x030D0000
-    out->frame = (uintptr_t)ts.current_frame;
-#elif PY_VERSION_HEX >= 0x030B0000
-    /* the outermost _PyCFrame lives inside the thread state itself */
-    if ((uintptr_t)ts.cframe == addr + offsetof(PyThreadState, root_cframe))
-        out->frame = (uintptr_t)ts.root_cframe.current_frame;
-    else
-        out->cframe = (uintptr_t)ts.cframe;
-#else
-    out->frame = (uintptr_t)ts.frame;
-#endif
-#if PY_VERSION_HEX >= 0x030B0000
-    out->native_id = ts.native_thread_id;
-    out->chunk = (uintptr_t)ts.datastack_chunk;
-    out->chunk_top = (uintptr_t)ts.datastack_top;
-    out->chunk_limit = (uintptr_t)ts.datastack_limit;
-#endif
-    out->context = (uintptr_t)ts.context;
+    out->next = word_at(buf, L->tstate_next);
+    out->thread_id = word_at(buf, L->tstate_thread_id);
+    if (L->tstate_cframe >= 0) {
+        /* 3.11/3.12: the outermost _PyCFrame lives inside the thread state itself */
+        uintptr_t cframe = word_at(buf, L->tstate_cframe);
+        if (cframe == addr + (uintptr_t)L->tstate_root_cframe)
+            out->frame = word_at(buf, L->tstate_root_cframe + L->cframe_current_frame);
+        else
+            out->cframe = cframe;
+    } else {
+        out->frame = word_at(buf, L->tstate_frame);
+    }
+    if (L->tstate_chunk >= 0) {
+        out->native_id = word_at(buf, L->tstate_native_thread_id);
+        out->chunk = word_at(buf, L->tstate_chunk);
+        out->chunk_top = word_at(buf, L->tstate_chunk_top);
+        out->chunk_limit = word_at(buf, L->tstate_chunk_limit);
+    }
+    out->context = word_at(buf, L->tstate_context);
     return 0;
 }
 
 size_t pi_gil_read_size(void)
 {
-    return offsetof(struct _gil_runtime_state, switch_number) + sizeof(unsigned long);
+    return (size_t)L->gil_switch_number + sizeof(uint64_t);
 }
 
 void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches)
 {
-    const uint8_t *b = buf;
-    unsigned long count;
     /* 3.9-3.12: an _Py_atomic_address holding the pointer; 3.13+: the pointer */
-    memcpy(last_holder, b + offsetof(struct _gil_runtime_state, last_holder), sizeof *last_holder);
-    memcpy(&count, b + offsetof(struct _gil_runtime_state, switch_number), sizeof count);
-    *switches = count;
+    *last_holder = word_at(buf, L->gil_last_holder);
+    memcpy(switches, (const uint8_t *)buf + L->gil_switch_number, sizeof *switches);
 }
 
 bool pi_gil_locked(const void *buf)
 {
-    int locked; /* 3.9-3.12: an _Py_atomic_int holding it; 3.13+: the int */
-    memcpy(&locked, (const uint8_t *)buf + offsetof(struct _gil_runtime_state, locked), sizeof locked);
-    return locked == 1;
+    return int_at(buf, L->gil_locked) == 1; /* 3.9-3.12: an _Py_atomic_int holding it; 3.13+: the int */
 }
 
 int pi_parse_chunk(const void *buf, uintptr_t *previous, size_t *used)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    _PyStackChunk c;
-    memcpy(&c, buf, offsetof(_PyStackChunk, data));
-    *previous = (uintptr_t)c.previous;
-    *used = 0;
-    if (c.top > c.size / sizeof(PyObject *))
-        return -1;
-    *used = offsetof(_PyStackChunk, data) + c.top * sizeof(PyObject *);
-    return 0;
-#else
-    (void)buf;
     *previous = 0;
     *used = 0;
-    return -1;
-#endif
+    if (L->chunk_data < 0)
+        return -1;
+    uint64_t size, top;
+    memcpy(&size, (const uint8_t *)buf + L->chunk_size, sizeof size);
+    memcpy(&top, (const uint8_t *)buf + L->chunk_top, sizeof top);
+    *previous = word_at(buf, L->chunk_previous);
+    if (top > size / sizeof(uintptr_t))
+        return -1;
+    *used = (size_t)L->chunk_data + (size_t)top * sizeof(uintptr_t);
+    return 0;
 }
 
 size_t pi_chunk_header_size(void)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return offsetof(_PyStackChunk, data);
-#else
-    return 0;
-#endif
+    return L->chunk_data < 0 ? 0 : (size_t)L->chunk_data;
 }
 
 size_t pi_cframe_read_size(void)
 {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-    return sizeof(_PyCFrame);
-#else
-    return 0;
-#endif
+    return L->cframe_size < 0 ? 0 : (size_t)L->cframe_size;
 }
 
 uintptr_t pi_parse_cframe(const void *buf)
 {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-    PI_LOAD(_PyCFrame, cf, buf);
-    return (uintptr_t)cf.current_frame;
-#else
-    (void)buf;
-    return 0;
-#endif
+    return L->cframe_size < 0 ? 0 : word_at(buf, L->cframe_current_frame);
 }
 
 int pi_parse_cleared_frame(const void *buf, pi_frame *out)
 {
     memset(out, 0, sizeof *out);
-#if PY_VERSION_HEX >= 0x030E0000
-    pi_iframe_t f;
-    memcpy(&f, buf, offsetof(pi_iframe_t, localsplus));
+    if (!AT_LEAST(14))
+        return -1;
     out->kind = PI_FRAME_PYTHON;
-    out->previous = (uintptr_t)f.previous;
-    frame_position(&f, &out->code, &out->instr);
-    if (f.owner != FRAME_OWNED_BY_THREAD || out->code || !out->previous || !out->instr)
+    out->previous = word_at(buf, L->iframe_previous);
+    copied_frame_position(buf, &out->code, &out->instr);
+    if (char_at(buf, L->iframe_owner) != L->owned_by_thread || out->code || !out->previous || !out->instr)
         return -1;
     return 0;
-#else
-    (void)buf;
-    return -1;
-#endif
 }
 
 void pi_frame_set_code(void *buf, uintptr_t code)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    memcpy((uint8_t *)buf + offsetof(pi_iframe_t, f_executable), &code, sizeof code);
-#elif PY_VERSION_HEX >= 0x030B0000
-    memcpy((uint8_t *)buf + offsetof(pi_iframe_t, f_code), &code, sizeof code);
-#else
-    memcpy((uint8_t *)buf + offsetof(PyFrameObject, f_code), &code, sizeof code);
-#endif
+    memcpy((uint8_t *)buf + (AT_LEAST(11) ? L->iframe_code : L->frame_code), &code, sizeof code);
 }
 
 size_t pi_frame_previous_offset(void)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return offsetof(pi_iframe_t, previous);
-#else
-    return offsetof(PyFrameObject, f_back);
-#endif
+    return (size_t)(AT_LEAST(11) ? L->iframe_previous : L->frame_back);
 }
 
-int pi_parse_frame(const void *buf, pi_frame *out)
+/* 3.11+: a frame in a data-stack chunk or inside a generator. */
+static int parse_interpreter_frame(const void *buf, pi_frame *out)
 {
-    memset(out, 0, sizeof *out);
-    out->kind = PI_FRAME_PYTHON;
-#if PY_VERSION_HEX >= 0x030B0000
-    /* copy only the header: localsplus is not part of the read */
-    pi_iframe_t f;
-    memcpy(&f, buf, offsetof(pi_iframe_t, localsplus));
-    out->previous = (uintptr_t)f.previous;
-    frame_position(&f, &out->code, &out->instr);
-#if PY_VERSION_HEX >= 0x030E0000
-    out->func = pi_stack_slot_object(f.f_funcobj.bits);
-#elif PY_VERSION_HEX >= 0x030C0000
-    out->func = (uintptr_t)f.f_funcobj;
-#else
-    out->func = (uintptr_t)f.f_func;
-#endif
-#if PY_VERSION_HEX >= 0x030E0000
-    if (f.owner >= FRAME_OWNED_BY_INTERPRETER)
+    out->previous = word_at(buf, L->iframe_previous);
+    copied_frame_position(buf, &out->code, &out->instr);
+    out->func = pi_stack_slot_object(word_at(buf, L->iframe_func));
+    int owner = char_at(buf, L->iframe_owner);
+    if (L->owned_by_interpreter >= 0 ? owner >= L->owned_by_interpreter : owner == L->owned_by_cstack)
         out->kind = PI_FRAME_SKIP;
-#elif PY_VERSION_HEX >= 0x030C0000
-    if (f.owner == FRAME_OWNED_BY_CSTACK)
-        out->kind = PI_FRAME_SKIP;
-#endif
-    if (f.owner < 0 || f.owner > 4)
+    if (owner < 0 || owner > 4)
         return -1;
     /* a frame popped (and cleared) while we copied it */
     if (out->kind == PI_FRAME_PYTHON && !out->code)
@@ -366,72 +364,66 @@ int pi_parse_frame(const void *buf, pi_frame *out)
     if ((out->kind == PI_FRAME_SKIP) != (out->code == pi_runtime_layout.shim_code))
         return -1;
     /* a running generator always has a caller: one without was suspended under us */
-    if (f.owner == FRAME_OWNED_BY_GENERATOR && !f.previous)
+    if (owner == L->owned_by_generator && !out->previous)
         return -1;
-#else
-    PyFrameObject f;
-    memcpy(&f, buf, offsetof(PyFrameObject, f_localsplus));
-    out->previous = (uintptr_t)f.f_back;
-    out->code = (uintptr_t)f.f_code;
-    out->valuestack = (uintptr_t)f.f_valuestack;
-#if PY_VERSION_HEX >= 0x030A0000
-    out->lasti = f.f_lasti; /* instruction index */
-#else
-    out->lasti = f.f_lasti < 0 ? -1 : f.f_lasti / 2; /* byte offset -> index */
-#endif
-    if (COPY_TYPE(f) != STATIC_ADDR(&PyFrame_Type) || !object_alive(buf))
+    return 0;
+}
+
+/* 3.9/3.10: a frame object. */
+static int parse_frame_object(const void *buf, pi_frame *out)
+{
+    out->previous = word_at(buf, L->frame_back);
+    out->code = word_at(buf, L->frame_code);
+    out->valuestack = word_at(buf, L->frame_valuestack);
+    int lasti = int_at(buf, L->frame_lasti);
+    if (AT_LEAST(10))
+        out->lasti = lasti; /* instruction index */
+    else
+        out->lasti = lasti < 0 ? -1 : lasti / 2; /* byte offset -> index */
+    if (word_at(buf, TYPE_AT) != statics.frame_type || !object_alive(buf))
         return -1;
     /* a frame on a thread's chain is executing: anything else is a torn read */
-#if PY_VERSION_HEX >= 0x030A0000
-    if (f.f_state != FRAME_EXECUTING)
+    int state = char_at(buf, L->frame_state);
+    if (AT_LEAST(10) ? state != L->frame_executing : state == 0)
         return -1;
-#else
-    if (!f.f_executing)
-        return -1;
-#endif
     /* a running generator always has a caller: one without was resumed or suspended
      * while we copied it */
-    if (f.f_gen && !f.f_back)
+    if (word_at(buf, L->frame_gen) && !out->previous)
         return -1;
-#endif
     return 0;
+}
+
+int pi_parse_frame(const void *buf, pi_frame *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = PI_FRAME_PYTHON;
+    return AT_LEAST(11) ? parse_interpreter_frame(buf, out) : parse_frame_object(buf, out);
 }
 
 int pi_parse_code(const void *buf, uintptr_t addr, pi_code *out)
 {
-    PyCodeObject c;
-    memcpy(&c, buf, pi_runtime_layout.code_read_size);
     memset(out, 0, sizeof *out);
-    out->type = COPY_TYPE(c);
-    out->name = (uintptr_t)c.co_name;
-    out->filename = (uintptr_t)c.co_filename;
-    out->names = (uintptr_t)c.co_names;
-    out->firstlineno = c.co_firstlineno;
-    out->stacksize = c.co_stacksize;
-#if PY_VERSION_HEX >= 0x030B0000
-    out->qualname = (uintptr_t)c.co_qualname;
-    out->linetable = (uintptr_t)c.co_linetable;
-    out->varnames = (uintptr_t)c.co_localsplusnames;
-    out->first_traceable = c._co_firsttraceable;
-    out->exceptiontable = (uintptr_t)c.co_exceptiontable;
-    out->nlocalsplus = c.co_nlocalsplus;
-    out->code_units = COPY_SIZE(c);
-    out->code_start = addr + offsetof(PyCodeObject, co_code_adaptive);
-#else
-    out->qualname = 0;
-#if PY_VERSION_HEX >= 0x030A0000
-    out->linetable = (uintptr_t)c.co_linetable;
-#else
-    out->linetable = (uintptr_t)c.co_lnotab;
-#endif
-    out->varnames = (uintptr_t)c.co_varnames;
-    out->code_bytes = (uintptr_t)c.co_code;
-    out->code_units = -1;
-    (void)addr;
-#endif
-#if PY_VERSION_HEX >= 0x030C0000
-    out->version = c.co_version;
-#endif
+    out->type = word_at(buf, TYPE_AT);
+    out->name = word_at(buf, L->code_name);
+    out->filename = word_at(buf, L->code_filename);
+    out->names = word_at(buf, L->code_names);
+    out->varnames = word_at(buf, L->code_varnames);
+    out->linetable = word_at(buf, L->code_linetable);
+    out->firstlineno = int_at(buf, L->code_firstlineno);
+    out->stacksize = int_at(buf, L->code_stacksize);
+    if (AT_LEAST(11)) {
+        out->qualname = word_at(buf, L->code_qualname);
+        out->first_traceable = int_at(buf, L->code_firsttraceable);
+        out->exceptiontable = word_at(buf, L->code_exceptiontable);
+        out->nlocalsplus = int_at(buf, L->code_nlocalsplus);
+        memcpy(&out->code_units, (const uint8_t *)buf + SIZE_AT, sizeof out->code_units);
+        out->code_start = addr + (uintptr_t)L->code_adaptive;
+    } else {
+        out->code_bytes = word_at(buf, L->code_bytes);
+        out->code_units = -1;
+    }
+    if (L->code_version >= 0)
+        out->version = (uint32_t)int_at(buf, L->code_version);
     if (out->type != pi_runtime_layout.code_type_addr || out->name == 0 || out->filename == 0 ||
         !object_alive(buf))
         return -1;
@@ -448,55 +440,49 @@ bool pi_code_same(const pi_code *a, const pi_code *b)
 
 size_t pi_unicode_header_size(void)
 {
-    return sizeof(PyCompactUnicodeObject);
+    return (size_t)L->compact_size;
 }
 
 int pi_parse_unicode(const void *buf, int64_t *length, int *kind, size_t *data_offset)
 {
-    PI_LOAD(PyCompactUnicodeObject, u, buf);
-    if (COPY_TYPE(u) != STATIC_ADDR(&PyUnicode_Type) || !object_alive(buf))
+    if (word_at(buf, TYPE_AT) != statics.unicode_type || !object_alive(buf))
         return -1;
-    if (!u._base.state.compact)
+    uint32_t state = (uint32_t)int_at(buf, L->unicode_state);
+    if (!(state & L->state_compact_bit))
         return -1; /* legacy strings never name code; refuse rather than chase pointers */
-    *length = u._base.length;
-    *kind = u._base.state.kind;
+    memcpy(length, (const uint8_t *)buf + L->unicode_length, sizeof *length);
+    *kind = (int)((state & L->state_kind_mask) >> L->state_kind_shift);
     if (*kind != 1 && *kind != 2 && *kind != 4)
         return -1;
-    *data_offset = u._base.state.ascii ? sizeof(PyASCIIObject) : sizeof(PyCompactUnicodeObject);
-    if (*length < 0)
-        return -1;
-    return 0;
+    *data_offset = (size_t)((state & L->state_ascii_bit) ? L->ascii_size : L->compact_size);
+    return *length < 0 ? -1 : 0;
 }
 
 size_t pi_bytes_header_size(void)
 {
-    return offsetof(PyBytesObject, ob_sval);
+    return (size_t)L->bytes_data;
 }
 
 int pi_parse_bytes(const void *buf, int64_t *length, size_t *data_offset)
 {
-    PyBytesObject b;
-    memcpy(&b, buf, offsetof(PyBytesObject, ob_sval));
-    if (COPY_TYPE(b) != STATIC_ADDR(&PyBytes_Type) || !object_alive(buf))
+    if (word_at(buf, TYPE_AT) != statics.bytes_type || !object_alive(buf))
         return -1;
-    *length = COPY_SIZE(b);
-    *data_offset = offsetof(PyBytesObject, ob_sval);
+    memcpy(length, (const uint8_t *)buf + SIZE_AT, sizeof *length);
+    *data_offset = (size_t)L->bytes_data;
     return *length < 0 ? -1 : 0;
 }
 
 size_t pi_tuple_header_size(void)
 {
-    return offsetof(PyTupleObject, ob_item);
+    return (size_t)L->tuple_items;
 }
 
 int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
 {
-    PyTupleObject t;
-    memcpy(&t, buf, offsetof(PyTupleObject, ob_item));
-    if (COPY_TYPE(t) != STATIC_ADDR(&PyTuple_Type) || !object_alive(buf))
+    if (word_at(buf, TYPE_AT) != statics.tuple_type || !object_alive(buf))
         return -1;
-    *length = COPY_SIZE(t);
-    *items_offset = offsetof(PyTupleObject, ob_item);
+    memcpy(length, (const uint8_t *)buf + SIZE_AT, sizeof *length);
+    *items_offset = (size_t)L->tuple_items;
     return *length < 0 ? -1 : 0;
 }
 
@@ -504,7 +490,7 @@ int pi_parse_tuple(const void *buf, int64_t *length, size_t *items_offset)
 
 size_t pi_tstate_context_offset(void)
 {
-    return offsetof(PyThreadState, context);
+    return (size_t)L->tstate_context;
 }
 
 size_t pi_context_read_size(void)
@@ -842,39 +828,29 @@ int pi_instance_attributes(uintptr_t obj, const pi_attr_place *place, uintptr_t 
 
 uintptr_t pi_stack_slot_object(uintptr_t slot)
 {
-#if PY_VERSION_HEX >= 0x030E0000
-#ifdef Py_INT_TAG
-    if ((slot & Py_TAG_BITS) == Py_INT_TAG)
+    if (L->stack_tag_bits <= 0)
+        return slot;
+    if (L->stack_int_tag >= 0 && (slot & (uintptr_t)L->stack_tag_bits) == (uintptr_t)L->stack_int_tag)
         return 0;
-#endif
-    return slot & ~(uintptr_t)Py_TAG_BITS;
-#else
-    return slot;
-#endif
+    return slot & ~(uintptr_t)L->stack_tag_bits;
 }
 
 int pi_line_for_instr(const uint8_t *table, size_t len, int firstlineno, int instr_index)
 {
     if (instr_index < 0)
         return -1;
-#if PY_VERSION_HEX >= 0x030B0000
-    return pi_line_locations311(table, len, firstlineno, instr_index);
-#elif PY_VERSION_HEX >= 0x030A0000
-    return pi_line_linetable310(table, len, firstlineno, instr_index * 2);
-#else
+    if (AT_LEAST(11))
+        return pi_line_locations311(table, len, firstlineno, instr_index);
+    if (AT_LEAST(10))
+        return pi_line_linetable310(table, len, firstlineno, instr_index * 2);
     return pi_line_lnotab(table, len, firstlineno, instr_index * 2);
-#endif
 }
 
 /* ---- the object a call instruction calls ---- */
 
 size_t pi_frame_locals_offset(void)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return offsetof(pi_iframe_t, localsplus);
-#else
-    return 0;
-#endif
+    return AT_LEAST(11) ? (size_t)L->iframe_localsplus : 0;
 }
 
 size_t pi_callable_read_size(void)
@@ -898,13 +874,7 @@ uintptr_t pi_object_type(const void *buf)
 
 bool pi_object_dying(const void *buf)
 {
-    uint64_t refcnt;
-    memcpy(&refcnt, buf, sizeof refcnt);
-#if PY_VERSION_HEX >= 0x030E0000
-    refcnt &= 0x0000FFFFFFFFFFFFULL;
-#endif
-    PI_LOAD(PyObject, o, buf);
-    return refcnt == 0 && o.ob_type != NULL;
+    return reference_count(buf) == 0 && word_at(buf, TYPE_AT) != 0;
 }
 
 int pi_parse_callable(const void *buf, pi_callable *out)
@@ -1021,4 +991,9 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
 uintptr_t pi_interpreter_anchor(void)
 {
     return (uintptr_t)&PyCode_Type;
+}
+
+uint32_t pi_compiled_version(void)
+{
+    return PY_VERSION_HEX;
 }

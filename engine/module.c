@@ -714,17 +714,20 @@ static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
         PyErr_Format(PyExc_ValueError, "%ld is not a process id", pid);
         return NULL;
     }
-    if (pi_attach((pid_t)pid, err, sizeof err) != 0) {
+    pi_attached target;
+    if (pi_attach((pid_t)pid, &target, err, sizeof err) != 0) {
         PyErr_SetString(PyExc_OSError, err);
         return NULL;
     }
     layout_ready = true;
-    Py_RETURN_NONE;
+    return Py_BuildValue("{sksOss}", "version", (unsigned long)target.version, "same_build",
+                         target.same_build ? Py_True : Py_False, "interpreter", target.interpreter);
 }
 
 static PyMethodDef module_methods[] = {
     {"attach", attach, METH_O,
-     "attach(pid): Samplers read process pid, which must run this same interpreter, instead of this one."},
+     "attach(pid) -> {version, same_build, interpreter}: Samplers read process pid (CPython 3.9-3.15) instead "
+     "of this one; a process running another interpreter file is read for its stacks only."},
     {"resume_samplers_soon", resume_samplers_soon, METH_NOARGS,
      "Starts the paused sampling threads again once the running call (os.fork) has returned."},
     {"pause_samplers", pause_samplers, METH_NOARGS,
@@ -835,6 +838,7 @@ PyMODINIT_FUNC PyInit__engine(void)
         return NULL;
     }
     Py_INCREF(ReadRefused); /* the module holds one reference, this file another */
+    pi_layout_prepare();
     watch_code_deaths();
     return m;
 }

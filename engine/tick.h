@@ -193,7 +193,7 @@ struct pi_scratch {
     pi_read *list_reads;
     size_t list_reads_cap;
     /* the GIL as read with the list this tick (gil_read: it was) */
-    uint8_t gil_buf[256];
+    uint8_t gil_buf[PI_MAX_GIL_READ];
     bool gil_read;
     uintptr_t gil_holder;
     uint64_t gil_switches;

@@ -2,15 +2,16 @@
 
 The engine reads the other process's memory as it reads ours (``process_vm_readv``),
 from this process's sampling thread: the target is never stopped, signalled or changed.
-The engine is compiled for one interpreter, so the target must run the same interpreter
-file as this ``pyinstrument`` (the engine checks, and says which to use otherwise).
+A target running this same interpreter file is read in full; one running any other
+CPython 3.9-3.15 is read with that version's layout from the engine's table: its
+stacks, without the C function at the leaf (docs/attach.md).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pyinstrument import run_metadata
 from pyinstrument.frame_table import FrameInfo, FrameKind
@@ -76,25 +77,51 @@ def _thread_names(pid: int, native_ids: List[int]) -> Dict[int, str]:
     return names
 
 
-def _engine_attach(pid: int) -> None:
+def _engine_attach(pid: int) -> Dict[str, Any]:
+    """Points the engine at *pid*: what it runs (the version, and whether it is our own
+    interpreter file, which the engine reads in full; another one is read for stacks)."""
     from pyinstrument import _engine
 
     try:
-        _engine.attach(pid)
+        return _engine.attach(pid)
     except (OSError, ValueError) as exc:
         raise AttachError(str(exc)) from None
 
 
-def _session(pid: int, sampler: "Sampler", start_wall: float, duration: float, interval: float, cpu: float) -> Session:
+def _version_text(version: int) -> str:
+    """0x030C01F0 -> 3.12.1; 3.9/3.10 processes tell only their minor version."""
+    major, minor, micro = version >> 24, (version >> 16) & 0xFF, (version >> 8) & 0xFF
+    return f"{major}.{minor}.{micro}" if version & 0xFF else f"{major}.{minor}"
+
+
+def _metadata(pid: int, target: Dict[str, Any]) -> Dict[str, Any]:
+    """This run's metadata, made true of the target: its command line and Python; the
+    installed distributions are those of the target's own environment, unknown here."""
+    metadata = run_metadata.collect()
+    metadata["argv"] = command_line(pid)
+    metadata["attached_pid"] = pid
+    metadata["python"] = _version_text(target["version"])
+    metadata.pop("distributions", None)
+    metadata.pop("distributions_hash", None)
+    return metadata
+
+
+def _session(
+    pid: int,
+    target: Dict[str, Any],
+    sampler: "Sampler",
+    start_wall: float,
+    duration: float,
+    interval: float,
+    cpu: float,
+) -> Session:
     snapshot = sampler.snapshot()
     native_names = _thread_names(pid, [native for _, native, _, _ in snapshot["threads"]])
     names = {
         (ident, native): native_names[native] for ident, native, _, _ in snapshot["threads"] if native in native_names
     }
-    argv = command_line(pid)
-    metadata = run_metadata.collect()
-    metadata["argv"] = argv
-    metadata["attached_pid"] = pid
+    metadata = _metadata(pid, target)
+    argv = metadata["argv"]
     return session_from_snapshot(
         snapshot,
         all_threads=True,
@@ -113,7 +140,7 @@ class Recorder:
     """Recordings of process *pid*, one after another (the engine reads it from now on)."""
 
     def __init__(self, pid: int, interval: float) -> None:
-        _engine_attach(pid)
+        self.target = _engine_attach(pid)
         self.pid, self.interval = pid, interval
         self._sampler: Optional["Sampler"] = None
         self._started = (0.0, 0.0, 0.0)  # wall clock, perf counter, target's CPU seconds
@@ -132,7 +159,7 @@ class Recorder:
         elapsed = time.perf_counter() - start
         cpu_after = _cpu_seconds(self.pid)
         cpu = max(0.0, cpu_after - cpu_before) if cpu_after is not None else 0.0
-        session = _session(self.pid, self._sampler, wall, elapsed, self.interval, cpu)
+        session = _session(self.pid, self.target, self._sampler, wall, elapsed, self.interval, cpu)
         self._sampler = None
         return session
 
@@ -166,12 +193,12 @@ def current_stacks(pid: int) -> List[Tuple[str, bool, List[FrameInfo]]]:
     GIL, frames)."""
     from pyinstrument import _engine
 
-    _engine_attach(pid)
+    target = _engine_attach(pid)
     sampler = _engine.Sampler(interval=0.001, thread_id=0)
     sampler._tick()  # starts the clock
     sampler._tick()  # reads every thread once
     holder = sampler._gil_holder()
-    session = _session(pid, sampler, time.time(), 0.0, 0.001, 0.0)
+    session = _session(pid, target, sampler, time.time(), 0.0, 0.001, 0.0)
     stacks = []
     for stack, _ in session.frame_records:
         frames = [FrameInfo.parse(text) for text in stack]
