@@ -249,6 +249,29 @@ int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, s
     return finish_layout(interp, false, err, errlen);
 }
 
+size_t pi_layout_table_differences(const char **fields, size_t max)
+{
+    pi_offsets compiled;
+    pi_compiled_offsets(&compiled);
+    const pi_offsets *entry = NULL;
+    for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
+        if (pi_known_layouts[i].version == compiled.version)
+            entry = &pi_known_layouts[i];
+    size_t n = 0;
+    if (!entry) {
+        fields[n++] = "version";
+        return n;
+    }
+#define PI_COMPARE(name)                  \
+    if (compiled.name != entry->name && n < max) \
+        fields[n++] = #name;
+    PI_LAYOUT_FIELDS(PI_COMPARE)
+#undef PI_COMPARE
+    if (memcmp(compiled.debug_checks, entry->debug_checks, sizeof compiled.debug_checks) != 0 && n < max)
+        fields[n++] = "debug_checks";
+    return n;
+}
+
 int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out)
 {
     memset(out, 0, sizeof *out);

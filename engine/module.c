@@ -550,6 +550,20 @@ static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromLong(line);
 }
 
+static PyObject *layout_table_differences(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    const char *fields[128];
+    size_t n = pi_layout_table_differences(fields, sizeof fields / sizeof fields[0]);
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *name = PyUnicode_FromString(fields[i]);
+        if (!name || PyList_Append(list, name) != 0)
+            Py_CLEAR(list);
+        Py_XDECREF(name);
+    }
+    return list;
+}
+
 static PyObject *debug_stack_depths(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer code, exceptions;
@@ -748,6 +762,8 @@ static PyMethodDef module_methods[] = {
     {"_frame_call_site", frame_call_site, METH_O,
      "_frame_call_site(frame): (callable, first argument, that argument's type) of the call a frame of "
      "another thread stands on, as addresses (0 where absent, never to be followed), or None."},
+    {"_layout_table_differences", layout_table_differences, METH_NOARGS,
+     "_layout_table_differences(): fields where the compiled layout and layouts_table.h's entry differ."},
     {"_debug_stack_depths", debug_stack_depths, METH_VARARGS,
      "_debug_stack_depths(bytecode, exceptiontable): {code unit: stack depth before it (-1 unreachable)}, "
      "or None when the engine cannot analyse the bytecode."},

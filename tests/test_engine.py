@@ -731,3 +731,12 @@ def test_the_tick_hook_refuses_a_running_sampler():
             sampler._tick()
     finally:
         sampler.stop()
+
+
+def test_the_layout_table_agrees_with_this_interpreters_headers():
+    # another version's process is read with engine/layouts_table.h: its entry for this
+    # version must be what the engine computes from the headers it was compiled against
+    # (after changing engine/layout_compiled.h, run tools/gen_layouts.py)
+    from pyinstrument import _engine
+
+    assert _engine._layout_table_differences() == []
