@@ -9,11 +9,13 @@ with the package starts the agent at start-up, a thread blocked in accept() on a
 socket; **continuous**: the program calls `pyinstrument.agent.push_to_pyroscope(url,
 "bench", period=2.0)` (default 100 Hz) before it says it is ready, with url a tiny HTTP
 server in this process (127.0.0.1, a thread, answers 200 to every POST), so the cost
-includes building and sending a pprof every 2 s; **flight recorder**:
+includes building and sending a pprof every 2 s; **continuous, server stalled**: the same
+to a server that accepts the connection and never reads or answers (the push waits out its
+5 s timeout in the agent's thread, and the profile is dropped); **flight recorder**:
 PYINSTRUMENT_AGENT=1 and PYINSTRUMENT_FLIGHT_SECONDS=60 (records all the time at 100 Hz,
 cuts a 2 s segment every 2 s).
 
-Continuous and flight recorder go WARM (2.5 s) after start instead: past the first
+Continuous (both) and flight recorder go WARM (2.5 s) after start instead: past the first
 push or segment, whose one-off imports would otherwise land in the work (see WARM).
 
 Trigger latency: `python -m pyinstrument --agent PID --duration 0.5 -o FILE.pyisession` to an
@@ -35,6 +37,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -46,7 +49,7 @@ import attached
 import common
 
 ROUNDS = {"quick": 2, "full": 7}  # a round is about 50 s here: 7 keep the run near 6 minutes
-CONDITIONS = ("alone", "armed, idle", "continuous", "flight recorder")
+CONDITIONS = ("alone", "armed, idle", "continuous", "continuous, server stalled", "flight recorder")
 REQUEST = 0.5  # seconds the trigger asks the agent to record
 # Continuous and flight recorder: the first push (or segment) comes 2 s after the start and
 # imports the renderer, urllib and the session code; made while the program works, they
@@ -58,6 +61,28 @@ PUSH = """
 import sys, pyinstrument.agent
 pyinstrument.agent.push_to_pyroscope(sys.argv[1], "bench", period=2.0)
 """
+
+
+class Stalled:
+    """A server that accepts connections and never reads or answers them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: List[socket.socket] = []
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    def _hold(self) -> None:
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
 
 
 class Ingest(http.server.BaseHTTPRequestHandler):
@@ -112,7 +137,8 @@ def run_once(condition: str, pin: Sequence[str], python: str, folder: str, url: 
     """One run of the target: its seconds of work, the profiles pushed meanwhile, and with
     *trigger* ("waiting" or "working") the wall time of a request to its agent made before
     it is told to go or while it works."""
-    script = "continuous.py" if condition == "continuous" else "target.py"
+    continuous = condition.startswith("continuous")
+    script = "continuous.py" if continuous else "target.py"
     target = subprocess.Popen([*pin, python, "-E", "-s", os.path.join(folder, script), url], cwd=folder,
                               env=clean_environment(condition), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               universal_newlines=True)
@@ -124,7 +150,7 @@ def run_once(condition: str, pin: Sequence[str], python: str, folder: str, url: 
         armed = os.path.exists(agent_socket(target.pid))
         if armed != (condition in ("armed, idle", "flight recorder")):
             raise common.ChildFailed(f"{condition}: the agent is {'' if armed else 'not '}armed in the target")
-        time.sleep(WARM if condition in ("continuous", "flight recorder") else attached.SETTLE)
+        time.sleep(WARM if continuous or condition == "flight recorder" else attached.SETTLE)
         result: Dict[str, Any] = {}
         if trigger == "waiting":  # the main thread blocked in readline: the agent has the GIL to itself
             result["request"] = request(pin, python, folder, target.pid)
@@ -162,6 +188,7 @@ def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ingest)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    stalled = Stalled()
     try:
         with tempfile.TemporaryDirectory(prefix="pyi-agent-") as folder:
             with open(os.path.join(folder, "target.py"), "w") as f:
@@ -173,7 +200,8 @@ def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
                 wall, busy, own = time.perf_counter(), attached.busy_seconds(), attached.own_seconds()
                 for group, pin in attached.GROUPS.items():
                     for condition in CONDITIONS:
-                        runs[group][condition].append(run_once(condition, pin, env.ours, folder, url))
+                        to = stalled.url if condition == "continuous, server stalled" else url
+                        runs[group][condition].append(run_once(condition, pin, env.ours, folder, to))
                     for when in requests[group]:
                         requests[group][when].append(run_once("armed, idle", pin, env.ours, folder, url, when))
                     startups[group].append(client_startup(pin, env.ours))
@@ -187,6 +215,7 @@ def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
     finally:
         server.shutdown()
         server.server_close()
+        stalled.close()
     return {"version": env.version, "rounds": rounds, "runs": runs, "requests": requests, "startups": startups,
             "others": others, "date": datetime.date.today().isoformat(), "cores": os.cpu_count()}
 
@@ -206,7 +235,9 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
              f"in each mode, over its time alone in the same round: median of {result['rounds']} rounds, lowest–"
              "highest in brackets. *Armed, idle*: `PYINSTRUMENT_AGENT=1`, a thread blocked in `accept()`. "
              "*Continuous*: `push_to_pyroscope(url, period=2.0)` at the default 100 Hz, to a local HTTP server "
-             "answering 200. *Flight recorder*: `PYINSTRUMENT_AGENT=1 PYINSTRUMENT_FLIGHT_SECONDS=60` (100 Hz, 2 s "
+             "answering 200; *server stalled*: to one that accepts the connection and never answers (each push "
+             "waits out its 5 s timeout in the agent's thread, then is dropped). *Flight recorder*: "
+             "`PYINSTRUMENT_AGENT=1 PYINSTRUMENT_FLIGHT_SECONDS=60` (100 Hz, 2 s "
              "segments). **Spare core**: nothing pinned (2 cores); **pinned**: the program on core 0 (the HTTP "
              "server, in the bench process, is not). The *alone* row is each alone run over the median alone run: "
              "the noise of one run. Pushes: profiles received while the program worked, median per run.", "",
@@ -220,7 +251,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
                                                      for g in groups) + f" | {pushes} |")
     latency = {(g, w): [r["request"] - REQUEST for r in result["requests"][g][w]] for g in groups
                for w in ("waiting", "working")}
-    lines += ["", "Continuous and flight recorder: the program goes 2.5 s after it starts, past its first push "
+    lines += ["", "Continuous (both) and flight recorder: the program goes 2.5 s after it starts, past its first push "
               "(or segment), whose one-off imports are thus left out; the next one, 2 s after, falls in the work.",
               "", f"Trigger latency: the wall time of `python -m pyinstrument --agent PID --duration {REQUEST:g} -o "
               f"x.pyisession` to an armed program less the {REQUEST:g} s recorded, median (lowest–highest) of the "

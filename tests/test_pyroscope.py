@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -95,9 +96,12 @@ def heavy():
 def light():
     spin(0.01)
 
-pusher = pyinstrument.agent.push_to_pyroscope(sys.argv[1], "pushing-test", period=1.0, interval=0.005, on_push=keep)
-end = time.perf_counter() + 3.5
-while time.perf_counter() < end:
+pusher = pyinstrument.agent.push_to_pyroscope(
+    sys.argv[1], "pushing-test", period=1.0, interval=0.005, on_push=keep, timeout=float(sys.argv[2])
+)
+# three pushes (or attempts) at least, however slow a busy machine makes them
+start = time.perf_counter()
+while time.perf_counter() < start + 3.5 or (pusher.pushed + pusher.dropped < 3 and time.perf_counter() < start + 60):
     heavy()
     light()
 pusher.stop()
@@ -106,10 +110,12 @@ print(json.dumps({"pushed": pusher.pushed, "dropped": pusher.dropped, "functions
 """
 
 
-def run_pushing(url: str, tmp_path: Path) -> Dict:
+def run_pushing(url: str, tmp_path: Path, timeout: float = 5.0) -> Dict:
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(PUSHING))
-    result = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), url, str(timeout)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout.splitlines()[-1]), stderr=result.stderr)
 
@@ -154,3 +160,51 @@ def test_an_absent_server_costs_the_program_one_line(tmp_path):
     assert report["pushed"] == 0 and report["dropped"] >= 3, report
     assert report["functions"]["heavy"][1] > 1.0  # the program ran on, and was recorded
     assert report["stderr"].count("could not be pushed") == 1, report["stderr"]
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[str]:
+    """A server that accepts connections and never reads or answers them: its URL."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held = []
+
+    def hold() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_stalled_server_drops_profiles_and_the_program_runs_on(stalled_server, tmp_path):
+    report = run_pushing(stalled_server, tmp_path, timeout=0.5)
+    # each push waits out its timeout in the agent's thread, then is dropped; the next
+    # period was recorded meanwhile, so nothing piles up
+    assert report["pushed"] == 0 and report["dropped"] >= 3, report
+    assert report["functions"]["heavy"][1] > 1.0, report
+    heavy, light = report["functions"]["heavy"][1], report["functions"]["light"][1]
+    assert 0.55 < heavy / (heavy + light) < 0.78
+    assert report["stderr"].count("could not be pushed") == 1 and "timed out" in report["stderr"], report["stderr"]
+
+
+def test_a_program_ends_without_waiting_for_a_stalled_push(stalled_server, tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time, pyinstrument.agent
+            pyinstrument.agent.push_to_pyroscope(sys.argv[1], "ending-test", period=0.3, timeout=600)
+            time.sleep(1.0)  # a push has begun, and waits on the server
+            print("done", flush=True)
+            """
+        )
+    )
+    # a push waiting up to 600 s must not hold the program's exit
+    result = subprocess.run([sys.executable, str(script), stalled_server], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "done\n", result

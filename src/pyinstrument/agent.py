@@ -461,15 +461,19 @@ def push_to_pyroscope(
     period: float = 10.0,
     interval: float = 0.01,
     on_push: Optional[Callable[[Any], None]] = None,
+    timeout: float = 5.0,
 ) -> Pusher:
     """Starts continuous profiling into the Pyroscope server at *url* (once; a second call
-    returns the first pusher). A forked child pushes its own profiles."""
+    returns the first pusher), each push given up after *timeout* seconds without an answer.
+    A forked child pushes its own profiles."""
     global _pusher, _pusher_settings, _watching_forks
     _import_what_answers_need()
     with _lock:
         if _pusher is None:
             name = service_name or os.path.basename(sys.argv[0] or "python") or "python"
-            _pusher_settings = dict(url=url, service_name=name, period=period, interval=interval, on_push=on_push)
+            _pusher_settings = dict(
+                url=url, service_name=name, period=period, interval=interval, on_push=on_push, timeout=timeout
+            )
             _pusher = Pusher(**_pusher_settings)
             _pusher.start()
             if not _watching_forks:
