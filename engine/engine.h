@@ -688,6 +688,13 @@ typedef struct pi_walker pi_walker;
 typedef struct pi_scratch pi_scratch;
 
 #define PI_MAX_SKIPPED 4 /* threads a profiler of every thread may leave out */
+#define PI_MAX_LABELED_THREADS 256
+#define PI_MAX_THREAD_LABEL 0xFFFF
+
+/* A label of the calling thread (1 to PI_MAX_THREAD_LABEL; 0 takes it off) that profilers
+ * made with thread_labels take as the phase of its samples: what a web request runs for.
+ * Process-wide; from any thread, each setting its own. -1 when too many threads have one. */
+int pi_set_thread_label(unsigned long thread_id, int32_t label);
 
 typedef struct {
     pi_code_table codes;
@@ -699,6 +706,7 @@ typedef struct {
      * any thread, read by the tick, both with __atomic builtins */
     int32_t phase;
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
+    bool thread_labels;     /* a thread's label (pi_set_thread_label), where set, is its phase */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
     unsigned long skip_threads[PI_MAX_SKIPPED]; /* with every thread: ones not to sample (the agent's); 0 ends */
     int64_t interval_ns;

@@ -8,6 +8,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <pthread.h>
 #include <frameobject.h>
 
 #include "sampler.h"
@@ -29,13 +31,14 @@ static PyObject *ReadRefused;
 
 static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", "skip_threads", NULL};
+    static char *kwlist[] = {"interval", "thread_id", "timeline_budget", "skip_threads", "thread_labels", NULL};
     double interval = 0.001;
     unsigned long thread_id = 0, skip[PI_MAX_SKIPPED] = {0};
     Py_ssize_t timeline_budget = 4 * 1000 * 1000;
     PyObject *skip_threads = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dknO", kwlist, &interval, &thread_id, &timeline_budget,
-                                     &skip_threads))
+    int thread_labels = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|dknOp", kwlist, &interval, &thread_id, &timeline_budget,
+                                     &skip_threads, &thread_labels))
         return -1;
     if (skip_threads && skip_threads != Py_None) {
         PyObject *items = PySequence_Fast(skip_threads, "skip_threads must be a sequence of thread idents");
@@ -70,6 +73,7 @@ static int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     memcpy(self->sampler.state.skip_threads, skip, sizeof skip);
+    self->sampler.state.thread_labels = thread_labels;
     self->initialised = true;
     return 0;
 }
@@ -713,6 +717,24 @@ static PyObject *resume_samplers_soon(PyObject *Py_UNUSED(module), PyObject *Py_
     Py_RETURN_NONE;
 }
 
+/* set_thread_label(n): the calling thread's label (0: none), the phase of its samples in
+ * Samplers made with thread_labels. */
+static PyObject *set_thread_label(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long label = PyLong_AsLong(arg);
+    if (label == -1 && PyErr_Occurred())
+        return NULL;
+    if (label < 0 || label > PI_MAX_THREAD_LABEL) {
+        PyErr_Format(PyExc_ValueError, "a thread label is a number from 0 to %d", PI_MAX_THREAD_LABEL);
+        return NULL;
+    }
+    if (pi_set_thread_label((unsigned long)pthread_self(), (int32_t)label) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "more than %d threads have a label at once", PI_MAX_LABELED_THREADS);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* attach(pid): every Sampler of this process reads process pid from now on. */
 static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
 {
@@ -739,6 +761,9 @@ static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 static PyMethodDef module_methods[] = {
+    {"set_thread_label", set_thread_label, METH_O,
+     "set_thread_label(n): the calling thread's label (0: none), which Samplers made with thread_labels=True "
+     "take as the phase of its samples."},
     {"attach", attach, METH_O,
      "attach(pid) -> {version, same_build, interpreter}: Samplers read process pid (CPython 3.9-3.15) instead "
      "of this one; a process running another interpreter file is read for its stacks only."},

@@ -1,10 +1,13 @@
 /*
  * record.c: a walked stack made into a sample (identities and lines, root first) and
  * added to a profiler's call tree (aggregate.c); in a shared tick, handed to every
- * profiler that samples that thread, in each one's own identities.
+ * profiler that samples that thread, in each one's own identities; and the labels threads
+ * give themselves (the route of the request they run), which some profilers take as phases.
  */
 #define _GNU_SOURCE
 #include "tick.h"
+
+#include <pthread.h>
 
 /* The sample of a walked thread, root first, in x->identities and x->lines: its depth,
  * or BUILD_DROPPED(_CODE). `truncated`: it was deeper than a sample keeps. */
@@ -72,6 +75,66 @@ void count_drop(pi_state *t, long why)
         t->stats.dropped_code++;
 }
 
+/* Threads' labels, one word each: the thread's pthread id (a user-space address, under
+ * 2^48) shifted above its 16-bit label, so a reader never pairs one thread with another's
+ * label. Written by each thread for itself (with the GIL, or under its own slot), read
+ * by the tick. */
+static uint64_t thread_labels[PI_MAX_LABELED_THREADS];
+
+/* In a forked child only the forking thread lives on: another's slot would label a new
+ * thread given the same pthread id. */
+static void keep_only_own_label(void)
+{
+    uint64_t own = (uint64_t)pthread_self();
+    for (int i = 0; i < PI_MAX_LABELED_THREADS; i++)
+        if (thread_labels[i] >> 16 != own)
+            thread_labels[i] = 0;
+}
+
+static void watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, keep_only_own_label);
+}
+
+int pi_set_thread_label(unsigned long thread_id, int32_t label)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, watch_forks);
+    if (label < 0 || label > PI_MAX_THREAD_LABEL || thread_id == 0 || thread_id >> 48)
+        return -1;
+    uint64_t entry = label ? ((uint64_t)thread_id << 16) | (uint64_t)label : 0;
+    int free_slot = -1;
+    for (int i = 0; i < PI_MAX_LABELED_THREADS; i++) {
+        uint64_t current = __atomic_load_n(&thread_labels[i], __ATOMIC_ACQUIRE);
+        if (current >> 16 == thread_id) {
+            __atomic_store_n(&thread_labels[i], entry, __ATOMIC_RELEASE);
+            return 0;
+        }
+        if (!current && free_slot < 0)
+            free_slot = i;
+    }
+    if (!label)
+        return 0;
+    /* a free slot is claimed atomically: two threads may label themselves at once */
+    for (int i = free_slot < 0 ? PI_MAX_LABELED_THREADS : free_slot; i < PI_MAX_LABELED_THREADS; i++) {
+        uint64_t expected = 0;
+        if (__atomic_compare_exchange_n(&thread_labels[i], &expected, entry, false, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+            return 0;
+    }
+    return -1;
+}
+
+static int32_t thread_label(unsigned long thread_id)
+{
+    for (int i = 0; i < PI_MAX_LABELED_THREADS; i++) {
+        uint64_t entry = __atomic_load_n(&thread_labels[i], __ATOMIC_ACQUIRE);
+        if (entry && entry >> 16 == thread_id)
+            return (int32_t)(entry & PI_MAX_THREAD_LABEL);
+    }
+    return 0;
+}
+
 void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t now_ns, int64_t cpu_now)
 {
@@ -96,7 +159,9 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
     r->last_cpu_ns = cpu_now;
     if (w->async_leaf != UINT32_MAX)
         cpu_ns = 0; /* the thread ran other contexts' code while the task waited */
-    int32_t phase = __atomic_load_n(&t->phase, __ATOMIC_RELAXED);
+    int32_t phase = t->thread_labels ? thread_label(w->ts.thread_id) : 0;
+    if (!phase)
+        phase = __atomic_load_n(&t->phase, __ATOMIC_RELAXED);
     if (phase > 0 && t->phase_identity < 0)
         t->phase_identity = pi_codes_synthetic(&t->codes, "[phase]");
     if (phase > 0 && t->phase_identity < 0) {

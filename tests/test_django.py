@@ -70,9 +70,18 @@ def allow_when_header(request: Any) -> bool:
 
 # the project's URLconf and helpers must be importable by dotted path
 project = types.ModuleType(APP_MODULE)
+def route_view(request: Any, item: int) -> HttpResponse:
+    """Answers the route its thread is labelled with for continuous profiles."""
+    from pyinstrument import agent
+
+    number = getattr(agent._thread_route, "number", 0)
+    return HttpResponse(agent._route_names[number - 1] if number else "(none)")
+
+
 project.urlpatterns = [  # type: ignore[attr-defined]
     path("view/", distinctive_profiled_view),
     path("other/", other_endpoint_view),
+    path("items/<int:item>/", route_view),
 ]
 project.StaffUserStub = StaffUserStub  # type: ignore[attr-defined]
 project.allow_when_header = allow_when_header  # type: ignore[attr-defined]
@@ -512,3 +521,16 @@ def test_too_many_query_fields_are_the_views_business() -> None:
     view that never reads them answers normally, with the middleware too."""
     query = "&".join(f"f{n}=1" for n in range(1500))
     assert page_and_report(profiled(plain_view)(get_request(f"/plain/?{query}"))) == PAGE_TEXT
+
+
+# -- continuous profiles: each request's route -------------------------------------------
+
+
+def test_a_request_is_labelled_with_its_url_pattern_while_profiles_are_pushed(monkeypatch) -> None:
+    from pyinstrument import agent
+
+    with serve() as base:
+        assert fetch(f"{base}/items/7/") == "(none)"  # nothing pushed: no label
+        monkeypatch.setattr(agent, "pushing", lambda: True)
+        assert fetch(f"{base}/items/7/") == "GET items/<int:item>/"
+        assert fetch(f"{base}/items/8/") == "GET items/<int:item>/"

@@ -847,3 +847,24 @@ def test_fastapi_concurrent_requests_in_one_loop_do_not_mix(tmp_path: Any) -> No
     assert "beta_work" in beta and "alpha_work" not in beta, beta
     waited = re.search(r"(\d+\.\d+) \[await\]", alpha)
     assert waited and float(waited.group(1)) >= 0.1, alpha
+
+
+def route_answering_app(environ: dict, start_response: Any) -> List[bytes]:
+    """Answers the route its thread is labelled with for continuous profiles."""
+    from pyinstrument import agent
+
+    number = getattr(agent._thread_route, "number", 0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [(agent._route_names[number - 1] if number else "(none)").encode()]
+
+
+def test_wsgi_requests_are_labelled_with_their_route_while_profiles_are_pushed(monkeypatch) -> None:
+    from pyinstrument import agent
+
+    app = WSGIProfilerMiddleware(route_answering_app)
+    path = {"PATH_INFO": "/users/42/orders/6f1c2d3e4a5b6c7d8e9f"}
+    assert call_wsgi(app, path)[1] == b"(none)"  # nothing pushed: no label
+    monkeypatch.setattr(agent, "pushing", lambda: True)
+    assert call_wsgi(app, path)[1] == b"GET /users/{id}/orders/{id}"  # ids folded: few distinct routes
+    assert call_wsgi(app, {"PATH_INFO": "/v2/items", "REQUEST_METHOD": "POST"})[1] == b"POST /v2/items"
+    assert getattr(agent._thread_route, "number", 0) == 0  # taken off when the request ends

@@ -17,6 +17,7 @@ import atexit
 import collections
 import json
 import os
+import re
 import socket
 import stat
 import struct
@@ -182,19 +183,80 @@ def _agent_threads() -> List[int]:
     return [thread.ident for thread in threading.enumerate() if thread.name.startswith(_THREAD_NAME) and thread.ident]
 
 
-def _new_sampler(interval: float) -> Any:
+def _new_sampler(interval: float, routes: bool = False) -> Any:
     from pyinstrument import _engine
 
-    return _engine.Sampler(interval=interval, thread_id=0, skip_threads=_agent_threads())
+    return _engine.Sampler(interval=interval, thread_id=0, skip_threads=_agent_threads(), thread_labels=routes)
 
 
-def _session_of(sampler: Any, start_wall: float, duration: float, interval: float, cpu_time: float) -> Any:
+#: the routes threads run requests for (route n: _route_names[n - 1]); past _MAX_ROUTES
+#: distinct ones, the rest are counted as one, so that a server's label values stay few
+_route_names: List[str] = []
+_MAX_ROUTES = 1000
+_OTHER_ROUTE = "[other routes]"
+_thread_route = threading.local()
+_ID_SEGMENT = re.compile(r"[0-9]+|[0-9a-fA-F-]{16,}")
+
+
+def _route_number(name: str) -> int:
+    with _lock:
+        if name not in _route_names:
+            if len(_route_names) >= _MAX_ROUTES:
+                name = _OTHER_ROUTE
+            if name not in _route_names:
+                _route_names.append(name)
+        return _route_names.index(name) + 1
+
+
+class route:
+    """``with pyinstrument.agent.route("GET /users/{id}"):`` labels what the calling thread
+    runs meanwhile as done for that route: continuous profiles pushed to Pyroscope carry it
+    as the label ``route``. The web middlewares do this for each request. A thread's label
+    is its own: this suits a server that runs each request on a thread (WSGI), not requests
+    that share an event loop's thread (ASGI)."""
+
+    def __init__(self, name: str) -> None:
+        self.number = _route_number(name)
+        self.previous = 0
+
+    def __enter__(self) -> "route":
+        from pyinstrument import _engine
+
+        self.previous = getattr(_thread_route, "number", 0)
+        _thread_route.number = self.number
+        _engine.set_thread_label(self.number)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        from pyinstrument import _engine
+
+        _thread_route.number = self.previous
+        _engine.set_thread_label(self.previous)
+
+
+def pushing() -> bool:
+    """Whether this process pushes continuous profiles (so its requests' routes count)."""
+    return _pusher is not None
+
+
+def request_route(method: str, path: str) -> route:
+    """The route of a request whose framework names none: its method and path, with the
+    segments that look like ids (numbers, long hex or UUIDs) as ``{id}``."""
+    segments = ["{id}" if _ID_SEGMENT.fullmatch(part) else part for part in path.split("/")]
+    return route(f"{method} {'/'.join(segments)}")
+
+
+def _session_of(
+    sampler: Any, start_wall: float, duration: float, interval: float, cpu_time: float, routes: bool = False
+) -> Any:
     from pyinstrument import run_metadata
     from pyinstrument.profiler import session_from_snapshot
 
     names = {(thread.ident, thread.native_id): thread.name for thread in threading.enumerate()}
-    return session_from_snapshot(
+    route_names = list(_route_names) if routes else []
+    session = session_from_snapshot(
         sampler.snapshot(),
+        phases=(route_names, [0.0] * len(route_names)),
         all_threads=True,
         thread_names=names,  # type: ignore[arg-type]
         start_time=start_wall,
@@ -205,6 +267,11 @@ def _session_of(sampler: Any, start_wall: float, duration: float, interval: floa
         target_description=f"Process {os.getpid()}: {' '.join(sys.argv)}",
         metadata=run_metadata.collect(),
     )
+    if session.phases is not None:  # a route's time: its threads' samples in it, added up
+        for (_, seconds), number in zip(session.frame_records, session.phases.records):
+            if number:
+                session.phases.seconds[number - 1] += seconds
+    return session
 
 
 def record_here(duration: float, interval: float) -> Any:
@@ -252,14 +319,14 @@ class Pusher:
         self._stopping.set()
 
     def _run(self) -> None:
-        sampler = _new_sampler(self.interval)
+        sampler = _new_sampler(self.interval, routes=True)
         started = (time.time(), time.perf_counter(), time.process_time())
         sampler.start()
         while not self._stopping.wait(max(0.0, self.period - (time.perf_counter() - started[1]))):
             sampler.stop()
             ended = (time.time(), time.perf_counter(), time.process_time())
             previous, previous_started = sampler, started
-            sampler, started = _new_sampler(self.interval), ended
+            sampler, started = _new_sampler(self.interval, routes=True), ended
             sampler.start()  # the next period records while this one is sent
             session = _session_of(
                 previous,
@@ -267,6 +334,7 @@ class Pusher:
                 ended[1] - previous_started[1],
                 self.interval,
                 ended[2] - previous_started[2],
+                routes=True,
             )
             self._send(session, previous_started[0], ended[0])
         sampler.stop()
@@ -286,7 +354,7 @@ class Pusher:
         )
         request = urllib.request.Request(
             f"{self.url}/ingest?{query}",
-            data=PprofRenderer().render(session),
+            data=PprofRenderer(phase_label="route").render(session),
             method="POST",
             headers={"Content-Type": "application/octet-stream"},
         )

@@ -150,14 +150,17 @@ class PprofRenderer(Renderer):
 
     :param include_lines: one location per line being executed (pprof can then show
         time per line); ``False``: one per function, at its first line.
+    :param phase_label: the label a sample's phase is given (the agent's pushes to
+        Pyroscope name it ``route``: their phases are the requests' routes).
     """
 
     output_file_extension = "pb.gz"
     output_is_binary = True
 
-    def __init__(self, include_lines: bool = True) -> None:
+    def __init__(self, include_lines: bool = True, phase_label: str = "phase") -> None:
         super().__init__()
         self.include_lines = include_lines
+        self.phase_label = phase_label
 
     @staticmethod
     def _system_name(frame: StackFrame) -> str:
@@ -225,7 +228,7 @@ class PprofRenderer(Renderer):
             encoded = location_varints[(frame_index, recorded_line)] = _varint(location)
             return encoded
 
-        thread_key, thread_id_key, phase_key = string("thread"), string("thread_id"), string("phase")
+        thread_key, thread_id_key, phase_key = string("thread"), string("thread_id"), string(self.phase_label)
         thread_labels: Dict[Tuple[int, Optional[int]], bytes] = {}
         phases = session.phases
         phase_labels = [b""] + [

@@ -198,10 +198,26 @@ class ProfilerMiddleware:
             profiling.done()
         return profiling, show_report, session
 
+    def process_view(self, request: Any, view: Any, args: Any, kwargs: Any) -> None:
+        """With continuous profiles pushed to Pyroscope, the rest of the request is
+        labelled with its URL pattern (``GET users/<int:id>/``) as its route."""
+        from pyinstrument import agent
+
+        match = getattr(request, "resolver_match", None)
+        if agent.pushing() and match is not None and getattr(request, "_pyinstrument_route", None) is None:
+            pattern = getattr(match, "route", None) or match.view_name or "?"
+            request._pyinstrument_route = agent.route(f"{request.method} {pattern}").__enter__()
+        return None
+
     def __call__(self, request: Any) -> Any:
         self.process_request(request)
         try:
-            response = self.get_response(request)
+            try:
+                response = self.get_response(request)
+            finally:
+                labelled = getattr(request, "_pyinstrument_route", None)
+                if labelled is not None:
+                    labelled.__exit__(None, None, None)
         except BaseException:
             self._finish(request)
             raise

@@ -75,6 +75,15 @@ class ProfilerMiddleware(ProfilingMiddleware):
     """
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        from pyinstrument import agent
+
+        if not agent.pushing():
+            return self._call(environ, start_response)
+        # continuous profiles into Pyroscope carry the request's route (no framework names it here)
+        with agent.request_route(environ.get("REQUEST_METHOD", "GET"), request_info(environ).path):
+            return self._call(environ, start_response)
+
+    def _call(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = request_info(environ)
         show = self.profiling.shows_report(request)
         if not show and not self.profiling.records:
