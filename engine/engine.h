@@ -695,6 +695,11 @@ typedef struct pi_scratch pi_scratch;
  * made with thread_labels take as the phase of its samples: what a web request runs for.
  * Process-wide; from any thread, each setting its own. -1 when too many threads have one. */
 int pi_set_thread_label(unsigned long thread_id, int32_t label);
+/* Marks an object (kept alive by its owner for as long as the process runs) as standing
+ * for a label, which a ContextVar holding it gives the samples of the context it is set
+ * in. -1 when the marks are full. With the GIL. */
+#define PI_MAX_ROUTE_MARKS 2048
+int pi_set_route_mark(uintptr_t object, int32_t label);
 
 typedef struct {
     pi_code_table codes;
@@ -706,7 +711,9 @@ typedef struct {
      * any thread, read by the tick, both with __atomic builtins */
     int32_t phase;
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
-    bool thread_labels;     /* a thread's label (pi_set_thread_label), where set, is its phase */
+    bool thread_labels;     /* a thread's label (pi_set_thread_label), where set, is its phase; */
+    pi_async route_context; /* else, with its var set, the label its context's value of that
+                               ContextVar is marked with (pi_set_route_mark): a task's route */
     unsigned long only_thread; /* 0: every thread; else the pthread id to sample */
     unsigned long skip_threads[PI_MAX_SKIPPED]; /* with every thread: ones not to sample (the agent's); 0 ends */
     int64_t interval_ns;

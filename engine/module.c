@@ -383,6 +383,27 @@ static int parse_task_layout(PyObject *layout, pi_task_layout *out)
 
 /* bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks):
  * attribute the thread's time outside the Context where var is token (see context.c). */
+/* bind_route_var(var, types): samples of a thread with no label of its own take the
+ * label marked on its context's value of var (set_route_mark). */
+static PyObject *Sampler_bind_route_var(SamplerObject *self, PyObject *args)
+{
+    PyObject *var, *types;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyContextVar_Type, &var, &PyTuple_Type, &types))
+        return NULL;
+    if (!self->initialised || self->sampler.running) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_route_var() needs an initialised, stopped Sampler");
+        return NULL;
+    }
+    Py_hash_t hash = PyObject_Hash(var);
+    if (hash == -1)
+        return NULL;
+    pi_async route = {.var = (uintptr_t)var, .var_hash = pi_hamt_hash((int64_t)hash)};
+    if (parse_node_types(types, &route) != 0)
+        return NULL;
+    self->sampler.state.route_context = route;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Sampler_bind_async(SamplerObject *self, PyObject *args)
 {
     PyObject *var, *token, *coro, *codes, *lines, *types, *tasks = Py_None;
@@ -735,6 +756,25 @@ static PyObject *set_thread_label(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* set_route_mark(obj, n): a ContextVar bound with Sampler.bind_route_var holding obj
+ * labels its context's samples n. obj must live as long as the process. */
+static PyObject *set_route_mark(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *object;
+    int label;
+    if (!PyArg_ParseTuple(args, "Oi", &object, &label))
+        return NULL;
+    if (label <= 0 || label > PI_MAX_THREAD_LABEL) {
+        PyErr_Format(PyExc_ValueError, "a route mark's label is a number from 1 to %d", PI_MAX_THREAD_LABEL);
+        return NULL;
+    }
+    if (pi_set_route_mark((uintptr_t)object, (int32_t)label) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "more than %d route marks", PI_MAX_ROUTE_MARKS);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* attach(pid): every Sampler of this process reads process pid from now on. */
 static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
 {
@@ -764,6 +804,9 @@ static PyMethodDef module_methods[] = {
     {"set_thread_label", set_thread_label, METH_O,
      "set_thread_label(n): the calling thread's label (0: none), which Samplers made with thread_labels=True "
      "take as the phase of its samples."},
+    {"set_route_mark", set_route_mark, METH_VARARGS,
+     "set_route_mark(obj, n): a route ContextVar (Sampler.bind_route_var) holding obj labels its context's "
+     "samples n; obj must live as long as the process."},
     {"attach", attach, METH_O,
      "attach(pid) -> {version, same_build, interpreter}: Samplers read process pid (CPython 3.9-3.15) instead "
      "of this one; a process running another interpreter file is read for its stacks only."},
@@ -803,6 +846,9 @@ static PyMethodDef Sampler_methods[] = {
      "[phase] marker node whose line is n."},
     {"_tick", (PyCFunction)Sampler_tick, METH_NOARGS,
      "A test hook: one tick now, from the calling thread, of a Sampler that is not running."},
+    {"bind_route_var", (PyCFunction)Sampler_bind_route_var, METH_VARARGS,
+     "bind_route_var(var, types): samples of a thread with no label take the label marked on its context's "
+     "value of var (set_route_mark); types as bind_async's. The var must live as long as the Sampler."},
     {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
      "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks=None): "
      "async mode."},

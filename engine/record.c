@@ -125,6 +125,53 @@ int pi_set_thread_label(unsigned long thread_id, int32_t label)
     return -1;
 }
 
+/* Objects standing for labels: an open-addressed table, written with the GIL (the label
+ * before the address), read by the tick. */
+static uintptr_t mark_objects[PI_MAX_ROUTE_MARKS];
+static int32_t mark_labels[PI_MAX_ROUTE_MARKS];
+
+static size_t mark_slot(uintptr_t object)
+{
+    return (size_t)(((uint64_t)object >> 4) * 0x9E3779B97F4A7C15ULL >> 40) % PI_MAX_ROUTE_MARKS;
+}
+
+int pi_set_route_mark(uintptr_t object, int32_t label)
+{
+    if (!object || label <= 0 || label > PI_MAX_THREAD_LABEL)
+        return -1;
+    for (size_t probe = 0, i = mark_slot(object); probe < PI_MAX_ROUTE_MARKS; probe++, i = (i + 1) % PI_MAX_ROUTE_MARKS) {
+        uintptr_t current = __atomic_load_n(&mark_objects[i], __ATOMIC_ACQUIRE);
+        if (current == object || !current) {
+            __atomic_store_n(&mark_labels[i], label, __ATOMIC_RELAXED);
+            __atomic_store_n(&mark_objects[i], object, __ATOMIC_RELEASE);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int32_t route_mark(uintptr_t object)
+{
+    for (size_t probe = 0, i = mark_slot(object); probe < PI_MAX_ROUTE_MARKS; probe++, i = (i + 1) % PI_MAX_ROUTE_MARKS) {
+        uintptr_t current = __atomic_load_n(&mark_objects[i], __ATOMIC_ACQUIRE);
+        if (!current)
+            return 0;
+        if (current == object)
+            return __atomic_load_n(&mark_labels[i], __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+/* The label of a thread's current context: what its route ContextVar holds there. */
+static int32_t context_label(const pi_state *t, uintptr_t context)
+{
+    uintptr_t value = 0;
+    if (!context || pi_context_get(&t->route_context, context, t->route_context.var, t->route_context.var_hash,
+                                   &value) != 1)
+        return 0;
+    return route_mark(value);
+}
+
 static int32_t thread_label(unsigned long thread_id)
 {
     for (int i = 0; i < PI_MAX_LABELED_THREADS; i++) {
@@ -160,6 +207,8 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
     if (w->async_leaf != UINT32_MAX)
         cpu_ns = 0; /* the thread ran other contexts' code while the task waited */
     int32_t phase = t->thread_labels ? thread_label(w->ts.thread_id) : 0;
+    if (!phase && t->route_context.var)
+        phase = context_label(t, w->ts.context);
     if (!phase)
         phase = __atomic_load_n(&t->phase, __ATOMIC_RELAXED);
     if (phase > 0 && t->phase_identity < 0)

@@ -74,8 +74,7 @@ def route_view(request: Any, item: int) -> HttpResponse:
     """Answers the route its thread is labelled with for continuous profiles."""
     from pyinstrument import agent
 
-    number = getattr(agent._thread_route, "number", 0)
-    return HttpResponse(agent._route_names[number - 1] if number else "(none)")
+    return HttpResponse(agent.current_route() or "(none)")
 
 
 project.urlpatterns = [  # type: ignore[attr-defined]

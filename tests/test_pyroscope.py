@@ -260,9 +260,38 @@ print(json.dumps({"pushed": pusher.pushed, "routes": routes}))
 """
 
 
-def run_routes(url: str, tmp_path: Path) -> Dict:
+#: the same two routes served by two tasks of one event loop, taking turns on its thread
+TASK_ROUTES = ROUTES.replace(
+    """def serve(name, handler, stop):
+    while not stop.is_set():
+        with route(name):
+            handler()
+        spin(0.005)  # between requests: no route
+""",
+    """import asyncio
+
+async def request(name, handler):
+    with route(name):  # in a task: the task's own route, kept in its context
+        for _ in range(3):
+            handler()
+            await asyncio.sleep(0)  # the other task runs on this thread meanwhile
+
+async def serve_both(stop):
+    while not stop.is_set():
+        await asyncio.gather(request("GET /users/{id}", users), request("POST /orders", orders))
+        spin(0.005)  # between requests: no route
+
+def serve(name, handler, stop):
+    if handler is users:
+        asyncio.run(serve_both(stop))
+""",
+)
+assert TASK_ROUTES != ROUTES
+
+
+def run_routes(url: str, tmp_path: Path, program: str = ROUTES) -> Dict:
     script = tmp_path / "routes.py"
-    script.write_text(textwrap.dedent(ROUTES))
+    script.write_text(textwrap.dedent(program))
     result = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
@@ -277,6 +306,17 @@ def test_each_thread_is_labelled_with_the_route_it_serves(tmp_path):
     assert "orders" in routes["POST /orders"] and "users" not in routes["POST /orders"], routes
     # the label is read just after the stack is copied: a sample taken as a request ends
     # may land outside its route (one sample in several hundred here)
+    unlabelled = routes.get("(none)", {})
+    assert unlabelled.get("users", 0.0) < 0.02 * routes["GET /users/{id}"]["users"], routes
+    assert unlabelled.get("orders", 0.0) < 0.02 * routes["POST /orders"]["orders"], routes
+    assert routes["GET /users/{id}"]["users"] > 0.5 and routes["POST /orders"]["orders"] > 0.5, routes
+
+
+def test_tasks_sharing_a_thread_are_each_labelled_with_their_route(tmp_path):
+    report = run_routes(f"http://127.0.0.1:{free_port()}", tmp_path, TASK_ROUTES)
+    routes = report["routes"]
+    assert "users" in routes["GET /users/{id}"] and "orders" not in routes["GET /users/{id}"], routes
+    assert "orders" in routes["POST /orders"] and "users" not in routes["POST /orders"], routes
     unlabelled = routes.get("(none)", {})
     assert unlabelled.get("users", 0.0) < 0.02 * routes["GET /users/{id}"]["users"], routes
     assert unlabelled.get("orders", 0.0) < 0.02 * routes["POST /orders"]["orders"], routes

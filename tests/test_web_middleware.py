@@ -853,9 +853,8 @@ def route_answering_app(environ: dict, start_response: Any) -> List[bytes]:
     """Answers the route its thread is labelled with for continuous profiles."""
     from pyinstrument import agent
 
-    number = getattr(agent._thread_route, "number", 0)
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [(agent._route_names[number - 1] if number else "(none)").encode()]
+    return [(agent.current_route() or "(none)").encode()]
 
 
 def test_wsgi_requests_are_labelled_with_their_route_while_profiles_are_pushed(monkeypatch) -> None:
@@ -867,4 +866,4 @@ def test_wsgi_requests_are_labelled_with_their_route_while_profiles_are_pushed(m
     monkeypatch.setattr(agent, "pushing", lambda: True)
     assert call_wsgi(app, path)[1] == b"GET /users/{id}/orders/{id}"  # ids folded: few distinct routes
     assert call_wsgi(app, {"PATH_INFO": "/v2/items", "REQUEST_METHOD": "POST"})[1] == b"POST /v2/items"
-    assert getattr(agent._thread_route, "number", 0) == 0  # taken off when the request ends
+    assert agent.current_route() is None  # taken off when the request ends

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextvars
 import json
 import os
 import re
@@ -186,52 +187,102 @@ def _agent_threads() -> List[int]:
 def _new_sampler(interval: float, routes: bool = False) -> Any:
     from pyinstrument import _engine
 
-    return _engine.Sampler(interval=interval, thread_id=0, skip_threads=_agent_threads(), thread_labels=routes)
+    sampler = _engine.Sampler(interval=interval, thread_id=0, skip_threads=_agent_threads(), thread_labels=routes)
+    if routes and _route_node_types is not None:
+        sampler.bind_route_var(_route_var, _route_node_types)
+    return sampler
 
 
-#: the routes threads run requests for (route n: _route_names[n - 1]); past _MAX_ROUTES
-#: distinct ones, the rest are counted as one, so that a server's label values stay few
+#: the routes requests run for (route n: _route_names[n - 1]); past _MAX_ROUTES distinct
+#: ones, the rest are counted as one, so that a server's label values stay few
 _route_names: List[str] = []
+_route_numbers: Dict[str, int] = {}
 _MAX_ROUTES = 1000
 _OTHER_ROUTE = "[other routes]"
-_thread_route = threading.local()
 _ID_SEGMENT = re.compile(r"[0-9]+|[0-9a-fA-F-]{16,}")
+#: a thread's route (threads serving one request at a time: the engine's thread label)
+_thread_route = threading.local()
+#: a task's route (tasks sharing an event loop's thread): its context's value of
+#: _route_var, one mark object per route that the engine knows by address
+_route_var: "contextvars.ContextVar[object]" = contextvars.ContextVar("pyinstrument_agent_route")
+_route_marks: List[object] = []
+#: the contexts' node types the engine looks _route_var up with (None: it cannot here)
+_route_node_types: Optional[Tuple[int, int, int]] = None
+
+
+class _RouteMark:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 def _route_number(name: str) -> int:
+    from pyinstrument import _engine
+
     with _lock:
-        if name not in _route_names:
-            if len(_route_names) >= _MAX_ROUTES:
-                name = _OTHER_ROUTE
-            if name not in _route_names:
-                _route_names.append(name)
-        return _route_names.index(name) + 1
+        if name not in _route_numbers and len(_route_names) >= _MAX_ROUTES:
+            name = _OTHER_ROUTE
+        if name not in _route_numbers:
+            mark = _RouteMark(name)
+            _engine.set_route_mark(mark, len(_route_names) + 1)
+            _route_marks.append(mark)
+            _route_names.append(name)
+            _route_numbers[name] = len(_route_names)
+        return _route_numbers[name]
+
+
+def _in_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
 
 
 class route:
-    """``with pyinstrument.agent.route("GET /users/{id}"):`` labels what the calling thread
-    runs meanwhile as done for that route: continuous profiles pushed to Pyroscope carry it
-    as the label ``route``. The web middlewares do this for each request. A thread's label
-    is its own: this suits a server that runs each request on a thread (WSGI), not requests
-    that share an event loop's thread (ASGI)."""
+    """``with pyinstrument.agent.route("GET /users/{id}"):`` labels what runs meanwhile as
+    done for that route: continuous profiles pushed to Pyroscope carry it as the label
+    ``route``. The web middlewares do this for each request. In a task of a running asyncio
+    event loop (or with ``task=True``) the label is the task's, kept in its context, since
+    the loop's thread runs other tasks between its awaits; elsewhere it is the thread's."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, task: Optional[bool] = None) -> None:
         self.number = _route_number(name)
+        self.task = _in_event_loop() if task is None else task
         self.previous = 0
+        self.token: Any = None
 
     def __enter__(self) -> "route":
         from pyinstrument import _engine
 
-        self.previous = getattr(_thread_route, "number", 0)
-        _thread_route.number = self.number
-        _engine.set_thread_label(self.number)
+        if self.task:
+            self.token = _route_var.set(_route_marks[self.number - 1])
+        else:
+            self.previous = getattr(_thread_route, "number", 0)
+            _thread_route.number = self.number
+            _engine.set_thread_label(self.number)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         from pyinstrument import _engine
 
-        _thread_route.number = self.previous
-        _engine.set_thread_label(self.previous)
+        if self.task:
+            _route_var.reset(self.token)
+        else:
+            _thread_route.number = self.previous
+            _engine.set_thread_label(self.previous)
+
+
+def current_route() -> Optional[str]:
+    """The route what runs here is labelled with (the task's, else the thread's), if any."""
+    mark = _route_var.get(None)
+    if isinstance(mark, _RouteMark):
+        return mark.name
+    number = getattr(_thread_route, "number", 0)
+    return _route_names[number - 1] if number else None
 
 
 def pushing() -> bool:
@@ -239,11 +290,11 @@ def pushing() -> bool:
     return _pusher is not None
 
 
-def request_route(method: str, path: str) -> route:
+def request_route(method: str, path: str, task: Optional[bool] = None) -> route:
     """The route of a request whose framework names none: its method and path, with the
     segments that look like ids (numbers, long hex or UUIDs) as ``{id}``."""
     segments = ["{id}" if _ID_SEGMENT.fullmatch(part) else part for part in path.split("/")]
-    return route(f"{method} {'/'.join(segments)}")
+    return route(f"{method} {'/'.join(segments)}", task=task)
 
 
 def _session_of(
@@ -534,8 +585,14 @@ def push_to_pyroscope(
     """Starts continuous profiling into the Pyroscope server at *url* (once; a second call
     returns the first pusher), each push given up after *timeout* seconds without an answer.
     A forked child pushes its own profiles."""
-    global _pusher, _pusher_settings, _watching_forks
+    global _pusher, _pusher_settings, _watching_forks, _route_node_types
     _import_what_answers_need()
+    from pyinstrument import _async
+
+    try:  # the engine's self-checked reading of contexts, for tasks' routes
+        _route_node_types = _async.node_types()
+    except RuntimeError:
+        _route_node_types = None  # routes of threads only
     with _lock:
         if _pusher is None:
             name = service_name or os.path.basename(sys.argv[0] or "python") or "python"

@@ -51,6 +51,16 @@ class ProfilerMiddleware(ProfilingMiddleware):
     of :class:`pyinstrument.wsgi.ProfilerMiddleware`."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from pyinstrument import agent
+
+        if scope.get("type") != "http" or not agent.pushing():
+            await self._call(scope, receive, send)
+            return
+        # continuous profiles into Pyroscope carry the request's route, kept in its task's context
+        with agent.request_route(scope.get("method") or "GET", scope.get("path") or "/", task=True):
+            await self._call(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
