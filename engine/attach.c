@@ -144,12 +144,17 @@ static uint32_t interpreter_version(const pi_symbol *version, const pi_symbol *a
  * static objects from the file's symbols. */
 static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_t errlen)
 {
-    enum { RUNTIME, CODE, FRAME, UNICODE, BYTES, TUPLE, NONE, VERSION, IS_NONE, FRAME_GET_CODE, COUNT };
+    enum { RUNTIME, CODE, FRAME, UNICODE, BYTES, TUPLE, NONE, FUNCTION, TYPE, MODULE, CFUNCTION, CMETHOD,
+           METHOD_DESCR, VERSION, IS_NONE, FRAME_GET_CODE, COUNT };
     pi_symbol syms[COUNT] = {
-        [RUNTIME] = {"_PyRuntime", 0},   [CODE] = {"PyCode_Type", 0},       [FRAME] = {"PyFrame_Type", 0},
-        [UNICODE] = {"PyUnicode_Type", 0}, [BYTES] = {"PyBytes_Type", 0},   [TUPLE] = {"PyTuple_Type", 0},
-        [NONE] = {"_Py_NoneStruct", 0},  [VERSION] = {"Py_Version", 0},     [IS_NONE] = {"Py_IsNone", 0},
-        [FRAME_GET_CODE] = {"PyFrame_GetCode", 0},
+        [RUNTIME] = {"_PyRuntime", 0},       [CODE] = {"PyCode_Type", 0},
+        [FRAME] = {"PyFrame_Type", 0},       [UNICODE] = {"PyUnicode_Type", 0},
+        [BYTES] = {"PyBytes_Type", 0},       [TUPLE] = {"PyTuple_Type", 0},
+        [NONE] = {"_Py_NoneStruct", 0},      [FUNCTION] = {"PyFunction_Type", 0},
+        [TYPE] = {"PyType_Type", 0},         [MODULE] = {"PyModule_Type", 0},
+        [CFUNCTION] = {"PyCFunction_Type", 0}, [CMETHOD] = {"PyCMethod_Type", 0},
+        [METHOD_DESCR] = {"PyMethodDescr_Type", 0}, [VERSION] = {"Py_Version", 0},
+        [IS_NONE] = {"Py_IsNone", 0},        [FRAME_GET_CODE] = {"PyFrame_GetCode", 0},
     };
     int found = pi_find_interpreter_symbols(pid, syms, COUNT, out->interpreter, sizeof out->interpreter, err, errlen);
     if (found == -2)
@@ -166,8 +171,19 @@ static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_
     if (check_readable(pid, syms[RUNTIME].addr, err, errlen) != 0)
         return -1;
     out->version = interpreter_version(&syms[VERSION], &syms[IS_NONE], &syms[FRAME_GET_CODE]);
-    pi_statics statics = {syms[RUNTIME].addr, syms[CODE].addr,  syms[FRAME].addr, syms[UNICODE].addr,
-                          syms[BYTES].addr,   syms[TUPLE].addr, syms[NONE].addr};
+    if (!out->version) {
+        snprintf(err, errlen, "process %d: its Python version (Py_Version) could not be read", (int)pid);
+        return -1;
+    }
+    pi_statics statics = {
+        .runtime = syms[RUNTIME].addr,       .code_type = syms[CODE].addr,
+        .frame_type = syms[FRAME].addr,      .unicode_type = syms[UNICODE].addr,
+        .bytes_type = syms[BYTES].addr,      .tuple_type = syms[TUPLE].addr,
+        .none = syms[NONE].addr,             .function_type = syms[FUNCTION].addr,
+        .type_type = syms[TYPE].addr,        .module_type = syms[MODULE].addr,
+        .cfunction_type = syms[CFUNCTION].addr, .cmethod_type = syms[CMETHOD].addr,
+        .method_descr_type = syms[METHOD_DESCR].addr,
+    };
     char why[400] = "";
     discover_native_ids_now();
     if (pi_layout_init_other(out->version, &statics, why, sizeof why) != 0) {
@@ -206,7 +222,9 @@ int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen)
     fclose(f);
     int result = found ? learn_same_interpreter(pid, &own, &theirs, out, err, errlen)
                        : learn_other_interpreter(pid, out, err, errlen);
-    if (result != 0)
+    if (result != 0) {
         pi_set_attached_pid(0);
+        pi_layout_prepare(); /* this process's own layout again */
+    }
     return result;
 }

@@ -645,8 +645,6 @@ int pi_code_line(pi_code_entry *e, uintptr_t instr, int lasti)
 static void analyse_bytecode(pi_code_entry *e)
 {
     e->bytecode_tried = true;
-    if (!pi_runtime_layout.compiled)
-        return; /* another version's bytecode: its opcodes are not compiled in (opcodes.c) */
     uint8_t *code = NULL, *exceptions = NULL;
     size_t units, exceptions_len = 0;
     if (e->header.code_units >= 0) {

@@ -21,7 +21,8 @@
  *   record.c       a walked stack made a sample and added to a profiler's tree
  *   asyncmode.c    which profiler a stack belongs to, await chains, async ticks
  *   callees.c    the C function a thread is in, from the object being called
- *   opcodes.c    where a call keeps what it calls: stack depths over the bytecode
+ *   opcodes.c    where a call keeps what it calls: stack depths over the bytecode, with
+ *                each version's opcodes and stack effects from opcodes_table.h
  *   context.c    async mode: which context a thread runs in, what a task awaits
  *   aggregate.c  per-thread call tries with wall/CPU time, and the timeline
  *   sampler.c    the sampling pthread: deadlines, timing, fork safety
@@ -125,6 +126,8 @@ extern pi_layout pi_runtime_layout;
 #define PI_MAX_CFRAME_READ 64
 #define PI_MAX_GIL_READ 256
 
+/* The minor version of the process read (0x030C0000 for 3.12). */
+uint32_t pi_layout_version(void);
 /* Parses with the layout compiled in until pi_layout_init: at module import. */
 void pi_layout_prepare(void);
 /* Fills pi_runtime_layout with the layout compiled in, for this process or (reloc != 0)
@@ -135,6 +138,8 @@ int pi_layout_init(uintptr_t reloc, char *err, size_t errlen);
 typedef struct {
     uintptr_t runtime; /* _PyRuntime */
     uintptr_t code_type, frame_type, unicode_type, bytes_type, tuple_type, none;
+    /* what the C function a thread calls is told by */
+    uintptr_t function_type, type_type, module_type, cfunction_type, cmethod_type, method_descr_type;
 } pi_statics;
 /* The same for a process attached to that runs CPython `version` (0x030C01F0 for
  * 3.12.1) from another binary: its layout comes from the table (layouts_table.h). */
@@ -333,6 +338,9 @@ typedef struct {
     uint32_t start; /* code-unit index of its first EXTENDED_ARG, else unit */
 } pi_instr;
 
+/* The stack effect of a base opcode along its jump or not, as the analysis counts it;
+ * INT_MIN when unknown. For the test suite's check against dis.stack_effect. */
+int pi_opcode_stack_effect(uint8_t op, uint32_t arg, bool jump);
 /* Decodes a copy of `units` code units into at most `units` instructions. */
 size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out);
 /* The value-stack depth before each instruction (-1: unreachable), from the entry and

@@ -214,6 +214,12 @@ static void use_compiled_layout(uintptr_t reloc)
         .bytes_type = STATIC_ADDR(&PyBytes_Type),
         .tuple_type = STATIC_ADDR(&PyTuple_Type),
         .none = STATIC_ADDR(Py_None),
+        .function_type = STATIC_ADDR(&PyFunction_Type),
+        .type_type = STATIC_ADDR(&PyType_Type),
+        .module_type = STATIC_ADDR(&PyModule_Type),
+        .cfunction_type = STATIC_ADDR(&PyCFunction_Type),
+        .cmethod_type = STATIC_ADDR(&PyCMethod_Type),
+        .method_descr_type = STATIC_ADDR(&PyMethodDescr_Type),
     };
 }
 
@@ -233,6 +239,13 @@ int pi_layout_init(uintptr_t reloc, char *err, size_t errlen)
 
 int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, size_t errlen)
 {
+#if defined(Py_GIL_DISABLED)
+    (void)found;
+    snprintf(err, errlen, "it runs Python %u.%u from another interpreter file, which a free-threaded pyinstrument "
+             "cannot read; attach with the pyinstrument installed for its interpreter",
+             version >> 24, (version >> 16) & 0xFF);
+    return -1;
+#endif
     const pi_offsets *layout = NULL;
     for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
         if (pi_known_layouts[i].version == (version & 0xFFFF0000))
@@ -259,7 +272,8 @@ size_t pi_layout_table_differences(const char **fields, size_t max)
             entry = &pi_known_layouts[i];
     size_t n = 0;
     if (!entry) {
-        fields[n++] = "version";
+        if (max > 0)
+            fields[n++] = "version";
         return n;
     }
 #define PI_COMPARE(name)                  \
@@ -878,21 +892,18 @@ size_t pi_frame_locals_offset(void)
 
 size_t pi_callable_read_size(void)
 {
-    size_t a = sizeof(PyCFunctionObject), b = sizeof(PyMethodDescrObject);
-    return a > b ? a : b;
+    return (size_t)(L->cfunction_size > L->method_descr_size ? L->cfunction_size : L->method_descr_size);
 }
 
 int pi_parse_object_header(const void *buf, uintptr_t *type)
 {
-    PI_LOAD(PyObject, o, buf);
-    *type = (uintptr_t)o.ob_type;
+    *type = word_at(buf, TYPE_AT);
     return object_alive(buf) && *type ? 0 : -1;
 }
 
 uintptr_t pi_object_type(const void *buf)
 {
-    PI_LOAD(PyObject, o, buf);
-    return (uintptr_t)o.ob_type;
+    return word_at(buf, TYPE_AT);
 }
 
 bool pi_object_dying(const void *buf)
@@ -907,16 +918,14 @@ int pi_parse_callable(const void *buf, pi_callable *out)
     if (pi_parse_object_header(buf, &type) != 0)
         return -1;
     /* the kinds of object sys.setprofile reports as c_call */
-    if (type == STATIC_ADDR(&PyCFunction_Type) || type == STATIC_ADDR(&PyCMethod_Type)) {
-        PI_LOAD(PyCFunctionObject, f, buf);
+    if (type == statics.cfunction_type || type == statics.cmethod_type) {
         out->kind = PI_CALLABLE_CFUNCTION;
-        out->method_def = (uintptr_t)f.m_ml;
-        out->self = (uintptr_t)f.m_self;
-    } else if (type == STATIC_ADDR(&PyMethodDescr_Type)) {
-        PI_LOAD(PyMethodDescrObject, d, buf);
+        out->method_def = word_at(buf, L->cfunction_method_def);
+        out->self = word_at(buf, L->cfunction_self);
+    } else if (type == statics.method_descr_type) {
         out->kind = PI_CALLABLE_METHOD_DESCRIPTOR;
-        out->method_def = (uintptr_t)d.d_method;
-        out->type = (uintptr_t)d.d_common.d_type;
+        out->method_def = word_at(buf, L->method_descr_method_def);
+        out->type = word_at(buf, L->method_descr_type);
     } else {
         out->kind = PI_CALLABLE_OTHER;
         return 0;
@@ -926,12 +935,12 @@ int pi_parse_callable(const void *buf, pi_callable *out)
 
 size_t pi_type_read_size(void)
 {
-    return offsetof(PyTypeObject, tp_base) + sizeof(PyTypeObject *);
+    return (size_t)L->type_base + sizeof(uintptr_t);
 }
 
 size_t pi_type_qualname_offset(void)
 {
-    return offsetof(PyHeapTypeObject, ht_qualname);
+    return (size_t)L->heap_type_qualname;
 }
 
 int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
@@ -940,12 +949,12 @@ int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
     uintptr_t metatype;
     if (pi_parse_object_header(buf, &metatype) != 0)
         return -1;
-    PyTypeObject t;
-    memcpy(&t, buf, pi_type_read_size());
-    out->name = (uintptr_t)t.tp_name;
-    out->base = (uintptr_t)t.tp_base;
-    out->is_metatype = (t.tp_flags & Py_TPFLAGS_TYPE_SUBCLASS) != 0;
-    out->heap = (t.tp_flags & Py_TPFLAGS_HEAPTYPE) != 0;
+    uint64_t flags;
+    memcpy(&flags, (const uint8_t *)buf + L->type_flags, sizeof flags);
+    out->name = word_at(buf, L->type_name);
+    out->base = word_at(buf, L->type_base);
+    out->is_metatype = (flags & Py_TPFLAGS_TYPE_SUBCLASS) != 0; /* the same bits in every version */
+    out->heap = (flags & Py_TPFLAGS_HEAPTYPE) != 0;
     out->qualname = out->heap ? qualname : 0;
     if (!out->name || (out->heap && !out->qualname))
         return -1;
@@ -954,29 +963,41 @@ int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out)
 
 uintptr_t pi_module_type(void)
 {
-    return STATIC_ADDR(&PyModule_Type);
+    return statics.module_type;
 }
 
 uintptr_t pi_none_object(void)
 {
-    return STATIC_ADDR(Py_None);
+    return statics.none;
 }
 
 uintptr_t pi_function_type(void)
 {
-    return STATIC_ADDR(&PyFunction_Type);
+    return statics.function_type;
 }
 
 bool pi_long_lived_type(uintptr_t type)
 {
-    return type == STATIC_ADDR(&PyType_Type) || type == STATIC_ADDR(&PyCFunction_Type) ||
-           type == STATIC_ADDR(&PyCMethod_Type) || type == STATIC_ADDR(&PyMethodDescr_Type);
+    return type == statics.type_type || type == statics.cfunction_type || type == statics.cmethod_type ||
+           type == statics.method_descr_type;
 }
 
 size_t pi_method_def_name_offset(void)
 {
-    return offsetof(PyMethodDef, ml_name);
+    return (size_t)L->method_def_name;
 }
+
+#if PY_VERSION_HEX >= 0x030E0000
+/* A value-stack slot of this build's own frames: its object, untagged (0: a small int). */
+static uintptr_t untagged(uintptr_t slot)
+{
+#ifdef Py_INT_TAG
+    if ((slot & Py_TAG_BITS) == Py_INT_TAG)
+        return 0;
+#endif
+    return slot & ~(uintptr_t)Py_TAG_BITS;
+}
+#endif
 
 int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr_t *out)
 {
@@ -997,7 +1018,7 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
 #endif
     for (size_t i = 0; i < count; i++) {
 #if PY_VERSION_HEX >= 0x030E0000
-        out[i] = pi_stack_slot_object(f->localsplus[code->co_nlocalsplus + first + i].bits);
+        out[i] = untagged(f->localsplus[code->co_nlocalsplus + first + i].bits);
 #else
         out[i] = (uintptr_t)f->localsplus[code->co_nlocalsplus + first + i];
 #endif
@@ -1014,6 +1035,11 @@ int pi_local_frame_slots(void *frame_object, size_t first, size_t count, uintptr
 uintptr_t pi_interpreter_anchor(void)
 {
     return (uintptr_t)&PyCode_Type;
+}
+
+uint32_t pi_layout_version(void)
+{
+    return (uint32_t)L->version;
 }
 
 uint32_t pi_compiled_version(void)

@@ -175,6 +175,20 @@ static inline void pi_compiled_offsets(pi_offsets *o)
     o->bytes_data = offsetof(PyBytesObject, ob_sval);
     o->tuple_items = offsetof(PyTupleObject, ob_item);
 
+    PI_WIDTH(PyTypeObject, tp_flags, 8);
+    o->cfunction_method_def = offsetof(PyCFunctionObject, m_ml);
+    o->cfunction_self = offsetof(PyCFunctionObject, m_self);
+    o->cfunction_size = sizeof(PyCFunctionObject);
+    o->method_descr_method_def = offsetof(PyMethodDescrObject, d_method);
+    o->method_descr_type = offsetof(PyMethodDescrObject, d_common.d_type);
+    o->method_descr_size = sizeof(PyMethodDescrObject);
+    o->method_def_name = offsetof(PyMethodDef, ml_name);
+    o->type_name = offsetof(PyTypeObject, tp_name);
+    o->type_basicsize = offsetof(PyTypeObject, tp_basicsize);
+    o->type_flags = offsetof(PyTypeObject, tp_flags);
+    o->type_base = offsetof(PyTypeObject, tp_base);
+    o->heap_type_qualname = offsetof(PyHeapTypeObject, ht_qualname);
+
 #if PY_VERSION_HEX >= 0x030E0000
     o->stack_tag_bits = Py_TAG_BITS;
 #ifdef Py_INT_TAG

@@ -57,6 +57,10 @@
     X(ascii_size) X(compact_size) X(unicode_length) X(unicode_state)                                         \
     X(state_kind_shift) X(state_kind_mask) X(state_compact_bit) X(state_ascii_bit)                           \
     X(bytes_data) X(tuple_items)                                                                             \
+    /* what a call calls: PyCFunctionObject, PyMethodDescrObject, PyMethodDef, PyTypeObject */             \
+    X(cfunction_method_def) X(cfunction_self) X(cfunction_size)                                              \
+    X(method_descr_method_def) X(method_descr_type) X(method_descr_size) X(method_def_name)                  \
+    X(type_name) X(type_basicsize) X(type_flags) X(type_base) X(heap_type_qualname)                          \
     /* 3.14+ value-stack slots: tag bits (Py_TAG_BITS), and the tag of small ints (Py_INT_TAG) */            \
     X(stack_tag_bits) X(stack_int_tag)                                                                       \
     /* how many low bits of an object's first word count references (3.14+ keep flags above) */             \

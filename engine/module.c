@@ -15,6 +15,7 @@
 #include "sampler.h"
 #include "tick.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -575,6 +576,22 @@ static PyObject *debug_line(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromLong(line);
 }
 
+static PyObject *opcode_stack_effect(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int op, jump;
+    unsigned long arg;
+    if (!PyArg_ParseTuple(args, "ikp", &op, &arg, &jump))
+        return NULL;
+    if (op < 0 || op > 255 || arg > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "an opcode is 0-255, an oparg 32 bits");
+        return NULL;
+    }
+    int effect = pi_opcode_stack_effect((uint8_t)op, (uint32_t)arg, jump != 0);
+    if (effect == INT_MIN)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(effect);
+}
+
 static PyObject *layout_table_differences(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     const char *fields[128];
@@ -739,7 +756,8 @@ static PyObject *resume_samplers_soon(PyObject *Py_UNUSED(module), PyObject *Py_
 }
 
 /* set_thread_label(n): the calling thread's label (0: none), the phase of its samples in
- * Samplers made with thread_labels. */
+ * Samplers made with thread_labels. False when it cannot have one (every slot taken):
+ * its samples then go unlabelled, and the program on. */
 static PyObject *set_thread_label(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     long label = PyLong_AsLong(arg);
@@ -749,11 +767,7 @@ static PyObject *set_thread_label(PyObject *Py_UNUSED(module), PyObject *arg)
         PyErr_Format(PyExc_ValueError, "a thread label is a number from 0 to %d", PI_MAX_THREAD_LABEL);
         return NULL;
     }
-    if (pi_set_thread_label((unsigned long)pthread_self(), (int32_t)label) != 0) {
-        PyErr_Format(PyExc_RuntimeError, "more than %d threads have a label at once", PI_MAX_LABELED_THREADS);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return PyBool_FromLong(pi_set_thread_label((unsigned long)pthread_self(), (int32_t)label) == 0);
 }
 
 /* set_route_mark(obj, n): a ContextVar bound with Sampler.bind_route_var holding obj
@@ -802,8 +816,8 @@ static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
 
 static PyMethodDef module_methods[] = {
     {"set_thread_label", set_thread_label, METH_O,
-     "set_thread_label(n): the calling thread's label (0: none), which Samplers made with thread_labels=True "
-     "take as the phase of its samples."},
+     "set_thread_label(n) -> bool: the calling thread's label (0: none), which Samplers made with "
+     "thread_labels=True take as the phase of its samples; False when no label can be kept for it."},
     {"set_route_mark", set_route_mark, METH_VARARGS,
      "set_route_mark(obj, n): a route ContextVar (Sampler.bind_route_var) holding obj labels its context's "
      "samples n; obj must live as long as the process."},
@@ -830,6 +844,8 @@ static PyMethodDef module_methods[] = {
     {"_frame_call_site", frame_call_site, METH_O,
      "_frame_call_site(frame): (callable, first argument, that argument's type) of the call a frame of "
      "another thread stands on, as addresses (0 where absent, never to be followed), or None."},
+    {"_opcode_stack_effect", opcode_stack_effect, METH_VARARGS,
+     "_opcode_stack_effect(op, oparg, jump): the stack effect the bytecode analysis uses (opcodes_table.h)."},
     {"_layout_table_differences", layout_table_differences, METH_NOARGS,
      "_layout_table_differences(): fields where the compiled layout and layouts_table.h's entry differ."},
     {"_debug_stack_depths", debug_stack_depths, METH_VARARGS,

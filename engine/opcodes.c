@@ -6,53 +6,57 @@
  * at a slot that follows from the instruction and the stack depth at that point, and
  * that depth is static: the compiler guarantees the same depth at an instruction
  * whichever way it is reached. It is computed here from a copy of the bytecode
- * (specialised instructions mapped back to their base form with the interpreter's
- * own tables) by forward data flow, with the interpreter's own stack effects, from
- * the entry and from every exception handler (3.11+ exception table).
+ * (specialised instructions mapped back to their base form) by forward data flow, with
+ * the interpreter's own stack effects, from the entry and from every exception handler
+ * (3.11+ exception table). What each version's bytecode is (its opcodes, inline caches
+ * and stack effects) comes from opcodes_table.h, written from each version's own
+ * headers and compiler, so that a process of another version is analysed the same way.
  */
-#ifndef Py_BUILD_CORE_MODULE
-#define Py_BUILD_CORE_MODULE 1
-#endif
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#if PY_VERSION_HEX >= 0x030D0000
-#define NEED_OPCODE_METADATA
-#include "internal/pycore_opcode_metadata.h"
-#elif PY_VERSION_HEX >= 0x030B0000
-#define NEED_OPCODE_TABLES
-#include "internal/pycore_opcode.h"
-#else
-#include "opcode.h"
-#endif
-#pragma GCC diagnostic pop
-
 #include "engine.h"
+#include "opcodes_table.h"
 
 #include <limits.h>
 #include <stdlib.h>
 
+/* The table of the version read (the layout's), found once per version. */
+static const pi_opcode_table *table(void)
+{
+    static const pi_opcode_table *found;
+    uint32_t version = pi_layout_version();
+    if (!found || found->version != version) {
+        found = &pi_known_opcodes[0];
+        for (size_t i = 0; i < sizeof pi_known_opcodes / sizeof pi_known_opcodes[0]; i++)
+            if (pi_known_opcodes[i].version == version)
+                found = &pi_known_opcodes[i];
+    }
+    return found;
+}
+
+#define OP(name) (table()->ops[PI_OP_##name])
+#define AT_LEAST(minor) (table()->version >= (0x03000000u | ((unsigned)(minor) << 16)))
+
 static uint8_t base_opcode(uint8_t op)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return _PyOpcode_Deopt[op] ? _PyOpcode_Deopt[op] : op;
-#else
-    return op;
-#endif
+    uint8_t base = table()->deopt[op];
+    return base ? base : op;
 }
 
 static unsigned cache_units(uint8_t base)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return _PyOpcode_Caches[base];
-#else
-    (void)base;
-    return 0;
-#endif
+    return table()->caches[base];
+}
+
+#define NO_EFFECT INT_MIN
+
+/* A form of the table at oparg; NO_EFFECT where it has none. */
+static int form_value(pi_effect_form form, uint32_t oparg)
+{
+    if (form.shift == PI_EFFECT_UNKNOWN || oparg >= (1u << 24)) /* past what the table was checked on */
+        return NO_EFFECT;
+    const int16_t *row = table()->pool + form.row;
+    if (form.clamp)
+        return row[oparg < form.clamp ? oparg : form.clamp - 1u];
+    return row[oparg & ((1u << form.shift) - 1u)] + form.mul * (int)(oparg >> form.shift);
 }
 
 size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out)
@@ -63,7 +67,7 @@ size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out)
     for (size_t unit = 0; unit < units;) {
         uint8_t op = base_opcode(code[unit * 2]);
         uint32_t arg = extended | code[unit * 2 + 1];
-        if (op == EXTENDED_ARG) {
+        if (op == OP(EXTENDED_ARG)) {
             if (extended == 0)
                 start = (uint32_t)unit;
             extended = arg << 8;
@@ -81,54 +85,30 @@ size_t pi_decode_bytecode(const uint8_t *code, size_t units, pi_instr *out)
 
 /* ---- static stack depth: forward data flow over the bytecode ---- */
 
-#define NO_EFFECT INT_MIN
-
 /* How much an instruction changes the stack depth, along its jump or its fall-through,
- * as the compiler counts it (the depth the compiler guarantees at each instruction).
- * PyCompile_OpcodeStackEffectWithJump is a pure function of its arguments on 3.9-3.12
- * (a switch in compile.c); 3.13+ use the interpreter's metadata tables compiled in here. */
+ * as the compiler counts it (the depth the compiler guarantees at each instruction):
+ * 3.9-3.12 the compiler's own stack effects, 3.13+ the interpreter's metadata. */
 static int stack_effect(const pi_instr *in, bool jump)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    (void)jump;
-    int popped = _PyOpcode_num_popped(in->op, (int)in->arg);
-    int pushed = _PyOpcode_num_pushed(in->op, (int)in->arg);
-    return popped < 0 || pushed < 0 ? NO_EFFECT : pushed - popped;
-#else
-#if PY_VERSION_HEX >= 0x030B0000
-    /* counted as 0 by the compiler, yet the POP_TOP after it pops the value a resumed
-     * generator receives */
-    if (in->op == RETURN_GENERATOR)
+    /* 3.11/3.12: counted as 0 by the compiler, yet the POP_TOP after it pops the value a
+     * resumed generator receives */
+    if (AT_LEAST(11) && !AT_LEAST(13) && in->op == OP(RETURN_GENERATOR))
         return 1;
-#endif
-    if (in->arg > INT_MAX)
-        return NO_EFFECT;
-    int effect = PyCompile_OpcodeStackEffectWithJump(in->op, (int)in->arg, jump);
-    return effect == PY_INVALID_STACK_EFFECT ? NO_EFFECT : effect;
-#endif
+    return form_value(table()->effect[AT_LEAST(13) ? 0 : jump][in->op], in->arg);
+}
+
+int pi_opcode_stack_effect(uint8_t op, uint32_t arg, bool jump)
+{
+    pi_instr in = {op, arg, 0, 0};
+    return stack_effect(&in, jump);
 }
 
 /* Whether the instruction can be followed by the next one. */
 static bool falls_through(int op)
 {
-    switch (op) {
-    case RETURN_VALUE:
-    case RAISE_VARARGS:
-    case RERAISE:
-    case JUMP_FORWARD:
-#ifdef RETURN_CONST
-    case RETURN_CONST:
-#endif
-#if PY_VERSION_HEX >= 0x030B0000
-    case JUMP_BACKWARD:
-    case JUMP_BACKWARD_NO_INTERRUPT:
-#else
-    case JUMP_ABSOLUTE:
-#endif
-        return false;
-    default:
-        return true;
-    }
+    return op != OP(RETURN_VALUE) && op != OP(RAISE_VARARGS) && op != OP(RERAISE) && op != OP(JUMP_FORWARD) &&
+           op != OP(RETURN_CONST) && op != OP(JUMP_BACKWARD) && op != OP(JUMP_BACKWARD_NO_INTERRUPT) &&
+           op != OP(JUMP_ABSOLUTE);
 }
 
 /* The code unit a jump instruction jumps to (as the dis module computes it); false for
@@ -137,72 +117,43 @@ static bool jump_target(const pi_instr *in, int64_t *target)
 {
     int64_t next = (int64_t)in->unit + 1 + cache_units(in->op);
     int64_t arg = in->arg;
-    switch ((int)in->op) {
-#if PY_VERSION_HEX < 0x030B0000
-    case FOR_ITER:
-    case JUMP_FORWARD:
-    case SETUP_FINALLY:
-    case SETUP_WITH:
-    case SETUP_ASYNC_WITH:
-        *target = next + (PY_VERSION_HEX >= 0x030A0000 ? arg : arg / 2);
-        return true;
-    case JUMP_ABSOLUTE:
-    case JUMP_IF_FALSE_OR_POP:
-    case JUMP_IF_TRUE_OR_POP:
-    case POP_JUMP_IF_FALSE:
-    case POP_JUMP_IF_TRUE:
-    case JUMP_IF_NOT_EXC_MATCH:
-        *target = PY_VERSION_HEX >= 0x030A0000 ? arg : arg / 2;
-        return true;
-#else
-    case JUMP_BACKWARD:
-    case JUMP_BACKWARD_NO_INTERRUPT:
-#if PY_VERSION_HEX < 0x030C0000
-    case POP_JUMP_BACKWARD_IF_FALSE:
-    case POP_JUMP_BACKWARD_IF_TRUE:
-    case POP_JUMP_BACKWARD_IF_NONE:
-    case POP_JUMP_BACKWARD_IF_NOT_NONE:
-#endif
-        *target = next - arg;
-        return true;
-    case FOR_ITER:
-    case JUMP_FORWARD:
-    case SEND:
-#if PY_VERSION_HEX < 0x030C0000
-    case JUMP_IF_FALSE_OR_POP:
-    case JUMP_IF_TRUE_OR_POP:
-    case POP_JUMP_FORWARD_IF_FALSE:
-    case POP_JUMP_FORWARD_IF_TRUE:
-    case POP_JUMP_FORWARD_IF_NONE:
-    case POP_JUMP_FORWARD_IF_NOT_NONE:
-#else
-    case POP_JUMP_IF_FALSE:
-    case POP_JUMP_IF_TRUE:
-    case POP_JUMP_IF_NONE:
-    case POP_JUMP_IF_NOT_NONE:
-#endif
-        *target = next + arg;
-        return true;
-#endif
-    default:
+    int op = in->op;
+    if (!AT_LEAST(11)) {
+        int64_t offset = AT_LEAST(10) ? arg : arg / 2; /* 3.9 counts bytes */
+        if (op == OP(FOR_ITER) || op == OP(JUMP_FORWARD) || op == OP(SETUP_FINALLY) || op == OP(SETUP_WITH) ||
+            op == OP(SETUP_ASYNC_WITH)) {
+            *target = next + offset;
+            return true;
+        }
+        if (op == OP(JUMP_ABSOLUTE) || op == OP(JUMP_IF_FALSE_OR_POP) || op == OP(JUMP_IF_TRUE_OR_POP) ||
+            op == OP(POP_JUMP_IF_FALSE) || op == OP(POP_JUMP_IF_TRUE) || op == OP(JUMP_IF_NOT_EXC_MATCH)) {
+            *target = offset;
+            return true;
+        }
         return false;
     }
+    if (op == OP(JUMP_BACKWARD) || op == OP(JUMP_BACKWARD_NO_INTERRUPT) || op == OP(POP_JUMP_BACKWARD_IF_FALSE) ||
+        op == OP(POP_JUMP_BACKWARD_IF_TRUE) || op == OP(POP_JUMP_BACKWARD_IF_NONE) ||
+        op == OP(POP_JUMP_BACKWARD_IF_NOT_NONE)) {
+        *target = next - arg;
+        return true;
+    }
+    if (op == OP(FOR_ITER) || op == OP(JUMP_FORWARD) || op == OP(SEND) || op == OP(JUMP_IF_FALSE_OR_POP) ||
+        op == OP(JUMP_IF_TRUE_OR_POP) || op == OP(POP_JUMP_FORWARD_IF_FALSE) || op == OP(POP_JUMP_FORWARD_IF_TRUE) ||
+        op == OP(POP_JUMP_FORWARD_IF_NONE) || op == OP(POP_JUMP_FORWARD_IF_NOT_NONE) ||
+        (AT_LEAST(12) && (op == OP(POP_JUMP_IF_FALSE) || op == OP(POP_JUMP_IF_TRUE) || op == OP(POP_JUMP_IF_NONE) ||
+                          op == OP(POP_JUMP_IF_NOT_NONE)))) {
+        *target = next + arg;
+        return true;
+    }
+    return false;
 }
 
 /* Opcodes whose presence means the copy is not plain bytecode: instrumented code
  * (sys.monitoring keeps the real instruction elsewhere) or tier-2 executors. */
 static bool analysable(int op)
 {
-#ifdef MIN_INSTRUMENTED_OPCODE
-    if (op >= MIN_INSTRUMENTED_OPCODE)
-        return false;
-#endif
-#ifdef ENTER_EXECUTOR
-    if (op == ENTER_EXECUTOR)
-        return false;
-#endif
-    (void)op;
-    return true;
+    return !(OP(MIN_INSTRUMENTED_OPCODE) >= 0 && op >= OP(MIN_INSTRUMENTED_OPCODE)) && op != OP(ENTER_EXECUTOR);
 }
 
 /* The instruction whose first code unit (EXTENDED_ARG prefix included) is `unit`. */
@@ -257,12 +208,7 @@ static bool read_varint(const uint8_t *table, size_t len, size_t *pos, int64_t *
 /* 3.10 generators begin with GEN_START, which pops the value the first resume sends. */
 static int64_t first_depth(const pi_instr *first)
 {
-#ifdef GEN_START
-    return first->op == GEN_START;
-#else
-    (void)first;
-    return 0;
-#endif
+    return first->op == OP(GEN_START);
 }
 
 int pi_stack_depths(const pi_instr *ins, size_t count, const uint8_t *exceptions, size_t exceptions_len,
@@ -314,59 +260,63 @@ done:
 
 /* ---- where a call instruction keeps what it calls ---- */
 
+/* 3.13+: how many slots a call pops (its callable, self or NULL, and arguments). */
+static int call_popped(int which, const pi_instr *in)
+{
+    return form_value(table()->call_popped[which], in->arg);
+}
+
 int pi_call_layout(const pi_instr *in, int32_t depth, pi_call *out)
 {
     int64_t argc = in->arg, bottom;
-    switch ((int)in->op) {
-#if PY_VERSION_HEX < 0x030B0000
-    case CALL_FUNCTION: /* callable, args */
-        out->layout = PI_CALL_PLAIN;
-        bottom = depth - 1 - argc;
-        break;
-    case CALL_FUNCTION_KW: /* callable, args, kwnames */
-        out->layout = PI_CALL_PLAIN;
-        bottom = depth - 2 - argc;
-        break;
-    case CALL_METHOD: /* method or NULL, self or callable, args */
-        out->layout = PI_CALL_NULL_FIRST;
-        bottom = depth - 2 - argc;
-        break;
-    case CALL_FUNCTION_EX: /* callable, args tuple, kwargs if flag 1 */
-        out->layout = PI_CALL_EX;
-        bottom = depth - 2 - (argc & 1);
-        argc = 0;
-        break;
-#elif PY_VERSION_HEX < 0x030D0000
-#if PY_VERSION_HEX < 0x030C0000
-    case PRECALL: /* method or NULL, self or callable, args */
-        out->layout = PI_CALL_NULL_FIRST;
-        bottom = depth - 2 - argc;
-        break;
-#endif
-    case CALL:
-        out->layout = PI_CALL_NULL_FIRST;
-        /* 3.11's compiler counts the arguments as popped by PRECALL already */
-        bottom = depth - 2 - (PY_VERSION_HEX >= 0x030C0000 ? argc : 0);
-        break;
-    case CALL_FUNCTION_EX: /* NULL, callable, args tuple, kwargs if flag 1 */
-        out->layout = PI_CALL_EX;
-        bottom = depth - 2 - (argc & 1);
-        argc = 0;
-        break;
-#else
-    case CALL:    /* callable, self or NULL, args */
-    case CALL_KW: /* callable, self or NULL, args, kwnames */
-        out->layout = PI_CALL_SELF_AFTER;
-        bottom = depth - _PyOpcode_num_popped(in->op, (int)in->arg);
-        break;
-    case CALL_FUNCTION_EX: /* callable, NULL, args tuple, kwargs (3.14+ always) */
-        out->layout = PI_CALL_EX;
-        bottom = depth - _PyOpcode_num_popped(in->op, (int)in->arg);
-        argc = 0;
-        break;
-#endif
-    default:
-        return -1;
+    int op = in->op;
+    if (!AT_LEAST(11)) {
+        if (op == OP(CALL_FUNCTION)) { /* callable, args */
+            out->layout = PI_CALL_PLAIN;
+            bottom = depth - 1 - argc;
+        } else if (op == OP(CALL_FUNCTION_KW)) { /* callable, args, kwnames */
+            out->layout = PI_CALL_PLAIN;
+            bottom = depth - 2 - argc;
+        } else if (op == OP(CALL_METHOD)) { /* method or NULL, self or callable, args */
+            out->layout = PI_CALL_NULL_FIRST;
+            bottom = depth - 2 - argc;
+        } else if (op == OP(CALL_FUNCTION_EX)) { /* callable, args tuple, kwargs if flag 1 */
+            out->layout = PI_CALL_EX;
+            bottom = depth - 2 - (argc & 1);
+            argc = 0;
+        } else {
+            return -1;
+        }
+    } else if (!AT_LEAST(13)) {
+        if (op == OP(PRECALL)) { /* 3.11: method or NULL, self or callable, args */
+            out->layout = PI_CALL_NULL_FIRST;
+            bottom = depth - 2 - argc;
+        } else if (op == OP(CALL)) {
+            out->layout = PI_CALL_NULL_FIRST;
+            /* 3.11's compiler counts the arguments as popped by PRECALL already */
+            bottom = depth - 2 - (AT_LEAST(12) ? argc : 0);
+        } else if (op == OP(CALL_FUNCTION_EX)) { /* NULL, callable, args tuple, kwargs if flag 1 */
+            out->layout = PI_CALL_EX;
+            bottom = depth - 2 - (argc & 1);
+            argc = 0;
+        } else {
+            return -1;
+        }
+    } else {
+        int popped;
+        if (op == OP(CALL) || op == OP(CALL_KW)) { /* callable, self or NULL, args (, kwnames) */
+            out->layout = PI_CALL_SELF_AFTER;
+            popped = call_popped(op == OP(CALL) ? 0 : 1, in);
+        } else if (op == OP(CALL_FUNCTION_EX)) { /* callable, NULL, args tuple, kwargs (3.14+ always) */
+            out->layout = PI_CALL_EX;
+            popped = call_popped(2, in);
+            argc = 0;
+        } else {
+            return -1;
+        }
+        if (popped == NO_EFFECT)
+            return 1;
+        bottom = depth - popped;
     }
     if (depth < 0)
         return 1;

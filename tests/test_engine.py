@@ -740,3 +740,29 @@ def test_the_layout_table_agrees_with_this_interpreters_headers():
     from pyinstrument import _engine
 
     assert _engine._layout_table_differences() == []
+
+
+def test_the_opcode_table_agrees_with_this_interpreters_stack_effects():
+    # the bytecode analysis (which call a thread is in) reads each version's stack effects
+    # from engine/opcodes_table.h: they must be the interpreter's own (dis.stack_effect)
+    import dis
+    import opcode
+
+    from pyinstrument import _engine
+
+    checked = 0
+    for name, op in opcode.opmap.items():
+        if op >= getattr(opcode, "MIN_INSTRUMENTED_OPCODE", 256) or name in getattr(opcode, "_specialized_opmap", {}):
+            continue
+        for arg in (0, 1, 2, 3, 4, 7, 8, 255, 256, 257, 1000, 65535, 70000):
+            for jump in (False, True):
+                try:
+                    expected = dis.stack_effect(op, arg if op >= dis.HAVE_ARGUMENT else None, jump=jump)
+                except ValueError:  # no effect for this oparg (or no such opcode here)
+                    continue
+                ours = _engine._opcode_stack_effect(op, arg if op >= dis.HAVE_ARGUMENT else 0, jump)
+                if name == "RETURN_GENERATOR" and (3, 11) <= sys.version_info < (3, 13):
+                    expected += 1  # counted by the analysis as the generator's first value
+                assert ours == expected, (name, arg, jump)
+                checked += 1
+    assert checked > 1000

@@ -3,6 +3,9 @@
  * entry of engine/layouts_table.h (tools/gen_layouts.py compiles it once per version).
  */
 #include "cpython_internal.h"
+#if defined(Py_GIL_DISABLED) || defined(Py_TRACE_REFS)
+#error "the layout table describes the standard build: probe a standard interpreter"
+#endif
 #include "layout_compiled.h"
 
 #include <inttypes.h>

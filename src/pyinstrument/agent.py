@@ -262,8 +262,8 @@ class route:
             self.token = _route_var.set(_route_marks[self.number - 1])
         else:
             self.previous = getattr(_thread_route, "number", 0)
-            _thread_route.number = self.number
-            _engine.set_thread_label(self.number)
+            if _engine.set_thread_label(self.number):  # (else every slot is taken: no label)
+                _thread_route.number = self.number
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
