@@ -161,12 +161,6 @@ static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_
         explain_refusal(pid, errno, err, errlen);
     if (found != 0)
         return -1;
-    for (int i = 0; i < VERSION; i++)
-        if (!syms[i].addr) {
-            snprintf(err, errlen, "process %d: its interpreter %s defines no %s", (int)pid, out->interpreter,
-                     syms[i].name);
-            return -1;
-        }
     pi_set_attached_pid(pid);
     if (check_readable(pid, syms[RUNTIME].addr, err, errlen) != 0)
         return -1;
@@ -175,6 +169,12 @@ static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_
         snprintf(err, errlen, "process %d: its Python version (Py_Version) could not be read", (int)pid);
         return -1;
     }
+    for (int i = 0; i < VERSION && pi_layout_known(out->version); i++)
+        if (!syms[i].addr) {
+            snprintf(err, errlen, "process %d: its interpreter %s defines no %s", (int)pid, out->interpreter,
+                     syms[i].name);
+            return -1;
+        }
     pi_statics statics = {
         .runtime = syms[RUNTIME].addr,       .code_type = syms[CODE].addr,
         .frame_type = syms[FRAME].addr,      .unicode_type = syms[UNICODE].addr,

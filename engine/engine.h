@@ -144,6 +144,8 @@ typedef struct {
 /* The same for a process attached to that runs CPython `version` (0x030C01F0 for
  * 3.12.1) from another binary: its layout comes from the table (layouts_table.h). */
 int pi_layout_init_other(uint32_t version, const pi_statics *statics, char *err, size_t errlen);
+/* Whether the table has a layout for that version. */
+bool pi_layout_known(uint32_t version);
 /* The fields (up to max) in which the layout compiled in differs from the table's entry
  * for its version ("version" when the table has none): the test suite's check that
  * layouts_table.h was regenerated after layout_compiled.h changed. */

@@ -142,6 +142,11 @@ static int check_debug_offsets(char *err, size_t errlen)
         snprintf(err, errlen, "free-threaded Python builds are not supported yet");
         return -1;
     }
+    if ((head.version & 0xFFFF0000) != (uint64_t)L->version) {
+        snprintf(err, errlen, "its runtime says Python %u.%u, not %d.%d", (unsigned)(head.version >> 24),
+                 (unsigned)((head.version >> 16) & 0xFF), (int)(L->version >> 24), (int)((L->version >> 16) & 0xFF));
+        return -1;
+    }
     for (int i = 0; i < PI_DEBUG_CHECKS && L->debug_checks[i][0]; i++) {
         uint64_t offset = 0;
         if (read_at_start(at + (uintptr_t)L->debug_checks[i][0], &offset, sizeof offset) != 0 ||
@@ -152,6 +157,40 @@ static int check_debug_offsets(char *err, size_t errlen)
                      pi_runtime_layout.compiled ? "was built for" : "knows", (int)(L->version >> 24),
                      (int)((L->version >> 16) & 0xFF), (long long)L->debug_checks[i][0], (unsigned long long)offset,
                      (long long)L->debug_checks[i][1],
+                     pi_runtime_layout.compiled ? "reinstall pyinstrument for this interpreter"
+                                                : "attach with the pyinstrument installed for its interpreter");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The sizes the process's own type objects give code objects, tuples, bytes (and 3.9/3.10
+ * frames) must be the layout's: a build or patch release laid out otherwise is refused
+ * (3.9-3.12 have no debug offsets to tell). */
+static int check_type_sizes(char *err, size_t errlen)
+{
+    const struct {
+        const char *what;
+        uintptr_t type;
+        int64_t expected;
+    } types[] = {
+        {"code objects", statics.code_type, L->code_basicsize},
+        {"tuples", statics.tuple_type, L->tuple_basicsize},
+        {"bytes", statics.bytes_type, L->bytes_basicsize},
+        {"frames", statics.frame_type, L->frame_basicsize},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int64_t size = 0;
+        if (types[i].expected < 0)
+            continue;
+        if (read_at_start(types[i].type + (uintptr_t)L->type_basicsize, &size, sizeof size) != 0 ||
+            size != types[i].expected) {
+            snprintf(err, errlen,
+                     "this Python's layout differs from the one pyinstrument %s for %d.%d (%s are %lld bytes, "
+                     "expected %lld); %s",
+                     pi_runtime_layout.compiled ? "was built for" : "knows", (int)(L->version >> 24),
+                     (int)((L->version >> 16) & 0xFF), types[i].what, (long long)size, (long long)types[i].expected,
                      pi_runtime_layout.compiled ? "reinstall pyinstrument for this interpreter"
                                                 : "attach with the pyinstrument installed for its interpreter");
             return -1;
@@ -197,7 +236,9 @@ static int finish_layout(uintptr_t interp, bool compiled, char *err, size_t errl
         snprintf(err, errlen, "this Python's frames are larger than pyinstrument's engine expects");
         return -1;
     }
-    return AT_LEAST(13) ? check_debug_offsets(err, errlen) : 0;
+    if (AT_LEAST(13) && check_debug_offsets(err, errlen) != 0)
+        return -1;
+    return check_type_sizes(err, errlen);
 }
 
 /* The layout compiled in, for this process or one running this same binary. */
@@ -237,6 +278,20 @@ int pi_layout_init(uintptr_t reloc, char *err, size_t errlen)
     return finish_layout(interp, true, err, errlen);
 }
 
+/* The table's layout of a minor version, or NULL. */
+static const pi_offsets *known_layout(uint32_t version)
+{
+    for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
+        if (pi_known_layouts[i].version == (version & 0xFFFF0000))
+            return &pi_known_layouts[i];
+    return NULL;
+}
+
+bool pi_layout_known(uint32_t version)
+{
+    return known_layout(version) != NULL;
+}
+
 int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, size_t errlen)
 {
 #if defined(Py_GIL_DISABLED)
@@ -246,10 +301,7 @@ int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, s
              version >> 24, (version >> 16) & 0xFF);
     return -1;
 #endif
-    const pi_offsets *layout = NULL;
-    for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
-        if (pi_known_layouts[i].version == (version & 0xFFFF0000))
-            layout = &pi_known_layouts[i];
+    const pi_offsets *layout = known_layout(version);
     if (!layout) {
         snprintf(err, errlen, "it runs Python %u.%u, which pyinstrument cannot read (it reads 3.9 to 3.15)",
                  version >> 24, (version >> 16) & 0xFF);
@@ -266,10 +318,7 @@ size_t pi_layout_table_differences(const char **fields, size_t max)
 {
     pi_offsets compiled;
     pi_compiled_offsets(&compiled);
-    const pi_offsets *entry = NULL;
-    for (size_t i = 0; i < sizeof pi_known_layouts / sizeof pi_known_layouts[0]; i++)
-        if (pi_known_layouts[i].version == compiled.version)
-            entry = &pi_known_layouts[i];
+    const pi_offsets *entry = known_layout((uint32_t)compiled.version);
     size_t n = 0;
     if (!entry) {
         if (max > 0)

@@ -188,6 +188,15 @@ static inline void pi_compiled_offsets(pi_offsets *o)
     o->type_flags = offsetof(PyTypeObject, tp_flags);
     o->type_base = offsetof(PyTypeObject, tp_base);
     o->heap_type_qualname = offsetof(PyHeapTypeObject, ht_qualname);
+    /* as each version's type objects declare them (Objects/codeobject.c, tupleobject.c...) */
+#if PY_VERSION_HEX >= 0x030B0000
+    o->code_basicsize = offsetof(PyCodeObject, co_code_adaptive);
+#else
+    o->code_basicsize = sizeof(PyCodeObject);
+    o->frame_basicsize = sizeof(PyFrameObject);
+#endif
+    o->tuple_basicsize = sizeof(PyTupleObject) - sizeof(PyObject *);
+    o->bytes_basicsize = offsetof(PyBytesObject, ob_sval) + 1;
 
 #if PY_VERSION_HEX >= 0x030E0000
     o->stack_tag_bits = Py_TAG_BITS;
@@ -216,6 +225,17 @@ static inline void pi_compiled_offsets(pi_offsets *o)
         {offsetof(_Py_DebugOffsets, code_object.co_code_adaptive), offsetof(PyCodeObject, co_code_adaptive)},
         {offsetof(_Py_DebugOffsets, unicode_object.asciiobject_size), sizeof(PyASCIIObject)},
         {offsetof(_Py_DebugOffsets, runtime_state.interpreters_head), offsetof(_PyRuntimeState, interpreters.head)},
+        {offsetof(_Py_DebugOffsets, thread_state.thread_id), offsetof(PyThreadState, thread_id)},
+        {offsetof(_Py_DebugOffsets, interpreter_frame.localsplus), offsetof(pi_iframe_t, localsplus)},
+        {offsetof(_Py_DebugOffsets, code_object.name), offsetof(PyCodeObject, co_name)},
+        {offsetof(_Py_DebugOffsets, code_object.localsplusnames), offsetof(PyCodeObject, co_localsplusnames)},
+        {offsetof(_Py_DebugOffsets, pyobject.ob_type), offsetof(PyObject, ob_type)},
+        {offsetof(_Py_DebugOffsets, type_object.tp_name), offsetof(PyTypeObject, tp_name)},
+        {offsetof(_Py_DebugOffsets, type_object.tp_flags), offsetof(PyTypeObject, tp_flags)},
+        {offsetof(_Py_DebugOffsets, tuple_object.ob_item), offsetof(PyTupleObject, ob_item)},
+        {offsetof(_Py_DebugOffsets, bytes_object.ob_sval), offsetof(PyBytesObject, ob_sval)},
+        {offsetof(_Py_DebugOffsets, unicode_object.length), offsetof(PyASCIIObject, length)},
+        {offsetof(_Py_DebugOffsets, unicode_object.state), offsetof(PyASCIIObject, state)},
     };
     _Static_assert(sizeof checks / sizeof checks[0] <= PI_DEBUG_CHECKS, "room for every check");
     memcpy(o->debug_checks, checks, sizeof checks);

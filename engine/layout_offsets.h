@@ -61,12 +61,14 @@
     X(cfunction_method_def) X(cfunction_self) X(cfunction_size)                                              \
     X(method_descr_method_def) X(method_descr_type) X(method_descr_size) X(method_def_name)                  \
     X(type_name) X(type_basicsize) X(type_flags) X(type_base) X(heap_type_qualname)                          \
+    /* the sizes some types give their objects (tp_basicsize), checked in the process read */               \
+    X(code_basicsize) X(tuple_basicsize) X(bytes_basicsize) X(frame_basicsize) /* frame: 3.9/3.10 */      \
     /* 3.14+ value-stack slots: tag bits (Py_TAG_BITS), and the tag of small ints (Py_INT_TAG) */            \
     X(stack_tag_bits) X(stack_int_tag)                                                                       \
     /* how many low bits of an object's first word count references (3.14+ keep flags above) */             \
     X(refcnt_bits)
 
-#define PI_DEBUG_CHECKS 16
+#define PI_DEBUG_CHECKS 32
 
 typedef struct {
 #define PI_LAYOUT_FIELD(name) int64_t name;
