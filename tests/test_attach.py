@@ -293,8 +293,12 @@ def test_threads_are_named_as_the_program_names_them(tmp_path, targets):
     assert "MainThread (most recent call last):" in result.stdout  # asleep: the GIL is released
 
 
-def test_top_prints_the_table_after_each_refresh_when_not_in_a_terminal(tmp_path, targets):
-    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+TOP_TARGETS = [sys.executable] + OTHER_PYTHONS[-1:]
+
+
+@pytest.mark.parametrize("python", TOP_TARGETS, ids=["this-python", "another-version"][: len(TOP_TARGETS)])
+def test_top_prints_the_table_after_each_refresh_when_not_in_a_terminal(tmp_path, targets, python):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30", python=python)
     targets.append(target)
     result = pyinstrument("--pid", str(target.pid), "--top", "--duration", "2.5")
     assert result.returncode == 0, result.stderr
