@@ -92,9 +92,8 @@ def shares_under(node: dict, name: str) -> float:
     return own + sum(shares_under(child, name) for child in node.get("children", []))
 
 
-def test_a_running_program_is_recorded_and_goes_on(tmp_path, targets):
-    target = start_target(tmp_path, KNOWN_SPLIT, "30")
-    targets.append(target)
+def record_known_split(tmp_path: Path, target: subprocess.Popen) -> dict:
+    """Records KNOWN_SPLIT's process for 1.5 s; checks the split; returns the JSON report."""
     out = tmp_path / "report.json"
     result = pyinstrument("--pid", str(target.pid), "--duration", "1.5", "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -102,6 +101,13 @@ def test_a_running_program_is_recorded_and_goes_on(tmp_path, targets):
     heavy, light = shares_under(report["root_frame"], "heavy"), shares_under(report["root_frame"], "light")
     assert heavy + light > 0.9 * 1.5, report
     assert 0.55 < heavy / (heavy + light) < 0.78, (heavy, light)
+    return report
+
+
+def test_a_running_program_is_recorded_and_goes_on(tmp_path, targets):
+    target = start_target(tmp_path, KNOWN_SPLIT, "30")
+    targets.append(target)
+    record_known_split(tmp_path, target)
     assert target.poll() is None  # read, not stopped or killed
 
 
@@ -165,13 +171,7 @@ OTHER_PYTHONS = [python for python in interpreters() if version_of(python).split
 def test_a_process_of_another_python_version_is_recorded(tmp_path, targets, other):
     target = start_target(tmp_path, KNOWN_SPLIT, "30", python=other)
     targets.append(target)
-    out = tmp_path / "report.json"
-    result = pyinstrument("--pid", str(target.pid), "--duration", "1.5", "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
-    heavy, light = shares_under(report["root_frame"], "heavy"), shares_under(report["root_frame"], "light")
-    assert heavy + light > 0.9 * 1.5, report
-    assert 0.55 < heavy / (heavy + light) < 0.78, (heavy, light)
+    report = record_known_split(tmp_path, target)
     # the header names the target's Python, not ours (3.9/3.10 tell only their minor version)
     text = pyinstrument("--pid", str(target.pid), "--duration", "0.2")
     major_minor = ".".join(version_of(other).split(".")[:2])
