@@ -11,46 +11,26 @@
 #include "engine.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* One line of /proc/PID/maps: a file's bytes mapped at [start, end). */
-typedef struct {
-    uintptr_t start, end, offset;
-    unsigned long long inode;
-    unsigned dev_major, dev_minor;
-    char path[512];
-} mapping;
-
-static bool parse_mapping(const char *line, mapping *m)
-{
-    int path_at = 0;
-    m->path[0] = '\0';
-    if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %*s %" SCNxPTR " %x:%x %llu %n", &m->start, &m->end, &m->offset,
-               &m->dev_major, &m->dev_minor, &m->inode, &path_at) < 6)
-        return false;
-    if (path_at > 0) {
-        snprintf(m->path, sizeof m->path, "%s", line + path_at);
-        m->path[strcspn(m->path, "\n")] = '\0';
-    }
-    return true;
-}
-
-/* Our own mapping of the interpreter file holding addr. */
-static int own_mapping(uintptr_t addr, mapping *out)
+/* Our own mapping of the interpreter file holding addr (without its path). */
+static int own_mapping(uintptr_t addr, pi_mapping *out)
 {
     FILE *f = fopen("/proc/self/maps", "re");
-    char line[1024];
+    char *line = NULL;
+    size_t cap = 0;
     int found = -1;
-    while (f && found != 0 && fgets(line, sizeof line, f))
-        if (parse_mapping(line, out) && out->start <= addr && addr < out->end && out->inode)
+    while (f && found != 0 && pi_next_mapping(f, &line, &cap, out))
+        if (out->start <= addr && addr < out->end && out->inode)
             found = 0;
     if (f)
         fclose(f);
+    free(line);
+    out->path = NULL; /* it pointed into the line */
     return found;
 }
 
@@ -108,13 +88,13 @@ static void discover_native_ids_now(void)
 
 /* A process running our own interpreter file: its static objects lie at one distance
  * from ours, and our compiled layout is its layout. */
-static int learn_same_interpreter(pid_t pid, const mapping *own, const mapping *theirs, pi_attached *out, char *err,
-                                  size_t errlen)
+static int learn_same_interpreter(pid_t pid, const pi_mapping *own, const pi_mapping *theirs, pi_attached *out,
+                                  char *err, size_t errlen)
 {
     uintptr_t reloc = theirs->start - own->start;
     out->version = pi_compiled_version();
     out->same_build = true;
-    snprintf(out->interpreter, sizeof out->interpreter, "%s", own->path);
+    snprintf(out->interpreter, sizeof out->interpreter, "%s", theirs->path);
     pi_set_attached_pid(pid);
     if (check_readable(pid, pi_interpreter_anchor() + reloc, err, errlen) != 0)
         return -1;
@@ -142,7 +122,7 @@ static uint32_t interpreter_version(const pi_symbol *version, const pi_symbol *a
 
 /* A process running another interpreter file: its version's layout from the table, its
  * static objects from the file's symbols. */
-static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_t errlen)
+static int learn_other_interpreter(pid_t pid, FILE *maps, pi_attached *out, char *err, size_t errlen)
 {
     enum { RUNTIME, CODE, FRAME, UNICODE, BYTES, TUPLE, NONE, FUNCTION, TYPE, MODULE, CFUNCTION, CMETHOD,
            METHOD_DESCR, VERSION, IS_NONE, FRAME_GET_CODE, COUNT };
@@ -156,10 +136,8 @@ static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_
         [METHOD_DESCR] = {"PyMethodDescr_Type", 0}, [VERSION] = {"Py_Version", 0},
         [IS_NONE] = {"Py_IsNone", 0},        [FRAME_GET_CODE] = {"PyFrame_GetCode", 0},
     };
-    int found = pi_find_interpreter_symbols(pid, syms, COUNT, out->interpreter, sizeof out->interpreter, err, errlen);
-    if (found == -2)
-        explain_refusal(pid, errno, err, errlen);
-    if (found != 0)
+    if (pi_find_interpreter_symbols(pid, maps, syms, COUNT, out->interpreter, sizeof out->interpreter, err,
+                                    errlen) != 0)
         return -1;
     pi_set_attached_pid(pid);
     if (check_readable(pid, syms[RUNTIME].addr, err, errlen) != 0)
@@ -195,8 +173,9 @@ static int learn_other_interpreter(pid_t pid, pi_attached *out, char *err, size_
 
 int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen)
 {
-    mapping own, theirs;
-    char path[64], line[1024];
+    pi_mapping own, theirs;
+    char path[64], *line = NULL;
+    size_t cap = 0;
     memset(out, 0, sizeof *out);
     if (pid <= 0) {
         snprintf(err, errlen, "%d is not a process id", (int)pid);
@@ -207,8 +186,8 @@ int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen)
         return -1;
     }
     snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) {
+    FILE *maps = fopen(path, "re");
+    if (!maps) {
         if (errno == ENOENT)
             snprintf(err, errlen, "no process %d is running", (int)pid);
         else
@@ -216,12 +195,13 @@ int pi_attach(pid_t pid, pi_attached *out, char *err, size_t errlen)
         return -1;
     }
     bool found = false;
-    while (!found && fgets(line, sizeof line, f))
-        found = parse_mapping(line, &theirs) && theirs.inode == own.inode && theirs.dev_major == own.dev_major &&
-                theirs.dev_minor == own.dev_minor && theirs.offset == own.offset;
-    fclose(f);
+    while (!found && pi_next_mapping(maps, &line, &cap, &theirs))
+        found = theirs.inode == own.inode && theirs.dev_major == own.dev_major && theirs.dev_minor == own.dev_minor &&
+                theirs.offset == own.offset;
     int result = found ? learn_same_interpreter(pid, &own, &theirs, out, err, errlen)
-                       : learn_other_interpreter(pid, out, err, errlen);
+                       : learn_other_interpreter(pid, maps, out, err, errlen);
+    fclose(maps);
+    free(line);
     if (result != 0) {
         pi_set_attached_pid(0);
         pi_layout_prepare(); /* this process's own layout again */

@@ -33,6 +33,7 @@
 #define PI_ENGINE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -85,18 +86,30 @@ uint32_t pi_compiled_version(void);
 
 /* ---------------------------------------------------------------- symbols.c */
 
+/* One line of /proc/PID/maps: a file's bytes from offset mapped at [start, end). */
+typedef struct {
+    uintptr_t start, end, offset;
+    unsigned dev_major, dev_minor;
+    unsigned long long inode; /* 0: anonymous memory */
+    const char *path;         /* into the line read; "" for anonymous memory */
+} pi_mapping;
+
+/* Reads the next line of an open maps file into *line (getline's buffer, freed by the
+ * caller) and parses it into m; false at the end. */
+bool pi_next_mapping(FILE *maps, char **line, size_t *cap, pi_mapping *m);
+
 typedef struct {
     const char *name; /* an exported symbol of the interpreter: "_PyRuntime", "Py_Version" */
     uintptr_t addr;   /* set: where it lies in the process, 0 when the file has none */
 } pi_symbol;
 
-/* Finds the file holding process pid's interpreter (a libpython or python executable whose
- * dynamic symbols define _PyRuntime) and resolves each of syms in that process; copies
- * the file's path (as in /proc/PID/maps) into path. 0; or -1 with one line in err (no
- * such process, not Python, a file that cannot be read); or -2 when reading
- * /proc/PID/maps is refused, errno kept and err empty (the caller explains). */
-int pi_find_interpreter_symbols(pid_t pid, pi_symbol *syms, size_t count, char *path, size_t pathlen, char *err,
-                                size_t errlen);
+/* Finds, in process pid's open maps file (read from its start), the file holding its
+ * interpreter: the first whose dynamic symbols define _PyRuntime of its executable, a
+ * libpython*, a python*. Resolves each of syms in that process and copies the file's path
+ * (as maps names it) into path. 0; or -1 with one line in err (not Python, a file that
+ * cannot be read). */
+int pi_find_interpreter_symbols(pid_t pid, FILE *maps, pi_symbol *syms, size_t count, char *path, size_t pathlen,
+                                char *err, size_t errlen);
 
 /* ----------------------------------------------------------------- layout.c */
 

@@ -1,9 +1,10 @@
 /*
  * symbols.c: finding the CPython interpreter file another process runs, and where that
  * file's exported symbols lie in it, for attaching to a process that runs another Python
- * version than ours. The file (libpython*.so* or python*) is the one whose .dynsym defines
- * _PyRuntime; it is read from disk, through /proc/PID/root first (containers). Files are
- * untrusted input: every offset and size is checked against the file's size.
+ * version than ours. The file is the one whose .dynsym defines _PyRuntime: the process's
+ * executable, a libpython*.so*, or a python*. It is read from disk, through /proc/PID/root
+ * (or /proc/PID/map_files once deleted). Files are untrusted input: every offset and size is
+ * checked against the file's size.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -37,13 +39,6 @@
 
 #define DELETED_SUFFIX " (deleted)"
 
-/* One line of /proc/PID/maps; path points into the line (empty for anonymous memory). */
-typedef struct {
-    uintptr_t start, end, offset;
-    unsigned long long inode;
-    const char *path;
-} mapping;
-
 /* An interpreter file opened for reading. */
 typedef struct {
     int fd;
@@ -58,217 +53,120 @@ typedef struct {
 
 /* ------------------------------------------------------------ /proc/PID/maps */
 
-/* The whole of a /proc file, NUL-terminated; -1 with errno from the failing open or read. */
-static int read_proc_file(const char *name, char **out, size_t *len)
+bool pi_next_mapping(FILE *maps, char **line, size_t *cap, pi_mapping *m)
 {
-    size_t cap = 0, used = 0;
-    char *buf = NULL;
-    int rc = -1, error = 0;
-    int fd = open(name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    for (;;) {
-        if (cap - used < 2) {
-            /* the maps of a process with a big address space are megabytes: grow, to a bound */
-            size_t bigger_cap = cap ? cap * 2 : (size_t)1 << 16;
-            char *bigger = bigger_cap <= ((size_t)1 << 30) ? realloc(buf, bigger_cap) : NULL;
-            if (!bigger) {
-                error = ENOMEM;
-                goto done;
-            }
-            buf = bigger;
-            cap = bigger_cap;
+    while (getline(line, cap, maps) > 0) {
+        int path_at = 0;
+        (*line)[strcspn(*line, "\n")] = '\0';
+        /* start-end perms offset major:minor inode path */
+        if (sscanf(*line, "%" SCNxPTR "-%" SCNxPTR " %*s %" SCNxPTR " %x:%x %llu %n", &m->start, &m->end,
+                   &m->offset, &m->dev_major, &m->dev_minor, &m->inode, &path_at) == 6) {
+            m->path = path_at > 0 ? *line + path_at : "";
+            return true;
         }
-        ssize_t n = read(fd, buf + used, cap - used - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            error = errno;
-            goto done;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
     }
-    buf[used] = '\0';
-    *out = buf;
-    *len = used;
-    buf = NULL;
-    rc = 0;
-done:
-    free(buf);
-    close(fd);
-    if (rc != 0)
-        errno = error;
-    return rc;
+    return false;
 }
 
-/* Parses one line: `start-end perms offset dev inode path`. */
-static bool parse_mapping(const char *line, mapping *m)
-{
-    int path_at = 0;
-    if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %*s %" SCNxPTR " %*x:%*x %llu %n", &m->start, &m->end, &m->offset,
-               &m->inode, &path_at) < 4)
-        return false;
-    m->path = path_at > 0 ? line + path_at : "";
-    return true;
-}
+/* --------------------------------------------------------------- reading */
 
-/* Whether the file's name (the part after its last '/') starts with prefix. */
-static bool named_like(const char *path, const char *prefix)
+/* Opens the file a mapping maps, through /proc/PID/root: maps names a file of another mount
+ * namespace from that namespace's root (though one of a process merely chrooted in ours
+ * from our root: such a process is not read). Where that is refused, reading the process's
+ * memory would be too. A file deleted since it was mapped (an upgrade renamed another over
+ * it) is opened through /proc/PID/map_files, which only root may, and must still be the
+ * device and inode mapped there. (Through /proc/PID/root the inode is not compared: over
+ * overlayfs, maps can show a layer's.) O_NONBLOCK: a FIFO planted at the path must not
+ * hang us. */
+static int open_mapped_file(pid_t pid, const pi_mapping *m, elf_file *f, char *why, size_t n)
 {
-    const char *slash = strrchr(path, '/');
-    return slash && strncmp(slash + 1, prefix, strlen(prefix)) == 0;
-}
-
-/* The path without the " (deleted)" the kernel appends to a file unlinked since it was
- * mapped; false when it has none (or it does not fit). */
-static bool strip_deleted(const char *path, char *out, size_t outlen)
-{
-    size_t len = strlen(path), suffix = strlen(DELETED_SUFFIX);
-    if (len <= suffix || strcmp(path + len - suffix, DELETED_SUFFIX) != 0 || len - suffix >= outlen)
-        return false;
-    memcpy(out, path, len - suffix);
-    out[len - suffix] = '\0';
-    return true;
-}
-
-/* --------------------------------------------------------------- opening */
-
-/* Opens name as a regular file; -1 with errno. O_NONBLOCK: a FIFO planted at the path
- * in a container must not hang us; the S_ISREG check then refuses it. */
-static int open_regular(const char *name, struct stat *st)
-{
-    int fd = open(name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0)
-        return -1;
-    int error = 0;
-    if (fstat(fd, st) != 0)
-        error = errno;
-    else if (!S_ISREG(st->st_mode))
-        error = EINVAL;
-    if (error) {
-        close(fd);
-        errno = error;
-        return -1;
+    char place[PATH_MAX + 64];
+    size_t len = strlen(m->path), suffix = strlen(DELETED_SUFFIX);
+    bool deleted = len > suffix && strcmp(m->path + len - suffix, DELETED_SUFFIX) == 0, refused = false;
+    int wrote = deleted ? snprintf(place, sizeof place, "/proc/%d/map_files/%" PRIxPTR "-%" PRIxPTR, (int)pid,
+                                   m->start, m->end)
+                        : snprintf(place, sizeof place, "/proc/%d/root%s", (int)pid, m->path);
+    const char *problem = NULL;
+    struct stat st;
+    int fd = -1;
+    /* a process chrooted in our mount namespace names its files from our root: the path
+     * as we see it, when it is the very file mapped (same device and inode) */
+    bool by_our_path = false;
+    if (wrote < 0 || (size_t)wrote >= sizeof place) {
+        problem = strerror(ENAMETOOLONG);
+    } else {
+        fd = open(place, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 && !deleted && errno == ENOENT) {
+            by_our_path = true;
+            fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        }
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            refused = errno == EPERM || errno == EACCES;
+            problem = strerror(errno);
+        } else if (!S_ISREG(st.st_mode)) {
+            problem = "it is not a regular file";
+        } else if ((deleted || by_our_path) && ((unsigned long long)st.st_ino != m->inode ||
+                                                major(st.st_dev) != m->dev_major || minor(st.st_dev) != m->dev_minor)) {
+            problem = deleted ? "another file is mapped there now" : "the file at its path is not the one mapped";
+        }
     }
-    return fd;
-}
-
-/* Why open_regular failed, in words. */
-static const char *open_error(int error)
-{
-    return error == EINVAL ? "it is not a regular file" : strerror(error);
-}
-
-/* The i-th place open_mapped_file looks for a mapped file; false: none (or too long). */
-static bool place_to_look(int i, pid_t pid, const mapping *m, const char *stripped, char *out, size_t outlen)
-{
-    int len = -1;
-    if (i == 0)
-        len = snprintf(out, outlen, "/proc/%d/root%s", (int)pid, m->path);
-    else if (i == 1)
-        len = snprintf(out, outlen, "%s", m->path);
-    else if (i == 2 && stripped)
-        len = snprintf(out, outlen, "/proc/%d/map_files/%" PRIxPTR "-%" PRIxPTR, (int)pid, m->start, m->end);
-    else if (i == 3 && stripped)
-        len = snprintf(out, outlen, "/proc/%d/root%s", (int)pid, stripped);
-    else if (i == 4 && stripped)
-        len = snprintf(out, outlen, "%s", stripped);
-    return len >= 0 && (size_t)len < outlen;
-}
-
-/* Opens the file the mapping maps. The path is the target's view, so /proc/PID/root
- * first (another mount namespace), then the same path in ours (a target chrooted in our
- * namespace), taken only if it is the same inode: a host's file of the same name would
- * give wrong addresses. (The first is not checked so: across overlayfs the inode in maps
- * can be the layer's, not the one stat sees.) A file deleted since it was mapped is
- * reached through /proc/PID/map_files (root only), or by its old name if that still
- * names the same inode: after an upgrade it names the new file. */
-static int open_mapped_file(pid_t pid, const mapping *m, elf_file *f, char *why, size_t n)
-{
-    char stripped[PATH_MAX], place[PATH_MAX + 64];
-    bool deleted = strip_deleted(m->path, stripped, sizeof stripped);
-    int errors[5] = {ENAMETOOLONG, ENAMETOOLONG, ENAMETOOLONG, ENAMETOOLONG, ENAMETOOLONG};
-    bool elsewhere = false; /* a name led to another file */
-    for (int i = 0; i < 5; i++) {
-        if (!place_to_look(i, pid, m, deleted ? stripped : NULL, place, sizeof place))
-            continue;
-        struct stat st;
-        int fd = open_regular(place, &st);
-        if (fd < 0) {
-            errors[i] = errno;
-            continue;
-        }
-        if ((i == 1 || i >= 3) && (unsigned long long)st.st_ino != m->inode) {
-            elsewhere = true;
-            close(fd);
-            continue;
-        }
+    if (!problem) {
         f->fd = fd;
         f->size = (uint64_t)st.st_size;
         return 0;
     }
-    bool refused = errors[2] == EPERM || errors[2] == EACCES;
+    if (fd >= 0)
+        close(fd);
     if (deleted)
-        snprintf(why, n, "it was deleted since it was mapped%s, and /proc/%d/map_files cannot open it: %s%s",
-                 elsewhere ? " (its name now leads to another file)" : "", (int)pid, open_error(errors[2]),
-                 refused ? " (only root can)" : "");
-    else if (elsewhere)
-        snprintf(why, n, "cannot open it through /proc/%d/root (%s), and its name here leads to another file",
-                 (int)pid, open_error(errors[0]));
+        snprintf(why, n, "it was deleted since it was mapped, and /proc/%d/map_files cannot open it: %s%s", (int)pid,
+                 problem, refused ? " (only root can)" : "");
     else
-        snprintf(why, n, "cannot open it: %s", open_error(errors[0]));
+        snprintf(why, n, "cannot open it through /proc/%d/root: %s", (int)pid, problem);
     return -1;
 }
 
-/* ---------------------------------------------------------------- reading */
-
-static bool in_file(const elf_file *f, uint64_t offset, uint64_t len)
+/* Reads exactly len bytes at offset; `what` names them in the message when they do not
+ * lie in the file. */
+static int read_at(const elf_file *f, uint64_t offset, void *dst, uint64_t len, const char *what, char *why,
+                   size_t n)
 {
-    return offset <= f->size && len <= f->size - offset;
-}
-
-/* Reads exactly len bytes at offset, which the caller has checked lie in the file. */
-static int read_at(const elf_file *f, uint64_t offset, void *dst, size_t len, char *why, size_t n)
-{
-    size_t done = 0;
+    if (offset > f->size || len > f->size - offset) {
+        snprintf(why, n, "its %s (%" PRIu64 " bytes at offset %" PRIu64 ") lies past its end (%" PRIu64 " bytes)",
+                 what, len, offset, f->size);
+        return -1;
+    }
+    uint64_t done = 0;
     while (done < len) {
-        ssize_t got = pread(f->fd, (char *)dst + done, len - done, (off_t)(offset + done));
+        ssize_t got = pread(f->fd, (char *)dst + done, (size_t)(len - done), (off_t)(offset + done));
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0) {
-            snprintf(why, n, "reading %zu bytes at offset %" PRIu64 ": %s", len, offset,
+            snprintf(why, n, "reading its %s: %s", what,
                      got < 0 ? strerror(errno) : "the file is shorter than it was (it changed while read)");
             return -1;
         }
-        done += (size_t)got;
+        done += (uint64_t)got;
     }
     return 0;
 }
 
-/* Allocates and reads `count` entries of `entsize` bytes at offset: `what` names the
- * table in a message when it does not lie in the file. */
+/* Allocates and reads `count` entries of `entsize` (not 0) bytes at offset, the table
+ * `what` names in a message. */
 static int read_table(const elf_file *f, uint64_t offset, uint64_t count, uint64_t entsize, const char *what,
                       void **out, char *why, size_t n)
 {
-    if (entsize != 0 && count > TABLE_LIMIT / entsize) {
+    if (count > TABLE_LIMIT / entsize) {
         snprintf(why, n, "its %s claims %" PRIu64 " entries of %" PRIu64 " bytes, more than a real one holds", what,
                  count, entsize);
         return -1;
     }
     uint64_t len = count * entsize;
-    if (!in_file(f, offset, len)) {
-        snprintf(why, n, "its %s (%" PRIu64 " bytes at offset %" PRIu64 ") lies past its end (%" PRIu64 " bytes)",
-                 what, len, offset, f->size);
-        return -1;
-    }
     void *buf = malloc(len ? (size_t)len : 1);
     if (!buf) {
         snprintf(why, n, "no memory for its %s (%" PRIu64 " bytes)", what, len);
         return -1;
     }
-    if (read_at(f, offset, buf, (size_t)len, why, n) != 0) {
+    if (read_at(f, offset, buf, len, what, why, n) != 0) {
         free(buf);
         return -1;
     }
@@ -282,11 +180,7 @@ static int read_table(const elf_file *f, uint64_t offset, uint64_t count, uint64
  * x86-64 or aarch64, an executable or a shared object. */
 static int read_header(const elf_file *f, Elf64_Ehdr *eh, char *why, size_t n)
 {
-    if (!in_file(f, 0, sizeof *eh)) {
-        snprintf(why, n, "it is not an ELF file (%" PRIu64 " bytes)", f->size);
-        return -1;
-    }
-    if (read_at(f, 0, eh, sizeof *eh, why, n) != 0)
+    if (read_at(f, 0, eh, sizeof *eh, "ELF header", why, n) != 0)
         return -1;
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) {
         snprintf(why, n, "it is not an ELF file");
@@ -372,11 +266,7 @@ static int find_dynsym(const elf_file *f, const Elf64_Ehdr *eh, Elf64_Shdr *dyns
     if (count == 0) {
         /* more than SHN_LORESERVE sections: the count is kept in section 0's sh_size */
         Elf64_Shdr first;
-        if (!in_file(f, eh->e_shoff, sizeof first)) {
-            snprintf(why, n, "its section headers lie past its end");
-            goto done;
-        }
-        if (read_at(f, eh->e_shoff, &first, sizeof first, why, n) != 0)
+        if (read_at(f, eh->e_shoff, &first, sizeof first, "section header table", why, n) != 0)
             goto done;
         count = first.sh_size;
     }
@@ -411,18 +301,18 @@ done:
     return rc;
 }
 
-/* Sets each symbol's addr to its st_value in the file (0: not defined here) and *runtime
- * to _PyRuntime's. Only a symbol defined in a section counts: an undefined one is
- * imported from another file, an absolute one is no place in the file, and a
- * thread-local one's value is an offset in every thread's own block. */
+/* Sets each symbol's addr to its st_value in the file (0: not defined here). 1: the file
+ * defines _PyRuntime; 0: it does not; -1: it cannot be read (why). Only a symbol defined
+ * in a section counts: an undefined one is imported from another file, an absolute one
+ * is no place in the file, and a thread-local one's value is an offset in every thread's
+ * own block. */
 static int lookup_symbols(const elf_file *f, const Elf64_Shdr *dynsym, const Elf64_Shdr *dynstr, pi_symbol *syms,
-                          size_t count, uint64_t *runtime, char *why, size_t n)
+                          size_t count, char *why, size_t n)
 {
     unsigned char *symbols = NULL;
     char *strings = NULL;
     int rc = -1;
     uint64_t nsyms = dynsym->sh_size / sizeof(Elf64_Sym);
-    *runtime = 0;
     for (size_t j = 0; j < count; j++)
         syms[j].addr = 0;
     if (read_table(f, dynsym->sh_offset, nsyms, sizeof(Elf64_Sym), ".dynsym", (void **)&symbols, why, n) != 0 ||
@@ -433,6 +323,7 @@ static int lookup_symbols(const elf_file *f, const Elf64_Shdr *dynsym, const Elf
         snprintf(why, n, "its .dynstr does not end in a NUL");
         goto done;
     }
+    rc = 0;
     for (uint64_t i = 1; i < nsyms; i++) { /* entry 0 is the null symbol */
         Elf64_Sym sym;
         memcpy(&sym, symbols + i * sizeof sym, sizeof sym);
@@ -440,14 +331,13 @@ static int lookup_symbols(const elf_file *f, const Elf64_Shdr *dynsym, const Elf
             sym.st_value == 0 || sym.st_name >= dynstr->sh_size)
             continue;
         const char *name = strings + sym.st_name;
+        if (strcmp(name, "_PyRuntime") == 0)
+            rc = 1;
         /* with symbol versions a name can appear more than once: the first one wins */
-        if (*runtime == 0 && strcmp(name, "_PyRuntime") == 0)
-            *runtime = sym.st_value;
         for (size_t j = 0; j < count; j++)
             if (syms[j].addr == 0 && syms[j].name && strcmp(name, syms[j].name) == 0)
                 syms[j].addr = (uintptr_t)sym.st_value;
     }
-    rc = 0;
 done:
     free(symbols);
     free(strings);
@@ -457,8 +347,8 @@ done:
 /* Moves each symbol found from the file's addresses to the process's. The mapping at
  * file offset 0 holds the lowest segment's page: the bias is its start minus that
  * page's link-time address. */
-static int relocate(const mapping *m, const Elf64_Ehdr *eh, const load_extent *ext, pi_symbol *syms, size_t count,
-                    char *why, size_t n)
+static int relocate(const pi_mapping *m, const Elf64_Ehdr *eh, const load_extent *ext, pi_symbol *syms,
+                    size_t count, char *why, size_t n)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t base = ext->lowest_vaddr & ~(page - 1);
@@ -493,28 +383,24 @@ static int relocate(const mapping *m, const Elf64_Ehdr *eh, const load_extent *e
 
 /* Resolves syms in the file a mapping at offset 0 maps. 1: it defines _PyRuntime and
  * syms are resolved; 0: it does not (not the interpreter); -1: it cannot be read (why). */
-static int resolve_in_file(pid_t pid, const mapping *m, pi_symbol *syms, size_t count, char *why, size_t n)
+static int resolve_in_file(pid_t pid, const pi_mapping *m, pi_symbol *syms, size_t count, char *why, size_t n)
 {
     elf_file f = {.fd = -1, .size = 0};
     Elf64_Ehdr eh;
     load_extent ext;
     Elf64_Shdr dynsym, dynstr;
-    uint64_t runtime;
     int rc = -1;
-    if (open_mapped_file(pid, m, &f, why, n) != 0 || read_header(&f, &eh, why, n) != 0 ||
-        read_load_extent(&f, &eh, &ext, why, n) != 0 || find_dynsym(&f, &eh, &dynsym, &dynstr, why, n) != 0 ||
-        lookup_symbols(&f, &dynsym, &dynstr, syms, count, &runtime, why, n) != 0)
-        goto done;
-    if (runtime == 0) {
-        rc = 0;
-        goto done;
-    }
-    rc = relocate(m, &eh, &ext, syms, count, why, n) == 0 ? 1 : -1;
-done:
+    if (open_mapped_file(pid, m, &f, why, n) == 0 && read_header(&f, &eh, why, n) == 0 &&
+        read_load_extent(&f, &eh, &ext, why, n) == 0 && find_dynsym(&f, &eh, &dynsym, &dynstr, why, n) == 0)
+        rc = lookup_symbols(&f, &dynsym, &dynstr, syms, count, why, n);
+    if (rc == 1 && relocate(m, &eh, &ext, syms, count, why, n) != 0)
+        rc = -1;
     if (f.fd >= 0)
         close(f.fd);
     return rc;
 }
+
+/* ---------------------------------------------------------------- the scan */
 
 /* What a scan of the maps met short of the interpreter: the message when none is found. */
 typedef struct {
@@ -522,83 +408,64 @@ typedef struct {
     bool no_runtime; /* one that defines no _PyRuntime: Python before 3.7, or no Python */
 } scan_misses;
 
-/* Tries each file named like prefix that maps offset 0 (the first mapping of a loaded
- * file). 1: found (its path copied); 0: none, what was met instead added to misses.
- * maps is split into NUL-terminated lines. */
-static int scan_maps(pid_t pid, const char *maps, size_t len, const char *prefix, pi_symbol *syms, size_t count,
-                     char *path, size_t pathlen, scan_misses *misses)
+/* Whether a mapped file's path is `name` (a whole path, from '/') or, else, its file
+ * name (after its last '/') starts with `name`. */
+static bool named(const char *path, const char *name)
 {
-    for (const char *line = maps; line < maps + len; line += strlen(line) + 1) {
-        mapping m;
-        if (!parse_mapping(line, &m) || m.offset != 0 || m.inode == 0 || !named_like(m.path, prefix))
-            continue;
-        char reason[600] = "";
-        int found = resolve_in_file(pid, &m, syms, count, reason, sizeof reason);
-        if (found == 1) {
-            if (pathlen)
-                snprintf(path, pathlen, "%s", m.path);
-            return 1;
-        }
-        misses->no_runtime = misses->no_runtime || found == 0;
-        if (found < 0 && misses->why[0] == '\0')
-            snprintf(misses->why, sizeof misses->why, "cannot read %s: %s", m.path, reason);
-    }
-    return 0;
+    const char *slash = strrchr(path, '/');
+    return name[0] == '/' ? strcmp(path, name) == 0 : slash && strncmp(slash + 1, name, strlen(name)) == 0;
 }
 
-/* The line for a process that runs no interpreter file we found; one that defines no
- * _PyRuntime is most likely Python 2 or 3.0-3.6, which the message names. */
-static void explain_not_python(pid_t pid, bool no_runtime, char *err, size_t errlen)
+/* Tries each file so named that maps offset 0 (the first mapping of a loaded file), from
+ * the start of maps. 1: found (its path copied); 0: none, what was met instead added to
+ * misses when given. */
+static int scan_maps(pid_t pid, FILE *maps, const char *name, pi_symbol *syms, size_t count, char *path,
+                     size_t pathlen, scan_misses *misses)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    pi_mapping m;
+    int found = 0;
+    rewind(maps);
+    while (found != 1 && pi_next_mapping(maps, &line, &cap, &m)) {
+        if (m.offset != 0 || m.inode == 0 || !named(m.path, name))
+            continue;
+        char reason[600] = "";
+        found = resolve_in_file(pid, &m, syms, count, reason, sizeof reason);
+        if (found == 1)
+            snprintf(path, pathlen, "%s", m.path);
+        else if (misses && found == 0)
+            misses->no_runtime = true;
+        else if (misses && misses->why[0] == '\0')
+            snprintf(misses->why, sizeof misses->why, "cannot read %s: %s", m.path, reason);
+    }
+    free(line);
+    return found == 1;
+}
+
+int pi_find_interpreter_symbols(pid_t pid, FILE *maps, pi_symbol *syms, size_t count, char *path, size_t pathlen,
+                                char *err, size_t errlen)
 {
     char link[64], exe[PATH_MAX];
+    scan_misses misses = {"", false};
     snprintf(link, sizeof link, "/proc/%d/exe", (int)pid);
     ssize_t len = readlink(link, exe, sizeof exe - 1);
     exe[len > 0 ? len : 0] = '\0';
-    snprintf(err, errlen, "process %d does not run Python%s (it runs %s)", (int)pid, no_runtime ? " 3.7 or later" : "",
-             len > 0 ? exe : "?");
-}
-
-int pi_find_interpreter_symbols(pid_t pid, pi_symbol *syms, size_t count, char *path, size_t pathlen, char *err,
-                                size_t errlen)
-{
-    char name[64];
-    scan_misses misses = {"", false};
-    char *maps = NULL;
-    size_t len = 0;
-    int rc = -1;
-    if (errlen)
-        err[0] = '\0';
-    if (pathlen)
-        path[0] = '\0';
+    /* its executable when that defines _PyRuntime (a static python, which may also load
+     * some other version's libpython); else libpython first: pyenv's python executables,
+     * linked to it, only import _PyRuntime. The executable's misses are not kept: one
+     * named python* is tried again last, and any other is no interpreter. */
+    if ((exe[0] == '/' && scan_maps(pid, maps, exe, syms, count, path, pathlen, NULL)) ||
+        scan_maps(pid, maps, "libpython", syms, count, path, pathlen, &misses) ||
+        scan_maps(pid, maps, "python", syms, count, path, pathlen, &misses))
+        return 0;
     for (size_t j = 0; j < count; j++)
         syms[j].addr = 0;
-    snprintf(name, sizeof name, "/proc/%d/maps", (int)pid);
-    if (read_proc_file(name, &maps, &len) != 0) {
-        int error = errno;
-        if (error == EACCES || error == EPERM)
-            return -2; /* errno is still the refusal */
-        if (error == ENOENT || error == ESRCH)
-            snprintf(err, errlen, "no process %d is running", (int)pid);
-        else
-            snprintf(err, errlen, "cannot read %s: %s", name, strerror(error));
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++)
-        if (maps[i] == '\n')
-            maps[i] = '\0';
-    /* libpython first: an executable linked to it only imports _PyRuntime */
-    if (scan_maps(pid, maps, len, "libpython", syms, count, path, pathlen, &misses) ||
-        scan_maps(pid, maps, len, "python", syms, count, path, pathlen, &misses)) {
-        rc = 0;
-        goto done;
-    }
-    for (size_t j = 0; j < count; j++)
-        syms[j].addr = 0;
+    /* one that defines no _PyRuntime is most likely Python 2 or 3.0-3.6 */
     if (misses.why[0])
         snprintf(err, errlen, "%s", misses.why);
     else
-        explain_not_python(pid, misses.no_runtime, err, errlen);
-done:
-    free(maps);
-    return rc;
+        snprintf(err, errlen, "process %d does not run Python%s (it runs %s)", (int)pid,
+                 misses.no_runtime ? " 3.7 or later" : "", exe[0] ? exe : "?");
+    return -1;
 }
