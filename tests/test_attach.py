@@ -164,7 +164,18 @@ def version_of(python: str) -> str:
     ).stdout.strip()
 
 
-OTHER_PYTHONS = [python for python in interpreters() if version_of(python).split(".")[:2] != sys.version.split(".")[:2]]
+def other_pythons() -> List[str]:
+    """Interpreters of other versions to attach to: the next older and newer ones, and the
+    oldest and newest (so 3.9 -> 3.15 and 3.15 -> 3.9): each version is attached to from
+    at least two others across the suite's runs, at a fraction of every pair's time."""
+    versions = [(tuple(int(part) for part in version_of(python).split(".")[:2]), python) for python in interpreters()]
+    own = sys.version_info[:2]
+    below = [python for version, python in versions if version < own]
+    above = [python for version, python in versions if version > own]
+    return list(dict.fromkeys(below[-1:] + above[:1] + below[:1] + above[-1:]))
+
+
+OTHER_PYTHONS = other_pythons()
 
 
 @pytest.mark.parametrize("other", OTHER_PYTHONS, ids=[os.path.basename(python) for python in OTHER_PYTHONS])
