@@ -15,7 +15,7 @@
 #define PI_MAX_CHUNKS 256 /* 4 MB of data stack: ~30,000 small frames */
 #define PI_CHUNK_READ (16 * 1024)        /* CPython's DATA_STACK_CHUNK_SIZE */
 #define PI_MAX_CHUNK_BYTES (8u << 20)    /* larger "used" sizes are corrupt */
-#define PI_RETRIES 3 /* fresh walks of a thread whose chain changed under the read */
+#define PI_RETRIES 6 /* fresh walks of a thread whose chain changed under the read */
 #define PI_SPEC_BIT ((size_t)1 << (sizeof(size_t) * 8 - 1))
 #define PI_CHUNK_BIT ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define PI_CFRAME_BIT ((size_t)1 << (sizeof(size_t) * 8 - 3))
@@ -46,7 +46,9 @@ static inline int grow(void **array, size_t *cap, size_t n, size_t size)
 
 /* WALK_RETRY: the chain changed under us; the thread state is read again and the
  * walk restarts once, which turns most torn reads into good samples. */
-enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT, WALK_CROSSED };
+enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_CONFIRM, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT, WALK_CROSSED };
+/* WALK_CONFIRM: 3.9/3.10, the chain walked is read again whole in one round
+ * (confirm_chain_read) */
 /* WALK_LEFT: a thread followed into the profiled async context left it while sampled;
  * WALK_CROSSED: the profiled thread crossed into or out of it while read, or its task
  * could not be placed (async mode: a dropped sample, counted apart) */
@@ -93,7 +95,7 @@ struct pi_walker {
     bool c_stack_copied[PI_KNOWN_C_STACK];
     uint64_t c_stack_used[PI_KNOWN_C_STACK], c_stack_clock;
     size_t c_stack_count;
-    unsigned torn_copies; /* this tick's walks tried again by frame_confirmed */
+    unsigned torn_copies; /* this tick's walks tried again by frame_confirmed or take_confirmation */
     int attempts;
     enum pi_walk_fail fail_cause;           /* the check that failed last */
     unsigned retried[PI_FAIL_CAUSES];       /* this tick's attempts tried again, by cause */
@@ -124,6 +126,12 @@ struct pi_walker {
     uint32_t *spec_slots;
     size_t spec_slot_count, spec_slots_cap, spec_hint;
     bool respec; /* the next round reads the spec list again */
+    bool confirm_pending; /* 3.9/3.10: this round reads the chain again (WALK_CONFIRM) */
+    /* the rounds this walker has taken this tick, the ones its own pending read and the
+     * spec list's were made in, and when (main_copied_at) the innermost frame was copied
+     * and the latest of the others */
+    unsigned rounds_taken, main_round, spec_round;
+    uint64_t leaf_copied_at, outer_copied_at;
     /* older data-stack chunks copied last tick, read ahead the same way */
     uintptr_t solo_chunk[PI_MAX_CHUNKS], spec_chunk[PI_MAX_CHUNKS];
     size_t solo_chunk_len[PI_MAX_CHUNKS], spec_chunk_len[PI_MAX_CHUNKS];
@@ -346,6 +354,10 @@ int translate_identities(pi_state *g, const pi_state *r, const uint32_t *from, u
 
 /* Hands a walked thread's sample (or its loss) to every target that samples it. */
 void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count, int64_t now_ns);
+
+/* The tick begins for a run, before any stack is read: whether its phase held since the
+ * last tick began (record.c). */
+void phase_tick_start(pi_state *s);
 
 /* The tick begins for each target: its wall time since its previous tick in
  * x->group_walls. */

@@ -251,17 +251,98 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
         walker_fail(w, PI_FAIL_END);
     } else if (!w->bottom || here == w->bottom || (w->attempts > 0 && here == w->first_end)) {
         w->bottom = here;
-        w->state = WALK_DONE;
+        w->state = !pi_runtime_layout.frames_in_chunks && w->depth > 1 ? WALK_CONFIRM : WALK_DONE;
     } else {
         w->first_end = here;
         walker_fail(w, PI_FAIL_END);
     }
 }
 
+/* 3.9/3.10: a frame object freed between two reads of one walk may be reused at once
+ * for another call (CPython keeps one per code object and a free list), and the chain
+ * read through it joins one call chain's callers to another's callees (0.2-0.6% of the
+ * time in a program of short calls). So the chain walked is read again, whole, in one
+ * round after the last, with the thread state first (chain_read_same says what must
+ * match). When it does not, that round is the next attempt's first: the walk goes on
+ * from the thread state read in it, with the frames read just after it. */
+static void walker_restart(pi_walker *w, const pi_tstate *ts);
+
+static bool confirm_chain_read(pi_walker *w, pi_read *read)
+{
+    size_t size = pi_runtime_layout.tstate_read_size;
+    if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
+        walker_give_up(w, PI_FAIL_MEMORY);
+        return false;
+    }
+    spec_refresh(w); /* the chain is read again with the spec list, this tick's frames added */
+    w->confirm_pending = true;
+    *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
+    return true;
+}
+
+/* Whether the chain read the same in the second reading. Every frame under the
+ * innermost one's caller, in a call in progress, reads the same in every field the walk
+ * took. The caller may have gone on within the same call: its code and its own caller
+ * unchanged. Then each of them held what was read from its first copy to the second
+ * reading. When none was first copied after the innermost frame, they all held it when
+ * that frame was copied, alive and called from there: the chain was the thread's then,
+ * and the innermost frame, often a short call over by now, need not read the same
+ * (requiring it would drop most samples of short functions). */
+static bool chain_read_same(pi_walker *w)
+{
+    size_t first = w->outer_copied_at <= w->leaf_copied_at ? 1 : 0;
+    for (size_t k = first; k < w->depth; k++) {
+        size_t index = spec_lookup(w, w->frames[k]);
+        uintptr_t caller = k + 1 < w->depth ? w->frames[k + 1] : 0;
+        pi_frame f;
+        if (index == SIZE_MAX || !w->spec_ok[index] ||
+            pi_parse_frame(w->spec_data + index * pi_runtime_layout.frame_read_size, &f) != 0 ||
+            f.code != w->codes[k] || f.previous != caller || (k > 1 && f.lasti != w->lastis[k]))
+            return false;
+    }
+    return true;
+}
+
+static void take_confirmation(pi_walker *w, const pi_read *read)
+{
+    pi_tstate ts;
+    w->confirm_pending = false;
+    if (chain_read_same(w)) {
+        for (size_t k = 0; k < w->depth; k++)
+            remember_solo(w, w->frames[k]); /* read ahead next tick */
+        w->state = WALK_DONE;
+    } else if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 ||
+               ts.thread_id != w->ts.thread_id) {
+        walker_give_up(w, PI_FAIL_MOVED);
+    } else {
+        w->torn_copies++;
+        walker_fail(w, PI_FAIL_TORN);
+        if (w->state == WALK_RETRY)
+            walker_restart(w, &ts); /* from the thread state just read */
+    }
+}
+
+/* When a copy was made, in the order of the walker's reads: its round, then its place
+ * in the round (the walker's own read first, then the spec list's, last first). */
+static uint64_t main_copied_at(const pi_walker *w)
+{
+    return (uint64_t)w->main_round << 32;
+}
+
+static uint64_t spec_copied_at(const pi_walker *w, const uint8_t *copy)
+{
+    size_t k = (size_t)(copy - w->spec_data) / pi_runtime_layout.frame_read_size;
+    return ((uint64_t)w->spec_round << 32) + (w->spec_count - k);
+}
+
 /* Takes one frame from `buf` and moves to the previous one. */
-static void step_frame(pi_walker *w, const uint8_t *buf)
+static void step_frame(pi_walker *w, const uint8_t *buf, uint64_t copied_at)
 {
     pi_frame f;
+    if (w->depth == 0)
+        w->leaf_copied_at = copied_at;
+    else if (copied_at > w->outer_copied_at)
+        w->outer_copied_at = copied_at;
     if (w->depth >= PI_MAX_WALK) {
         walker_fail(w, PI_FAIL_DEEP);
         return;
@@ -344,8 +425,10 @@ static bool walker_need(pi_walker *w, pi_read *read)
         const uint8_t *copy = find_in_chunks(w, w->cur, frame_size);
         if (!copy)
             copy = c_stack_find(w, w->cur, frame_size);
+        bool spec_copy = false;
         if (!copy && !(w->older_chunk && w->chunk_count < PI_MAX_CHUNKS)) {
             copy = spec_find(w, w->cur);
+            spec_copy = copy != NULL;
             if (copy)
                 remember_solo(w, w->cur);
         }
@@ -355,7 +438,7 @@ static bool walker_need(pi_walker *w, pi_read *read)
             break;
         }
         if (copy) {
-            step_frame(w, copy);
+            step_frame(w, copy, spec_copy ? spec_copied_at(w, copy) : main_copied_at(w));
             continue;
         }
         if (w->older_chunk && w->chunk_count < PI_MAX_CHUNKS && older_chunk_from_spec(w))
@@ -374,6 +457,8 @@ static bool walker_need(pi_walker *w, pi_read *read)
         *read = (pi_read){w->cur, w->scratch, frame_size, false};
         return true;
     }
+    if (w->state == WALK_CONFIRM)
+        return confirm_chain_read(w, read);
     if (w->state == WALK_CFRAME) {
         if (w->cframe_read_ahead && w->cframe_ok) {
             w->cframe_read_ahead = false;
@@ -555,16 +640,17 @@ static bool older_chunk_from_spec(pi_walker *w)
     return false;
 }
 
-static void walker_restart(pi_walker *w, const pi_tstate *ts);
-
 static void walker_take(pi_walker *w, const pi_read *read)
 {
+    w->rounds_taken++;
     if (w->state == WALK_RETRY) {
         pi_tstate ts;
         if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
             walker_give_up(w, PI_FAIL_MOVED);
         else
             walker_restart(w, &ts);
+    } else if (w->confirm_pending) {
+        take_confirmation(w, read);
     } else if (w->current_chunk_pending) {
         take_current_chunk(w, read);
     } else if (w->chunk_pending) {
@@ -573,7 +659,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
         w->leaf_pending = false;
         w->leaf_copied = read->ok;
         if (read->ok) {
-            step_frame(w, w->leaf_whole.data);
+            step_frame(w, w->leaf_whole.data, main_copied_at(w));
         } else {
             w->leaf_whole.len = 0; /* a smaller frame object now: read as any other frame */
             walker_fail(w, PI_FAIL_MOVED);
@@ -583,7 +669,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
     } else if (w->state == WALK_CFRAME) {
         take_cframe(w, w->scratch);
     } else {
-        step_frame(w, w->scratch);
+        step_frame(w, w->scratch, main_copied_at(w));
     }
 }
 
@@ -598,9 +684,11 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
     w->want_current_chunk = false;
     w->cframe_read_ahead = false;
     w->depth = 0;
+    w->outer_copied_at = 0;
     w->doubtful = false;
     w->leaf_pending = false;
     w->leaf_copied = false;
+    w->confirm_pending = false;
     w->confirm_chain = false;
     w->chunk_confirmed = false;
     w->tstate_again_ok = false;
@@ -644,6 +732,7 @@ static void walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     w->first_end = 0;
     w->tstate_addr = tstate_addr;
     w->attempts = 0;
+    w->rounds_taken = 0;
     w->fail_cause = PI_FAIL_MOVED;
     memset(w->retried, 0, sizeof w->retried);
     w->async_leaf = UINT32_MAX;
@@ -705,8 +794,11 @@ static void round_add_again(round_list *round, pi_walker *w, size_t index)
 static void round_add_spec(round_list *round, pi_walker *w, size_t index)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
+    w->spec_round = w->rounds_taken;
     round_add_cframe(round, w, index);
-    for (size_t k = 0; k < w->spec_count; k++) {
+    /* outermost first (the list is in walk order): a chain found in them was copied
+     * callers before callees (see chain_read_same) */
+    for (size_t k = w->spec_count; k-- > 0;) {
         pi_read spec = {w->spec[k], w->spec_data + k * frame_size, frame_size, false};
         if (round_add(round, &spec, index | PI_SPEC_BIT) != 0)
             break;
@@ -721,6 +813,7 @@ static void round_add_spec(round_list *round, pi_walker *w, size_t index)
 void round_add_walker(round_list *round, pi_walker *w, size_t index, bool spec)
 {
     pi_read read;
+    w->main_round = w->rounds_taken;
     if (walker_need(w, &read) && round_add(round, &read, index) != 0)
         walker_give_up(w, PI_FAIL_MEMORY);
     if (w->current_chunk_pending)
@@ -815,5 +908,10 @@ void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, co
         return;
     }
     walker_start(w, addr, ts);
+    /* 3.9/3.10: the thread state is read again in the round that reads ahead, just before
+     * the frames: a short call named by the one read a moment ago has often returned
+     * by the time its frame is read */
+    if (!pi_runtime_layout.frames_in_chunks && w->state == WALK_FRAMES)
+        w->state = WALK_RETRY;
     round_add_walker(round, w, index, true);
 }

@@ -377,7 +377,8 @@ def test_no_stack_the_program_never_had():
     # (py-spy, which stops the process to read it: none that is not). A data-stack chunk
     # copied while the thread returns and calls again joins one chain's callers to
     # another's callees (before the two copies were compared: 0.4-0.9% of the time here,
-    # 20-40% with two busy threads on 3.11/3.12)
+    # 20-40% with two busy threads on 3.11/3.12); so does a 3.9/3.10 frame object reused
+    # for another call between two reads (before the chain was read twice: 0.2-0.6%)
     result = run_program(
         """
         import random
@@ -416,4 +417,6 @@ def test_no_stack_the_program_never_had():
             total += seconds
             spliced += seconds if chain not in starts else 0.0
     assert total > 0.5
-    assert spliced / total < 0.005, f"{spliced / total:.1%} of the time in stacks the program never had"
+    assert spliced / total < 0.001, f"{spliced / total:.2%} of the time in stacks the program never had"
+    # what could not be read consistently is dropped and counted, but not most of it
+    assert result["dropped"] < 0.3 * (result["samples"] + result["dropped"]), result["dropped"]
