@@ -733,6 +733,10 @@ typedef struct {
     /* the run's current phase (0: none; Profiler.phase): written by Sampler.set_phase from
      * any thread, read by the tick, both with __atomic builtins */
     int32_t phase;
+    /* how many times it changed (counted before each change), and the count at the last
+     * tick's start: a sample whose time or stack spans a change has no phase */
+    uint32_t phase_changes, phase_changes_seen;
+    bool phase_steady; /* no change since the last tick's start until this one's */
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
     bool thread_labels;     /* a thread's label (pi_set_thread_label), where set, is its phase; */
     pi_async route_context; /* else, with its var set, the label its context's value of that
@@ -769,6 +773,8 @@ int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, s
 void pi_state_free(pi_state *s);
 /* Samples every thread once. now_ns: monotonic time of this tick. */
 void pi_tick(pi_state *s, int64_t now_ns);
+/* Makes `phase` the run's current phase (Sampler.set_phase), from any thread. */
+void pi_set_phase(pi_state *s, int32_t phase);
 /* One tick for several profilers (none in async mode): `reader` reads each thread any
  * of them samples once, and each records the samples it wants in its own tree. */
 void pi_tick_group(pi_state *reader, pi_state **targets, size_t count, int64_t now_ns);

@@ -179,7 +179,7 @@ static PyObject *Sampler_set_phase(SamplerObject *self, PyObject *arg)
         PyErr_SetString(PyExc_RuntimeError, "the Sampler is not initialised");
         return NULL;
     }
-    __atomic_store_n(&self->sampler.state.phase, (int32_t)phase, __ATOMIC_RELAXED);
+    pi_set_phase(&self->sampler.state, (int32_t)phase);
     Py_RETURN_NONE;
 }
 

@@ -182,6 +182,33 @@ static int32_t thread_label(unsigned long thread_id)
     return 0;
 }
 
+void pi_set_phase(pi_state *s, int32_t phase)
+{
+    /* counted first: a tick that reads the new phase sees the count changed too */
+    if (__atomic_load_n(&s->phase, __ATOMIC_SEQ_CST) != phase) {
+        __atomic_fetch_add(&s->phase_changes, 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&s->phase, phase, __ATOMIC_SEQ_CST);
+    }
+}
+
+void phase_tick_start(pi_state *s)
+{
+    uint32_t changes = __atomic_load_n(&s->phase_changes, __ATOMIC_SEQ_CST);
+    s->phase_steady = changes == s->phase_changes_seen;
+    s->phase_changes_seen = changes;
+}
+
+/* The run's phase for a sample of this tick: none when it changed since the last tick
+ * began, for the sample's time is partly the old phase's, nor while the stack was read,
+ * for the stack may be from before the change. */
+static int32_t run_phase(const pi_state *t)
+{
+    int32_t phase = __atomic_load_n(&t->phase, __ATOMIC_SEQ_CST);
+    bool changed = __atomic_load_n(&t->phase_changes, __ATOMIC_SEQ_CST) != t->phase_changes_seen;
+    return t->phase_steady && !changed ? phase : 0;
+}
+
+
 void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t now_ns, int64_t cpu_now)
 {
@@ -210,7 +237,7 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
     if (!phase && t->route_context.var)
         phase = context_label(t, w->ts.context);
     if (!phase)
-        phase = __atomic_load_n(&t->phase, __ATOMIC_RELAXED);
+        phase = run_phase(t);
     if (phase > 0 && t->phase_identity < 0)
         t->phase_identity = pi_codes_synthetic(&t->codes, "[phase]");
     if (phase > 0 && t->phase_identity < 0) {
@@ -348,6 +375,7 @@ int start_targets(pi_scratch *x, pi_state **targets, size_t count, int64_t now_n
             g->first_tick_ns = g->last_tick_ns ? g->last_tick_ns : now_ns;
         g->last_tick_ns = now_ns;
         g->stats.ticks++;
+        phase_tick_start(g);
     }
     return 0;
 }

@@ -121,6 +121,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
     pi_scratch *x = s->scratch;
     uintptr_t *addrs = NULL;
     pi_tstate *states = NULL;
+    phase_tick_start(s); /* before any stack is read */
     size_t thread_count = read_threads(s, &addrs, &states);
     int64_t wall_ns = s->last_tick_ns ? now_ns - s->last_tick_ns : 0;
     if (!s->first_tick_ns) /* the sampler's start when it set last_tick_ns, else this tick */

@@ -20,7 +20,7 @@ def functions_in(session: Session) -> set:
 
 
 # long enough that a sampler kept off the CPU a while on a busy machine still samples
-# each phase (the time it missed goes to the stack and phase of its next sample)
+# each phase (a sample whose time spans a change of phase belongs to none)
 def load():
     spin(0.15)
 
@@ -62,6 +62,31 @@ def test_each_phase_has_its_samples_and_its_time():
     assert 0.15 + 0.2 + 0.12 - 0.02 <= parts <= whole - 0.015  # the 0.02 s outside any phase is not in one
     with pytest.raises(LookupError, match="no phase 'render' in this profile \\(its phases: load, parse, save\\)"):
         session.phase("render")
+
+
+def in_a(seconds: float) -> None:
+    spin(seconds)
+
+
+def in_b(seconds: float) -> None:
+    spin(seconds)
+
+
+@pytest.mark.engine
+def test_a_sample_taken_as_the_phase_changes_is_in_neither_phase():
+    # a stack read just before the program changes phase, or time partly before the change,
+    # belongs to no phase: booked to the new one, a's function showed in phase b
+    profiler = Profiler(interval=0.0002)
+    with profiler:
+        for _ in range(150):
+            with profiler.phase("a"):
+                in_a(0.002)
+            with profiler.phase("b"):
+                in_b(0.002)
+    session = profiler.last_session
+    a, b = session.phase("a"), session.phase("b")
+    assert "in_a" in functions_in(a) and "in_b" in functions_in(b)
+    assert "in_b" not in functions_in(a) and "in_a" not in functions_in(b)
 
 
 @pytest.mark.engine
