@@ -17,9 +17,23 @@ def private_data_directory(tmp_path_factory, monkeypatch):
     return directory
 
 
+#: files whose tests read no interpreter internals (file formats, renderers, web frameworks,
+#: tooling): `make test` runs them on the oldest, the demo and the newest CPython (a Python API
+#: one version lacks or drops shows there), the rest of the suite on every one
+PORTABLE_FILES = {
+    "test_bench", "test_budget", "test_collapsed_flamegraph", "test_console_render", "test_diff",
+    "test_django", "test_file_renderers", "test_files", "test_firefox", "test_magic",
+    "test_pprof_chrometrace", "test_processors", "test_pytest_plugin", "test_repeat",
+    "test_session_fuzz", "test_session_history", "test_sessions", "test_stats", "test_version",
+    "test_web_middleware",
+}  # fmt: skip
+
+
 def pytest_collection_modifyitems(items):
-    # tests driving the browser check the page's JavaScript, the same on every Python:
-    # `make test` runs them on one interpreter (-m "not browser" on the others)
     for item in items:
+        # tests driving the browser check the page's JavaScript, the same on every Python:
+        # `make test` runs them on one interpreter (-m "not browser" on the others)
         if {"browser", "open_report"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.browser)
+        if item.path.stem in PORTABLE_FILES:
+            item.add_marker(pytest.mark.portable)
