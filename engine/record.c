@@ -208,7 +208,6 @@ static int32_t run_phase(const pi_state *t)
     return t->phase_steady && !changed ? phase : 0;
 }
 
-
 void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const uint32_t *identities,
                 const int32_t *lines, size_t depth, int64_t wall_ns, int64_t now_ns, int64_t cpu_now)
 {

@@ -45,7 +45,7 @@ static inline int grow(void **array, size_t *cap, size_t n, size_t size)
 #define GROW(array, cap, n) grow((void **)&(array), &(cap), (n), sizeof *(array))
 
 /* WALK_RETRY: the chain changed under us; the thread state is read again and the
- * walk restarts once, which turns most torn reads into good samples. */
+ * walk restarts (up to PI_RETRIES times), which turns most torn reads into good samples. */
 enum walk_state { WALK_CFRAME, WALK_FRAMES, WALK_CONFIRM, WALK_RETRY, WALK_DONE, WALK_FAILED, WALK_LEFT, WALK_CROSSED };
 /* WALK_CONFIRM: 3.9/3.10, the chain walked is read again whole in one round
  * (confirm_chain_read) */
