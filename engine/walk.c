@@ -267,17 +267,33 @@ static void end_chain(pi_walker *w, const pi_frame *f, uintptr_t here)
  * from the thread state read in it, with the frames read just after it. */
 static void walker_restart(pi_walker *w, const pi_tstate *ts);
 
-static bool confirm_chain_read(pi_walker *w, pi_read *read)
+/* The thread state read again, with the spec list (this tick's frames added) after it. */
+static bool read_thread_state_again(pi_walker *w, pi_read *read)
 {
     size_t size = pi_runtime_layout.tstate_read_size;
+    spec_refresh(w);
     if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
         walker_give_up(w, PI_FAIL_MEMORY);
         return false;
     }
-    spec_refresh(w); /* the chain is read again with the spec list, this tick's frames added */
-    w->confirm_pending = true;
     *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
     return true;
+}
+
+/* A fresh walk from the thread state read again (read_thread_state_again). */
+static void restart_from_thread_state(pi_walker *w, const pi_read *read)
+{
+    pi_tstate ts;
+    if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
+        walker_give_up(w, PI_FAIL_MOVED);
+    else
+        walker_restart(w, &ts);
+}
+
+static bool confirm_chain_read(pi_walker *w, pi_read *read)
+{
+    w->confirm_pending = read_thread_state_again(w, read);
+    return w->confirm_pending;
 }
 
 /* Whether the chain read the same in the second reading. Every frame under the
@@ -305,21 +321,17 @@ static bool chain_read_same(pi_walker *w)
 
 static void take_confirmation(pi_walker *w, const pi_read *read)
 {
-    pi_tstate ts;
     w->confirm_pending = false;
     if (chain_read_same(w)) {
         for (size_t k = 0; k < w->depth; k++)
             remember_solo(w, w->frames[k]); /* read ahead next tick */
         w->state = WALK_DONE;
-    } else if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 ||
-               ts.thread_id != w->ts.thread_id) {
-        walker_give_up(w, PI_FAIL_MOVED);
-    } else {
-        w->torn_copies++;
-        walker_fail(w, PI_FAIL_TORN);
-        if (w->state == WALK_RETRY)
-            walker_restart(w, &ts); /* from the thread state just read */
+        return;
     }
+    w->torn_copies++;
+    walker_fail(w, PI_FAIL_TORN);
+    if (w->state == WALK_RETRY)
+        restart_from_thread_state(w, read); /* the round just read is the next attempt's first */
 }
 
 /* When a copy was made, in the order of the walker's reads: its round, then its place
@@ -399,16 +411,8 @@ static void take_cframe(pi_walker *w, const uint8_t *buf)
 static bool walker_need(pi_walker *w, pi_read *read)
 {
     size_t frame_size = pi_runtime_layout.frame_read_size;
-    if (w->state == WALK_RETRY) {
-        size_t size = pi_runtime_layout.tstate_read_size;
-        spec_refresh(w);
-        if (GROW(w->tstate_buf, w->tstate_buf_cap, size) != 0) {
-            walker_give_up(w, PI_FAIL_MEMORY);
-            return false;
-        }
-        *read = (pi_read){w->tstate_addr, w->tstate_buf, size, false};
-        return true;
-    }
+    if (w->state == WALK_RETRY)
+        return read_thread_state_again(w, read);
     if (w->want_current_chunk) {
         w->want_current_chunk = false;
         w->current_chunk_pending = true;
@@ -644,11 +648,7 @@ static void walker_take(pi_walker *w, const pi_read *read)
 {
     w->rounds_taken++;
     if (w->state == WALK_RETRY) {
-        pi_tstate ts;
-        if (!read->ok || pi_parse_tstate(w->tstate_buf, w->tstate_addr, &ts) != 0 || ts.thread_id != w->ts.thread_id)
-            walker_give_up(w, PI_FAIL_MOVED);
-        else
-            walker_restart(w, &ts);
+        restart_from_thread_state(w, read);
     } else if (w->confirm_pending) {
         take_confirmation(w, read);
     } else if (w->current_chunk_pending) {
