@@ -2,15 +2,20 @@
 # (our tests, then upstream pyinstrument's own suite against our package: tools/upstream-suite.sh).
 SHELL := /bin/bash
 PYTHONS := $(shell tools/pythons.sh)
+# the free-threaded builds (python3.13t) apart from the GIL builds
+FREE_THREADED_PYTHONS := $(filter %t,$(PYTHONS))
+GIL_PYTHONS := $(filter-out %t,$(PYTHONS))
 DEMO_PYTHON ?= $(firstword $(filter %python3.12,$(PYTHONS)) $(PYTHONS))
-# one interpreter per frame model: heap frame objects (3.9/3.10), data-stack chunks (3.11+)
-SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(PYTHONS))
+# one interpreter per frame model: heap frame objects (3.9/3.10), data-stack chunks (3.11+),
+# and the free-threaded build, whose threads run at once
+SANITIZE_PYTHONS ?= $(firstword $(filter %python3.10,$(PYTHONS))) $(lastword $(GIL_PYTHONS)) \
+    $(firstword $(FREE_THREADED_PYTHONS))
 # the HTML report's in-browser tests check JavaScript, the same on every Python: run once,
 # on the oldest interpreter
 BROWSER_PYTHON ?= $(firstword $(PYTHONS))
 # the tests that read no interpreter internals (tests/conftest.py: PORTABLE_FILES) run on the
 # oldest, the demo and the newest interpreter; everything else on every one
-FULL_PYTHONS ?= $(sort $(firstword $(PYTHONS)) $(DEMO_PYTHON) $(lastword $(PYTHONS)))
+FULL_PYTHONS ?= $(sort $(firstword $(GIL_PYTHONS)) $(DEMO_PYTHON) $(lastword $(GIL_PYTHONS)))
 PYTEST_ARGS ?= -q
 
 .PHONY: demo test test-fast test-upstream test-sanitize lint typecheck bench bench-quick clean

@@ -1,6 +1,6 @@
 """`make bench`: overhead, sampler cost, pinned to one core, many profilers at once, memory, accuracy, render
-speed, scale, experiments, the slowdown of a process attached from outside and the cost of the in-process
-agent, against the goals.
+speed, scale, experiments, the slowdown of a process attached from outside, the cost of the in-process
+agent, and four parallel threads on a free-threaded build, against the goals.
 
     python bench/run.py [--quick] [--python PATH ...] [--only SECTION ...] [--out FILE]
 
@@ -29,6 +29,7 @@ import agent_cost
 import attached
 import common
 import experiments
+import freethreaded
 import many_profilers
 import memory
 import overhead
@@ -39,11 +40,11 @@ import scale
 
 FULL_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
 SECTIONS = ("overhead", "sampler", "pinned", "many", "memory", "accuracy", "render", "scale", "experiments",
-            "attach", "agent")
+            "attach", "agent", "freethreaded")
 PER_PYTHON = {"overhead": overhead, "sampler": sampler_cost, "pinned": pinned}   # measured on every interpreter
 ON_FIRST = {"many": many_profilers, "memory": memory, "accuracy": accuracy, "render": render_speed,
             "scale": scale, "experiments": experiments, "attach": attached,
-            "agent": agent_cost}  # on the first one only
+            "agent": agent_cost, "freethreaded": freethreaded}  # on the first one only
 TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops under churn",
           "pinned": "No spare core: pinned to one core",
           "many": "Many profilers at once",
@@ -51,7 +52,8 @@ TITLES = {"overhead": "Overhead", "sampler": "Sampler cost per tick and drops un
           "scale": "Scale: a long 0.1 ms run, end to end",
           "experiments": "Experiments: false verdicts and the smallest slowdown found",
           "attach": "Attached from outside: the target's slowdown under --pid and py-spy",
-          "agent": "The in-process agent: its cost to the program, and trigger latency"}
+          "agent": "The in-process agent: its cost to the program, and trigger latency",
+          "freethreaded": "Free-threaded CPython: four threads running at once"}
 
 
 def default_pythons(quick: bool) -> List[str]:

@@ -249,7 +249,7 @@ static uintptr_t argument_to_read(const pi_callee_query *q)
 
 static void add_owner_reads(read_list *list, pi_callee_query *q, uintptr_t owner)
 {
-    add_read(list, owner, q->owner, sizeof q->owner);
+    add_read(list, owner, q->owner, pi_object_header_size());
     add_read(list, owner, q->owner_as_type, pi_type_read_size());
     add_read(list, owner + pi_type_qualname_offset(), &q->owner_qualname, sizeof(uintptr_t));
 }
@@ -264,7 +264,7 @@ static size_t stage_reads(pi_callee_query *q, read_list *list)
         place_call(q, &callable, &self);
         add_read(list, slot_object(q->slots, callable), q->callable, pi_callable_read_size());
         if (q->memo.kind == PI_MEMO_DESCRIPTOR)
-            add_read(list, argument_to_read(q), q->owner, sizeof q->owner);
+            add_read(list, argument_to_read(q), q->owner, pi_object_header_size());
         break;
     case STAGE_SLOTS:
         add_read(list, q->slots_addr, q->slots, pi_call_slot_count(&q->call) * sizeof(uintptr_t));

@@ -17,6 +17,8 @@
  * Contexts (pi_context_get) before it enables async mode. Node types are learned in
  * that check, not assumed.
  */
+#include <Python.h>
+
 #include "engine.h"
 
 #include <string.h>
@@ -25,16 +27,15 @@
 #define HAMT_BITMAP_MAX 32 /* key/value pairs a bitmap node can hold */
 #define PI_LOOKUP_BATCH 128 /* lookups sharing one vectored read */
 
-/* The mirrored node headers (PyObject_VAR_HEAD / PyObject_HEAD, then the node). */
+/* The mirrored node headers (PyObject_VAR_HEAD / PyObject_HEAD, then the node), in this
+ * build's object header (32 bytes on a free-threaded build, 16 on others). */
 typedef struct {
-    intptr_t refcnt;
-    uintptr_t type;
-    intptr_t size; /* bitmap nodes: items in b_array (two per entry) */
+    PyVarObject base; /* bitmap nodes: ob_size counts the items in b_array (two per entry) */
     uint32_t bitmap;
 } hamt_bitmap_head;
 #define HAMT_BITMAP_ITEMS sizeof(hamt_bitmap_head)
-_Static_assert(sizeof(hamt_bitmap_head) == 32, "b_array follows the bitmap at offset 32");
-#define HAMT_ARRAY_ITEMS (2 * sizeof(uintptr_t)) /* after PyObject_HEAD */
+_Static_assert(sizeof(hamt_bitmap_head) == sizeof(PyVarObject) + sizeof(void *), "b_array follows the bitmap");
+#define HAMT_ARRAY_ITEMS sizeof(PyObject) /* after PyObject_HEAD */
 
 int32_t pi_hamt_hash(int64_t hash)
 {
@@ -56,7 +57,7 @@ typedef struct {
     int found;      /* when done: 1 found, 0 absent, -1 unreadable */
     uintptr_t value;
     union {
-        uint8_t bytes[64];
+        uint8_t bytes[128]; /* the largest read: a Context (64 bytes free-threaded) */
         hamt_bitmap_head head;
         uintptr_t pair[2]; /* bitmap slot: key (NULL for a sub-node), value or sub-node */
         uintptr_t child;   /* array slot */
@@ -135,12 +136,12 @@ static void lookup_step(const pi_async *a, lookup *l, bool ok, uintptr_t var, ui
         lookup_descend(l, root, true);
         return;
     case LOOK_NODE:
-        if (l->buf.head.type == a->array_type) {
+        if ((uintptr_t)l->buf.head.base.ob_base.ob_type == a->array_type) {
             l->stage = LOOK_ARRAY_SLOT;
             l->addr += HAMT_ARRAY_ITEMS + index * sizeof(uintptr_t);
             return;
         }
-        if (l->buf.head.type != a->bitmap_type) {
+        if ((uintptr_t)l->buf.head.base.ob_base.ob_type != a->bitmap_type) {
             lookup_end(l, -1, 0); /* a collision node: two variables with one 32-bit hash */
             return;
         }
@@ -149,7 +150,7 @@ static void lookup_step(const pi_async *a, lookup *l, bool ok, uintptr_t var, ui
             return;
         }
         unsigned position = (unsigned)__builtin_popcount(l->buf.head.bitmap & (bit - 1));
-        if (position >= HAMT_BITMAP_MAX || l->buf.head.size < 0 || (intptr_t)(2 * position + 1) >= l->buf.head.size) {
+        if (position >= HAMT_BITMAP_MAX || l->buf.head.base.ob_size < 0 || (intptr_t)(2 * position + 1) >= l->buf.head.base.ob_size) {
             lookup_end(l, -1, 0);
             return;
         }
@@ -359,14 +360,14 @@ static bool is_future_type(const pi_task_layout *t, uintptr_t type)
 static uintptr_t pick_pending(const pi_task_layout *t, const uintptr_t *objects, size_t count, uint64_t *pick,
                               uint64_t *syscalls)
 {
-    uintptr_t heads[PI_MAX_FANOUT][2];
+    uint8_t heads[PI_MAX_FANOUT][PI_OBJECT_HEADER_MAX];
     int states[PI_MAX_FANOUT];
     pi_read reads[2 * PI_MAX_FANOUT];
     size_t n = 0;
     for (size_t i = 0; i < count && i < PI_MAX_FANOUT; i++) {
         if (!objects[i])
             continue;
-        reads[2 * n] = (pi_read){objects[i], heads[n], sizeof heads[n], false};
+        reads[2 * n] = (pi_read){objects[i], heads[n], pi_object_header_size(), false};
         reads[2 * n + 1] = (pi_read){objects[i] + t->fut_state, &states[n], sizeof states[n], false};
         n++;
     }
@@ -484,7 +485,7 @@ static uintptr_t taskgroup_task(const pi_task_layout *t, uintptr_t group, uint64
     uintptr_t type, tasks, table;
     size_t slots, size = pi_container_read_size();
     ++*syscalls;
-    if (!group || size > sizeof buf || pi_read_exact(group, buf, 2 * sizeof(uintptr_t)) != 0 ||
+    if (!group || size > sizeof buf || pi_read_exact(group, buf, pi_object_header_size()) != 0 ||
         pi_parse_object_header(buf, &type) != 0 || type != t->taskgroup.type)
         return 0;
     tasks = instance_attribute(&t->taskgroup, group, t->tasks_key, syscalls);

@@ -331,6 +331,9 @@ typedef struct {
     bool heap, is_metatype;
 } pi_type;
 size_t pi_type_read_size(void);
+/* An object's header (PyObject): 16 bytes, 32 on a free-threaded build. */
+#define PI_OBJECT_HEADER_MAX 32
+size_t pi_object_header_size(void);
 size_t pi_type_qualname_offset(void);
 /* From a copy of pi_type_read_size() bytes and the word at pi_type_qualname_offset(). */
 int pi_parse_type(const void *buf, uintptr_t qualname, pi_type *out);
@@ -507,7 +510,7 @@ typedef struct {
     int stage;
     uint8_t slots[PI_SLOTS_READ], slots_again[PI_SLOTS_READ];
     uint8_t callable[128], frame_again[PI_MAX_FRAME_READ];
-    uint8_t owner[16], owner_as_type[PI_TYPE_READ_MAX], type[PI_TYPE_READ_MAX];
+    uint8_t owner[PI_OBJECT_HEADER_MAX], owner_as_type[PI_TYPE_READ_MAX], type[PI_TYPE_READ_MAX];
     uintptr_t owner_qualname, type_qualname;
     uintptr_t method_def, owner_addr, type_addr;
     pi_callable parsed; /* the callable as read */

@@ -94,6 +94,16 @@ static void copied_frame_position(const void *buf, uintptr_t *code, uintptr_t *i
 /* The references counted in an object's first word (3.14+ keep flags in its top bits). */
 static uint64_t reference_count(const void *buf)
 {
+#if defined(Py_GIL_DISABLED)
+    uint32_t local;
+    int64_t shared;
+    memcpy(&local, (const uint8_t *)buf + offsetof(PyObject, ob_ref_local), sizeof local);
+    memcpy(&shared, (const uint8_t *)buf + offsetof(PyObject, ob_ref_shared), sizeof shared);
+    if (local == UINT32_MAX)
+        return 1; /* immortal */
+    int64_t total = (int64_t)local + (shared >> 2);
+    return total > 0 ? (uint64_t)total : 0;
+#endif
     uint64_t word;
     memcpy(&word, buf, sizeof word);
     return L->refcnt_bits >= 64 ? word : word & ((UINT64_C(1) << L->refcnt_bits) - 1);
@@ -138,8 +148,18 @@ static int check_debug_offsets(char *err, size_t errlen)
         snprintf(err, errlen, "this Python has no debug offsets (cookie missing); unsupported build");
         return -1;
     }
-    if (head.free_threaded) {
-        snprintf(err, errlen, "free-threaded Python builds are not supported yet");
+#if defined(Py_GIL_DISABLED)
+    bool ours_free_threaded = true;
+#else
+    bool ours_free_threaded = false;
+#endif
+    /* the object header, and every struct after it, differ between the two builds */
+    if ((head.free_threaded != 0) != ours_free_threaded) {
+        snprintf(err, errlen,
+                 "it runs a %s build of Python %u.%u, which a pyinstrument installed for a %s build cannot read; "
+                 "attach with the pyinstrument installed for its interpreter",
+                 head.free_threaded ? "free-threaded" : "GIL", (unsigned)(head.version >> 24),
+                 (unsigned)((head.version >> 16) & 0xFF), ours_free_threaded ? "free-threaded" : "GIL");
         return -1;
     }
     if ((head.version & 0xFFFF0000) != (uint64_t)L->version) {
@@ -294,19 +314,19 @@ bool pi_layout_known(uint32_t version)
 
 int pi_layout_init_other(uint32_t version, const pi_statics *found, char *err, size_t errlen)
 {
-#if defined(Py_GIL_DISABLED)
-    (void)found;
-    snprintf(err, errlen, "it runs Python %u.%u from another interpreter file, which a free-threaded pyinstrument "
-             "cannot read; attach with the pyinstrument installed for its interpreter",
-             version >> 24, (version >> 16) & 0xFF);
-    return -1;
-#endif
     const pi_offsets *layout = known_layout(version);
     if (!layout) {
         snprintf(err, errlen, "it runs Python %u.%u, which pyinstrument cannot read (it reads 3.9 to 3.15)",
                  version >> 24, (version >> 16) & 0xFF);
         return -1;
     }
+#if defined(Py_GIL_DISABLED)
+    /* the table holds the GIL builds' layouts */
+    snprintf(err, errlen, "it runs Python %u.%u from another interpreter file, which a free-threaded pyinstrument "
+             "cannot read; attach with the pyinstrument installed for its interpreter",
+             version >> 24, (version >> 16) & 0xFF);
+    return -1;
+#endif
     L = layout;
     statics = *found;
     static_reloc = 0;
@@ -581,6 +601,7 @@ size_t pi_tstate_context_offset(void)
 
 size_t pi_context_read_size(void)
 {
+    _Static_assert(sizeof(PyContext) <= 128 && sizeof(PyHamtObject) <= 128, "context.c's lookup buffer");
     return sizeof(PyContext);
 }
 
@@ -879,9 +900,15 @@ int pi_instance_attributes(uintptr_t obj, const pi_attr_place *place, uintptr_t 
         return pi_read_exact(obj + place->dict_offset, dict, sizeof *dict);
     }
 #if PY_VERSION_HEX >= 0x030B0000
-    /* a managed dict: a pointer just before the object */
+    /* a managed dict: a pointer just before the object (before the GC links, which a
+     * free-threaded build keeps elsewhere) */
+#ifdef Py_GIL_DISABLED
+    const size_t managed_dict_words = 1;
+#else
+    const size_t managed_dict_words = 3;
+#endif
     ++*syscalls;
-    if (pi_read_exact(obj - 3 * sizeof(uintptr_t), &word, sizeof word) != 0)
+    if (pi_read_exact(obj - managed_dict_words * sizeof(uintptr_t), &word, sizeof word) != 0)
         return -1;
 #if PY_VERSION_HEX >= 0x030D0000
     *dict = word;
@@ -980,6 +1007,12 @@ int pi_parse_callable(const void *buf, pi_callable *out)
         return 0;
     }
     return out->method_def ? 0 : -1;
+}
+
+size_t pi_object_header_size(void)
+{
+    _Static_assert(sizeof(PyObject) <= PI_OBJECT_HEADER_MAX, "room for an object header");
+    return sizeof(PyObject); /* a free-threaded build reads only free-threaded processes */
 }
 
 size_t pi_type_read_size(void)

@@ -4,7 +4,9 @@
  * One type, Sampler: start() and stop() run the sampling thread; snapshot() turns
  * the aggregated tries into plain Python data for the Python layer to build the
  * session from; guard_sigterm serves profiled child processes (sigterm.c).
- * Everything here runs with the GIL held, in the calling thread.
+ * Everything here runs with the GIL held, in the calling thread; on a free-threaded
+ * build, where threads call in at once, each call into a Sampler holds the Sampler's
+ * critical section, and the engine's one-time setup a lock.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,7 +28,22 @@ typedef struct {
     bool initialised;
 } SamplerObject;
 
+#if PY_VERSION_HEX < 0x030D0000
+/* before 3.13 there is a GIL, which serialises calls already */
+#define Py_BEGIN_CRITICAL_SECTION(op) {
+#define Py_END_CRITICAL_SECTION() }
+#endif
+
+/* Whether the layout was set up (the process's own, or an attached one's) */
 static bool layout_ready = false;
+#if PY_VERSION_HEX >= 0x030D0000
+static PyMutex setup_lock;
+#define SETUP_LOCK() PyMutex_Lock(&setup_lock)
+#define SETUP_UNLOCK() PyMutex_Unlock(&setup_lock)
+#else
+#define SETUP_LOCK() ((void)0)
+#define SETUP_UNLOCK() ((void)0)
+#endif
 /* Raised when the system refuses process_vm_readv; the Python layer falls back. */
 static PyObject *ReadRefused;
 
@@ -91,25 +108,32 @@ static void Sampler_dealloc(SamplerObject *self)
 }
 
 /* The interpreter's layouts learned and reading memory allowed; -1 with an exception. */
-static int ready_to_read(SamplerObject *self)
+/* This process's layout, set up by the first Sampler that reads. */
+static int set_up_layout(void)
 {
     char err[512] = "";
+    if (pi_layout_init(0, err, sizeof err) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, err);
+        return -1;
+    }
+    if (pi_read_probe(err, sizeof err) != 0) {
+        PyErr_SetString(ReadRefused, err);
+        return -1;
+    }
+    layout_ready = true;
+    return 0;
+}
+
+static int ready_to_read(SamplerObject *self)
+{
     if (!self->initialised) {
         PyErr_SetString(PyExc_RuntimeError, "Sampler was not initialised");
         return -1;
     }
-    if (!layout_ready) {
-        if (pi_layout_init(0, err, sizeof err) != 0) {
-            PyErr_SetString(PyExc_RuntimeError, err);
-            return -1;
-        }
-        if (pi_read_probe(err, sizeof err) != 0) {
-            PyErr_SetString(ReadRefused, err);
-            return -1;
-        }
-        layout_ready = true;
-    }
-    return 0;
+    SETUP_LOCK();
+    int ready = layout_ready ? 0 : set_up_layout();
+    SETUP_UNLOCK();
+    return ready;
 }
 
 static PyObject *Sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
@@ -475,15 +499,16 @@ static PyObject *hamt_types(PyObject *Py_UNUSED(module), PyObject *context)
         return NULL;
     }
     uint8_t buf[256];
-    uintptr_t vars, type, root, root_head[2];
+    uintptr_t vars, type, root;
+    uint8_t root_head[PI_OBJECT_HEADER_MAX];
     if (pi_context_read_size() > sizeof buf || pi_hamt_read_size() > sizeof buf ||
         pi_read_exact((uintptr_t)context, buf, pi_context_read_size()) != 0 || pi_parse_context(buf, &vars) != 0 ||
         pi_read_exact(vars, buf, pi_hamt_read_size()) != 0 || pi_parse_hamt(buf, &type, &root) != 0 ||
-        pi_read_exact(root, root_head, sizeof root_head) != 0) {
+        pi_read_exact(root, root_head, pi_object_header_size()) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not read the Context's variables");
         return NULL;
     }
-    return Py_BuildValue("(KK)", (unsigned long long)type, (unsigned long long)root_head[1]);
+    return Py_BuildValue("(KK)", (unsigned long long)type, (unsigned long long)pi_object_type(root_head));
 }
 
 /* _context_get(context, var, types): the sampler's lookup of var in context: the
@@ -796,20 +821,24 @@ static PyObject *attach(PyObject *Py_UNUSED(module), PyObject *arg)
     long pid = PyLong_AsLong(arg);
     if (pid == -1 && PyErr_Occurred())
         return NULL;
-    if (layout_ready || pi_attached_pid()) {
-        PyErr_SetString(PyExc_RuntimeError, "this process already reads a process; attach from a fresh one");
-        return NULL;
-    }
     if (pid <= 0 || pid > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "%ld is not a process id", pid);
         return NULL;
     }
     pi_attached target;
-    if (pi_attach((pid_t)pid, &target, err, sizeof err) != 0) {
+    SETUP_LOCK();
+    bool already = layout_ready || pi_attached_pid();
+    int attached = already ? -1 : pi_attach((pid_t)pid, &target, err, sizeof err);
+    layout_ready = layout_ready || attached == 0;
+    SETUP_UNLOCK();
+    if (already) {
+        PyErr_SetString(PyExc_RuntimeError, "this process already reads a process; attach from a fresh one");
+        return NULL;
+    }
+    if (attached != 0) {
         PyErr_SetString(PyExc_OSError, err);
         return NULL;
     }
-    layout_ready = true;
     return Py_BuildValue("{sksOss}", "version", (unsigned long)target.version, "same_build",
                          target.same_build ? Py_True : Py_False, "interpreter", target.interpreter);
 }
@@ -854,23 +883,51 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Each call into a Sampler holds the Sampler's critical section: a free-threaded build
+ * has no GIL to keep two threads' calls apart (before 3.13, and with a GIL, a no-op). */
+#define LOCKED(method)                                                                                 \
+    static PyObject *method##_locked(PyObject *self, PyObject *arg)                                    \
+    {                                                                                                  \
+        PyObject *result;                                                                              \
+        Py_BEGIN_CRITICAL_SECTION(self);                                                               \
+        result = method((SamplerObject *)self, arg);                                                   \
+        Py_END_CRITICAL_SECTION();                                                                     \
+        return result;                                                                                 \
+    }
+LOCKED(Sampler_start)
+LOCKED(Sampler_stop)
+LOCKED(Sampler_tick)
+LOCKED(Sampler_bind_route_var)
+LOCKED(Sampler_bind_async)
+LOCKED(Sampler_gil_holder)
+LOCKED(Sampler_snapshot)
+
+static int Sampler_init_locked(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    int result;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    result = Sampler_init((SamplerObject *)self, args, kwds);
+    Py_END_CRITICAL_SECTION();
+    return result;
+}
+
 static PyMethodDef Sampler_methods[] = {
-    {"start", (PyCFunction)Sampler_start, METH_NOARGS, "Start the sampling thread."},
-    {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Stop the sampling thread and wait for it."},
+    {"start", (PyCFunction)Sampler_start_locked, METH_NOARGS, "Start the sampling thread."},
+    {"stop", (PyCFunction)Sampler_stop_locked, METH_NOARGS, "Stop the sampling thread and wait for it."},
     {"set_phase", (PyCFunction)Sampler_set_phase, METH_O,
      "set_phase(n): the samples to come are of phase n (0: none), each phase a trie of its own below a "
      "[phase] marker node whose line is n."},
-    {"_tick", (PyCFunction)Sampler_tick, METH_NOARGS,
+    {"_tick", (PyCFunction)Sampler_tick_locked, METH_NOARGS,
      "A test hook: one tick now, from the calling thread, of a Sampler that is not running."},
-    {"bind_route_var", (PyCFunction)Sampler_bind_route_var, METH_VARARGS,
+    {"bind_route_var", (PyCFunction)Sampler_bind_route_var_locked, METH_VARARGS,
      "bind_route_var(var, types): samples of a thread with no label take the label marked on its context's "
      "value of var (set_route_mark); types as bind_async's. The var must live as long as the Sampler."},
-    {"bind_async", (PyCFunction)Sampler_bind_async, METH_VARARGS,
+    {"bind_async", (PyCFunction)Sampler_bind_async_locked, METH_VARARGS,
      "bind_async(var, token, task_coro, prefix_codes, prefix_lines, strict, thread_id, types, tasks=None): "
      "async mode."},
-    {"_gil_holder", (PyCFunction)Sampler_gil_holder, METH_NOARGS,
+    {"_gil_holder", (PyCFunction)Sampler_gil_holder_locked, METH_NOARGS,
      "(ident, kernel tid) of the thread that holds the GIL now, or None (released, or no GIL)."},
-    {"snapshot", (PyCFunction)Sampler_snapshot, METH_NOARGS,
+    {"snapshot", (PyCFunction)Sampler_snapshot_locked, METH_NOARGS,
      "The aggregated samples as plain data (only while stopped)."},
     {NULL, NULL, 0, NULL},
 };
@@ -888,7 +945,7 @@ static PyTypeObject SamplerType = {
     .tp_doc = "Samples the Python stacks of this process's threads from a native thread.",
     .tp_methods = Sampler_methods,
     .tp_getset = Sampler_getset,
-    .tp_init = (initproc)Sampler_init,
+    .tp_init = Sampler_init_locked,
     .tp_new = PyType_GenericNew,
 };
 
@@ -926,6 +983,9 @@ PyMODINIT_FUNC PyInit__engine(void)
     PyObject *m = PyModule_Create(&engine_module);
     if (!m)
         return NULL;
+#ifdef Py_GIL_DISABLED
+    PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
+#endif
     Py_INCREF(&SamplerType);
     if (PyModule_AddObject(m, "Sampler", (PyObject *)&SamplerType) < 0) {
         Py_DECREF(&SamplerType);

@@ -125,10 +125,10 @@ int pi_set_thread_label(unsigned long thread_id, int32_t label)
     return -1;
 }
 
-/* Objects standing for labels: an open-addressed table, written with the GIL (the label
- * before the address), read by the tick. */
-static uintptr_t mark_objects[PI_MAX_ROUTE_MARKS];
-static int32_t mark_labels[PI_MAX_ROUTE_MARKS];
+/* Objects standing for labels: an open-addressed table of (address << 16 | label), one
+ * word each, so that a reader never sees one without the other; a slot is claimed by
+ * compare-and-swap, for writers may run at once (a free-threaded build has no GIL). */
+static uint64_t mark_entries[PI_MAX_ROUTE_MARKS];
 
 static size_t mark_slot(uintptr_t object)
 {
@@ -137,13 +137,20 @@ static size_t mark_slot(uintptr_t object)
 
 int pi_set_route_mark(uintptr_t object, int32_t label)
 {
-    if (!object || label <= 0 || label > PI_MAX_THREAD_LABEL)
+    if (!object || (uint64_t)object >> 48 || label <= 0 || label > PI_MAX_THREAD_LABEL)
         return -1;
+    uint64_t entry = (uint64_t)object << 16 | (uint64_t)label;
     for (size_t probe = 0, i = mark_slot(object); probe < PI_MAX_ROUTE_MARKS; probe++, i = (i + 1) % PI_MAX_ROUTE_MARKS) {
-        uintptr_t current = __atomic_load_n(&mark_objects[i], __ATOMIC_ACQUIRE);
-        if (current == object || !current) {
-            __atomic_store_n(&mark_labels[i], label, __ATOMIC_RELAXED);
-            __atomic_store_n(&mark_objects[i], object, __ATOMIC_RELEASE);
+        uint64_t current = __atomic_load_n(&mark_entries[i], __ATOMIC_ACQUIRE);
+        if (current >> 16 == object) {
+            __atomic_store_n(&mark_entries[i], entry, __ATOMIC_RELEASE);
+            return 0;
+        }
+        if (!current && __atomic_compare_exchange_n(&mark_entries[i], &current, entry, false, __ATOMIC_RELEASE,
+                                                    __ATOMIC_ACQUIRE))
+            return 0;
+        if (current >> 16 == object) { /* another thread marked the same object just now */
+            __atomic_store_n(&mark_entries[i], entry, __ATOMIC_RELEASE);
             return 0;
         }
     }
@@ -153,11 +160,11 @@ int pi_set_route_mark(uintptr_t object, int32_t label)
 static int32_t route_mark(uintptr_t object)
 {
     for (size_t probe = 0, i = mark_slot(object); probe < PI_MAX_ROUTE_MARKS; probe++, i = (i + 1) % PI_MAX_ROUTE_MARKS) {
-        uintptr_t current = __atomic_load_n(&mark_objects[i], __ATOMIC_ACQUIRE);
+        uint64_t current = __atomic_load_n(&mark_entries[i], __ATOMIC_ACQUIRE);
         if (!current)
             return 0;
-        if (current == object)
-            return __atomic_load_n(&mark_labels[i], __ATOMIC_RELAXED);
+        if (current >> 16 == object)
+            return (int32_t)(current & PI_MAX_THREAD_LABEL);
     }
     return 0;
 }

@@ -239,7 +239,7 @@ struct pi_scratch {
     pi_read *confirm_reads;
     size_t *confirm_owner;
     size_t confirm_reads_cap, confirm_owner_cap;
-    uint8_t (*headers)[16]; /* object headers read by find_torn_calls */
+    uint8_t (*headers)[PI_OBJECT_HEADER_MAX]; /* object headers read by find_torn_calls */
     size_t headers_cap;
     /* pi_tick_group: each target's wall time since its previous tick */
     int64_t *group_walls;

@@ -118,7 +118,7 @@ static void find_torn_calls(pi_state *s, size_t walker_count)
                 w->doubtful = true;
                 break;
             }
-            x->confirm_reads[n] = (pi_read){object, NULL, sizeof x->headers[0], false};
+            x->confirm_reads[n] = (pi_read){object, NULL, pi_object_header_size(), false};
             x->confirm_owner[n++] = i;
         }
     }

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 #: the tests run against the source tree when pyinstrument is not installed
 ADD_SRC_TO_PATH = importlib.util.find_spec("pyinstrument") is None
+#: a free-threaded build (3.13t): no GIL, and it reads only processes of its own build
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def spin(seconds: float) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+from helpers import FREE_THREADED
 
 #: a program that says when it runs its known split: two thirds in `heavy`, one in `light`
 KNOWN_SPLIT = """
@@ -152,10 +153,12 @@ def test_no_such_process_is_one_line(tmp_path):
     assert result.stderr == f"pyinstrument: error: no process {ended.pid} is running\n"
 
 
-def interpreters() -> List[str]:
-    """Every CPython 3.9-3.15 on this machine (tools/pythons.sh)."""
+def interpreters(free_threaded: bool = False) -> List[str]:
+    """Every CPython 3.9-3.15 on this machine (tools/pythons.sh) of the GIL build, or of the
+    free-threaded one (python3.13t)."""
     tool = Path(__file__).resolve().parent.parent / "tools" / "pythons.sh"
-    return subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.split()
+    found = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.split()
+    return [python for python in found if python.endswith("t") == free_threaded]
 
 
 def version_of(python: str) -> str:
@@ -168,6 +171,8 @@ def other_pythons() -> List[str]:
     """Interpreters of other versions to attach to: the next older and newer ones, and the
     oldest and newest (so 3.9 -> 3.15 and 3.15 -> 3.9): each version is attached to from
     at least two others across the suite's runs, at a fraction of every pair's time."""
+    if FREE_THREADED:
+        return []  # it reads only its own build: test_builds_with_and_without_the_gil_refuse_each_other
     versions = [(tuple(int(part) for part in version_of(python).split(".")[:2]), python) for python in interpreters()]
     own = sys.version_info[:2]
     below = [python for version, python in versions if version < own]
@@ -210,6 +215,22 @@ def old_python():
 
     found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.[5-8].*/bin/python3.[5-8]")))
     return found[-1] if found else None
+
+
+OTHER_BUILD = interpreters(free_threaded=not FREE_THREADED)
+
+
+@pytest.mark.skipif(not OTHER_BUILD, reason="no interpreter of the other build (GIL / free-threaded) here")
+def test_builds_with_and_without_the_gil_refuse_each_other_in_one_line(tmp_path, targets):
+    other = OTHER_BUILD[-1]
+    target = start_target(tmp_path, KNOWN_SPLIT, "30", python=other)
+    targets.append(target)
+    result = pyinstrument("--pid", str(target.pid), "--dump")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"pyinstrument: error: process {target.pid}: it runs "), result.stderr
+    assert "attach with the pyinstrument installed for its interpreter" in result.stderr
+    assert target.poll() is None
 
 
 @pytest.mark.skipif(old_python() is None, reason="no Python older than 3.9 installed")

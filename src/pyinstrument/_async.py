@@ -200,7 +200,8 @@ def _int_offset_of(holders: List[Tuple[object, int]], what: str) -> int:
     for holder, value in holders:
         size = type(holder).__basicsize__
         data = _engine._read_memory(id(holder), size)
-        offsets = {i for i in range(16, size - 3, 4) if int.from_bytes(data[i : i + 4], sys.byteorder) == value}
+        header = object.__basicsize__  # 16 bytes, 32 on a free-threaded build
+        offsets = {i for i in range(header, size - 3, 4) if int.from_bytes(data[i : i + 4], sys.byteorder) == value}
         found = offsets if found is None else found & offsets
     if not found or len(found) != 1:
         raise RuntimeError(f"cannot find asyncio's {what}")

@@ -475,11 +475,10 @@ class FlightRecorder:
     def _keep(self, session: Any) -> None:
         size = _approximate_bytes(session)
         self._ring.append((time.time(), session, size))
-        self._kept_bytes += size
-        while self._ring and (
-            self._kept_bytes > self.budget or self._ring[0][0] < time.time() - self.seconds + self.segment
-        ):
-            self._kept_bytes -= self._ring.popleft()[2]
+        kept = self._kept_bytes + size
+        while self._ring and (kept > self.budget or self._ring[0][0] < time.time() - self.seconds + self.segment):
+            kept -= self._ring.popleft()[2]
+        self._kept_bytes = kept  # one store: a reader in another thread never sees the ring over budget
 
     def recording(self) -> Any:
         """The last seconds, up to now, as one session."""
