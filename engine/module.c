@@ -107,7 +107,6 @@ static void Sampler_dealloc(SamplerObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The interpreter's layouts learned and reading memory allowed; -1 with an exception. */
 /* This process's layout, set up by the first Sampler that reads. */
 static int set_up_layout(void)
 {
@@ -124,6 +123,7 @@ static int set_up_layout(void)
     return 0;
 }
 
+/* The interpreter's layouts learned and reading memory allowed; -1 with an exception. */
 static int ready_to_read(SamplerObject *self)
 {
     if (!self->initialised) {
