@@ -61,7 +61,8 @@ def measure(env: common.PythonEnv, quick: bool) -> Dict[str, Any]:
                 result = common.run_child(python, script, name, workload=WORKLOAD, profiler="ours",
                                           interval=interval, reps=reps, pairs=plan["pairs"])
                 ratios[(mode, interval)] += result["ratios"]
-                common.log(f"    {version} {mode:>9} @ {interval * 1000:g} ms: x{statistics.median(result['ratios']):.3f}")
+                median = statistics.median(result["ratios"])
+                common.log(f"    {version} {mode:>9} @ {interval * 1000:g} ms: x{median:.3f}")
         for (mode, interval), found in sorted(ratios.items()):
             rows.append(dict(python=version, mode=mode, interval=interval, ratio=common.spread(found), n=len(found)))
     return {"rows": rows}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import FREE_THREADED, run_program, time_in
 
 pytestmark = pytest.mark.engine
