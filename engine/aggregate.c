@@ -220,7 +220,8 @@ static void remember_last(pi_thread_record *t, const uint32_t *identities, const
 }
 
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities, const int32_t *lines,
-                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase)
+                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase,
+                uint32_t gil_wait_identity)
 {
     uint32_t node = thread->root;
     uint32_t thread_index = tree->nodes[node].thread;
@@ -241,6 +242,12 @@ int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identit
         }
         thread->last_phase = phase;
         remember_last(thread, identities, lines, depth, node);
+    }
+    if (gil_wait_identity != PI_NO_NODE) { /* a leaf under the frame that waits for the GIL */
+        int64_t wait = child_of(tree, node, gil_wait_identity, 0, thread_index);
+        if (wait < 0)
+            return -1;
+        node = (uint32_t)wait;
     }
     pi_node *leaf = &tree->nodes[node];
     leaf->self_wall_ns += wall_ns;

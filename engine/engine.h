@@ -181,6 +181,11 @@ int pi_parse_tstate(const void *buf, uintptr_t addr, pi_tstate *out);
  * takes the GIL only by becoming its holder, which counts a switch unless it was the
  * last holder already. */
 size_t pi_gil_read_size(void);
+/* The GIL struct's whole size: a thread blocked on any word in it waits for the GIL. */
+size_t pi_gil_struct_size(void);
+/* Where a sampled thread stands with the GIL (gilstate.c): no GIL (free-threaded), not
+ * known, holding it, waiting for it, outside it (in C code that let it go). */
+enum { PI_GIL_NONE, PI_GIL_UNKNOWN, PI_GIL_HELD, PI_GIL_WAITING, PI_GIL_OUTSIDE, PI_GIL_STATES };
 void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches);
 /* Whether the GIL read into buf is held now (its last holder holds it). */
 bool pi_gil_locked(const void *buf);
@@ -647,6 +652,7 @@ typedef struct {
     size_t last_depth, last_cap;
     uint32_t last_leaf; /* PI_NO_NODE: none */
     int32_t last_phase;
+    int64_t gil_wall_ns[PI_GIL_STATES]; /* its sampled time by where it stood with the GIL */
 } pi_thread_record;
 
 typedef struct {
@@ -668,7 +674,8 @@ pi_thread_record *pi_tree_thread(pi_tree *tree, unsigned long thread_id, unsigne
  * under a node (phase_identity, phase) below the thread's root. Returns 0, or -1 when
  * out of memory. */
 int pi_tree_add(pi_tree *tree, pi_thread_record *thread, const uint32_t *identities, const int32_t *lines,
-                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase);
+                size_t depth, int64_t wall_ns, int64_t cpu_ns, uint32_t phase_identity, int32_t phase,
+                uint32_t gil_wait_identity);
 /* Brings the thread's timeline up to `clock_ns` (time since the first tick) with a gap. */
 void pi_tree_catch_up(pi_tree *tree, pi_thread_record *thread, int64_t clock_ns);
 
@@ -741,6 +748,7 @@ typedef struct {
     uint32_t phase_changes, phase_changes_seen;
     bool phase_steady; /* no change since the last tick's start until this one's */
     int64_t phase_identity; /* the "[phase]" marker's identity, -1 until needed */
+    int64_t gil_wait_identity; /* the "[GIL wait]" leaf's identity, -1 until needed */
     bool thread_labels;     /* a thread's label (pi_set_thread_label), where set, is its phase; */
     pi_async route_context; /* else, with its var set, the label its context's value of that
                                ContextVar is marked with (pi_set_route_mark): a task's route */

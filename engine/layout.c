@@ -385,6 +385,12 @@ size_t pi_gil_read_size(void)
     return (size_t)L->gil_switch_number + sizeof(uint64_t);
 }
 
+size_t pi_gil_struct_size(void)
+{
+    /* another version's: four words, two condition variables and two mutexes (glibc) */
+    return pi_runtime_layout.compiled ? sizeof(struct _gil_runtime_state) : 208;
+}
+
 void pi_parse_gil(const void *buf, uintptr_t *last_holder, uint64_t *switches)
 {
     /* 3.9-3.12: an _Py_atomic_address holding the pointer; 3.13+: the pointer */

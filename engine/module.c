@@ -263,9 +263,11 @@ static PyObject *threads_list(const pi_tree *tree)
     for (size_t i = 0; i < tree->thread_count; i++) {
         const pi_thread_record *t = &tree->threads[i];
         /* the timeline as raw (uint32 node, uint32 wall_ns) pairs: compact to hand over */
-        PyObject *item = Py_BuildValue("(k k I y#)", t->thread_id, t->native_id, t->root,
+        PyObject *item = Py_BuildValue("(k k I y# (L L L))", t->thread_id, t->native_id, t->root,
                                        (const char *)t->timeline,
-                                       (Py_ssize_t)(t->timeline_len * sizeof *t->timeline));
+                                       (Py_ssize_t)(t->timeline_len * sizeof *t->timeline),
+                                       (long long)t->gil_wall_ns[PI_GIL_HELD], (long long)t->gil_wall_ns[PI_GIL_WAITING],
+                                       (long long)t->gil_wall_ns[PI_GIL_OUTSIDE]);
         if (!item) {
             Py_DECREF(list);
             return NULL;

@@ -250,10 +250,18 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
         t->stats.dropped++;
         return;
     }
-    if (pi_tree_add(&t->tree, r, identities, lines, depth, wall_ns, cpu_ns, (uint32_t)t->phase_identity, phase) != 0) {
+    /* a suspended task's sample (async mode) is not where its thread stands with the GIL */
+    int gil_state = w->async_leaf == UINT32_MAX ? w->gil_state : PI_GIL_UNKNOWN;
+    if (gil_state == PI_GIL_WAITING && t->gil_wait_identity < 0)
+        t->gil_wait_identity = pi_codes_synthetic(&t->codes, "[GIL wait]");
+    uint32_t gil_wait = gil_state == PI_GIL_WAITING && t->gil_wait_identity >= 0 ? (uint32_t)t->gil_wait_identity
+                                                                                 : PI_NO_NODE;
+    if (pi_tree_add(&t->tree, r, identities, lines, depth, wall_ns, cpu_ns, (uint32_t)t->phase_identity, phase,
+                    gil_wait) != 0) {
         t->stats.dropped++;
         return;
     }
+    r->gil_wall_ns[gil_state] += wall_ns;
     t->stats.samples++;
 }
 
@@ -293,8 +301,9 @@ void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns)
     s->stats.truncated += truncated;
     s->stats.calls_ended += w->leaf_ended;
     unsigned long native_id = walked_native_id(w);
-    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns,
-               native_id ? pi_thread_cpu_ns(native_id) : -1);
+    int64_t cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
+    w->gil_state = pi_gil_state(s, w, native_id, cpu_now);
+    add_sample(s, w, native_id, s->scratch->identities, s->scratch->lines, (size_t)depth, wall_ns, now_ns, cpu_now);
 }
 
 bool target_wants(const pi_state *g, int64_t wall_ns, unsigned long thread_id)
@@ -357,6 +366,7 @@ void hand_out(pi_state *r, pi_walker *w, pi_state **targets, size_t count, int64
         if (!cpu_read) {
             native_id = walked_native_id(w);
             cpu_now = native_id ? pi_thread_cpu_ns(native_id) : -1;
+            w->gil_state = pi_gil_state(r, w, native_id, cpu_now);
             cpu_read = true;
         }
         if (translate_identities(g, r, r->scratch->identities, g->scratch->identities, (size_t)depth) != 0) {

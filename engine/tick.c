@@ -18,6 +18,7 @@ int pi_state_init(pi_state *s, unsigned long only_thread, int64_t interval_ns, s
     s->only_thread = only_thread;
     s->truncated_identity = -1;
     s->phase_identity = -1;
+    s->gil_wait_identity = -1;
     s->interval_ns = interval_ns;
     s->scratch = calloc(1, sizeof *s->scratch);
     if (!s->scratch)
@@ -86,6 +87,8 @@ void pi_state_free(pi_state *s)
         free(x->confirm_reads);
         free(x->confirm_owner);
         free(x->headers);
+        pi_gil_states_sweep(x, 0, true);
+        free(x->syscall_files);
         free(x->group_walls);
         free(x->list_found);
         free(x->list_values);
@@ -178,6 +181,7 @@ void pi_tick(pi_state *s, int64_t now_ns)
             s->stats.walk_failed[w->fail_cause]++;
         }
     }
+    pi_gil_states_sweep(x, s->stats.ticks, false);
 }
 
 void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns)
@@ -215,6 +219,7 @@ void pi_tick_group(pi_state *r, pi_state **targets, size_t count, int64_t now_ns
             hand_out(r, &r->walkers[i], targets, count, now_ns);
         }
     }
+    pi_gil_states_sweep(x, r->stats.ticks, false);
     for (size_t t = 0; t < count; t++) {
         targets[t]->stats.syscalls += r->stats.syscalls - syscalls_before;
         targets[t]->stats.torn_copies += r->stats.torn_copies - torn_before;

@@ -166,6 +166,12 @@ struct pi_walker {
     int32_t *kept_lines;
     size_t kept_depth, kept_identities_cap, kept_lines_cap;
     bool kept_sample, kept_truncated, kept_unheld;
+    int gil_state; /* PI_GIL_*, as its sample is recorded (async mode's task samples: unknown) */
+    /* the state last read from the kernel, the thread state and CPU time it was read at: a
+     * thread that has not run since is where it was (gilstate.c) */
+    int gil_state_read;
+    uintptr_t gil_tstate;
+    int64_t gil_cpu_ns;
     uint64_t kept_switches;
     pid_t kept_pid;
     bool reused; /* this tick's sample is that one */
@@ -188,6 +194,13 @@ typedef struct {
     bool lost; /* its Context could not be read again */
 } walked_context;
 
+/* A thread's /proc/PID/task/TID/syscall, kept open (gilstate.c). */
+typedef struct {
+    unsigned long native_id;
+    int fd; /* -1: could not be opened, or closed after a failed read */
+    uint64_t used_tick;
+} pi_syscall_file;
+
 struct pi_scratch {
     /* the thread list */
     uintptr_t *cache; /* thread-state addresses seen last tick */
@@ -205,6 +218,9 @@ struct pi_scratch {
     bool gil_read;
     uintptr_t gil_holder;
     uint64_t gil_switches;
+    /* each sampled thread's /proc syscall file (gilstate.c) */
+    pi_syscall_file *syscall_files;
+    size_t syscall_count, syscall_files_cap;
     /* the lock-step rounds */
     pi_read *reads, *next_reads;
     size_t reads_cap, next_reads_cap;
@@ -343,6 +359,10 @@ void add_sample(pi_state *t, const pi_walker *w, unsigned long native_id, const 
 long sample_of(pi_state *s, pi_walker *w, bool *truncated);
 
 void record_thread(pi_state *s, pi_walker *w, int64_t wall_ns, int64_t now_ns);
+/* gilstate.c: where the walked thread stands with the GIL now (PI_GIL_*); descriptors of
+ * threads not asked of lately are closed by the sweep (all of them with `all`). */
+int pi_gil_state(pi_state *s, pi_walker *w, unsigned long native_id, int64_t cpu_ns);
+void pi_gil_states_sweep(pi_scratch *x, uint64_t tick, bool all);
 
 /* Whether `g` samples thread `thread_id` this tick (a target with no time since its
  * previous tick, as the tick that starts it, records nothing). */

@@ -897,6 +897,7 @@ void begin_walk(pi_state *s, round_list *round, size_t index, uintptr_t addr, co
                 bool followed, int in_context)
 {
     pi_walker *w = &s->walkers[index];
+    w->gil_state = PI_GIL_UNKNOWN;
     w->followed = followed;
     w->in_context = in_context;
     w->context_before = ts->context;

@@ -565,7 +565,7 @@ def stacks_by_thread(snapshot: dict) -> dict:
 
     identities = snapshot["identities"]
     nodes = list(ENGINE_NODE.iter_unpack(snapshot["nodes"]))
-    idents = [ident for ident, _, _, _ in snapshot["threads"]]
+    idents = [ident for ident, *_ in snapshot["threads"]]
 
     def path(index: int) -> list:
         names = []

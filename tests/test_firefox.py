@@ -332,6 +332,7 @@ def test_functions_with_their_files_lines_and_categories():
     colors = {c["name"]: c["color"] for c in categories}
     assert colors == {
         "Other": "grey", "Python: application": "yellow", "Python: library": "blue", "Built-in (C)": "orange",
+        "Waiting for the GIL": "red",
     }  # fmt: skip
     assert categories[0]["color"] == "grey"  # the default: the first grey one
 

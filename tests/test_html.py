@@ -1158,3 +1158,17 @@ def test_hour_long_session(open_report, hour_session, record_property):
     assert report.errors() == []
     print(f"hour-long session: rendered in {render_seconds:.2f} s, {len(html) / 1e6:.1f} MB, "
           f"page ready after {ready_ms} ms")
+
+
+def test_the_gil_table_lists_each_threads_shares_those_that_waited_longest_first(open_report):
+    session = simple_session()
+    session.gil = {"MainThread": [0.0, 0.1, 1.9], "spinner": [0.5, 1.5, 0.0], "quiet": [0.0, 0.0, 0.0]}
+    report = open_report(HTMLRenderer().render(session), "gil")
+    rows = [line.split() for line in report.element("table.gil").text.splitlines()]
+    assert rows == [["GIL", "held", "waiting", "outside"], ["spinner", "25%", "75%", "0%"],
+                    ["MainThread", "0%", "5%", "95%"]]  # fmt: skip
+    assert report.errors() == []
+    # no thread waited: no table
+    session.gil = {"MainThread": [1.0, 0.0, 1.0]}
+    report = open_report(HTMLRenderer().render(session), "no-gil-wait")
+    assert report.driver.find_elements("css selector", "table.gil") == []

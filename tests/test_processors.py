@@ -79,6 +79,7 @@ def test_default_processor_order():
         "remove_importlib",
         "remove_tracebackhide",
         "remove_profiler_frames",
+        "gil_wait",
         "merge_consecutive_self_time",
         "aggregate_repeated_calls",
         "remove_first_pyinstrument_frames_processor",

@@ -79,7 +79,8 @@ pushed = {}  # function -> [wall seconds as leaf (self), wall seconds anywhere o
 
 def keep(session):
     for stack, seconds in session.frame_records:
-        names = [frame.split("\\x00")[0] for frame in stack if "\\x00" in frame]
+        # functions, and the time a thread waited for the GIL (the pusher's thread takes it)
+        names = [frame.split("\\x00")[0] for frame in stack if "\\x00" in frame or frame.startswith("[GIL wait]")]
         for name in set(names):
             pushed.setdefault(name, [0.0, 0.0])[1] += seconds
         if names:

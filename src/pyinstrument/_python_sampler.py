@@ -303,7 +303,10 @@ class PythonSampler:
     def snapshot(self) -> Dict[str, Any]:
         if self.running:
             raise RuntimeError("cannot take a snapshot while the sampler is running")
-        threads = [(ident, 0, record["root"], record["timeline"].tobytes()) for ident, record in self._threads.items()]
+        threads = [
+            (ident, 0, record["root"], record["timeline"].tobytes(), (0, 0, 0))  # no GIL state from here
+            for ident, record in self._threads.items()
+        ]
         return dict(
             identities=list(self._identities),
             nodes=b"".join(_pack_node(*n) for n in self._nodes),

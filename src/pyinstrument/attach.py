@@ -116,9 +116,9 @@ def _session(
     cpu: float,
 ) -> Session:
     snapshot = sampler.snapshot()
-    native_names = _thread_names(pid, [native for _, native, _, _ in snapshot["threads"]])
+    native_names = _thread_names(pid, [native for _, native, *_ in snapshot["threads"]])
     names = {
-        (ident, native): native_names[native] for ident, native, _, _ in snapshot["threads"] if native in native_names
+        (ident, native): native_names[native] for ident, native, *_ in snapshot["threads"] if native in native_names
     }
     metadata = _metadata(pid, target)
     argv = metadata["argv"]

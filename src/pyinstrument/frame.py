@@ -45,11 +45,13 @@ SELF_TIME_FRAME_IDENTIFIER = "[self]"
 #: upstream pyinstrument's async mode; our engine does not produce it)
 AWAIT_FRAME_IDENTIFIER = "[await]"
 OUT_OF_CONTEXT_FRAME_IDENTIFIER = "[out-of-context]"
+#: time a thread spent waiting for the GIL, under the frame that waited
+GIL_WAIT_FRAME_IDENTIFIER = "[GIL wait]"
 #: synthetic root used when a session has several roots (e.g. several threads)
 ROOT_FRAME_IDENTIFIER = "[root]"
 
 SYNTHETIC_LEAF_IDENTIFIERS = frozenset(
-    [SELF_TIME_FRAME_IDENTIFIER, AWAIT_FRAME_IDENTIFIER, OUT_OF_CONTEXT_FRAME_IDENTIFIER]
+    [SELF_TIME_FRAME_IDENTIFIER, AWAIT_FRAME_IDENTIFIER, OUT_OF_CONTEXT_FRAME_IDENTIFIER, GIL_WAIT_FRAME_IDENTIFIER]
 )
 
 

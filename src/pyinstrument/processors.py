@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pyinstrument import own_code
 from pyinstrument.frame import (
     BUILTIN_FILE,
+    GIL_WAIT_FRAME_IDENTIFIER,
     SELF_TIME_FRAME_IDENTIFIER,
     Frame,
     FrameGroup,
@@ -339,6 +340,50 @@ def aggregate_repeated_calls(frame: Optional[Frame], options: ProcessorOptions) 
             kept.sort(key=_by_time, reverse=True)
             node._set_children(kept)
         stack.extend(node._children)
+    return frame
+
+
+GIL_WAIT = GIL_WAIT_FRAME_IDENTIFIER
+#: -p gil_wait=...: show the [GIL wait] leaves (default), hide them (their time becomes
+#: the waiting frame's own), or show only the time spent waiting for the GIL
+GIL_WAIT_MODES = ("show", "hide", "only")
+
+
+def _is_gil_wait(frame: Frame) -> bool:
+    return frame.is_synthetic and frame.function == GIL_WAIT
+
+
+def gil_wait(frame: Optional[Frame], options: ProcessorOptions) -> Optional[Frame]:
+    """``gil_wait="hide"``: each ``[GIL wait]`` leaf folds into the frame that waited (its own
+    time); ``"only"``: only the time threads spent waiting for the GIL, under the frames
+    that waited; ``"show"`` (the default) leaves the tree as it is."""
+    mode = options.get("gil_wait", "show")
+    if frame is None or mode == "show":
+        return frame
+    if mode not in GIL_WAIT_MODES:
+        raise ValueError(f"gil_wait is one of {', '.join(GIL_WAIT_MODES)}, not {mode!r}")
+    nodes, stack = [], [frame]
+    while stack:  # parents before children
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node._children)
+    if mode == "hide":
+        for node in nodes:
+            waits = [c for c in node._children if _is_gil_wait(c)]
+            if waits:
+                node._set_children([c for c in node._children if not _is_gil_wait(c)])
+                _add_self_time(node, sum(c.time for c in waits), sum(c.cpu_time for c in waits))
+        return frame
+    waited: Dict[int, Tuple[float, float]] = {}
+    for node in reversed(nodes):  # children before parents
+        if _is_gil_wait(node):
+            waited[id(node)] = (node.time, node.cpu_time)
+            continue
+        kept = [c for c in node._children if waited[id(c)][0] > 0]
+        node._set_children(kept)
+        node.time = sum(waited[id(c)][0] for c in kept)
+        node.cpu_time = sum(waited[id(c)][1] for c in kept)
+        waited[id(node)] = (node.time, node.cpu_time)
     return frame
 
 

@@ -12,6 +12,7 @@ import inspect
 import os
 import struct
 import sys
+import sysconfig
 import threading
 import time
 import types
@@ -285,7 +286,7 @@ def session_from_snapshot(
     start_call_stack = [_with_qualname(frame, qualnames) for frame in start_call_stack]
 
     threads = snapshot["threads"]
-    thread_keys = [(ident, native) for ident, native, _, _ in threads]
+    thread_keys = [(ident, native) for ident, native, *_ in threads]
     names = _thread_names(thread_keys, thread_names)
     root_keys = _thread_root_keys(thread_keys)
     thread_roots = [FrameInfo.thread(name, key) for name, key in zip(names, root_keys)]
@@ -339,7 +340,7 @@ def session_from_snapshot(
             threads_sampled.add(thread)
 
     timeline_records, timeline_seconds = array("I"), array("f")
-    for thread_index, (_, _, _, raw) in enumerate(threads):
+    for thread_index, (_, _, _, raw, _) in enumerate(threads):
         if thread_index not in threads_sampled:
             continue  # seen, but never running the program (e.g. a thread still starting)
         # Time in the thread's timeline without a sample of the program (before the
@@ -380,7 +381,22 @@ def session_from_snapshot(
         run_metadata=metadata,
         thread_names={str(key): name for key, name in zip(root_keys, names)} if all_threads else None,
         phases=Phases(phases[0], phases[1], record_phase) if phases and phases[0] else None,
+        gil=_gil_times(threads, names),
     )
+
+
+def _gil_times(threads: List[Any], names: List[str]) -> Optional[Dict[str, List[float]]]:
+    """Each thread's sampled time held / waiting for / outside the GIL, in seconds, by its
+    name (threads of one name summed); None where there is no GIL (a free-threaded build)."""
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    times: Dict[str, List[float]] = {}
+    for (*_, gil_ns), name in zip(threads, names):
+        if any(gil_ns):
+            mine = times.setdefault(name, [0.0, 0.0, 0.0])
+            for k, ns in enumerate(gil_ns):
+                mine[k] += ns / 1e9
+    return times
 
 
 def _strip_command_line_frames(

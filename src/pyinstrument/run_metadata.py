@@ -70,6 +70,8 @@ def _interpreter_and_machine() -> Dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count() or 0,
+        # False on a free-threaded build running without the GIL (3.13t)
+        "gil": bool(getattr(sys, "_is_gil_enabled", lambda: True)()),
     }
 
 
@@ -207,7 +209,8 @@ def summary(metadata: Optional[Dict[str, Any]]) -> str:
     if metadata.get("python"):
         implementation = metadata.get("implementation")
         other = f" ({implementation})" if implementation and implementation != "CPython" else ""
-        parts.append(f"Python {metadata['python']}{other}")
+        free = " (free-threaded: no GIL)" if metadata.get("gil") is False else ""
+        parts.append(f"Python {metadata['python']}{other}{free}")
     system = str(metadata.get("platform") or "").split("-", 1)[0]
     machine = " ".join(str(part) for part in (system, metadata.get("machine")) if part)
     if machine:

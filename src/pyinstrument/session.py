@@ -223,6 +223,7 @@ class Session:
         runs: Optional[Sequence["Session"]] = None,
         process_usage: Optional[Mapping[str, float]] = None,
         phases: Optional[Phases] = None,
+        gil: Optional[Mapping[str, Sequence[float]]] = None,
     ):
         if isinstance(frame_records, FrameTable):
             if frame_records_cpu is not None:
@@ -265,6 +266,11 @@ class Session:
         if phases is not None and len(phases.records) != len(self._table):
             raise ValueError("phases: one phase per frame record")
         self.phases: Optional[Phases] = phases
+        # each thread's sampled time by where it stood with the GIL: {thread name: [held,
+        # waiting, outside] seconds}; None when not recorded (no GIL: a free-threaded build)
+        self.gil: Optional[Dict[str, List[float]]] = (
+            {str(name): [float(t) for t in times] for name, times in gil.items()} if gil is not None else None
+        )
         # a repeat set (pyinstrument --repeat N): the runs whose samples this session holds
         self.runs: Optional[List[Session]] = list(runs) if runs is not None else None
         # what the process of a repeated run used: PROCESS_USAGE keys; None when not measured
@@ -489,6 +495,7 @@ class Session:
             phases=Phases.combined(
                 session1.phases, len(session1.frame_table), session2.phases, len(session2.frame_table)
             ),
+            gil=_merge_gil(session1.gil, session2.gil),
         )
 
     def phase(self, name: str) -> "Session":
@@ -579,6 +586,8 @@ class Session:
             result["process_usage"] = self.process_usage
         if self.phases is not None:
             result["phases"] = self.phases.to_json()
+        if self.gil is not None:
+            result["gil"] = self.gil
         if self.runs is not None:
             result["repeat_runs"] = [run._head_document() for run in self.runs]
         result[_FORMAT_EXTRA_KEY] = _FORMAT_VERSION
@@ -751,6 +760,7 @@ def _session_from_document(json_dict: Dict[str, Any], read_table: Optional[Calla
             runs=_read_runs(get("repeat_runs")),
             process_usage=_read_process_usage(get("process_usage")),
             phases=_read_phases(get("phases")),
+            gil=_read_gil(get("gil")),
         )
     except SessionFileError:
         raise
@@ -982,6 +992,32 @@ def _read_strings(value: Any, key: str) -> List[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise SessionFileError(f"damaged pyinstrument session: {key!r} is not a list of strings")
     return value
+
+
+def _read_gil(value: Any) -> Optional[Dict[str, List[float]]]:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, dict)
+        and all(
+            isinstance(times, list)
+            and len(times) == 3
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < math.inf for t in times)
+            for times in value.values()
+        )
+    ):
+        raise SessionFileError("damaged pyinstrument session: 'gil' is not an object of [held, waiting, outside] times")
+    return value
+
+
+def _merge_gil(a: Optional[Dict[str, List[float]]], b: Optional[Dict[str, List[float]]]) -> Any:
+    """Both sessions' GIL times, summed per thread; None when either did not record them."""
+    if a is None or b is None:
+        return None
+    merged = {name: list(times) for name, times in a.items()}
+    for name, times in b.items():
+        merged[name] = [x + y for x, y in zip(merged.get(name, [0.0, 0.0, 0.0]), times)]
+    return merged
 
 
 def _read_thread_names(value: Any) -> Optional[Dict[str, str]]:

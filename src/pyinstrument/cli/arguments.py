@@ -6,6 +6,7 @@ import argparse
 import string
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from pyinstrument.processors import GIL_WAIT_MODES
 from pyinstrument.renderers import registry
 from pyinstrument.renderers.options import parse_render_options
 from pyinstrument.renderers.registry import RendererError
@@ -600,6 +601,13 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         phase = str(phase)  # a name that reads as a number
     if phase is not None and (not isinstance(phase, str) or not phase):
         raise UsageError("-p phase=NAME takes the name of a phase of the run (Profiler.phase)")
+    if "gil_wait" in render_options:  # -p gil_wait=hide: short for processor_options.gil_wait
+        render_options.setdefault("processor_options", {})["gil_wait"] = render_options.pop("gil_wait")
+    if render_options.get("processor_options", {}).get("gil_wait", "show") not in GIL_WAIT_MODES:
+        raise UsageError(
+            f"-p gil_wait= takes one of {', '.join(GIL_WAIT_MODES)} ([GIL wait] leaves: "
+            "as they are, folded into the frame that waited, or alone)"
+        )
 
     if options.version:
         return CommandLine(options, None, None, [], notes, render_options)

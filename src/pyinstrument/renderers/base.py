@@ -76,6 +76,7 @@ class FrameRenderer(Renderer):
             processors.remove_importlib,
             processors.remove_tracebackhide,
             processors.remove_profiler_frames,
+            processors.gil_wait,
             processors.merge_consecutive_self_time,
             processors.aggregate_repeated_calls,
             processors.remove_first_pyinstrument_frames_processor,

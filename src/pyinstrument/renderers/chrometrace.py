@@ -59,6 +59,7 @@ from array import array
 from bisect import bisect_left
 from typing import Any, Dict, List, Optional, Tuple
 
+from pyinstrument.frame import GIL_WAIT_FRAME_IDENTIFIER as GIL_WAIT
 from pyinstrument.frame import gc_paused
 from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.base import Renderer
@@ -311,7 +312,15 @@ def _call_events(stacks: SampleStacks, calls: List[_Calls], start_us: int) -> Li
     # per frame: its event's JSON after the times, up to where the CPU time goes
     frame_texts = []
     for frame in stacks.frames:
-        category = "built-in" if frame.is_builtin else "application" if frame.is_application_code else "library"
+        category = (
+            "gil-wait"
+            if frame.name == GIL_WAIT
+            else "built-in"
+            if frame.is_builtin
+            else "application"
+            if frame.is_application_code
+            else "library"
+        )
         frame_texts.append(
             f'"name":{dumps(frame.name)},"cat":"{category}",'
             f'"args":{{"file":{dumps(frame.file_path)},"line":{frame.line_no}'

@@ -200,6 +200,28 @@ class ConsoleRenderer(FrameRenderer):
             lines.append(
                 f"  Phases: {phases}" + ("  (-p phase=NAME: one alone)" if len(session.phases.names) > 1 else "")
             )
+        return lines + self._gil_lines(session)
+
+    #: threads listed in the header's GIL table, those that waited longest first
+    GIL_ROWS = 8
+
+    @staticmethod
+    def _gil_lines(session: Session) -> List[str]:
+        """Each thread's share of its time holding, waiting for and outside the GIL, when a
+        thread waited for it (1% of its time or more)."""
+        gil = session.gil or {}
+        shares = {name: [t / sum(times) for t in times] for name, times in gil.items() if sum(times) > 0}
+        waiting = sorted((name for name in shares if shares[name][1] >= 0.01), key=lambda n: -shares[n][1])
+        if not waiting:
+            return []
+        listed = sorted(shares, key=lambda n: -shares[n][1])[: ConsoleRenderer.GIL_ROWS]
+        width = max(len(visible(name)) for name in listed)
+        lines = [f"  GIL  {'thread'.ljust(width)}   held  waiting  outside"]
+        for name in listed:
+            held, wait, out = (f"{share:.0%}" for share in shares[name])
+            lines.append(f"       {visible(name).ljust(width)}  {held:>5}  {wait:>7}  {out:>7}")
+        if len(shares) > len(listed):
+            lines.append(f"       ... {len(shares) - len(listed)} more threads")
         return lines
 
     @staticmethod

@@ -65,6 +65,7 @@ from itertools import chain, compress, groupby, islice
 from operator import mul
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from pyinstrument.frame import GIL_WAIT_FRAME_IDENTIFIER as GIL_WAIT
 from pyinstrument.frame import gc_paused
 from pyinstrument.frame_table import NO_NODE
 from pyinstrument.renderers.base import Renderer
@@ -82,11 +83,13 @@ CATEGORY_OTHER = 0
 CATEGORY_APPLICATION = 1
 CATEGORY_LIBRARY = 2
 CATEGORY_BUILTIN = 3
+CATEGORY_GIL_WAIT = 4
 CATEGORIES: List[Dict[str, Any]] = [
     {"name": "Other", "color": "grey", "subcategories": ["Other"]},
     {"name": "Python: application", "color": "yellow", "subcategories": ["Other"]},
     {"name": "Python: library", "color": "blue", "subcategories": ["Other"]},
     {"name": "Built-in (C)", "color": "orange", "subcategories": ["Other"]},
+    {"name": "Waiting for the GIL", "color": "red", "subcategories": ["Other"]},
 ]
 
 #: resource type for a named bag of code (the profiler's ``ResourceType.Library``)
@@ -213,7 +216,9 @@ class _ThreadTables:
             self.func_resource.append(self._resource(self._library_name(frame.file_path) or frame.file_path))
             self.func_file.append(strings.index(frame.file_path))
         self.func_line.append(frame.line_no if frame.line_no > 0 else None)
-        if frame.is_builtin:
+        if frame.name == GIL_WAIT:
+            category = CATEGORY_GIL_WAIT
+        elif frame.is_builtin:
             category = CATEGORY_BUILTIN
         elif frame.is_application_code:
             category = CATEGORY_APPLICATION

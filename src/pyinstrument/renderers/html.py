@@ -349,6 +349,8 @@ class HTMLRenderer(FrameRenderer):
                 # what the run was made with, in one line (pyinstrument.run_metadata)
                 "made_with": run_metadata.summary(session.run_metadata) or None,
                 "pyinstrument_version": _pyinstrument_version(),
+                # {thread: [held, waiting, outside] seconds}: where threads stood with the GIL
+                "gil": session.gil,
             },
             "options": {
                 # null: not given, the page uses the viewer's remembered settings

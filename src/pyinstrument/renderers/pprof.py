@@ -8,8 +8,9 @@ Pyroscope, Parca, Google Cloud Profiler, Datadog) accept it as an upload.
 What is written: one ``Sample`` per distinct call stack (a frame record of the
 session), with two values, ``wall``/``nanoseconds`` (the default) and
 ``cpu``/``nanoseconds`` (left out when the session recorded no CPU time), and the
-labels ``thread`` (its name), ``thread_id`` (when the session knows it) and ``phase`` (a
-sample taken in a phase of the run, ``Profiler.phase``). Its
+labels ``thread`` (its name), ``thread_id`` (when the session knows it), ``phase`` (a
+sample taken in a phase of the run, ``Profiler.phase``) and ``gil`` = ``waiting`` (a stack
+that ends waiting for the GIL, in a ``[GIL wait]`` leaf). Its
 locations are leaf first, as pprof wants. There is one ``Location`` per function and
 line being executed, so pprof's ``-lines`` views and ``list`` show the lines that took
 the time (``include_lines=False``: one per function). ``Function`` carries the name
@@ -37,6 +38,7 @@ import gzip
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pyinstrument.frame import GIL_WAIT_FRAME_IDENTIFIER as GIL_WAIT
 from pyinstrument.frame import gc_paused
 from pyinstrument.renderers.base import Renderer
 from pyinstrument.renderers.stacks import SampleStacks, StackFrame
@@ -235,9 +237,13 @@ class PprofRenderer(Renderer):
             _bytes_field(_SAMPLE_LABEL, _int_field(_LABEL_KEY, phase_key) + _int_field(_LABEL_STR, string(name)))
             for name in (phases.names if phases is not None else ())
         ]
+        waiting_label = _bytes_field(
+            _SAMPLE_LABEL, _int_field(_LABEL_KEY, string("gil")) + _int_field(_LABEL_STR, string("waiting"))
+        )
         for i, frames in enumerate(stacks.stacks):
             if not frames:
                 continue
+            waiting = stacks.frames[frames[-1]].name == GIL_WAIT
             lines = stacks.lines[i]
             leaf_first = b"".join(
                 location_varints.get(key) or new_location(*key) for key in zip(reversed(frames), reversed(lines))
@@ -263,7 +269,8 @@ class PprofRenderer(Renderer):
                     _bytes_field(_SAMPLE_LOCATION_ID, leaf_first)
                     + _packed_field(_SAMPLE_VALUE, values)
                     + labels
-                    + (phase_labels[phases.records[i]] if phases is not None else b""),
+                    + (phase_labels[phases.records[i]] if phases is not None else b"")
+                    + (waiting_label if waiting else b""),
                 )
             )
 

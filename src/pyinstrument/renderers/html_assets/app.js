@@ -610,6 +610,8 @@
     );
     head.appendChild(facts);
     if (meta.made_with) head.appendChild(el("p", "made-with", visible(meta.made_with)));
+    const gil = gilTable(meta.gil);
+    if (gil) head.appendChild(gil);
     if (phases.length) head.appendChild(phaseSelector());
 
     if (data.notes && data.notes.length) {
@@ -618,6 +620,35 @@
       head.appendChild(notes);
     }
     return head;
+  }
+
+  // Each thread's share of its time holding, waiting for and outside the GIL, when one of
+  // them waited for it (1% of its time or more); those that waited longest first.
+  function gilTable(gil) {
+    if (!gil) return null;
+    const rows = Object.entries(gil)
+      .map(([name, times]) => {
+        const total = times[0] + times[1] + times[2];
+        return { name, shares: times.map((t) => (total > 0 ? t / total : 0)) };
+      })
+      .filter((row) => row.shares.some((s) => s > 0))
+      .sort((a, b) => b.shares[1] - a.shares[1]);
+    if (!rows.some((row) => row.shares[1] >= 0.01)) return null;
+    const table = el("table", "gil");
+    table.title = "where each thread's sampled time went: running Python (holding the GIL), waiting for it, or in C code that let it go (sleeping, I/O, hashing...)";
+    const head = el("tr");
+    for (const label of ["GIL", "held", "waiting", "outside"]) head.appendChild(el("th", null, label));
+    table.appendChild(head);
+    for (const row of rows) {
+      const tr = el("tr");
+      tr.appendChild(el("td", null, visible(row.name)));
+      row.shares.forEach((share, k) => {
+        const td = el("td", k === 1 ? "gil-wait" : null, Math.round(share * 100) + "%");
+        tr.appendChild(td);
+      });
+      table.appendChild(tr);
+    }
+    return table;
   }
 
   function phaseSelector() {
@@ -1527,6 +1558,7 @@
     let c = p.frameColor.get(f);
     if (c) return c;
     if (f < 0) c = p.dark ? "#30363d" : "#d8dee4";
+    else if (frames.name[f] === "[GIL wait]") c = p.dark ? "#8e1519" : "#ff8182"; // time lost to the GIL
     else if (frameIsApp[f]) {
       const h = 18 + (hashString(frames.file[f] + "\0" + frames.name[f]) % 36);
       c = p.dark ? "hsl(" + h + ",62%,38%)" : "hsl(" + h + ",85%,68%)";
