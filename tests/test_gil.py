@@ -14,9 +14,11 @@ from helpers import FREE_THREADED, run_program
 pytestmark = pytest.mark.engine
 
 #: four threads in pure Python on (at most) 2 cores, one hashing large buffers (hashlib lets
-#: the GIL go while it hashes), one asleep; each thread's CPU time is measured by itself
+#: the GIL go while it hashes), one asleep; each thread's CPU time is measured by itself. The
+#: threads are started before the profiler: starting one makes the main thread and the new
+#: one wait for the GIL too, which would blur the main thread's and the sleeper's shares.
 KNOWN_SPLIT = """
-stop = time.perf_counter() + 1.5
+stop = time.perf_counter() + 1.6
 cpu = {}
 
 def spinner():
@@ -35,10 +37,10 @@ def hasher():
 
 threads = [threading.Thread(target=spinner, name=f"spinner{i}") for i in range(4)]
 threads += [threading.Thread(target=hasher, name="hasher"),
-            threading.Thread(target=time.sleep, args=(1.5,), name="sleeper")]
+            threading.Thread(target=time.sleep, args=(1.6,), name="sleeper")]
+for thread in threads:
+    thread.start()
 with Profiler(interval=0.001, all_threads=True) as profiler:
-    for thread in threads:
-        thread.start()
     for thread in threads:
         thread.join()
 session = profiler.last_session
@@ -60,13 +62,15 @@ def test_each_thread_is_split_into_holding_waiting_for_and_outside_the_gil():
         held, waiting, outside = shares(gil[name])
         assert outside <= 0.03, (name, gil[name])  # Python code runs only with the GIL
         assert waiting >= 0.5, (name, gil[name])  # four threads share it
-        assert held >= result["cpu"][name] / 1.5 - 0.03, (name, gil[name], result["cpu"][name])
-    # the GIL is held by someone nearly all the time
-    assert sum(gil[name][0] for name in gil) >= 0.9 * 1.5
+        assert held >= result["cpu"][name] / 1.6 - 0.03, (name, gil[name], result["cpu"][name])
+    # the GIL is held by someone most of the time (not between a release and the next
+    # holder's wake-up, which a busy machine makes long)
+    assert sum(gil[name][0] for name in gil) >= 0.5 * result["duration"]
     held, waiting, outside = shares(gil["hasher"])
-    assert held <= 0.05 and outside >= result["cpu"]["hasher"] / 1.5 - 0.03, (gil["hasher"], result["cpu"])
-    assert shares(gil["sleeper"])[2] >= 0.95
-    assert shares(gil["MainThread"])[2] >= 0.9  # in join, outside
+    assert held <= 0.05 and outside >= result["cpu"]["hasher"] / 1.6 - 0.03, (gil["hasher"], result["cpu"])
+    assert shares(gil["sleeper"])[2] >= 0.9, gil["sleeper"]
+    held, waiting, outside = shares(gil["MainThread"])
+    assert held <= 0.05 and outside >= 0.85, gil["MainThread"]  # in join, outside
     # the waiting shows as a leaf under the frame that waits, and in the header
     assert "[GIL wait]" in result["text"]
     assert "GIL  thread" in result["text"]
