@@ -176,8 +176,9 @@ def test_thread_churn_does_not_crash_or_misname():
     for key in stacks:
         frames = key.split(" > ")[1:]  # after the thread's root
         if "short_lived" in frames:
-            # (a call that ended while being read is honestly unknown)
-            assert frames[-1] in ("short_lived", "perf_counter", "[unknown C call]"), key
+            # (a call that ended while being read is honestly unknown; the thread may be
+            # waiting for the GIL there)
+            assert frames[-1] in ("short_lived", "perf_counter", "[unknown C call]", "[GIL wait]"), key
 
 
 def test_each_walk_that_fails_is_counted_under_the_check_that_failed():

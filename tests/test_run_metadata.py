@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def test_saved_loaded_and_shown_in_both_headers(tmp_path: Path):
     loaded = Session.load(path)
     assert loaded.run_metadata == session.run_metadata
     line = run_metadata.summary(loaded.run_metadata)
-    assert line.startswith(f"Python {platform.python_version()} · ") and f"{os.cpu_count()} CPUs" in line
+    build = " (free-threaded: no GIL)" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    assert line.startswith(f"Python {platform.python_version()}{build} · ") and f"{os.cpu_count()} CPUs" in line
     header = ConsoleRenderer(color=False).render(loaded).split("Program:")[0]
     assert line in header
     page = HTMLRenderer().render(loaded)
