@@ -18,8 +18,9 @@ def private_data_directory(tmp_path_factory, monkeypatch):
 
 
 #: files whose tests read no interpreter internals (file formats, renderers, web frameworks,
-#: tooling): `make test` runs them on the oldest, the demo and the newest CPython (a Python API
-#: one version lacks or drops shows there), the rest of the suite on every one
+#: tooling): `make test` runs them on the oldest and the newest CPython with a GIL and on the
+#: free-threaded ones (a Python API one version lacks or drops shows there), the rest of the
+#: suite on every one
 PORTABLE_FILES = {
     "test_bench", "test_budget", "test_collapsed_flamegraph", "test_console_render", "test_diff",
     "test_django", "test_file_renderers", "test_files", "test_firefox", "test_magic",

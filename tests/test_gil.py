@@ -73,8 +73,9 @@ def test_each_thread_is_split_into_holding_waiting_for_and_outside_the_gil():
         held, waiting, outside = shares(gil[name])
         assert outside <= 0.03, (name, gil[name])  # Python code runs only with the GIL
         assert waiting >= 0.5, (name, gil[name])  # four threads share it
-        # it holds the GIL whenever it runs (seconds against its own CPU seconds)
-        assert gil[name][0] >= 0.8 * result["cpu"][name], (name, gil[name], result["cpu"][name])
+        # it holds the GIL whenever it runs: its share of the 1.6 s at most 3 points under its
+        # CPU share (not above: a busy machine deschedules threads that hold it)
+        assert gil[name][0] / 1.6 >= result["cpu"][name] / 1.6 - 0.03, (name, gil[name], result["cpu"][name])
     # the GIL is held by someone most of the time (not between a release and the next
     # holder's wake-up, which a busy machine makes long)
     assert sum(gil[name][0] for name in gil) >= 0.5 * result["duration"]
