@@ -244,7 +244,7 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
              "| condition | spare core | pinned | pushes (spare, pinned) |", "| --- | --- | --- | --- |",
              f"| alone ({alone[groups[0]]:.2f} s, {alone[groups[1]]:.2f} s) | "
              + " | ".join(attached.cell(attached.baseline_spread(result, g), count=False) for g in groups) + " | |"]
-    for condition in CONDITIONS[1:]:
+    for condition in measured_conditions(result):
         pushes = ", ".join(f"{statistics.median(r['pushed'] for r in result['runs'][g][condition]):g}"
                            for g in groups) if condition == "continuous" else ""
         lines.append(f"| {condition} | " + " | ".join(attached.cell(attached.ratios(result, g, condition))
@@ -266,7 +266,13 @@ def report(result: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 
 def chart(result: Dict[str, Any], path: str) -> None:
-    attached.bar_chart(result, CONDITIONS[1:], f"The agent's cost, Python {result['version']}", path)
+    attached.bar_chart(result, measured_conditions(result), f"The agent's cost, Python {result['version']}", path)
+
+
+def measured_conditions(result: Dict[str, Any]) -> List[str]:
+    """The conditions other than alone that this result holds (one kept from an older run may lack some)."""
+    groups = list(attached.GROUPS)
+    return [c for c in CONDITIONS[1:] if all(c in result["runs"][g] for g in groups)]
 
 
 if __name__ == "__main__":
