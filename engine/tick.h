@@ -82,7 +82,8 @@ struct pi_walker {
     bool again_ok, tstate_again_ok, confirm_chain, chunk_confirmed;
     uintptr_t top_again, start_frame;
     /* bytes copied above the current chunk's top: doubled each time the thread pushed
-     * frames past them before the copies (a fast-rising recursion), up to the chunk */
+     * frames past them before the copies (a fast-rising recursion), up to the chunk;
+     * PI_TOP_MARGIN again for another thread */
     size_t top_margin;
     /* 3.14+: the code objects lately innermost on this thread and their bytecode ranges */
     uintptr_t leaf_codes[PI_LEAF_CODES], leaf_code_starts[PI_LEAF_CODES];

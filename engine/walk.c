@@ -178,6 +178,12 @@ static void walker_give_up(pi_walker *w, enum pi_walk_fail cause)
     w->state = WALK_FAILED;
 }
 
+/* Whether two copies of a frame hold the same call: its code, function and caller. */
+static bool same_call(const pi_frame *a, const pi_frame *b)
+{
+    return a->code == b->code && a->previous == b->previous && a->func == b->func && a->kind == b->kind;
+}
+
 /* Whether the frames a caller at `below` was called from, those in the current chunk
  * under it, read the same in both copies in everything a sample takes from them. */
 static bool callers_read_same(const pi_walker *w, uintptr_t at, uintptr_t below)
@@ -188,8 +194,7 @@ static bool callers_read_same(const pi_walker *w, uintptr_t at, uintptr_t below)
         const uint8_t *copy = region_find(first, at, size), *again = region_find(&w->chunk_again, at, size);
         pi_frame a, b;
         if (!copy || !again || pi_parse_frame(copy, &a) != 0 || pi_parse_frame(again, &b) != 0 ||
-            a.code != b.code || a.previous != b.previous || a.func != b.func || a.kind != b.kind ||
-            a.instr != b.instr)
+            !same_call(&a, &b) || a.instr != b.instr)
             return false;
         below = at;
         at = a.previous;
@@ -220,8 +225,7 @@ static bool frame_confirmed(pi_walker *w, uintptr_t addr)
     const uint8_t *again = region_find(&w->chunk_again, addr, size);
     pi_frame a, b;
     if (!again || addr >= w->top_again || pi_parse_frame(copy, &a) != 0 || pi_parse_frame(again, &b) != 0 ||
-        a.code != b.code || a.previous != b.previous || a.func != b.func || a.kind != b.kind ||
-        !callers_read_same(w, a.previous, addr))
+        !same_call(&a, &b) || !callers_read_same(w, a.previous, addr))
         return false;
     /* the same call in both: where it stands is taken from the second copy, as its callee is */
     memcpy(first->data + (addr - first->addr), again, size);
@@ -741,8 +745,6 @@ static void walker_reset(pi_walker *w, const pi_tstate *ts)
         ts->chunk_limit >= ts->chunk_top && ts->chunk_limit - ts->chunk <= PI_MAX_CHUNK_BYTES &&
         w->state != WALK_DONE) {
         /* the current chunk's used part, and the frames pushed on it while we read */
-        if (w->top_margin < PI_TOP_MARGIN)
-            w->top_margin = PI_TOP_MARGIN;
         size_t len = ts->chunk_top - ts->chunk + w->top_margin;
         if (len > ts->chunk_limit - ts->chunk)
             len = ts->chunk_limit - ts->chunk;
@@ -765,6 +767,7 @@ static void walker_start(pi_walker *w, uintptr_t tstate_addr, const pi_tstate *t
     bool same_thread = w->tstate_addr == tstate_addr && w->ts.thread_id == ts->thread_id;
     spec_prepare(w, same_thread);
     if (!same_thread) {
+        w->top_margin = PI_TOP_MARGIN;
         w->c_stack_count = 0;
         memset(w->leaf_codes, 0, sizeof w->leaf_codes);
         w->bottom = 0;
