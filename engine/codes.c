@@ -412,16 +412,24 @@ static bool fingerprint_same(const fingerprint *fp, const uint8_t *now)
     return memcmp(fp->bytes + PI_REFCNT_SIZE, now + PI_REFCNT_SIZE, fp->len - PI_REFCNT_SIZE) == 0;
 }
 
+/* The fingerprints are taken before the strings are copied: a string freed and replaced
+ * at its address meanwhile (the next function made by the same code, its name at the
+ * same place) then no longer matches them when the entry is confirmed
+ * (pi_codes_confirm_fresh). Taken after, they would vouch for the new string under the
+ * old name, at every later tick. */
 static pi_code_entry *load_entry(pi_code_table *t, uintptr_t addr, const pi_code *header)
 {
-    char *function = pi_read_unicode(header->qualname ? header->qualname : header->name);
-    char *filename = pi_read_unicode(header->filename);
+    uintptr_t name = header->qualname ? header->qualname : header->name;
+    char *function = NULL, *filename = NULL;
+    uint8_t *linetable = NULL;
     size_t linetable_len = 0;
-    uint8_t *linetable = header->linetable ? read_bytes(header->linetable, &linetable_len) : NULL;
     pi_code_entry *e = calloc(1, sizeof *e);
-    if (!function || !filename || !e || (header->linetable && !linetable) ||
-        take_fingerprint(header->qualname ? header->qualname : header->name, &e->name_fp) != 0 ||
-        take_fingerprint(header->filename, &e->file_fp) != 0)
+    if (!e || take_fingerprint(name, &e->name_fp) != 0 || take_fingerprint(header->filename, &e->file_fp) != 0)
+        goto error;
+    function = pi_read_unicode(name);
+    filename = pi_read_unicode(header->filename);
+    linetable = header->linetable ? read_bytes(header->linetable, &linetable_len) : NULL;
+    if (!function || !filename || (header->linetable && !linetable))
         goto error;
     bool hides = names_hide_traceback(header->varnames);
     int64_t identity = intern_identity(t, function, filename, header->firstlineno, hides);
