@@ -130,22 +130,23 @@ def start_concurrent_reader(seconds, cpus=None):  # whole seconds
         [spy, "record", "--nonblocking", "--pid", str(os.getpid()), "--rate", "1000",
          "--duration", str(seconds), "--format", "raw", "--output", out],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},  # no sanitizer runtime
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
 def concurrent_reader_share(reader, function):
     # None where py-spy cannot read this Python (a free-threaded build)
     out, spy = reader
-    _, errors = spy.communicate()
-    if "Failed to find a python interpreter" in errors:
-        return None
-    assert spy.returncode == 0, errors
-    total = seen = 0
-    with open(out) as lines:
-        for line in lines:
-            stack, count = line.rsplit(" ", 1)
-            total += int(count)
-            seen += int(count) if any(f.startswith(function + " (") for f in stack.split(";")) else 0
-    os.unlink(out)
+    try:
+        _, errors = spy.communicate()
+        if "Failed to find a python interpreter" in errors:
+            return None
+        assert spy.returncode == 0, errors
+        with open(out) as lines:
+            counts = [line.rsplit(" ", 1) for line in lines]
+    finally:
+        os.unlink(out)
+    total = sum(int(count) for _, count in counts)
+    seen = sum(int(count) for stack, count in counts if any(f.startswith(function + " (") for f in stack.split(";")))
     assert total > 100, total
     return seen / total
 """
