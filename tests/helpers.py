@@ -137,6 +137,17 @@ def start_concurrent_reader(seconds, cpus=None):  # whole seconds
         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},  # no sanitizer runtime
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
+def pin_apart(reader):
+    # this thread on the first CPU, the reader (its thread's name, or another process) on
+    # the others: both read beside the thread, not between its instructions
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[0]})
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                if comm.read().strip() == reader:
+                    os.sched_setaffinity(int(tid), set(cpus[1:]))
+
 def concurrent_reader_share(reader, function):
     # None where py-spy cannot read this Python (a free-threaded build)
     out, spy = reader
