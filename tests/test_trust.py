@@ -440,10 +440,11 @@ def test_no_stack_the_program_never_had():
             spliced += seconds if chain not in starts else 0.0
     assert total > 0.5
     assert spliced / total < 0.001, f"{spliced / total:.2%} of the time in stacks the program never had"
-    # what could not be read consistently is dropped and counted, but not most of it (on
-    # 3.10, 11-23% on an AMD EPYC VM; 33-45% with the sanitizers' slower engine)
+    # what could not be read consistently is dropped and counted, but not most of it (on an
+    # AMD EPYC VM: 3.10 11-23%, 3.12 33% beside a busy process; 3.10 33-45% with the
+    # sanitizers' slower engine, where drop rates mean nothing)
     if not UNDER_SANITIZERS:
-        assert result["dropped"] < 0.3 * (result["samples"] + result["dropped"]), result["dropped"]
+        assert result["dropped"] < 0.5 * (result["samples"] + result["dropped"]), result["dropped"]
 
 
 @pytest.mark.xfail(
@@ -472,5 +473,6 @@ def test_a_recursion_rising_and_falling_keeps_its_samples():
         report(p.last_session)
         """
     )
-    assert result["dropped"] < 0.3 * (result["samples"] + result["dropped"]), result["dropped"]
+    # not most of them (the engine that compared the copies byte for byte dropped 57-66%)
+    assert result["dropped"] < 0.5 * (result["samples"] + result["dropped"]), result["dropped"]
     assert time_in(result["stacks"], "down") >= 0.5 * result["duration"]
