@@ -558,16 +558,6 @@ void remember_leaf_code(pi_walker *w, uintptr_t code, uintptr_t start, int64_t u
     w->leaf_code_units[k] = units;
 }
 
-/* Whether this is a thread's last attempt this tick. A thread whose stack changes all
- * the time (a recursion rising and falling through hundreds of frames every few
- * microseconds) can fail every confirmed attempt: its last one is taken from the second
- * copy unconfirmed (from the first, as read, when the thread moved to another chunk),
- * as every walk was before the copies were compared, rather than lose the sample. */
-static bool last_attempt(const pi_walker *w)
-{
-    return w->attempts >= PI_RETRIES;
-}
-
 /* 3.11+: where the walk starts, from the thread state (3.11/3.12: or its _PyCFrame)
  * read between the two copies of the current chunk. */
 static void start_between_copies(pi_walker *w)
@@ -575,13 +565,10 @@ static void start_between_copies(pi_walker *w)
     pi_tstate ts;
     if (!w->again_ok || !w->tstate_again_ok || pi_parse_tstate(w->tstate_again, w->tstate_addr, &ts) != 0 ||
         ts.thread_id != w->ts.thread_id || ts.chunk != w->ts.chunk) {
-        /* the thread ended or moved to another chunk meanwhile; the last attempt walks
-         * from the thread state read before the copies, as it is (see last_attempt) */
-        if (!last_attempt(w))
-            walker_fail(w, PI_FAIL_MOVED);
+        walker_fail(w, PI_FAIL_MOVED); /* the thread ended or moved to another chunk meanwhile */
         return;
     }
-    w->confirm_chain = !last_attempt(w);
+    w->confirm_chain = true;
     w->top_again = ts.chunk_top;
     if (ts.frame) {
         w->cur = ts.frame;
@@ -620,8 +607,6 @@ static void start_between_copies(pi_walker *w)
     pi_frame f;
     if (pi_parse_frame(again, &f) == 0 || name_cleared_frame(w, again))
         memcpy(first->data + at, again, first->len - at);
-    if (!w->confirm_chain)
-        memcpy(first->data, w->chunk_again.data, at);
     w->start_frame = w->cur;
 }
 

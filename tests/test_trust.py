@@ -458,7 +458,7 @@ def test_a_recursion_rising_and_falling_keeps_its_samples():
     # stack changes under every read. Its frames at each depth are other calls of the same
     # function, which make the same stack: comparing the two copies byte for byte dropped
     # 57-66% of these samples on 3.14 (an interpreter that recursed this way was reported
-    # as spending a third of its time there); now 0-18% on 3.11-3.15
+    # as spending a third of its time there); now 3-5% on 3.12, 29-40% on 3.14 (dropped, counted)
     result = run_program(
         """
         def down(n):
