@@ -121,13 +121,14 @@ def run_program(body: str, timeout: float = 120) -> Dict[str, Any]:
 #: the process (where its memory fell): on 3.11 on one machine, do_nothing 0.7-3.5% in one
 #: process and the next, as the engine sees in the same one. Share tests of such calls
 #: compare with what it sees of the same process at the same time (skipped where it
-#: cannot read this Python: skip_without_concurrent_reader).
+#: cannot read this Python: share_beside_concurrent_reader).
 CONCURRENT_READER = """
 import ctypes, subprocess, tempfile
 
-def start_concurrent_reader(seconds, cpus=None):  # whole seconds
+def start_concurrent_reader(seconds):  # whole seconds; on the CPUs pin_apart leaves free
     # let a reader that is not our parent read us (Yama's ptrace scope 1)
     ctypes.CDLL(None).prctl(0x59616D61, ctypes.c_ulong(-1), 0, 0, 0)
+    cpus = set(sorted(os.sched_getaffinity(0))[1:])
     out = tempfile.NamedTemporaryFile(suffix=".txt", delete=False).name
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     return out, subprocess.Popen(
@@ -167,9 +168,24 @@ def concurrent_reader_share(reader, function):
 """
 
 
-def skip_without_concurrent_reader(result: Dict[str, Any]) -> None:
+def share_beside_concurrent_reader(program: str, run: str, function: str, interval: float, seconds: int):
+    """Runs ``program`` (definitions) then ``run`` under our engine, with the thread on one
+    CPU and both readers on the others; returns ``function``'s share as ours saw it and as
+    py-spy --nonblocking saw it meanwhile (skips the test where py-spy cannot read this Python)."""
+    result = run_program(
+        program
+        + CONCURRENT_READER
+        + f"""
+reader = start_concurrent_reader({seconds})
+with Profiler(interval={interval}) as p:
+    pin_apart("pyinstrument")
+    {run}
+report(p.last_session, limit=concurrent_reader_share(reader, {function!r}))
+"""
+    )
     if result["limit"] is None:
         pytest.skip("py-spy cannot read this Python (free-threaded): nothing to compare the share with")
+    return time_in(result["stacks"], function) / sum(result["stacks"].values()), result["limit"]
 
 
 def time_in(stacks: Dict[str, float], name: str) -> float:

@@ -13,12 +13,11 @@ import textwrap
 
 import pytest
 from helpers import (
-    CONCURRENT_READER,
     FREE_THREADED,
     HARNESS,
     UNDER_SANITIZERS,
     run_program,
-    skip_without_concurrent_reader,
+    share_beside_concurrent_reader,
     time_in,
 )
 
@@ -201,27 +200,12 @@ def test_short_callbacks_from_c_get_their_share():
     # at one moment and the frames a microsecond later finds the callback gone and credits
     # its time to the C caller. The sampler thread is kept off the profiled thread's core,
     # where it would run between the profiled thread's instructions rather than beside them.
-    result = run_program(
-        CALLBACKS_FROM_C
-        + CONCURRENT_READER
-        + textwrap.dedent(
-            """
-        cpus = sorted(os.sched_getaffinity(0))
-        reader = start_concurrent_reader(1, set(cpus[1:]) if len(cpus) >= 2 else None)
-        with Profiler(interval=0.0001) as p:
-            pin_apart("pyinstrument")
-            churn(1.5)
-        report(p.last_session, limit=concurrent_reader_share(reader, "key"))
-        """
-        )
-    )
-    skip_without_concurrent_reader(result)
-    total = sum(result["stacks"].values())
+    ours, limit = share_beside_concurrent_reader(CALLBACKS_FROM_C, "churn(1.5)", "key", 0.0001, 1)
     # What a reader that does not stop the thread can see of the callbacks depends on the
     # machine: py-spy --nonblocking sees key 2.7% on 3.12 on one (ours 1.4-3.6% there, 8-15% on
     # 3.11 and 3.13-3.15), where an engine that credits callbacks to their caller shows 2-3%
     # (3.9/3.10). The bound: half of what it sees of this process meanwhile, less a point.
-    assert time_in(result["stacks"], "key") / total > result["limit"] / 2 - 0.01, (result["limit"], result["stacks"])
+    assert ours > limit / 2 - 0.01, (ours, limit)
 
 
 BUSY_WAIT_LOOP = """
@@ -264,21 +248,8 @@ def test_short_python_calls_get_their_share():
     # --nonblocking sees of this process meanwhile, less a fifth of a point (beside a busy
     # process, ours 1.76% where it saw 4.35%); an engine that loses short calls shows
     # 0.1-0.9% where that limit is 2.5%.
-    result = run_program(
-        BUSY_WAIT_LOOP
-        + CONCURRENT_READER
-        + """
-cpus = sorted(os.sched_getaffinity(0))
-reader = start_concurrent_reader(2, set(cpus[1:]) if len(cpus) >= 2 else None)
-with Profiler(interval=0.0005) as p:
-    pin_apart("pyinstrument")
-    busy_wait(2.6)
-report(p.last_session, limit=concurrent_reader_share(reader, "do_nothing"))
-"""
-    )
-    skip_without_concurrent_reader(result)
-    total = sum(result["stacks"].values())
-    assert time_in(result["stacks"], "do_nothing") / total > result["limit"] / 3 - 0.002, (result["limit"], result["stacks"])
+    ours, limit = share_beside_concurrent_reader(BUSY_WAIT_LOOP, "busy_wait(2.6)", "do_nothing", 0.0005, 2)
+    assert ours > limit / 3 - 0.002, (ours, limit)
 
 
 @pytest.mark.skipif(
